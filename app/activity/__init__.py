@@ -1,0 +1,1 @@
+"""The organisation's own audit trail: who changed what in the dashboard."""

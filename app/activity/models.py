@@ -1,0 +1,27 @@
+"""Tables of the activity domain."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+import sqlalchemy as sa
+from sqlmodel import Field, SQLModel
+
+from app.db import TenantScoped, json_column, timestamp_column
+
+
+class ActivityEvent(SQLModel, TenantScoped, table=True):
+    __tablename__ = "activity_events"
+    __table_args__ = (sa.Index("ix_activity_events_org_id_occurred_at", "org_id", "occurred_at", "id"),)
+
+    id: str = Field(primary_key=True, max_length=40)
+    org_id: str = Field(foreign_key="organizations.id", max_length=40)
+    actor_type: str = Field(max_length=20)  # user | api_key | system
+    actor_id: str | None = Field(default=None, max_length=40)
+    action: str = Field(max_length=80)  # e.g. api_key.created
+    target_type: str | None = Field(default=None, max_length=40)
+    target_id: str | None = Field(default=None, max_length=80)
+    metadata_: dict[str, Any] = json_column(sa_column_kwargs={"name": "metadata"})
+    occurred_at: datetime = timestamp_column()
+    source_ip: str | None = Field(default=None, max_length=64)

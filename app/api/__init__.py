@@ -1,0 +1,1 @@
+"""The GraphQL assembly: root types, context, errors, scalars, pagination and limits."""

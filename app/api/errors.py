@@ -1,0 +1,73 @@
+"""Turns every GraphQL error into one with `extensions.code`; unexpected ones are masked and logged."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator
+
+import structlog
+from strawberry.extensions import SchemaExtension
+
+from app.errors import AppError
+from app.runtime.telemetry import ERRORS, GRAPHQL_LATENCY, GRAPHQL_OPERATIONS
+from graphql import GraphQLError
+
+log = structlog.get_logger("app.api")
+
+INTERNAL_MESSAGE = "Internal server error"
+
+
+def format_error(error: GraphQLError, request_id: str) -> GraphQLError:
+    original = error.original_error
+    while isinstance(original, GraphQLError) and original.original_error is not None:
+        original = original.original_error
+    if isinstance(original, AppError):
+        code = original.code
+        extensions = {"code": code, **original.extensions}
+        message = original.message
+    elif original is None:
+        # parse and validation errors (including the limits): the client's document is at fault
+        code = (error.extensions or {}).get("code") or "BAD_USER_INPUT"
+        extensions = {**(error.extensions or {}), "code": code}
+        message = error.message
+    else:
+        code = "INTERNAL"
+        log.error("unexpected error", request_id=request_id, path=error.path, exc_info=original)
+        extensions = {"code": code, "requestId": request_id}
+        message = INTERNAL_MESSAGE
+    ERRORS.labels(code=code).inc()
+    return GraphQLError(
+        message,
+        nodes=error.nodes,
+        source=error.source,
+        positions=error.positions,
+        path=error.path,
+        original_error=None,
+        extensions=extensions,
+    )
+
+
+class ErrorCodes(SchemaExtension):
+    """Formats errors and records per-operation metrics; closes the request's DB session."""
+
+    async def on_operation(self) -> AsyncIterator[None]:
+        started = time.perf_counter()
+        yield
+        ctx = self.execution_context
+        try:
+            operation_type = ctx.operation_type.value
+        except RuntimeError:  # the document did not parse
+            operation_type = "unknown"
+        if operation_type != "subscription":
+            close = getattr(ctx.context, "close", None)
+            if close is not None:
+                await close()
+        name = ctx.operation_name or "anonymous"
+        GRAPHQL_OPERATIONS.labels(operation=name, type=operation_type).inc()
+        GRAPHQL_LATENCY.labels(operation=name, type=operation_type).observe(time.perf_counter() - started)
+        result = ctx.result
+        request_id = getattr(ctx.context, "request_id", "")
+        if result is not None and getattr(result, "errors", None):
+            result.errors = [format_error(e, request_id) for e in result.errors]
+        if ctx.pre_execution_errors:
+            ctx.pre_execution_errors = [format_error(e, request_id) for e in ctx.pre_execution_errors]

@@ -1,0 +1,36 @@
+"""Shared pieces of the REST routes: JSON responses, `{"error", "status"}` errors, authentication."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+from starlette.requests import Request
+from starlette.responses import Response
+
+from app.api.auth import authenticate
+from app.errors import AppError, RateLimited, Unauthenticated
+from app.orgs.principal import Principal
+
+
+class JSONResponse(Response):
+    media_type = "application/json"
+
+    def render(self, content: Any) -> bytes:
+        return orjson.dumps(content, option=orjson.OPT_NON_STR_KEYS)
+
+
+def error_response(error: AppError) -> JSONResponse:
+    body: dict[str, Any] = {"error": error.message, "status": error.http_status, "code": error.code}
+    body.update({k: v for k, v in error.extensions.items() if k not in body})
+    headers = {"Retry-After": str(error.retry_after)} if isinstance(error, RateLimited) else None
+    return JSONResponse(body, status_code=error.http_status, headers=headers)
+
+
+async def require_principal(request: Request) -> Principal:
+    state = request.app.state
+    headers = {k.lower(): v for k, v in request.headers.items()}
+    principal = await authenticate(headers, runtime=state.runtime, signer=state.signer)
+    if principal is None:
+        raise Unauthenticated("authentication required: send `X-API-Key` or `Authorization: Bearer …`")
+    return principal

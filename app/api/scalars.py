@@ -1,0 +1,33 @@
+"""Scalars: DateTime as UTC ISO 8601 with `Z`; JSON for free-form objects."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from strawberry.scalars import JSON
+from strawberry.types.scalar import scalar
+
+from app.db import iso
+from app.errors import BadUserInput
+
+
+def _parse_datetime(value: object) -> datetime:
+    if not isinstance(value, str):
+        raise BadUserInput("DateTime must be an ISO 8601 string")
+    try:
+        parsed = datetime.fromisoformat(value.replace("Z", "+00:00") if value.endswith("Z") else value)
+    except ValueError:
+        raise BadUserInput(f"not an ISO 8601 date-time: {value[:64]!r}") from None
+    if parsed.tzinfo is None:
+        parsed = parsed.replace(tzinfo=UTC)  # a time without offset is taken as UTC
+    return parsed.astimezone(UTC)
+
+
+DateTime = scalar(
+    name="DateTime",
+    description="Date and time in UTC, ISO 8601 with `Z` (e.g. 2026-11-23T18:00:00.000Z).",
+    serialize=iso,
+    parse_value=_parse_datetime,
+)
+
+__all__ = ["JSON", "DateTime"]

@@ -1,0 +1,55 @@
+"""The GraphQL schema, assembled from each domain's Query/Mutation/Subscription pieces."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+import strawberry
+from strawberry.extensions import MaxAliasesLimiter, MaxTokensLimiter, QueryDepthLimiter
+from strawberry.schema.config import StrawberryConfig
+from strawberry.types.execution import ExecutionContext
+
+from app.api.errors import ErrorCodes
+from app.api.scalars import DateTime
+from app.orgs.schema import OrgsMutation, OrgsQuery
+from app.settings import Settings
+from graphql import GraphQLError
+
+
+@strawberry.type(description="Read operations.")
+class Query(OrgsQuery):
+    pass
+
+
+@strawberry.type(description="Write operations.")
+class Mutation(OrgsMutation):
+    pass
+
+
+class AgentrailSchema(strawberry.Schema):
+    def process_errors(
+        self, errors: list[GraphQLError], execution_context: ExecutionContext | None = None
+    ) -> None:
+        # ErrorCodes logs the unexpected ones (with the request id); expected errors are not log noise.
+        return None
+
+
+def build_schema(settings: Settings | None = None) -> strawberry.Schema:
+    settings = settings or Settings()
+    extensions: list[Any] = [
+        lambda: QueryDepthLimiter(max_depth=settings.max_query_depth),
+        lambda: MaxTokensLimiter(max_token_count=settings.max_query_tokens),
+        lambda: MaxAliasesLimiter(max_alias_count=settings.max_query_aliases),
+        ErrorCodes,
+    ]
+    return AgentrailSchema(
+        query=Query,
+        mutation=Mutation,
+        extensions=extensions,
+        config=StrawberryConfig(auto_camel_case=True, scalar_map={datetime: DateTime}),
+    )
+
+
+def print_sdl() -> str:
+    return build_schema().as_str() + "\n"

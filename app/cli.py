@@ -1,0 +1,273 @@
+"""`agentrail serve | worker | migrate | print-schema`."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import signal
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import structlog
+
+from app.runtime.logging import configure_logging
+from app.settings import ConfigurationError, Settings
+
+log = structlog.get_logger("agentrail")
+
+
+@contextlib.contextmanager
+def server_urls(settings: Settings) -> Iterator[tuple[str, str]]:
+    """The database and Redis URLs: from the settings, or from embedded servers started here.
+
+    Embedded servers are stopped when the block exits, however it exits.
+    """
+    if settings.database_url and settings.redis_url:
+        yield settings.database_url, settings.redis_url
+        return
+    if settings.is_production:
+        raise ConfigurationError("DATABASE_URL and REDIS_URL must be set in production")
+    from app.runtime.embedded import EmbeddedPostgres, EmbeddedRedis
+
+    data_dir = Path(settings.data_dir).resolve()
+    postgres = EmbeddedPostgres(data_dir) if not settings.database_url else None
+    redis = EmbeddedRedis(data_dir) if not settings.redis_url else None
+    try:
+        database_url = postgres.start() if postgres else settings.database_url
+        redis_url = redis.start() if redis else settings.redis_url
+        assert database_url and redis_url
+        yield database_url, redis_url
+    finally:
+        # a second Ctrl-C while the servers shut down must not leave them half-stopped
+        with contextlib.suppress(ValueError):
+            signal.signal(signal.SIGINT, signal.SIG_IGN)
+            signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        if redis:
+            redis.stop()
+        if postgres:
+            postgres.stop()
+
+
+def _settings_from(args: argparse.Namespace) -> Settings:
+    overrides: dict[str, Any] = {}
+    for name in ("host", "port", "data_dir"):
+        value = getattr(args, name, None)
+        if value is not None:
+            overrides[name] = value
+    if getattr(args, "no_worker", False):
+        overrides["run_worker"] = False
+    return Settings(**overrides)
+
+
+def _banner(settings: Settings, url: str, embedded: bool) -> str:
+    lines = [
+        "",
+        f"  Agentrail is running at {url}",
+        f"  GraphQL endpoint: {url}/graphql"
+        + ("  (open it in a browser for the IDE)" if settings.graphql_ide else ""),
+        f"  Health: {url}/readyz   Metrics: {url}/metrics",
+    ]
+    if embedded:
+        lines.append(f"  Data (embedded PostgreSQL and Redis): {Path(settings.data_dir).resolve()}")
+    lines += [
+        "",
+        "  Create the first account:",
+        f"    curl -s {url}/graphql -H 'content-type: application/json' -d '{{\"query\": "
+        '"mutation { register(email: \\"you@example.com\\", password: \\"choose-a-long-one\\", '
+        'name: \\"You\\", organizationName: \\"Acme\\") { accessToken } }"}\'',
+        "",
+        "  Stop with Ctrl-C.",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+async def _serve(settings: Settings, database_url: str, redis_url: str, *, embedded: bool) -> None:
+    import uvicorn
+
+    from app.main import create_app
+    from app.runtime import migrations
+    from app.runtime.resources import Runtime
+    from app.runtime.secrets import resolve_secret_key
+    from workers.settings import run_worker
+
+    await migrations.upgrade(database_url)
+    runtime = await Runtime.connect(
+        settings, database_url=database_url, redis_url=redis_url, secret_key=resolve_secret_key(settings)
+    )
+    app = create_app(settings, runtime=runtime)
+    config = uvicorn.Config(
+        app,
+        host=settings.host,
+        port=settings.port,
+        log_config=None,
+        ws_max_size=settings.max_ws_message_bytes,
+        lifespan="on",
+        access_log=False,
+        timeout_graceful_shutdown=10,
+    )
+    server = _Server(config)
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, server.request_exit)
+
+    worker_task = None
+    if settings.run_worker:
+        worker_task = asyncio.create_task(run_worker(runtime), name="arq-worker")
+    try:
+        serve_task = asyncio.create_task(server.serve(), name="uvicorn")
+        while not server.started and not serve_task.done():  # noqa: ASYNC110 uvicorn exposes a flag only
+            await asyncio.sleep(0.02)
+        if server.started:
+            print(_banner(settings, f"http://{settings.host}:{settings.port}", embedded), flush=True)
+        await serve_task
+    finally:
+        if worker_task is not None:
+            worker_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await worker_task
+        await runtime.close()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(sig)
+
+
+try:
+    import uvicorn as _uvicorn
+
+    class _Server(_uvicorn.Server):
+        """uvicorn.Server whose signals we own: uvicorn would re-raise them after shutdown, which would
+        kill the process before the embedded servers are stopped."""
+
+        @contextlib.contextmanager
+        def capture_signals(self) -> Iterator[None]:
+            yield
+
+        def request_exit(self) -> None:
+            if self.should_exit:
+                self.force_exit = True
+            self.should_exit = True
+
+except ImportError:  # pragma: no cover
+    pass
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    settings = _settings_from(args)
+    configure_logging(settings)
+    settings.check_production()
+    embedded = not (settings.database_url and settings.redis_url)
+    # SIGTERM before the loop runs (e.g. while PostgreSQL starts) must still unwind through `finally`
+    signal.signal(signal.SIGTERM, _raise_keyboard_interrupt)
+    try:
+        with server_urls(settings) as (database_url, redis_url):
+            asyncio.run(_serve(settings, database_url, redis_url, embedded=embedded))
+    except KeyboardInterrupt:
+        pass
+    log.info("stopped")
+    return 0
+
+
+def _raise_keyboard_interrupt(_signum: int, _frame: Any) -> None:
+    raise KeyboardInterrupt
+
+
+def cmd_worker(args: argparse.Namespace) -> int:
+    settings = _settings_from(args)
+    configure_logging(settings)
+    settings.check_production()
+    from app.runtime.resources import Runtime
+    from app.runtime.secrets import resolve_secret_key
+    from workers.settings import run_worker
+
+    async def main(database_url: str, redis_url: str) -> None:
+        runtime = await Runtime.connect(
+            settings, database_url=database_url, redis_url=redis_url, secret_key=resolve_secret_key(settings)
+        )
+        task = asyncio.create_task(run_worker(runtime))
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, task.cancel)
+        try:
+            await task
+        except asyncio.CancelledError:
+            pass
+        finally:
+            await runtime.close()
+
+    signal.signal(signal.SIGTERM, _raise_keyboard_interrupt)
+    try:
+        with server_urls(settings) as (database_url, redis_url):
+            asyncio.run(main(database_url, redis_url))
+    except KeyboardInterrupt:
+        pass
+    return 0
+
+
+def cmd_migrate(args: argparse.Namespace) -> int:
+    settings = _settings_from(args)
+    configure_logging(settings)
+    from app.runtime import migrations
+
+    with server_urls(settings) as (database_url, _redis_url):
+        if args.action == "upgrade":
+            asyncio.run(migrations.upgrade(database_url, args.revision or "head"))
+        elif args.action == "downgrade":
+            if not args.revision:
+                print("downgrade needs a revision (e.g. -1 or base)", file=sys.stderr)
+                return 2
+            asyncio.run(migrations.downgrade(database_url, args.revision))
+        current = asyncio.run(migrations.current(database_url))
+        print(f"current revision: {current or 'none'} (head: {migrations.head()})")
+    return 0
+
+
+def cmd_print_schema(_args: argparse.Namespace) -> int:
+    from app.api.schema import print_sdl
+
+    sys.stdout.write(print_sdl())
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="agentrail", description="Agentrail: audit trail for AI agents")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    def common(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--data-dir", type=Path, default=None, help="data folder (env AGENTRAIL_DATA_DIR)")
+
+    serve = sub.add_parser("serve", help="run the API (and, by default, the worker)")
+    serve.add_argument("--host", default=None, help="bind address (env AGENTRAIL_HOST, default 127.0.0.1)")
+    serve.add_argument("--port", type=int, default=None, help="port (env AGENTRAIL_PORT, default 8000)")
+    serve.add_argument("--no-worker", action="store_true", help="do not run the arq worker in this process")
+    common(serve)
+    serve.set_defaults(func=cmd_serve)
+
+    worker = sub.add_parser("worker", help="run the arq worker alone")
+    common(worker)
+    worker.set_defaults(func=cmd_worker)
+
+    migrate = sub.add_parser("migrate", help="database migrations")
+    migrate.add_argument("action", choices=["upgrade", "downgrade", "current"])
+    migrate.add_argument("revision", nargs="?", default=None)
+    common(migrate)
+    migrate.set_defaults(func=cmd_migrate)
+
+    schema = sub.add_parser("print-schema", help="print the GraphQL SDL")
+    schema.set_defaults(func=cmd_print_schema)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.func(args))
+    except ConfigurationError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,176 @@
+"""Engine, sessions, tenant scoping and shared column helpers.
+
+Tenancy lives here, in one place: every session is opened either for one organisation
+(`tenant_session(org_id)`) or explicitly unscoped (`system_session()`, for logins and key lookups).
+For a tenant session every ORM SELECT, UPDATE and DELETE on a table that has `org_id` gets
+`org_id = :org` added automatically, and every new row is stamped with (or checked against) the
+session's organisation. A session that declared neither refuses to touch tenant tables at all.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from datetime import UTC, datetime
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy import event
+from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
+from sqlalchemy.orm import ORMExecuteState, Session, with_loader_criteria
+from sqlmodel import Field, SQLModel
+from sqlmodel.ext.asyncio.session import AsyncSession
+from ulid import ULID
+
+TENANT_KEY = "org_id"
+SYSTEM = "__system__"
+
+
+def new_id(prefix: str) -> str:
+    """Prefixed, time-ordered id: `org_01jd…` (ULID, lower-case Crockford base32)."""
+    return f"{prefix}_{str(ULID()).lower()}"
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+def iso(value: datetime | None) -> str | None:
+    """UTC ISO 8601 with `Z`, millisecond precision."""
+    if value is None:
+        return None
+    return value.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def timestamp_column(**kwargs: Any) -> Any:
+    return Field(default_factory=utcnow, sa_type=sa.DateTime(timezone=True), nullable=False, **kwargs)
+
+
+def optional_timestamp_column(**kwargs: Any) -> Any:
+    return Field(default=None, sa_type=sa.DateTime(timezone=True), nullable=True, **kwargs)
+
+
+def json_column(**kwargs: Any) -> Any:
+    from sqlalchemy.dialects.postgresql import JSONB
+
+    return Field(default_factory=dict, sa_type=JSONB, nullable=False, **kwargs)
+
+
+class TenantScoped:
+    """Mixin marker for tables that belong to one organisation. They must have an `org_id` column."""
+
+
+class TenancyError(RuntimeError):
+    """A programming error: a tenant table was touched without a declared scope, or across scopes."""
+
+
+class Database:
+    """Owns the engine and hands out sessions."""
+
+    def __init__(self, url: str, *, pool_size: int = 10, max_overflow: int = 10, echo: bool = False) -> None:
+        self.url = to_async_url(url)
+        self.engine: AsyncEngine = create_async_engine(
+            self.url,
+            pool_size=pool_size,
+            max_overflow=max_overflow,
+            pool_pre_ping=True,
+            echo=echo,
+        )
+        self._sessions = async_sessionmaker(self.engine, expire_on_commit=False, class_=AsyncSession)
+
+    def session(self, *, org_id: str | None) -> AsyncSession:
+        """A session scoped to `org_id`, or to the system when `org_id` is `SYSTEM`."""
+        session = self._sessions()
+        session.info[TENANT_KEY] = org_id
+        return session
+
+    @asynccontextmanager
+    async def tenant_session(self, org_id: str) -> AsyncIterator[AsyncSession]:
+        if not org_id or org_id == SYSTEM:
+            raise TenancyError("tenant_session needs a real organisation id")
+        async with self.session(org_id=org_id) as session:
+            yield session
+
+    @asynccontextmanager
+    async def system_session(self) -> AsyncIterator[AsyncSession]:
+        async with self.session(org_id=SYSTEM) as session:
+            yield session
+
+    async def ping(self) -> None:
+        async with self.engine.connect() as conn:
+            await conn.execute(sa.text("SELECT 1"))
+
+    async def dispose(self) -> None:
+        await self.engine.dispose()
+
+
+def to_async_url(url: str) -> str:
+    """Accept plain `postgresql://` URLs (as every tool prints them) and use asyncpg."""
+    for prefix in ("postgresql+asyncpg://", "postgresql://", "postgres://"):
+        if url.startswith(prefix):
+            return "postgresql+asyncpg://" + url[len(prefix) :]
+    raise ValueError("DATABASE_URL must be a postgresql:// URL")
+
+
+def _tenant_classes() -> list[type]:
+    return [
+        mapper.class_ for mapper in SQLModel._sa_registry.mappers if issubclass(mapper.class_, TenantScoped)
+    ]
+
+
+def session_org(session: Session) -> str | None:
+    return session.info.get(TENANT_KEY)
+
+
+@event.listens_for(Session, "do_orm_execute")
+def _scope_orm_statements(state: ORMExecuteState) -> None:
+    if not (state.is_select or state.is_update or state.is_delete):
+        return
+    org_id = session_org(state.session)
+    touched = [m.class_ for m in state.all_mappers if issubclass(m.class_, TenantScoped)]
+    if not touched:
+        return
+    if org_id is None:
+        raise TenancyError("tenant table queried from a session without a declared organisation scope")
+    if org_id == SYSTEM:
+        return
+    for cls in _tenant_classes():
+        state.statement = state.statement.options(
+            with_loader_criteria(cls, lambda c: c.org_id == org_id, include_aliases=True)
+        )
+
+
+@event.listens_for(Session, "before_flush")
+def _stamp_new_rows(session: Session, _flush_context: Any, _instances: Any) -> None:
+    org_id = session_org(session)
+    for obj in list(session.new) + list(session.dirty):
+        if not isinstance(obj, TenantScoped):
+            continue
+        if org_id is None:
+            raise TenancyError("tenant row written from a session without a declared organisation scope")
+        if org_id == SYSTEM:
+            if not obj.org_id:  # type: ignore[attr-defined]
+                raise TenancyError("system session wrote a tenant row without org_id")
+            continue
+        current = obj.org_id  # type: ignore[attr-defined]
+        if current is None:
+            obj.org_id = org_id  # type: ignore[attr-defined]
+        elif current != org_id:
+            raise TenancyError("row belongs to another organisation")
+
+
+__all__ = [
+    "SYSTEM",
+    "Database",
+    "SQLModel",
+    "TenancyError",
+    "TenantScoped",
+    "iso",
+    "json_column",
+    "new_id",
+    "optional_timestamp_column",
+    "session_org",
+    "timestamp_column",
+    "to_async_url",
+    "utcnow",
+]

@@ -1,0 +1,230 @@
+"""Starlette application factory: /graphql (HTTP + graphql-transport-ws), REST routes, lifespan."""
+
+from __future__ import annotations
+
+import contextlib
+import secrets
+import time
+from collections.abc import AsyncIterator
+from datetime import timedelta
+from typing import Any
+
+import structlog
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from starlette.applications import Starlette
+from starlette.requests import HTTPConnection, Request
+from starlette.responses import PlainTextResponse, Response
+from starlette.routing import BaseRoute, Route, WebSocketRoute
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from strawberry.asgi import GraphQL
+from strawberry.exceptions import ConnectionRejectionError
+from strawberry.subscriptions import GRAPHQL_TRANSPORT_WS_PROTOCOL
+
+from app.api.context import Context
+from app.api.rest import JSONResponse, error_response
+from app.api.schema import build_schema
+from app.errors import AppError, PayloadTooLarge
+from app.orgs.credentials import TokenSigner
+from app.runtime.resources import Runtime
+from app.runtime.telemetry import HTTP_LATENCY, HTTP_REQUESTS, POOL_COLLECTOR, REGISTRY
+from app.settings import Settings
+
+log = structlog.get_logger(__name__)
+
+
+class AgentrailGraphQL(GraphQL):
+    def __init__(self, settings: Settings, **kwargs: Any) -> None:
+        super().__init__(
+            build_schema(settings),
+            graphql_ide="graphiql" if settings.graphql_ide else None,
+            allow_queries_via_get=True,
+            subscription_protocols=(GRAPHQL_TRANSPORT_WS_PROTOCOL,),
+            max_subscriptions_per_connection=settings.max_subscriptions_per_connection,
+            connection_init_wait_timeout=timedelta(seconds=10),
+            keep_alive=True,
+            keep_alive_interval=15,
+            **kwargs,
+        )
+
+    async def get_context(self, request: HTTPConnection, response: Any) -> Context:
+        state = request.app.state
+        return Context(runtime=state.runtime, signer=state.signer, connection=request)
+
+    async def on_ws_connect(self, context: Context) -> Any:
+        # Authenticate once per connection from the connection_init payload
+        # ({"authorization": "Bearer …"} or {"x-api-key": "aa_…"}); bad credentials close with 4403.
+        try:
+            await context.principal()
+        except AppError as exc:
+            raise ConnectionRejectionError({"message": exc.message, "code": exc.code}) from None
+        return None
+
+
+class RequestMiddleware:
+    """Request id, access metrics and the request body limit, for HTTP and WebSocket alike."""
+
+    def __init__(self, app: ASGIApp, *, max_body_bytes: int) -> None:
+        self.app = app
+        self.max_body_bytes = max_body_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] not in ("http", "websocket"):
+            await self.app(scope, receive, send)
+            return
+        headers = dict(scope.get("headers") or [])
+        incoming = headers.get(b"x-request-id", b"").decode("latin-1")
+        request_id = incoming if 0 < len(incoming) <= 64 and incoming.isascii() else secrets.token_hex(8)
+        scope.setdefault("state", {})["request_id"] = request_id
+        structlog.contextvars.bind_contextvars(request_id=request_id)
+        if scope["type"] == "websocket":
+            try:
+                await self.app(scope, receive, send)
+            finally:
+                structlog.contextvars.unbind_contextvars("request_id")
+            return
+
+        declared = headers.get(b"content-length")
+        if declared is not None and declared.isdigit() and int(declared) > self.max_body_bytes:
+            await self._too_large(send, request_id)
+            return
+
+        received = 0
+
+        async def limited_receive() -> Message:
+            nonlocal received
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > self.max_body_bytes:
+                    raise _BodyTooLarge
+            return message
+
+        status = 500
+
+        async def send_with_id(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                message.setdefault("headers", [])
+                message["headers"] = [*message["headers"], (b"x-request-id", request_id.encode())]
+            await send(message)
+
+        started = time.perf_counter()
+        route = _route_label(scope["path"])
+        try:
+            await self.app(scope, limited_receive, send_with_id)
+        except _BodyTooLarge:
+            status = 413
+            await self._too_large(send, request_id)
+        finally:
+            HTTP_REQUESTS.labels(method=scope["method"], route=route, status=str(status)).inc()
+            HTTP_LATENCY.labels(method=scope["method"], route=route).observe(time.perf_counter() - started)
+            structlog.contextvars.unbind_contextvars("request_id")
+
+    async def _too_large(self, send: Send, request_id: str) -> None:
+        response = error_response(PayloadTooLarge(f"request body exceeds {self.max_body_bytes} bytes"))
+        response.headers["x-request-id"] = request_id
+        await response({"type": "http"}, _no_receive, send)
+
+
+class _BodyTooLarge(Exception):
+    pass
+
+
+async def _no_receive() -> Message:
+    return {"type": "http.disconnect"}
+
+
+def _route_label(path: str) -> str:
+    # bounded label values: ids in paths are collapsed
+    parts = [
+        p if not any(c.isdigit() for c in p) or (p.startswith("v") and len(p) <= 3) else ":id"
+        for p in path.split("/")
+    ]
+    return "/".join(parts)[:80]
+
+
+async def healthz(_request: Request) -> Response:
+    return JSONResponse({"status": "ok"})
+
+
+async def readyz(request: Request) -> Response:
+    runtime: Runtime = request.app.state.runtime
+    checks: dict[str, str] = {}
+    try:
+        await runtime.db.ping()
+        checks["postgres"] = "ok"
+    except Exception as exc:
+        checks["postgres"] = f"down: {type(exc).__name__}"
+    try:
+        await runtime.redis.ping()
+        checks["redis"] = "ok"
+    except Exception as exc:
+        checks["redis"] = f"down: {type(exc).__name__}"
+    down = [name for name, state in checks.items() if state != "ok"]
+    if down:
+        return JSONResponse(
+            {"error": f"not ready: {', '.join(down)} down", "status": 503, "checks": checks}, status_code=503
+        )
+    return JSONResponse({"status": "ready", "checks": checks})
+
+
+async def metrics(_request: Request) -> Response:
+    return PlainTextResponse(generate_latest(REGISTRY), media_type=CONTENT_TYPE_LATEST)
+
+
+def domain_routes() -> list[BaseRoute]:
+    """REST routes of the domains, where HTTP itself matters."""
+    return []
+
+
+def create_app(
+    settings: Settings, *, runtime: Runtime | None = None, urls: tuple[str, str] | None = None
+) -> Starlette:
+    """`runtime`: already connected (tests); otherwise `urls` (database, redis) are connected on startup."""
+    from app.runtime.secrets import resolve_secret_key
+
+    graphql_app = AgentrailGraphQL(settings)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        own = runtime is None
+        if own:
+            if urls is None:
+                raise RuntimeError("create_app needs a runtime or the database and redis URLs")
+            current = await Runtime.connect(
+                settings, database_url=urls[0], redis_url=urls[1], secret_key=resolve_secret_key(settings)
+            )
+        else:
+            current = runtime
+        app.state.runtime = current
+        app.state.signer = TokenSigner(
+            current.secret_key,
+            issuer=settings.jwt_issuer,
+            lifetime=timedelta(minutes=settings.access_token_minutes),
+        )
+        pool = current.db.engine.pool
+        POOL_COLLECTOR.pools.append(pool)
+        try:
+            yield
+        finally:
+            POOL_COLLECTOR.pools.remove(pool)
+            if own:
+                await current.close()
+
+    routes: list[BaseRoute] = [
+        Route("/graphql", graphql_app, methods=["GET", "POST"]),
+        WebSocketRoute("/graphql", graphql_app),
+        Route("/healthz", healthz),
+        Route("/readyz", readyz),
+        Route("/metrics", metrics),
+        *domain_routes(),
+    ]
+    app = Starlette(routes=routes, lifespan=lifespan, exception_handlers={AppError: _app_error_handler})
+    app.add_middleware(RequestMiddleware, max_body_bytes=settings.max_request_bytes)
+    return app
+
+
+async def _app_error_handler(_request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, AppError)
+    return error_response(exc)

@@ -1,0 +1,8 @@
+"""Imports every domain's tables so that one MetaData knows them all (Alembic, tests)."""
+
+from sqlmodel import SQLModel
+
+from app.activity import models as activity_models  # noqa: F401
+from app.orgs import models as orgs_models  # noqa: F401
+
+metadata = SQLModel.metadata

@@ -1,0 +1,1 @@
+"""What connects the service to the outside world: servers, pub/sub, queue, files."""

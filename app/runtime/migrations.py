@@ -1,0 +1,60 @@
+"""Applying Alembic migrations from inside the service (serve, migrate, tests)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from alembic import command
+from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
+from sqlalchemy.ext.asyncio import create_async_engine
+
+from app.db import to_async_url
+
+MIGRATIONS_DIR = Path(__file__).resolve().parents[2] / "migrations"
+
+
+def alembic_config() -> Config:
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS_DIR))
+    return config
+
+
+async def _with_connection(database_url: str, action) -> object:  # type: ignore[no-untyped-def]
+    engine = create_async_engine(to_async_url(database_url))
+    try:
+        async with engine.begin() as connection:
+            return await connection.run_sync(action)
+    finally:
+        await engine.dispose()
+
+
+async def upgrade(database_url: str, revision: str = "head") -> None:
+    def run(connection) -> None:  # type: ignore[no-untyped-def]
+        config = alembic_config()
+        config.attributes["connection"] = connection
+        command.upgrade(config, revision)
+
+    await _with_connection(database_url, run)
+
+
+async def downgrade(database_url: str, revision: str) -> None:
+    def run(connection) -> None:  # type: ignore[no-untyped-def]
+        config = alembic_config()
+        config.attributes["connection"] = connection
+        command.downgrade(config, revision)
+
+    await _with_connection(database_url, run)
+
+
+async def current(database_url: str) -> str | None:
+    def run(connection) -> str | None:  # type: ignore[no-untyped-def]
+        return MigrationContext.configure(connection).get_current_revision()
+
+    return await _with_connection(database_url, run)  # type: ignore[return-value]
+
+
+def head() -> str | None:
+    from alembic.script import ScriptDirectory
+
+    return ScriptDirectory.from_config(alembic_config()).get_current_head()

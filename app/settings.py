@@ -1,0 +1,90 @@
+"""The one settings object. Environment prefix AGENTRAIL_, plus DATABASE_URL and REDIS_URL."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+from typing import Literal
+
+from pydantic import AliasChoices, Field, SecretStr, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class ConfigurationError(RuntimeError):
+    """Raised when the settings are not safe or not complete enough to start."""
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="AGENTRAIL_", env_file=None, extra="ignore")
+
+    env: Literal["development", "production", "test"] = "development"
+    host: str = "127.0.0.1"
+    port: int = 8000
+    data_dir: Path = Path(".agentrail")
+
+    database_url: str | None = Field(
+        default=None, validation_alias=AliasChoices("DATABASE_URL", "AGENTRAIL_DATABASE_URL")
+    )
+    redis_url: str | None = Field(
+        default=None, validation_alias=AliasChoices("REDIS_URL", "AGENTRAIL_REDIS_URL")
+    )
+    db_pool_size: int = 10
+    db_max_overflow: int = 10
+
+    # tokens
+    secret_key: SecretStr | None = None
+    access_token_minutes: int = 60
+    jwt_issuer: str = "agentrail"
+
+    # GraphQL
+    graphql_ide: bool = True
+    max_query_depth: int = 12
+    max_query_tokens: int = 5000
+    max_query_aliases: int = 30
+    max_request_bytes: int = 10 * 1024 * 1024
+    max_ws_message_bytes: int = 1024 * 1024
+    max_subscriptions_per_connection: int = 50
+
+    # abuse protection
+    login_max_failures: int = 5
+    login_failure_window_seconds: int = 900
+
+    # in-process worker for `agentrail serve` (production runs `agentrail worker` separately)
+    run_worker: bool = True
+
+    log_level: str = "INFO"
+    log_json: bool | None = None
+
+    @model_validator(mode="after")
+    def _normalise(self) -> Settings:
+        if self.log_json is None:
+            self.log_json = self.env == "production"
+        return self
+
+    @property
+    def is_production(self) -> bool:
+        return self.env == "production"
+
+    @property
+    def embedded(self) -> bool:
+        """True when neither server is configured: `serve` then starts its own."""
+        return self.database_url is None and self.redis_url is None
+
+    def check_production(self) -> None:
+        """Refuse unsafe production configurations before anything starts."""
+        if not self.is_production:
+            return
+        problems = []
+        if self.secret_key is None or len(self.secret_key.get_secret_value()) < 32:
+            problems.append("AGENTRAIL_SECRET_KEY must be set to at least 32 characters")
+        if self.graphql_ide:
+            problems.append("AGENTRAIL_GRAPHQL_IDE must be false")
+        if self.database_url is None or self.redis_url is None:
+            problems.append("DATABASE_URL and REDIS_URL must be set (no embedded servers in production)")
+        if problems:
+            raise ConfigurationError("refusing to start in production: " + "; ".join(problems))
+
+
+@lru_cache
+def get_settings() -> Settings:
+    return Settings()

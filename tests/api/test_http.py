@@ -1,0 +1,52 @@
+"""Health, readiness, metrics and request limits."""
+
+from __future__ import annotations
+
+from support import gql, register
+
+
+async def test_health_and_readiness(client):
+    assert (await client.get("/healthz")).json() == {"status": "ok"}
+    ready = await client.get("/readyz")
+    assert ready.status_code == 200
+    assert ready.json()["checks"] == {"postgres": "ok", "redis": "ok"}
+    assert ready.headers["x-request-id"]
+
+
+async def test_readiness_names_what_is_down(settings):
+    import httpx
+
+    from app.main import create_app
+
+    broken = settings.model_copy(update={"redis_url": "redis://127.0.0.1:1/0"})
+    app = create_app(broken, urls=(settings.database_url, "redis://127.0.0.1:1/0"))
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://t") as http:
+            response = await http.get("/readyz")
+    assert response.status_code == 503
+    body = response.json()
+    assert body["status"] == 503 and "redis" in body["error"]
+    assert body["checks"]["postgres"] == "ok"
+
+
+async def test_metrics_count_operations(client):
+    account = await register(client)
+    await gql(client, "Me", token=account.token)
+    text = (await client.get("/metrics")).text
+    assert 'agentrail_graphql_operations_total{operation="Me",type="query"}' in text
+    assert "agentrail_http_request_duration_seconds_bucket" in text
+    assert "agentrail_db_pool_checked_out" in text
+    assert account.token not in text
+
+
+async def test_request_body_limit(client, settings):
+    big = "x" * (settings.max_request_bytes + 1)
+    response = await client.post("/graphql", content=big, headers={"content-type": "application/json"})
+    assert response.status_code == 413
+    assert response.json()["status"] == 413
+
+
+async def test_request_id_is_echoed(client):
+    response = await client.get("/healthz", headers={"x-request-id": "abc123"})
+    assert response.headers["x-request-id"] == "abc123"

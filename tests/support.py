@@ -1,0 +1,118 @@
+"""Helpers for tests: run the operations in graphql/, register accounts, read error codes."""
+
+from __future__ import annotations
+
+import re
+import secrets
+import socket
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+ROOT = Path(__file__).resolve().parents[1]
+OPERATIONS_DIR = ROOT / "graphql"
+
+
+# --- GraphQL helpers ---------------------------------------------------------------------------
+def operation(name: str) -> str:
+    """The document in graphql/*.graphql that defines operation `name` (plus the fragments it uses)."""
+    return _operations()[name]
+
+
+_CACHE: dict[str, str] = {}
+
+
+def _operations() -> dict[str, str]:
+    if _CACHE:
+        return _CACHE
+    pattern = re.compile(r"^(query|mutation|subscription|fragment)\s+(\w+)", re.M)
+    for path in sorted(OPERATIONS_DIR.glob("*.graphql")):
+        text = path.read_text()
+        starts = [(m.start(), m.group(1), m.group(2)) for m in pattern.finditer(text)]
+        blocks: dict[str, tuple[str, str]] = {}
+        for i, (start, kind, name) in enumerate(starts):
+            end = starts[i + 1][0] if i + 1 < len(starts) else len(text)
+            blocks[name] = (kind, text[start:end].strip())
+        fragments = {n: b for n, (k, b) in blocks.items() if k == "fragment"}
+        for name, (kind, body) in blocks.items():
+            if kind == "fragment":
+                continue
+            needed: dict[str, str] = {}
+            pending = [body]
+            while pending:
+                for used in re.findall(r"\.\.\.\s*(\w+)", pending.pop()):
+                    if used in fragments and used not in needed:
+                        needed[used] = fragments[used]
+                        pending.append(fragments[used])
+            _CACHE[name] = "\n\n".join([body, *needed.values()])
+    return _CACHE
+
+
+def auth_headers(token: str | None = None, api_key: str | None = None) -> dict[str, str]:
+    if api_key:
+        return {"X-API-Key": api_key}
+    if token:
+        return {"Authorization": f"Bearer {token}"}
+    return {}
+
+
+async def gql(
+    http: httpx.AsyncClient,
+    query: str,
+    variables: dict[str, Any] | None = None,
+    *,
+    token: str | None = None,
+    api_key: str | None = None,
+    headers: dict[str, str] | None = None,
+) -> dict[str, Any]:
+    if re.fullmatch(r"\w+", query):
+        query = operation(query)
+    response = await http.post(
+        "/graphql",
+        json={"query": query, "variables": variables or {}},
+        headers={**auth_headers(token, api_key), **(headers or {})},
+    )
+    assert response.status_code in (200, 400), response.text
+    return response.json()
+
+
+def error_code(result: dict[str, Any]) -> str | None:
+    errors = result.get("errors") or []
+    return errors[0].get("extensions", {}).get("code") if errors else None
+
+
+class Account:
+    """A registered user with a token, for tests."""
+
+    def __init__(self, email: str, password: str, token: str, user_id: str, org_id: str) -> None:
+        self.email, self.password, self.token, self.user_id, self.org_id = (
+            email,
+            password,
+            token,
+            user_id,
+            org_id,
+        )
+
+
+async def register(http: httpx.AsyncClient, *, email: str | None = None, org: str = "Acme") -> Account:
+    email = email or f"user-{secrets.token_hex(4)}@example.com"
+    password = "correct horse battery staple"
+    result = await gql(
+        http, "Register", {"email": email, "password": password, "name": "Test User", "organizationName": org}
+    )
+    assert "errors" not in result, result
+    data = result["data"]["register"]
+    return Account(email, password, data["accessToken"], data["user"]["id"], data["organization"]["id"])
+
+
+async def create_api_key(http: httpx.AsyncClient, account: Account, name: str = "agent") -> tuple[str, str]:
+    result = await gql(http, "CreateApiKey", {"name": name}, token=account.token)
+    assert "errors" not in result, result
+    return result["data"]["createApiKey"]["secret"], result["data"]["createApiKey"]["apiKey"]["id"]
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])

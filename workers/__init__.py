@@ -1,0 +1,1 @@
+"""arq workers: job functions are thin and call the domains' services."""

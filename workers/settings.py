@@ -1,0 +1,41 @@
+"""arq worker configuration: job functions and cron schedule, shared by `serve` and `worker`."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from arq import cron
+from arq.worker import Worker
+
+from app.runtime.resources import ARQ_QUEUE, Runtime, arq_redis_settings
+from workers.maintenance import record_heartbeat
+
+FUNCTIONS: list[Any] = [record_heartbeat]
+CRON_JOBS: list[Any] = [cron(record_heartbeat, second=0, run_at_startup=True)]
+
+
+def build_worker(runtime: Runtime, *, burst: bool = False) -> Worker:
+    async def on_startup(ctx: dict[str, Any]) -> None:
+        ctx["runtime"] = runtime
+
+    return Worker(
+        functions=FUNCTIONS,
+        cron_jobs=CRON_JOBS,
+        # its own connection: arq closes the worker's pool on shutdown
+        redis_settings=arq_redis_settings(runtime.redis_url),
+        queue_name=ARQ_QUEUE,
+        on_startup=on_startup,
+        handle_signals=False,
+        burst=burst,
+        max_jobs=20,
+        job_timeout=600,
+        keep_result=3600,
+    )
+
+
+async def run_worker(runtime: Runtime, *, burst: bool = False) -> None:
+    worker = build_worker(runtime, burst=burst)
+    try:
+        await worker.main()
+    finally:
+        await worker.close()
