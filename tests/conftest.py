@@ -8,6 +8,7 @@ Migrations run once per session; every test starts with empty tables.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import re
 from collections.abc import AsyncIterator, Iterator
@@ -122,3 +123,24 @@ async def client(app: Any, runtime: Runtime) -> AsyncIterator[httpx.AsyncClient]
     transport = httpx.ASGITransport(app=app, client=("203.0.113.10", 40000))
     async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as http:
         yield http
+
+
+@pytest.fixture(scope="session")
+async def live_server(app: Any) -> AsyncIterator[str]:
+    """The app on a real uvicorn on a free loopback port, for WebSocket tests. Yields the base URL."""
+    import uvicorn
+
+    from support import free_port
+
+    port = free_port()
+    config = uvicorn.Config(
+        app, host="127.0.0.1", port=port, lifespan="off", log_config=None, ws_max_size=1 << 20
+    )
+    server = uvicorn.Server(config)
+    server.capture_signals = contextlib.nullcontext  # type: ignore[method-assign]
+    task = asyncio.create_task(server.serve())
+    while not server.started:
+        await asyncio.sleep(0.01)
+    yield f"127.0.0.1:{port}"
+    server.should_exit = True
+    await task

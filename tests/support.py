@@ -116,3 +116,46 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
+
+
+class GraphQLWebSocket:
+    """A minimal graphql-transport-ws client over the `websockets` library."""
+
+    def __init__(self, connection: Any) -> None:
+        self.connection = connection
+        self._next_id = 0
+
+    @classmethod
+    async def connect(cls, base: str, payload: dict[str, Any] | None = None) -> GraphQLWebSocket:
+        import json
+
+        import websockets
+
+        connection = await websockets.connect(f"ws://{base}/graphql", subprotocols=["graphql-transport-ws"])
+        client = cls(connection)
+        await connection.send(json.dumps({"type": "connection_init", "payload": payload or {}}))
+        return client
+
+    async def receive(self, timeout: float = 5.0) -> dict[str, Any]:
+        import asyncio
+        import json
+
+        return json.loads(await asyncio.wait_for(self.connection.recv(), timeout))
+
+    async def subscribe(self, query: str, variables: dict[str, Any] | None = None) -> str:
+        import json
+
+        if re.fullmatch(r"\w+", query):
+            query = operation(query)
+        self._next_id += 1
+        op_id = str(self._next_id)
+        message = {
+            "id": op_id,
+            "type": "subscribe",
+            "payload": {"query": query, "variables": variables or {}},
+        }
+        await self.connection.send(json.dumps(message))
+        return op_id
+
+    async def close(self) -> None:
+        await self.connection.close()
