@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import json
 import signal
 import sys
 from collections.abc import Iterator
@@ -66,8 +67,7 @@ def _banner(settings: Settings, url: str, embedded: bool) -> str:
     lines = [
         "",
         f"  Agentrail is running at {url}",
-        f"  GraphQL endpoint: {url}/graphql"
-        + ("  (open it in a browser for the IDE)" if settings.graphql_ide else ""),
+        f"  GraphQL endpoint: {url}/graphql" + ("  (open it in a browser for the IDE)" if settings.graphql_ide else ""),
         f"  Health: {url}/readyz   Metrics: {url}/metrics",
     ]
     if embedded:
@@ -224,6 +224,70 @@ def cmd_migrate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _with_database(args: argparse.Namespace, action: Any) -> Any:
+    """Runs `action(db, secret)` against the configured (or embedded) database."""
+    settings = _settings_from(args)
+    configure_logging(settings)
+    from app.db import Database
+    from app.runtime.secrets import resolve_secret_key
+
+    async def main(database_url: str) -> Any:
+        db = Database(database_url, pool_size=2, max_overflow=0)
+        try:
+            return await action(db, resolve_secret_key(settings))
+        finally:
+            await db.dispose()
+
+    with server_urls(settings) as (database_url, _redis_url):
+        return asyncio.run(main(database_url))
+
+
+def cmd_seal(args: argparse.Namespace) -> int:
+    from app.audit import sealing
+
+    written = _with_database(args, sealing.seal_all)
+    print(json.dumps({"digestsWritten": written}))
+    return 0
+
+
+def cmd_verify(args: argparse.Namespace) -> int:
+    """Verifies every organisation (or one): prints one JSON line each; exit 1 when any is broken."""
+    from app.audit import sealing
+
+    async def run(db: Any, secret: str) -> list[dict[str, Any]]:
+        from sqlalchemy import text
+
+        async with db.system_session() as session:
+            orgs = (
+                [args.org]
+                if args.org
+                else list((await session.execute(text("SELECT id FROM organizations ORDER BY id"))).scalars())
+            )
+        reports = []
+        for org_id in orgs:
+            async with db.tenant_session(org_id) as session:
+                outcome = await sealing.verify(session, secret, occurred_from=args.from_, occurred_to=args.to)
+            reports.append({"organizationId": org_id, **{_camel(k): v for k, v in vars(outcome).items()}})
+        return reports
+
+    reports = _with_database(args, run)
+    for report in reports:
+        print(json.dumps(report))
+    return 0 if all(r["ok"] for r in reports) else 1
+
+
+def _camel(name: str) -> str:
+    head, *rest = name.split("_")
+    return head + "".join(p.title() for p in rest)
+
+
+def _datetime_arg(value: str) -> Any:
+    from datetime import UTC, datetime
+
+    parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+
+
 def cmd_print_schema(_args: argparse.Namespace) -> int:
     from app.api.schema import print_sdl
 
@@ -254,6 +318,17 @@ def build_parser() -> argparse.ArgumentParser:
     migrate.add_argument("revision", nargs="?", default=None)
     common(migrate)
     migrate.set_defaults(func=cmd_migrate)
+
+    seal = sub.add_parser("seal", help="seal unsealed audit records into signed digests now")
+    common(seal)
+    seal.set_defaults(func=cmd_seal)
+
+    verify = sub.add_parser("verify", help="verify the audit trail (checksums, Merkle roots, digest chain)")
+    verify.add_argument("--org", default=None, help="one organisation id (default: all)")
+    verify.add_argument("--from", dest="from_", type=_datetime_arg, default=None, help="records from (ISO 8601)")
+    verify.add_argument("--to", type=_datetime_arg, default=None, help="records before (ISO 8601)")
+    common(verify)
+    verify.set_defaults(func=cmd_verify)
 
     schema = sub.add_parser("print-schema", help="print the GraphQL SDL")
     schema.set_defaults(func=cmd_print_schema)

@@ -17,9 +17,10 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy import event
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
+from sqlalchemy.ext.asyncio import AsyncSession as SQLAlchemyAsyncSession
 from sqlalchemy.orm import ORMExecuteState, Session, with_loader_criteria
 from sqlmodel import Field, SQLModel
-from sqlmodel.ext.asyncio.session import AsyncSession
+from sqlmodel.ext.asyncio.session import AsyncSession as SQLModelAsyncSession
 from ulid import ULID
 
 TENANT_KEY = "org_id"
@@ -56,6 +57,14 @@ def json_column(**kwargs: Any) -> Any:
     return Field(default_factory=dict, sa_type=JSONB, nullable=False, **kwargs)
 
 
+class AsyncSession(SQLModelAsyncSession):
+    """SQLModel's session (`exec` for model selects) with SQLAlchemy's `execute` for rows and core SQL,
+    which SQLModel marks deprecated only to steer model queries towards `exec`."""
+
+    async def execute(self, *args: Any, **kwargs: Any) -> Any:  # type: ignore[override]
+        return await SQLAlchemyAsyncSession.execute(self, *args, **kwargs)
+
+
 class TenantScoped:
     """Mixin marker for tables that belong to one organisation. They must have an `org_id` column."""
 
@@ -68,6 +77,8 @@ class Database:
     """Owns the engine and hands out sessions."""
 
     def __init__(self, url: str, *, pool_size: int = 10, max_overflow: int = 10, echo: bool = False) -> None:
+        import app.models  # noqa: F401  every table known, so foreign keys resolve whoever opened the DB
+
         self.url = to_async_url(url)
         self.engine: AsyncEngine = create_async_engine(
             self.url,
@@ -113,9 +124,7 @@ def to_async_url(url: str) -> str:
 
 
 def _tenant_classes() -> list[type]:
-    return [
-        mapper.class_ for mapper in SQLModel._sa_registry.mappers if issubclass(mapper.class_, TenantScoped)
-    ]
+    return [mapper.class_ for mapper in SQLModel._sa_registry.mappers if issubclass(mapper.class_, TenantScoped)]
 
 
 def session_org(session: Session) -> str | None:
@@ -127,13 +136,14 @@ def _scope_orm_statements(state: ORMExecuteState) -> None:
     if not (state.is_select or state.is_update or state.is_delete):
         return
     org_id = session_org(state.session)
-    touched = [m.class_ for m in state.all_mappers if issubclass(m.class_, TenantScoped)]
-    if not touched:
-        return
-    if org_id is None:
-        raise TenancyError("tenant table queried from a session without a declared organisation scope")
     if org_id == SYSTEM:
         return
+    if org_id is None:
+        if any(issubclass(m.class_, TenantScoped) for m in state.all_mappers):
+            raise TenancyError("tenant table queried from a session without a declared organisation scope")
+        return
+    # added to every statement, not only those whose top level names a tenant table: the criteria
+    # also reach tenant tables inside subqueries, CTEs and joins
     for cls in _tenant_classes():
         state.statement = state.statement.options(
             with_loader_criteria(cls, lambda c: c.org_id == org_id, include_aliases=True)
@@ -161,6 +171,7 @@ def _stamp_new_rows(session: Session, _flush_context: Any, _instances: Any) -> N
 
 __all__ = [
     "SYSTEM",
+    "AsyncSession",
     "Database",
     "SQLModel",
     "TenancyError",

@@ -23,9 +23,7 @@ class BadUserInput(AppError):
     code = "BAD_USER_INPUT"
     http_status = 400
 
-    def __init__(
-        self, message: str, *, problems: list[dict[str, Any]] | None = None, **extensions: Any
-    ) -> None:
+    def __init__(self, message: str, *, problems: list[dict[str, Any]] | None = None, **extensions: Any) -> None:
         super().__init__(message, problems=problems, **extensions)
 
 

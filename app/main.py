@@ -138,8 +138,7 @@ async def _no_receive() -> Message:
 def _route_label(path: str) -> str:
     # bounded label values: ids in paths are collapsed
     parts = [
-        p if not any(c.isdigit() for c in p) or (p.startswith("v") and len(p) <= 3) else ":id"
-        for p in path.split("/")
+        p if not any(c.isdigit() for c in p) or (p.startswith("v") and len(p) <= 3) else ":id" for p in path.split("/")
     ]
     return "/".join(parts)[:80]
 
@@ -175,12 +174,12 @@ async def metrics(_request: Request) -> Response:
 
 def domain_routes() -> list[BaseRoute]:
     """REST routes of the domains, where HTTP itself matters."""
-    return []
+    from app.audit.routes import routes as audit_routes
+
+    return [*audit_routes]
 
 
-def create_app(
-    settings: Settings, *, runtime: Runtime | None = None, urls: tuple[str, str] | None = None
-) -> Starlette:
+def create_app(settings: Settings, *, runtime: Runtime | None = None, urls: tuple[str, str] | None = None) -> Starlette:
     """`runtime`: already connected (tests); otherwise `urls` (database, redis) are connected on startup."""
     from app.runtime.secrets import resolve_secret_key
 

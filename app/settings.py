@@ -25,9 +25,7 @@ class Settings(BaseSettings):
     database_url: str | None = Field(
         default=None, validation_alias=AliasChoices("DATABASE_URL", "AGENTRAIL_DATABASE_URL")
     )
-    redis_url: str | None = Field(
-        default=None, validation_alias=AliasChoices("REDIS_URL", "AGENTRAIL_REDIS_URL")
-    )
+    redis_url: str | None = Field(default=None, validation_alias=AliasChoices("REDIS_URL", "AGENTRAIL_REDIS_URL"))
     db_pool_size: int = 10
     db_max_overflow: int = 10
 
@@ -44,6 +42,9 @@ class Settings(BaseSettings):
     max_request_bytes: int = 10 * 1024 * 1024
     max_ws_message_bytes: int = 1024 * 1024
     max_subscriptions_per_connection: int = 50
+
+    # ingest
+    max_batch_records: int = 1000
 
     # abuse protection
     login_max_failures: int = 5

@@ -33,9 +33,7 @@ def free_port() -> int:
 
 def start_and_measure(data_dir: Path) -> tuple[float, float]:
     port = free_port()
-    env = {
-        k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "REDIS_URL", "AGENTRAIL_SECRET_KEY")
-    }
+    env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "REDIS_URL", "AGENTRAIL_SECRET_KEY")}
     env["AGENTRAIL_LOG_LEVEL"] = "WARNING"
     started = time.perf_counter()
     process = subprocess.Popen(

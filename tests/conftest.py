@@ -90,9 +90,7 @@ def settings(database_url: str, redis_url: str, data_dir: Path) -> Settings:
 
 @pytest.fixture(scope="session")
 async def runtime(settings: Settings, database_url: str, redis_url: str) -> AsyncIterator[Runtime]:
-    rt = await Runtime.connect(
-        settings, database_url=database_url, redis_url=redis_url, secret_key=TEST_SECRET
-    )
+    rt = await Runtime.connect(settings, database_url=database_url, redis_url=redis_url, secret_key=TEST_SECRET)
     yield rt
     await rt.close()
 
@@ -133,9 +131,7 @@ async def live_server(app: Any) -> AsyncIterator[str]:
     from support import free_port
 
     port = free_port()
-    config = uvicorn.Config(
-        app, host="127.0.0.1", port=port, lifespan="off", log_config=None, ws_max_size=1 << 20
-    )
+    config = uvicorn.Config(app, host="127.0.0.1", port=port, lifespan="off", log_config=None, ws_max_size=1 << 20)
     server = uvicorn.Server(config)
     server.capture_signals = contextlib.nullcontext  # type: ignore[method-assign]
     task = asyncio.create_task(server.serve())

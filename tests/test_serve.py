@@ -91,10 +91,7 @@ def test_serve_starts_stops_cleanly_and_keeps_its_data(tmp_path):
         _wait_ready(second, url)
         again = httpx.post(f"{url}/graphql", json={"query": LOGIN}, timeout=10).json()
         assert "errors" not in again, again
-        assert (
-            again["data"]["login"]["organization"]["id"]
-            == registered["data"]["register"]["organization"]["id"]
-        )
+        assert again["data"]["login"]["organization"]["id"] == registered["data"]["register"]["organization"]["id"]
         # the token from the first run is still valid: the signing secret was kept in the data folder
         me = httpx.post(
             f"{url}/graphql",
@@ -121,9 +118,7 @@ def _wait_gone(data_dir: Path, pids: list[int], timeout: float = 10) -> list[psu
     deadline = time.monotonic() + timeout
 
     def left() -> list:
-        alive = [
-            p for p in pids if psutil.pid_exists(p) and psutil.Process(p).status() != psutil.STATUS_ZOMBIE
-        ]
+        alive = [p for p in pids if psutil.pid_exists(p) and psutil.Process(p).status() != psutil.STATUS_ZOMBIE]
         return _processes_using(data_dir) + alive
 
     remaining = left()

@@ -8,10 +8,15 @@ from arq import cron
 from arq.worker import Worker
 
 from app.runtime.resources import ARQ_QUEUE, Runtime, arq_redis_settings
+from workers.audit import seal_audit_trail
 from workers.maintenance import record_heartbeat
 
-FUNCTIONS: list[Any] = [record_heartbeat]
-CRON_JOBS: list[Any] = [cron(record_heartbeat, second=0, run_at_startup=True)]
+FUNCTIONS: list[Any] = [record_heartbeat, seal_audit_trail]
+CRON_JOBS: list[Any] = [
+    cron(record_heartbeat, second=0, run_at_startup=True),
+    # unique: with several workers, one seals per minute (the advisory lock would serialise them anyway)
+    cron(seal_audit_trail, second=30, unique=True, timeout=600),
+]
 
 
 def build_worker(runtime: Runtime, *, burst: bool = False) -> Worker:

@@ -4,10 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlmodel.ext.asyncio.session import AsyncSession
-
 from app.activity.models import ActivityEvent
-from app.db import new_id
+from app.db import AsyncSession, new_id
 from app.orgs.principal import Principal
 
 

@@ -31,9 +31,7 @@ def read_credential(headers: Mapping[str, str]) -> tuple[str, str] | None:
     return "token", value
 
 
-async def authenticate(
-    headers: Mapping[str, str], *, runtime: Runtime, signer: TokenSigner
-) -> Principal | None:
+async def authenticate(headers: Mapping[str, str], *, runtime: Runtime, signer: TokenSigner) -> Principal | None:
     credential = read_credential(headers)
     if credential is None:
         return None

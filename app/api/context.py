@@ -6,11 +6,10 @@ import contextlib
 from collections.abc import Callable
 from typing import Any
 
-from sqlmodel.ext.asyncio.session import AsyncSession
 from starlette.requests import HTTPConnection
 
 from app.api.auth import authenticate
-from app.db import SYSTEM
+from app.db import SYSTEM, AsyncSession
 from app.errors import Unauthenticated
 from app.orgs.credentials import TokenSigner
 from app.orgs.principal import Principal
@@ -40,14 +39,10 @@ class Context:
     async def principal(self) -> Principal:
         """The authenticated caller; UNAUTHENTICATED when there is none or the credential is bad."""
         if not self._authenticated:
-            self._principal = await authenticate(
-                self._credentials_source(), runtime=self.runtime, signer=self.signer
-            )
+            self._principal = await authenticate(self._credentials_source(), runtime=self.runtime, signer=self.signer)
             self._authenticated = True
         if self._principal is None:
-            raise Unauthenticated(
-                "authentication required: send `Authorization: Bearer <token>` or `X-API-Key`"
-            )
+            raise Unauthenticated("authentication required: send `Authorization: Bearer <token>` or `X-API-Key`")
         return self._principal
 
     async def user(self) -> Principal:

@@ -6,11 +6,11 @@ import time
 from collections.abc import AsyncIterator
 
 import structlog
+from graphql import GraphQLError
 from strawberry.extensions import SchemaExtension
 
 from app.errors import AppError
 from app.runtime.telemetry import ERRORS, GRAPHQL_LATENCY, GRAPHQL_OPERATIONS
-from graphql import GraphQLError
 
 log = structlog.get_logger("app.api")
 

@@ -6,31 +6,36 @@ from datetime import datetime
 from typing import Any
 
 import strawberry
+from graphql import GraphQLError
 from strawberry.extensions import MaxAliasesLimiter, MaxTokensLimiter, QueryDepthLimiter
 from strawberry.schema.config import StrawberryConfig
 from strawberry.types.execution import ExecutionContext
 
+from app.agents.schema import AgentsMutation, AgentsQuery
 from app.api.errors import ErrorCodes
 from app.api.scalars import DateTime
+from app.audit.schema import AuditMutation, AuditQuery, AuditSubscription
 from app.orgs.schema import OrgsMutation, OrgsQuery
 from app.settings import Settings
-from graphql import GraphQLError
 
 
 @strawberry.type(description="Read operations.")
-class Query(OrgsQuery):
+class Query(OrgsQuery, AgentsQuery, AuditQuery):
     pass
 
 
 @strawberry.type(description="Write operations.")
-class Mutation(OrgsMutation):
+class Mutation(OrgsMutation, AgentsMutation, AuditMutation):
+    pass
+
+
+@strawberry.type(description="Live updates over WebSocket (graphql-transport-ws).")
+class Subscription(AuditSubscription):
     pass
 
 
 class AgentrailSchema(strawberry.Schema):
-    def process_errors(
-        self, errors: list[GraphQLError], execution_context: ExecutionContext | None = None
-    ) -> None:
+    def process_errors(self, errors: list[GraphQLError], execution_context: ExecutionContext | None = None) -> None:
         # ErrorCodes logs the unexpected ones (with the request id); expected errors are not log noise.
         return None
 
@@ -46,6 +51,7 @@ def build_schema(settings: Settings | None = None) -> strawberry.Schema:
     return AgentrailSchema(
         query=Query,
         mutation=Mutation,
+        subscription=Subscription,
         extensions=extensions,
         config=StrawberryConfig(auto_camel_case=True, scalar_map={datetime: DateTime}),
     )

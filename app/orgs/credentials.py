@@ -78,9 +78,7 @@ class TokenSigner:
             "exp": int(expires_at.timestamp()),
             "jti": secrets.token_urlsafe(12),
         }
-        token = jwt.encode(
-            {"alg": TOKEN_ALGORITHM, "typ": "JWT"}, claims, self._key, algorithms=[TOKEN_ALGORITHM]
-        )
+        token = jwt.encode({"alg": TOKEN_ALGORITHM, "typ": "JWT"}, claims, self._key, algorithms=[TOKEN_ALGORITHM])
         return AccessToken(token=token, expires_at=expires_at.replace(microsecond=0))
 
     def verify(self, token: str) -> TokenClaims:

@@ -83,9 +83,7 @@ class ApiKey:
 @strawberry.type(description="A newly created API key with its secret.")
 class CreatedApiKey:
     api_key: ApiKey = strawberry.field(description="The key's record.")
-    secret: str = strawberry.field(
-        description="The secret (`aa_live_…`). Store it now: it is never shown again."
-    )
+    secret: str = strawberry.field(description="The secret (`aa_live_…`). Store it now: it is never shown again.")
 
 
 @strawberry.type(description="A signed-in session.")
@@ -144,9 +142,7 @@ class OrgsQuery:
             limit=limit + 1,
             after=tuple(cursor) if cursor else None,
         )
-        return build_connection(
-            rows, limit=limit, to_node=ApiKey.from_model, sort_key=lambda k: (k.created_at, k.id)
-        )
+        return build_connection(rows, limit=limit, to_node=ApiKey.from_model, sort_key=lambda k: (k.created_at, k.id))
 
 
 @strawberry.input(description="Profile fields to change; omitted fields stay as they are.")

@@ -10,10 +10,9 @@ from email_validator import EmailNotValidError, validate_email
 from redis.asyncio import Redis
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import select
-from sqlmodel.ext.asyncio.session import AsyncSession
 
 from app.activity.service import record_activity
-from app.db import new_id, utcnow
+from app.db import AsyncSession, new_id, utcnow
 from app.errors import BadUserInput, Conflict, NotFound, RateLimited, Unauthenticated
 from app.orgs.credentials import (
     AccessToken,
@@ -166,9 +165,7 @@ async def login(
 
 async def principal_from_token(session: AsyncSession, signer: TokenSigner, token: str) -> Principal:
     claims = signer.verify(token)
-    user = (
-        await session.exec(select(User).where(User.id == claims.user_id, User.org_id == claims.org_id))
-    ).first()
+    user = (await session.exec(select(User).where(User.id == claims.user_id, User.org_id == claims.org_id))).first()
     if user is None:
         raise Unauthenticated("access token is invalid")
     return Principal(kind="user", org_id=user.org_id, user_id=user.id, role=user.role)
@@ -279,9 +276,7 @@ async def list_api_keys(
     return list((await session.exec(query)).all())
 
 
-async def revoke_api_key(
-    session: AsyncSession, principal: Principal, key_id: str, *, source_ip: str | None
-) -> ApiKey:
+async def revoke_api_key(session: AsyncSession, principal: Principal, key_id: str, *, source_ip: str | None) -> ApiKey:
     principal.require_user("revoke API keys")
     key = await session.get(ApiKey, key_id)
     # the session is tenant-scoped, but `get` may return an identity-mapped row: check the owner too

@@ -59,9 +59,7 @@ def configure_logging(settings: Settings) -> None:
         foreign_pre_chain=shared,
         processors=[
             structlog.stdlib.ProcessorFormatter.remove_processors_meta,
-            structlog.processors.format_exc_info
-            if settings.log_json
-            else structlog.processors.StackInfoRenderer(),
+            structlog.processors.format_exc_info if settings.log_json else structlog.processors.StackInfoRenderer(),
             renderer,
         ],
     )

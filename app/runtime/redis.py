@@ -36,6 +36,12 @@ class Broadcaster:
     async def publish(self, channel: str, message: bytes) -> None:
         await self._redis.publish(channel, message)
 
+    async def publish_many(self, messages: list[tuple[str, bytes]]) -> None:
+        async with self._redis.pipeline(transaction=False) as pipe:
+            for channel, message in messages:
+                pipe.publish(channel, message)
+            await pipe.execute()
+
     @contextlib.asynccontextmanager
     async def subscribe(self, channel: str) -> AsyncIterator[AsyncIterator[bytes]]:
         """`async with broadcaster.subscribe(ch) as messages: async for m in messages: ...`
@@ -83,9 +89,7 @@ class Broadcaster:
                 if not self._subscribers:
                     await asyncio.sleep(0.05)
                 continue
-            channel = (
-                message["channel"].decode() if isinstance(message["channel"], bytes) else message["channel"]
-            )
+            channel = message["channel"].decode() if isinstance(message["channel"], bytes) else message["channel"]
             for queue in list(self._subscribers.get(channel, ())):
                 try:
                     queue.put_nowait(message["data"])

@@ -30,9 +30,7 @@ class Runtime:
     redis_url: str
 
     @classmethod
-    async def connect(
-        cls, settings: Settings, *, database_url: str, redis_url: str, secret_key: str
-    ) -> Runtime:
+    async def connect(cls, settings: Settings, *, database_url: str, redis_url: str, secret_key: str) -> Runtime:
         db = Database(database_url, pool_size=settings.db_pool_size, max_overflow=settings.db_max_overflow)
         redis = create_redis(redis_url)
         # connects on first use, so the API starts (and /readyz reports) while Redis is still down

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from app.api.schema import print_sdl
 from graphql import GraphQLInputObjectType, GraphQLObjectType
 from graphql import build_schema as parse_sdl
+
+from app.api.schema import print_sdl
 from support import error_code, gql, register
 
 SCHEMA_FILE = Path(__file__).resolve().parents[2] / "schema.graphql"
@@ -47,9 +48,7 @@ async def test_depth_limit_rejects_before_any_resolver_runs(client, settings, mo
     account = await register(client)
     calls.clear()
     too_deep = (
-        'query Deep { me { organization { id } } t: __type(name: "Query") '
-        + _nest(settings.max_query_depth + 2)
-        + " }"
+        'query Deep { me { organization { id } } t: __type(name: "Query") ' + _nest(settings.max_query_depth + 2) + " }"
     )
     result = await gql(client, too_deep, token=account.token)
     assert error_code(result) == "BAD_USER_INPUT"

@@ -50,9 +50,7 @@ async def test_create_list_use_revoke(client, runtime):
 async def _dump_all_tables(runtime) -> str:
     async with runtime.db.engine.connect() as conn:
         names = (
-            (await conn.execute(sa.text("SELECT tablename FROM pg_tables WHERE schemaname = 'public'")))
-            .scalars()
-            .all()
+            (await conn.execute(sa.text("SELECT tablename FROM pg_tables WHERE schemaname = 'public'"))).scalars().all()
         )
         parts = []
         for name in names:

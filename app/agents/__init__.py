@@ -1,0 +1,1 @@
+"""Agents: the named actors whose audit records an organisation collects."""

@@ -1,0 +1,192 @@
+"""GraphQL types and operations of the agents domain. Thin: parse, authorise, call the service, map."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated
+
+import strawberry
+from strawberry.types import Info
+
+from app.agents import models, service
+from app.api.pagination import Connection, build_connection, decode_cursor, page_size
+from app.api.scalars import JSON
+
+
+@strawberry.type(
+    description=(
+        "An agent of the organisation: the actor its audit records name. Deleting an agent is soft: "
+        "it keeps its records and stays readable by id, with `isDeleted: true`."
+    )
+)
+class Agent:
+    id: strawberry.ID = strawberry.field(description="Agent id (`agent_…`).")
+    name: str = strawberry.field(
+        description="Display name, unique (case-insensitively) among the organisation's active agents."
+    )
+    description: str = strawberry.field(description='Free text, at most 2000 characters; "" when not set.')
+    metadata: JSON = strawberry.field(description="Free-form JSON object (at most 64 KB), e.g. model, owner.")
+    created_at: datetime = strawberry.field(description="When it was created.")
+    updated_at: datetime = strawberry.field(description="When it was last changed (or deleted).")
+    deleted_at: datetime | None = strawberry.field(description="When it was deleted; null while active.")
+    last_seen_at: datetime | None = strawberry.field(
+        description="When the last audit record naming this agent arrived; null before the first."
+    )
+    is_deleted: bool = strawberry.field(description="True once deleted: its records remain, but it takes no new ones.")
+
+    @classmethod
+    def from_model(cls, agent: models.Agent) -> Agent:
+        return cls(
+            id=strawberry.ID(agent.id),
+            name=agent.name,
+            description=agent.description,
+            metadata=agent.metadata_,
+            created_at=agent.created_at,
+            updated_at=agent.updated_at,
+            deleted_at=agent.deleted_at,
+            last_seen_at=agent.last_seen_at,
+            is_deleted=agent.deleted_at is not None,
+        )
+
+
+AgentConnection = Connection[Agent]
+
+
+@strawberry.input(description="Which agents to list.")
+class AgentFilter:
+    search: str | None = strawberry.field(
+        default=None, description="Case-insensitive substring of the name or the description."
+    )
+    include_deleted: bool = strawberry.field(default=False, description="Include deleted agents too.")
+
+
+@strawberry.input(description="A new agent.")
+class CreateAgentInput:
+    name: str = strawberry.field(
+        description="1–200 characters (trimmed); unique, case-insensitively, among active agents."
+    )
+    description: str | None = strawberry.field(default=None, description="At most 2000 characters.")
+    metadata: JSON | None = strawberry.field(
+        default=None, description="A JSON object of at most 64 KB; defaults to {}."
+    )
+
+
+@strawberry.input(description="Agent fields to change; omitted (or null) fields stay as they are.")
+class UpdateAgentInput:
+    name: str | None = strawberry.field(
+        default=None, description="New name: 1–200 characters, unique among active agents."
+    )
+    description: str | None = strawberry.field(
+        default=None, description='New description, at most 2000 characters; "" clears it.'
+    )
+    metadata: JSON | None = strawberry.field(
+        default=None, description="Replaces the whole metadata object (at most 64 KB); {} clears it."
+    )
+
+
+@strawberry.type
+class AgentsQuery:
+    @strawberry.field(
+        description="The organisation's agents, newest first (deleted ones on request). Users and API keys."
+    )
+    async def agents(
+        self,
+        info: Info,
+        filter: Annotated[AgentFilter | None, strawberry.argument(description="What to list.")] = None,
+        first: Annotated[int | None, strawberry.argument(description="Page size, at most 500.")] = None,
+        after: Annotated[str | None, strawberry.argument(description="Cursor of the previous page.")] = None,
+    ) -> AgentConnection:
+        await info.context.principal()
+        filter = filter or AgentFilter()
+        limit = page_size(first)
+        cursor = decode_cursor(after, (datetime, str))
+        session = await info.context.db()
+        rows = await service.list_agents(
+            session,
+            search=filter.search,
+            include_deleted=filter.include_deleted,
+            limit=limit + 1,
+            after=(cursor[0], cursor[1]) if cursor else None,
+        )
+        total = await service.count_agents(session, search=filter.search, include_deleted=filter.include_deleted)
+        return build_connection(
+            rows,
+            limit=limit,
+            to_node=Agent.from_model,
+            sort_key=lambda a: (a.created_at, a.id),
+            total_count=total,
+        )
+
+    @strawberry.field(
+        description=(
+            "One agent by id, deleted ones included (see `isDeleted`); null for an unknown id or another "
+            "organisation's. Users and API keys."
+        )
+    )
+    async def agent(
+        self, info: Info, id: Annotated[strawberry.ID, strawberry.argument(description="Agent id.")]
+    ) -> Agent | None:
+        await info.context.principal()
+        agent = await service.find_agent(await info.context.db(), str(id), include_deleted=True)
+        return Agent.from_model(agent) if agent else None
+
+
+@strawberry.type
+class AgentsMutation:
+    @strawberry.mutation(
+        description="Create an agent. Users only (API keys get FORBIDDEN); CONFLICT when the name is taken."
+    )
+    async def create_agent(
+        self,
+        info: Info,
+        input: Annotated[CreateAgentInput, strawberry.argument(description="The new agent.")],
+    ) -> Agent:
+        principal = await info.context.principal()
+        agent = await service.create_agent(
+            await info.context.db(),
+            principal,
+            name=input.name,
+            description=input.description,
+            metadata=input.metadata,
+            source_ip=info.context.source_ip,
+        )
+        return Agent.from_model(agent)
+
+    @strawberry.mutation(
+        description=(
+            "Change an agent's name, description or metadata. Users only; NOT_FOUND for deleted agents; "
+            "CONFLICT when the new name is taken."
+        )
+    )
+    async def update_agent(
+        self,
+        info: Info,
+        id: Annotated[strawberry.ID, strawberry.argument(description="Agent id.")],
+        input: Annotated[UpdateAgentInput, strawberry.argument(description="Fields to change.")],
+    ) -> Agent:
+        principal = await info.context.principal()
+        agent = await service.update_agent(
+            await info.context.db(),
+            principal,
+            str(id),
+            name=input.name,
+            description=input.description,
+            metadata=input.metadata,
+            source_ip=info.context.source_ip,
+        )
+        return Agent.from_model(agent)
+
+    @strawberry.mutation(
+        description=(
+            "Delete an agent. Users only. Its audit records stay and still name it; its id takes no new "
+            "records; its name can be reused. NOT_FOUND when it is already deleted."
+        )
+    )
+    async def delete_agent(
+        self, info: Info, id: Annotated[strawberry.ID, strawberry.argument(description="Agent id.")]
+    ) -> Agent:
+        principal = await info.context.principal()
+        agent = await service.delete_agent(
+            await info.context.db(), principal, str(id), source_ip=info.context.source_ip
+        )
+        return Agent.from_model(agent)

@@ -1,0 +1,316 @@
+"""Operations of the agents domain: create, rename, describe, soft-delete, read, and validate ids for ingest.
+
+Writes are dashboard actions (users only) and each writes an activity event in the same transaction.
+Reads work for users and API keys. Sessions are tenant sessions: every query sees only the caller's
+organisation, so another organisation's agent is indistinguishable from an unknown one.
+"""
+
+from __future__ import annotations
+
+import json
+import unicodedata
+from collections.abc import Iterable, Mapping
+from datetime import datetime
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.dialects.postgresql import ARRAY
+from sqlalchemy.exc import IntegrityError
+from sqlmodel import select
+
+from app.activity.service import record_activity
+from app.agents.models import NAME_UNIQUE_INDEX, Agent
+from app.db import AsyncSession, new_id, utcnow
+from app.errors import BadUserInput, Conflict, NotFound
+from app.orgs.principal import Principal
+
+MAX_NAME_LENGTH = 200
+MAX_DESCRIPTION_LENGTH = 2000
+MAX_METADATA_BYTES = 64 * 1024  # compact JSON, UTF-8
+
+
+# --- validation --------------------------------------------------------------------------------
+def check_name(value: str) -> str:
+    value = value.strip()
+    if not value:
+        raise BadUserInput("name must not be empty", field="name")
+    if len(value) > MAX_NAME_LENGTH:
+        raise BadUserInput(f"name must be at most {MAX_NAME_LENGTH} characters", field="name")
+    if any(unicodedata.category(ch) == "Cc" for ch in value):
+        raise BadUserInput("name must not contain control characters", field="name")
+    return value
+
+
+def check_description(value: str) -> str:
+    value = value.strip()
+    if len(value) > MAX_DESCRIPTION_LENGTH:
+        raise BadUserInput(f"description must be at most {MAX_DESCRIPTION_LENGTH} characters", field="description")
+    if "\x00" in value:
+        raise BadUserInput("description must not contain NUL characters", field="description")
+    return value
+
+
+def check_metadata(value: Any) -> dict[str, Any]:
+    """A JSON object of at most 64 KB serialised; PostgreSQL's jsonb must be able to store it."""
+    if not isinstance(value, dict):
+        raise BadUserInput("metadata must be a JSON object", field="metadata")
+    try:
+        serialised = json.dumps(value, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+    except (TypeError, ValueError, RecursionError):
+        raise BadUserInput("metadata must be plain JSON (no NaN or Infinity)", field="metadata") from None
+    if len(serialised.encode()) > MAX_METADATA_BYTES:
+        raise BadUserInput(f"metadata must be at most {MAX_METADATA_BYTES} bytes as JSON", field="metadata")
+    if _contains_nul(value):
+        raise BadUserInput("metadata must not contain NUL characters", field="metadata")  # jsonb refuses them
+    return value
+
+
+def _contains_nul(value: Any) -> bool:
+    pending = [value]
+    while pending:
+        item = pending.pop()
+        if isinstance(item, str):
+            if "\x00" in item:
+                return True
+        elif isinstance(item, dict):
+            pending.extend(item.keys())
+            pending.extend(item.values())
+        elif isinstance(item, list):
+            pending.extend(item)
+    return False
+
+
+def _canonical(value: Any) -> str:
+    """Compares JSON values as JSON (in Python, True == 1 and 1 == 1.0)."""
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+
+
+def _is_duplicate_name(exc: IntegrityError) -> bool:
+    return NAME_UNIQUE_INDEX in str(exc.orig)
+
+
+def _duplicate(name: str) -> Conflict:
+    return Conflict(f"an agent named {name!r} already exists", field="name")
+
+
+# --- writes ------------------------------------------------------------------------------------
+async def create_agent(
+    session: AsyncSession,
+    principal: Principal,
+    *,
+    name: str,
+    description: str | None = None,
+    metadata: Any = None,
+    source_ip: str | None = None,
+) -> Agent:
+    """Users only. CONFLICT when a non-deleted agent of the organisation has the same name (any case)."""
+    principal.require_user("create agents")
+    agent = Agent(
+        id=new_id("agent"),
+        org_id=principal.org_id,
+        name=check_name(name),
+        description=check_description(description or ""),
+        metadata_=check_metadata({} if metadata is None else metadata),
+    )
+    session.add(agent)
+    record_activity(
+        session,
+        principal,
+        "agent.created",
+        target_type="agent",
+        target_id=agent.id,
+        metadata={"name": agent.name},
+        source_ip=source_ip,
+    )
+    try:
+        await session.commit()
+    except IntegrityError as exc:
+        await session.rollback()
+        if _is_duplicate_name(exc):
+            raise _duplicate(agent.name) from None
+        raise
+    return agent
+
+
+async def update_agent(
+    session: AsyncSession,
+    principal: Principal,
+    agent_id: str,
+    *,
+    name: str | None = None,
+    description: str | None = None,
+    metadata: Any = None,
+    source_ip: str | None = None,
+) -> Agent:
+    """Users only. `None` leaves a field as it is; `metadata` replaces the whole object.
+
+    Only fields whose value actually changes count: an update that changes nothing writes nothing.
+    NOT_FOUND for unknown, another organisation's and deleted agents.
+    """
+    principal.require_user("update agents")
+    new_name = check_name(name) if name is not None else None
+    new_description = check_description(description) if description is not None else None
+    new_metadata = check_metadata(metadata) if metadata is not None else None
+    agent = await get_agent(session, agent_id)
+    changes: dict[str, Any] = {}
+    if new_name is not None and new_name != agent.name:
+        changes["name"] = {"from": agent.name, "to": new_name}
+        agent.name = new_name
+    if new_description is not None and new_description != agent.description:
+        changes["description"] = {"from": agent.description, "to": new_description}
+        agent.description = new_description
+    if new_metadata is not None and _canonical(new_metadata) != _canonical(agent.metadata_):
+        changes["metadata"] = _metadata_diff(agent.metadata_, new_metadata)
+        agent.metadata_ = new_metadata
+    if not changes:
+        return agent
+    agent.updated_at = utcnow()
+    record_activity(
+        session,
+        principal,
+        "agent.updated",
+        target_type="agent",
+        target_id=agent.id,
+        metadata={"name": agent.name, "fields": list(changes), "changes": changes},
+        source_ip=source_ip,
+    )
+    try:
+        await session.commit()
+    except IntegrityError as exc:
+        await session.rollback()
+        if _is_duplicate_name(exc) and new_name is not None:
+            raise _duplicate(new_name) from None
+        raise
+    return agent
+
+
+def _metadata_diff(old: dict[str, Any], new: dict[str, Any]) -> dict[str, list[str]]:
+    """Which top-level keys changed; the values themselves (up to 64 KB each) stay out of the trail."""
+    return {
+        "keysAdded": sorted(k for k in new if k not in old),
+        "keysRemoved": sorted(k for k in old if k not in new),
+        "keysChanged": sorted(k for k in new if k in old and _canonical(new[k]) != _canonical(old[k])),
+    }
+
+
+async def delete_agent(
+    session: AsyncSession, principal: Principal, agent_id: str, *, source_ip: str | None = None
+) -> Agent:
+    """Users only. Soft delete: the row stays (audit records point at it), the name is free again,
+    and the id can no longer be used for new records. NOT_FOUND when already deleted."""
+    principal.require_user("delete agents")
+    agent = await get_agent(session, agent_id)
+    agent.deleted_at = utcnow()
+    agent.updated_at = agent.deleted_at
+    record_activity(
+        session,
+        principal,
+        "agent.deleted",
+        target_type="agent",
+        target_id=agent.id,
+        metadata={"name": agent.name},
+        source_ip=source_ip,
+    )
+    await session.commit()
+    return agent
+
+
+# --- reads -------------------------------------------------------------------------------------
+async def find_agent(session: AsyncSession, agent_id: str, *, include_deleted: bool = False) -> Agent | None:
+    """The agent, or None for unknown ids, another organisation's ids and (unless asked) deleted ones."""
+    query = select(Agent).where(Agent.id == agent_id)
+    if not include_deleted:
+        query = query.where(Agent.deleted_at.is_(None))
+    return (await session.exec(query)).first()
+
+
+async def get_agent(session: AsyncSession, agent_id: str, *, include_deleted: bool = False) -> Agent:
+    agent = await find_agent(session, agent_id, include_deleted=include_deleted)
+    if agent is None:
+        raise NotFound("agent not found", id=agent_id)
+    return agent
+
+
+def _filtered(query: Any, *, search: str | None, include_deleted: bool) -> Any:
+    if not include_deleted:
+        query = query.where(Agent.deleted_at.is_(None))
+    if search is not None and search.strip():
+        escaped = search.strip().replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+        pattern = f"%{escaped}%"
+        query = query.where(
+            sa.or_(Agent.name.ilike(pattern, escape="\\"), Agent.description.ilike(pattern, escape="\\"))
+        )
+    return query
+
+
+async def list_agents(
+    session: AsyncSession,
+    *,
+    search: str | None = None,
+    include_deleted: bool = False,
+    limit: int,
+    after: tuple[datetime, str] | None = None,
+) -> list[Agent]:
+    """Newest first. `search` is a case-insensitive substring of the name or the description;
+    `after` is the (created_at, id) of the last row of the previous page."""
+    query = _filtered(select(Agent), search=search, include_deleted=include_deleted)
+    if after is not None:
+        created_at, agent_id = after
+        query = query.where(sa.tuple_(Agent.created_at, Agent.id) < sa.tuple_(created_at, agent_id))
+    query = query.order_by(Agent.created_at.desc(), Agent.id.desc()).limit(limit)
+    return list((await session.exec(query)).all())
+
+
+async def count_agents(session: AsyncSession, *, search: str | None = None, include_deleted: bool = False) -> int:
+    query = _filtered(select(sa.func.count(Agent.id)), search=search, include_deleted=include_deleted)
+    return int((await session.exec(query)).one())
+
+
+async def agents_by_ids(session: AsyncSession, ids: Iterable[str]) -> dict[str, Agent]:
+    """One query; deleted agents included (records keep pointing at them). Unknown ids are absent."""
+    wanted = set(ids)
+    if not wanted:
+        return {}
+    rows = (await session.exec(select(Agent).where(Agent.id.in_(wanted)))).all()
+    return {agent.id: agent for agent in rows}
+
+
+async def require_active_agent_ids(session: AsyncSession, ids: Iterable[str]) -> None:
+    """One query. BAD_USER_INPUT naming every id that is unknown, another organisation's, or deleted."""
+    wanted = set(ids)
+    if not wanted:
+        return
+    query = select(Agent.id).where(Agent.id.in_(wanted), Agent.deleted_at.is_(None))
+    found = set((await session.exec(query)).all())
+    missing = sorted(wanted - found)
+    if missing:
+        raise BadUserInput(
+            f"unknown or deleted agent id(s): {', '.join(missing[:20])}"
+            + (f" and {len(missing) - 20} more" if len(missing) > 20 else ""),
+            field="agentId",
+            agentIds=missing,
+        )
+
+
+async def touch_last_seen(session: AsyncSession, seen: Mapping[str, datetime]) -> None:
+    """Moves each agent's `last_seen_at` forward to the given time, never back; part of the caller's
+    transaction (no commit). Two statements whatever the batch size: the rows are first locked in id
+    order, so concurrent ingests naming the same agents cannot deadlock on them."""
+    if not seen:
+        return
+    ids = sorted(seen)
+    locked = select(Agent.id).where(Agent.id.in_(ids)).order_by(Agent.id).with_for_update(key_share=True)
+    ids = list((await session.exec(locked)).all())  # tenant-scoped: only the caller's agents
+    if not ids:
+        return
+    batch = sa.select(
+        sa.func.unnest(sa.literal(ids, ARRAY(sa.String()))).label("id"),
+        sa.func.unnest(sa.literal([seen[i] for i in ids], ARRAY(sa.DateTime(timezone=True)))).label("seen"),
+    ).subquery("batch")
+    await session.exec(
+        sa.update(Agent)
+        .where(Agent.id == batch.c.id)
+        .where(sa.or_(Agent.last_seen_at.is_(None), Agent.last_seen_at < batch.c.seen))
+        .values(last_seen_at=batch.c.seen)
+        .execution_options(synchronize_session=False)
+    )

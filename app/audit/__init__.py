@@ -1,0 +1,1 @@
+"""Audit records: masking, integrity (checksums, Merkle roots, signed digests), ingest and reads."""

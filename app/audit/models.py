@@ -1,0 +1,177 @@
+"""Tables of the audit domain: immutable audit records (spans) and the digests that seal them."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.dialects.postgresql import JSONB, TSVECTOR
+from sqlmodel import Field, SQLModel
+
+from app.db import TenantScoped, timestamp_column
+
+
+class AuditLog(SQLModel, TenantScoped, table=True):
+    """One action an agent took. Never updated, never deleted (a trigger enforces it).
+
+    `seq` is the global ingest order: digests seal contiguous `seq` ranges per organisation.
+    A record is a span: `trace_id` groups it (its own id when sent without one), `span_id` names it
+    (its own id, or the sender's span id for OpenTelemetry), `parent_span_id` points at another span.
+    """
+
+    __tablename__ = "audit_logs"
+    __table_args__ = (
+        sa.Index("ix_audit_logs_org_occurred", "org_id", sa.text("occurred_at DESC"), sa.text("id DESC")),
+        sa.Index("ix_audit_logs_org_trace", "org_id", "trace_id", "occurred_at"),
+        sa.Index("ix_audit_logs_org_span", "org_id", "trace_id", "span_id"),
+        sa.Index("ix_audit_logs_org_parent", "org_id", "trace_id", "parent_span_id"),
+        sa.Index("ix_audit_logs_org_agent", "org_id", "agent_id", sa.text("occurred_at DESC")),
+        sa.Index("ix_audit_logs_org_seq", "org_id", "seq"),
+        sa.Index(
+            "uq_audit_logs_org_idempotency",
+            "org_id",
+            "idempotency_key",
+            unique=True,
+            postgresql_where=sa.text("idempotency_key IS NOT NULL"),
+        ),
+        sa.Index("ix_audit_logs_search", "search", postgresql_using="gin"),
+    )
+
+    id: str = Field(primary_key=True, max_length=40)
+    org_id: str = Field(foreign_key="organizations.id", max_length=40)
+    seq: int | None = Field(
+        default=None,
+        sa_column=sa.Column(sa.BigInteger, sa.Identity(always=True), nullable=False, unique=True),
+    )
+    trace_id: str = Field(max_length=64)
+    span_id: str = Field(max_length=64)
+    parent_span_id: str | None = Field(default=None, max_length=64)
+    agent_id: str | None = Field(default=None, foreign_key="agents.id", max_length=40)
+    action: str = Field(max_length=128)
+    prompt: str | None = None
+    response: str | None = None
+    metadata_: dict[str, Any] = Field(default_factory=dict, sa_column=sa.Column("metadata", JSONB, nullable=False))
+    args: Any | None = Field(default=None, sa_column=sa.Column(JSONB, nullable=True))
+    result: Any | None = Field(default=None, sa_column=sa.Column(JSONB, nullable=True))
+    occurred_at: datetime = timestamp_column()
+    received_at: datetime = timestamp_column()
+    duration_ms: float | None = None
+    status: str = Field(default="ok", max_length=16)
+    idempotency_key: str | None = Field(default=None, max_length=255)
+    execution_id: str | None = Field(default=None, max_length=255)
+    verb: str | None = Field(default=None, max_length=255)
+    provider: str | None = Field(default=None, max_length=255)
+    risk_level: str | None = Field(default=None, max_length=16)
+    governance_status: str | None = Field(default=None, max_length=32)
+    dry_run: bool | None = None
+    idempotent: bool | None = None
+    tenant_id: str | None = Field(default=None, max_length=255)
+    credential_masked: bool = False
+    checksum: str = Field(max_length=80)
+    search: Any | None = Field(
+        default=None,
+        sa_column=sa.Column(
+            TSVECTOR,
+            sa.Computed(
+                "to_tsvector('simple', left(coalesce(prompt, ''), 100000) || ' ' || left(coalesce(response, ''), 100000))",
+                persisted=True,
+            ),
+        ),
+    )
+
+
+class AuditDigest(SQLModel, TenantScoped, table=True):
+    """Seals every record of an organisation with `from_seq <= seq <= to_seq`.
+
+    Digests form a chain: each carries the hash of the previous one, and an HMAC over its content.
+    """
+
+    __tablename__ = "audit_digests"
+    __table_args__ = (sa.UniqueConstraint("org_id", "sequence", name="uq_audit_digests_org_sequence"),)
+
+    id: str = Field(primary_key=True, max_length=40)
+    org_id: str = Field(foreign_key="organizations.id", max_length=40)
+    sequence: int = Field(sa_type=sa.BigInteger)
+    from_seq: int = Field(sa_type=sa.BigInteger)
+    to_seq: int = Field(sa_type=sa.BigInteger)
+    first_occurred_at: datetime = timestamp_column()
+    last_occurred_at: datetime = timestamp_column()
+    record_count: int
+    merkle_root: str = Field(max_length=80)
+    previous_hash: str = Field(max_length=80)
+    digest_hash: str = Field(max_length=80)
+    signature: str = Field(max_length=200)
+    created_at: datetime = timestamp_column()
+
+
+@dataclass(slots=True)
+class AuditRecord:
+    """A read model of one audit record: what services return and GraphQL maps. No ORM state."""
+
+    id: str
+    org_id: str
+    seq: int
+    trace_id: str
+    span_id: str
+    parent_span_id: str | None
+    agent_id: str | None
+    action: str
+    prompt: str | None
+    response: str | None
+    metadata: dict[str, Any]
+    args: Any
+    result: Any
+    occurred_at: datetime
+    received_at: datetime
+    duration_ms: float | None
+    status: str
+    idempotency_key: str | None
+    execution_id: str | None
+    verb: str | None
+    provider: str | None
+    risk_level: str | None
+    governance_status: str | None
+    dry_run: bool | None
+    idempotent: bool | None
+    tenant_id: str | None
+    credential_masked: bool
+    checksum: str
+
+
+# The columns a read selects, in AuditRecord's order (ORM attributes, so tenant scoping applies).
+RECORD_COLUMNS = [
+    AuditLog.id,
+    AuditLog.org_id,
+    AuditLog.seq,
+    AuditLog.trace_id,
+    AuditLog.span_id,
+    AuditLog.parent_span_id,
+    AuditLog.agent_id,
+    AuditLog.action,
+    AuditLog.prompt,
+    AuditLog.response,
+    AuditLog.metadata_,
+    AuditLog.args,
+    AuditLog.result,
+    AuditLog.occurred_at,
+    AuditLog.received_at,
+    AuditLog.duration_ms,
+    AuditLog.status,
+    AuditLog.idempotency_key,
+    AuditLog.execution_id,
+    AuditLog.verb,
+    AuditLog.provider,
+    AuditLog.risk_level,
+    AuditLog.governance_status,
+    AuditLog.dry_run,
+    AuditLog.idempotent,
+    AuditLog.tenant_id,
+    AuditLog.credential_masked,
+    AuditLog.checksum,
+]
+
+
+def record_from_row(row: Any) -> AuditRecord:
+    return AuditRecord(*row)

@@ -1,0 +1,94 @@
+"""REST ingest for existing SDKs and curl: POST /api/v1/audit-logs and /api/v1/audit-logs/batch."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from app.api.rest import JSONResponse, error_response, require_principal
+from app.audit import live, service
+from app.audit.models import AuditRecord
+from app.audit.validation import check_records
+from app.db import iso
+from app.errors import AppError, BadUserInput
+
+_JSON_NAMES = {
+    "trace_id": "traceId",
+    "span_id": "spanId",
+    "parent_span_id": "parentSpanId",
+    "agent_id": "agentId",
+    "occurred_at": "occurredAt",
+    "received_at": "receivedAt",
+    "duration_ms": "durationMs",
+    "idempotency_key": "idempotencyKey",
+    "execution_id": "executionId",
+    "risk_level": "riskLevel",
+    "governance_status": "governanceStatus",
+    "dry_run": "dryRun",
+    "tenant_id": "tenantId",
+    "credential_masked": "credentialMasked",
+}
+_HIDDEN = {"org_id", "seq"}
+
+
+def record_to_json(record: AuditRecord) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for name in record.__slots__:  # type: ignore[attr-defined]
+        if name in _HIDDEN:
+            continue
+        value = getattr(record, name)
+        if name in ("occurred_at", "received_at"):
+            value = iso(value)
+        out[_JSON_NAMES.get(name, name)] = value
+    return out
+
+
+async def _read_json(request: Request) -> Any:
+    if "json" not in request.headers.get("content-type", "application/json"):
+        raise BadUserInput("send the body as application/json")
+    body = await request.body()
+    try:
+        return orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        raise BadUserInput(f"body is not valid JSON: {exc}") from None
+
+
+async def _ingest(request: Request, raws: list[Any], *, batch: bool) -> list[AuditRecord]:
+    runtime = request.app.state.runtime
+    principal = await require_principal(request)
+    drafts = check_records(raws, max_batch=runtime.settings.max_batch_records, batch=batch)
+    async with runtime.db.tenant_session(principal.org_id) as session:
+        result = await service.ingest(session, principal, drafts)
+    await live.publish_spans(runtime.broadcaster, result.created)
+    return result.records
+
+
+async def create_audit_log(request: Request) -> Response:
+    try:
+        body = await _read_json(request)
+        records = await _ingest(request, [body], batch=False)
+    except AppError as exc:
+        return error_response(exc)
+    return JSONResponse(record_to_json(records[0]), status_code=201)
+
+
+async def create_audit_logs_batch(request: Request) -> Response:
+    try:
+        body = await _read_json(request)
+        raws = body.get("records", body.get("logs")) if isinstance(body, dict) else body
+        if not isinstance(raws, list):
+            raise BadUserInput('send a JSON array of records, or {"records": [...]}')
+        records = await _ingest(request, raws, batch=True)
+    except AppError as exc:
+        return error_response(exc)
+    return JSONResponse({"records": [record_to_json(r) for r in records], "count": len(records)}, status_code=201)
+
+
+routes = [
+    Route("/api/v1/audit-logs", create_audit_log, methods=["POST"]),
+    Route("/api/v1/audit-logs/batch", create_audit_logs_batch, methods=["POST"]),
+]

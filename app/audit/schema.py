@@ -1,0 +1,535 @@
+"""GraphQL types and operations of the audit domain: records, spans, traces, ingest, live spans."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncGenerator
+from datetime import datetime
+from enum import Enum
+from typing import TYPE_CHECKING, Annotated, Any
+
+import strawberry
+from strawberry.types import Info
+
+from app.api.pagination import Connection, build_connection, decode_cursor, page_size
+from app.api.scalars import JSON
+from app.audit import live, loaders, sealing, service
+from app.audit.models import AuditRecord
+from app.audit.traces import SpanNode, TraceTree
+from app.audit.validation import check_records
+
+if TYPE_CHECKING:
+    from app.agents.schema import Agent
+
+
+@strawberry.enum(description="Risk of an action, as the agent runtime judged it.")
+class RiskLevel(Enum):
+    LOW = "LOW"
+    MEDIUM = "MEDIUM"
+    HIGH = "HIGH"
+    CRITICAL = "CRITICAL"
+
+
+@strawberry.enum(description="Outcome of a span.")
+class SpanStatus(Enum):
+    OK = "ok"
+    ERROR = "error"
+    BLOCKED = "blocked"
+
+
+@strawberry.type(description="One action an agent took: an immutable audit record, and a span of its trace.")
+class AuditLog:
+    record: strawberry.Private[AuditRecord]
+    node: strawberry.Private[SpanNode | None] = None
+
+    @strawberry.field(description="Record id (`log_…`).")
+    def id(self) -> strawberry.ID:
+        return strawberry.ID(self.record.id)
+
+    @strawberry.field(description="The trace this span belongs to (the record's own id when sent without one).")
+    def trace_id(self) -> str:
+        return self.record.trace_id
+
+    @strawberry.field(description="This span's id: the sender's span id, or the record id.")
+    def span_id(self) -> str:
+        return self.record.span_id
+
+    @strawberry.field(description="The parent span's id as sent (the parent may not have arrived yet).")
+    def parent_span_id(self) -> str | None:
+        return self.record.parent_span_id
+
+    @strawberry.field(description="Depth in the trace tree (0 for roots); set when read through a Trace.")
+    def depth(self) -> int | None:
+        return self.node.depth if self.node is not None else None
+
+    @strawberry.field(description="Id of the agent that acted.")
+    def agent_id(self) -> str | None:
+        return self.record.agent_id
+
+    @strawberry.field(description="What happened, e.g. llm_call, tool_use, guardrail_block.")
+    def action(self) -> str:
+        return self.record.action
+
+    @strawberry.field(description="The prompt sent, with secrets masked.")
+    def prompt(self) -> str | None:
+        return self.record.prompt
+
+    @strawberry.field(description="The response received, with secrets masked.")
+    def response(self) -> str | None:
+        return self.record.response
+
+    @strawberry.field(description="Free-form metadata (JSON object), with secrets masked.")
+    def metadata(self) -> JSON:
+        return self.record.metadata
+
+    @strawberry.field(description="Arguments of the executed call (JSON), with secrets masked.")
+    def args(self) -> JSON | None:
+        return self.record.args
+
+    @strawberry.field(description="Result of the executed call (JSON), with secrets masked.")
+    def result(self) -> JSON | None:
+        return self.record.result
+
+    @strawberry.field(description="When the action happened (sender's clock).")
+    def occurred_at(self) -> datetime:
+        return self.record.occurred_at
+
+    @strawberry.field(description="When Agentrail received the record.")
+    def received_at(self) -> datetime:
+        return self.record.received_at
+
+    @strawberry.field(description="How long the action took, in milliseconds.")
+    def duration_ms(self) -> float | None:
+        return self.record.duration_ms
+
+    @strawberry.field(description="Outcome: OK, ERROR or BLOCKED.")
+    def status(self) -> SpanStatus:
+        return SpanStatus(self.record.status)
+
+    @strawberry.field(description="The sender's idempotency key, if any.")
+    def idempotency_key(self) -> str | None:
+        return self.record.idempotency_key
+
+    @strawberry.field(description="Execution id of the agent runtime.")
+    def execution_id(self) -> str | None:
+        return self.record.execution_id
+
+    @strawberry.field(description="The executed verb, e.g. stripe:create_refund.")
+    def verb(self) -> str | None:
+        return self.record.verb
+
+    @strawberry.field(description="The provider called, e.g. openai, stripe.")
+    def provider(self) -> str | None:
+        return self.record.provider
+
+    @strawberry.field(description="Risk level as sent.")
+    def risk_level(self) -> RiskLevel | None:
+        return RiskLevel(self.record.risk_level) if self.record.risk_level else None
+
+    @strawberry.field(description="Governance decision: approved, blocked, pending, dry_run …")
+    def governance_status(self) -> str | None:
+        return self.record.governance_status
+
+    @strawberry.field(description="True when the action was a dry run.")
+    def dry_run(self) -> bool | None:
+        return self.record.dry_run
+
+    @strawberry.field(description="True when the action is safe to repeat.")
+    def idempotent(self) -> bool | None:
+        return self.record.idempotent
+
+    @strawberry.field(description="The sender's own tenant id, if it serves several.")
+    def tenant_id(self) -> str | None:
+        return self.record.tenant_id
+
+    @strawberry.field(description="True when secrets were found and replaced with [REDACTED] before writing.")
+    def credential_masked(self) -> bool:
+        return self.record.credential_masked
+
+    @strawberry.field(description='"sha256:…" over the canonical serialisation of the record\'s content.')
+    def checksum(self) -> str:
+        return self.record.checksum
+
+    @strawberry.field(description="The parent span, when it has arrived.")
+    async def parent(self, info: Info) -> AuditLog | None:
+        if self.record.parent_span_id is None or self.record.parent_span_id == self.record.span_id:
+            return None
+        loader = await loaders.span_loader(info.context)
+        parent = await loader.load((self.record.trace_id, self.record.parent_span_id))
+        return AuditLog(record=parent) if parent is not None else None
+
+    @strawberry.field(description="Child spans, in time order.")
+    async def children(self, info: Info) -> list[AuditLog]:
+        if self.node is not None:
+            return [AuditLog(record=c.record, node=c) for c in self.node.children]
+        loader = await loaders.children_loader(info.context)
+        return [AuditLog(record=c) for c in await loader.load((self.record.trace_id, self.record.span_id))]
+
+    @strawberry.field(description="Ancestors from the parent up to the root.")
+    async def chain(self, info: Info) -> list[AuditLog]:
+        session = await info.context.db()
+        return [AuditLog(record=r) for r in await service.chain(session, self.record)]
+
+    @strawberry.field(description="The whole trace this span belongs to.")
+    async def trace(self, info: Info) -> Trace:
+        return Trace(trace_id=self.record.trace_id)
+
+    @strawberry.field(description="The agent that acted (shown even after the agent was deleted).")
+    async def agent(self, info: Info) -> Annotated[Agent, strawberry.lazy("app.agents.schema")] | None:
+        if self.record.agent_id is None:
+            return None
+        from app.agents.loaders import agent_loader
+        from app.agents.schema import Agent
+
+        agent = await (await agent_loader(info.context)).load(self.record.agent_id)
+        return Agent.from_model(agent) if agent is not None else None
+
+
+@strawberry.type(description="A trace: the spans of one agent run, as a tree and as a flat list.")
+class Trace:
+    trace_id: str = strawberry.field(description="Trace id.")
+    summary: strawberry.Private[service.TraceSummary | None] = None
+    tree: strawberry.Private[TraceTree | None] = None
+
+    async def _tree(self, info: Info) -> TraceTree | None:
+        if self.tree is None:
+            self.tree = await (await loaders.trace_loader(info.context)).load(self.trace_id)
+        return self.tree
+
+    @strawberry.field(description="Spans without a parent in this trace, each nested through `children`.")
+    async def root_spans(self, info: Info) -> list[AuditLog]:
+        tree = await self._tree(info)
+        return [AuditLog(record=n.record, node=n) for n in tree.roots] if tree else []
+
+    @strawberry.field(description="Every span in time order, each with `parentSpanId` and `depth`.")
+    async def spans(self, info: Info) -> list[AuditLog]:
+        tree = await self._tree(info)
+        return [AuditLog(record=n.record, node=n) for n in tree.spans] if tree else []
+
+    @strawberry.field(description="Number of spans (all of them, also when `truncated`).")
+    async def span_count(self, info: Info) -> int:
+        if self.summary is not None:
+            return self.summary.span_count
+        tree = await self._tree(info)
+        if tree is None:
+            return 0
+        if tree.truncated:
+            query = service.AuditLogQuery(trace_id=self.trace_id)
+            return await service.count_records(await info.context.db(), query)
+        return len(tree.spans)
+
+    @strawberry.field(description="True when the trace has more than 10,000 spans and only the first are shown.")
+    async def truncated(self, info: Info) -> bool:
+        if self.summary is not None and self.summary.span_count <= service.MAX_TRACE_SPANS:
+            return False
+        tree = await self._tree(info)
+        return bool(tree and tree.truncated)
+
+    @strawberry.field(description="Start of the earliest span.")
+    async def started_at(self, info: Info) -> datetime | None:
+        if self.summary is not None:
+            return self.summary.started_at
+        tree = await self._tree(info)
+        return tree.started_at if tree else None
+
+    @strawberry.field(description="End of the latest span (its start plus its duration).")
+    async def ended_at(self, info: Info) -> datetime | None:
+        if self.summary is not None:
+            return self.summary.ended_at
+        tree = await self._tree(info)
+        return tree.ended_at if tree else None
+
+    @strawberry.field(description="From the first start to the last end, in milliseconds.")
+    async def duration_ms(self, info: Info) -> float | None:
+        if self.summary is not None:
+            return self.summary.duration_ms
+        tree = await self._tree(info)
+        return tree.duration_ms if tree else None
+
+    @strawberry.field(description="ERROR if any span errored, else BLOCKED if any was blocked, else OK.")
+    async def status(self, info: Info) -> SpanStatus:
+        if self.summary is not None:
+            return SpanStatus(self.summary.status)
+        tree = await self._tree(info)
+        return SpanStatus(tree.status if tree else "ok")
+
+    @strawberry.field(description="The agents that took part.")
+    async def agents(self, info: Info) -> list[Annotated[Agent, strawberry.lazy("app.agents.schema")]]:
+        from app.agents.loaders import agent_loader
+        from app.agents.schema import Agent
+
+        if self.summary is not None:
+            ids = self.summary.agent_ids
+        else:
+            tree = await self._tree(info)
+            ids = tree.agent_ids if tree else []
+        loader = await agent_loader(info.context)
+        found = await loader.load_many(ids)
+        return [Agent.from_model(a) for a in found if a is not None]
+
+
+@strawberry.input(description="Which audit records to list. All conditions must hold.")
+class AuditLogFilter:
+    agent_id: list[strawberry.ID] | None = strawberry.field(default=None, description="Any of these agents.")
+    action: list[str] | None = strawberry.field(default=None, description="Any of these actions.")
+    trace_id: str | None = strawberry.field(default=None, description="Only this trace.")
+    status: list[SpanStatus] | None = strawberry.field(default=None, description="Any of these outcomes.")
+    risk_level: list[RiskLevel] | None = strawberry.field(default=None, description="Any of these risk levels.")
+    governance_status: list[str] | None = strawberry.field(default=None, description="Any of these decisions.")
+    provider: list[str] | None = strawberry.field(default=None, description="Any of these providers.")
+    verb: list[str] | None = strawberry.field(default=None, description="Any of these verbs.")
+    execution_id: str | None = strawberry.field(default=None, description="Only this execution.")
+    from_: datetime | None = strawberry.field(default=None, name="from", description="Occurred at or after.")
+    to: datetime | None = strawberry.field(default=None, description="Occurred before.")
+    search: str | None = strawberry.field(default=None, description="Full-text search over prompt and response.")
+    has_alerts: bool | None = strawberry.field(default=None, description="Only records that raised alerts (or not).")
+
+    def to_query(self) -> service.AuditLogQuery:
+        return service.AuditLogQuery(
+            agent_ids=[str(a) for a in self.agent_id] if self.agent_id else None,
+            actions=self.action,
+            trace_id=self.trace_id,
+            statuses=[s.value for s in self.status] if self.status else None,
+            risk_levels=[r.value for r in self.risk_level] if self.risk_level else None,
+            governance_statuses=self.governance_status,
+            providers=self.provider,
+            verbs=self.verb,
+            execution_id=self.execution_id,
+            occurred_from=self.from_,
+            occurred_to=self.to,
+            search=self.search.strip() if self.search and self.search.strip() else None,
+            has_alerts=self.has_alerts,
+        )
+
+
+@strawberry.input(description="Which traces to list.")
+class TraceFilter:
+    agent_id: list[strawberry.ID] | None = strawberry.field(
+        default=None, description="Traces any of these agents took part in."
+    )
+    from_: datetime | None = strawberry.field(default=None, name="from", description="Started at or after.")
+    to: datetime | None = strawberry.field(default=None, description="Started before.")
+    status: SpanStatus | None = strawberry.field(default=None, description="Rolled-up status.")
+    has_alerts: bool | None = strawberry.field(default=None, description="Only traces with alerts (or without).")
+
+
+@strawberry.input(description="An action an agent took. Only `action` is required.")
+class AuditLogInput:
+    action: str = strawberry.field(description="What happened (1–128 characters), e.g. llm_call, tool_use.")
+    prompt: str | None = strawberry.field(default=None, description="Prompt sent (≤ 1 MB).")
+    response: str | None = strawberry.field(default=None, description="Response received (≤ 1 MB).")
+    agent_id: strawberry.ID | None = strawberry.field(default=None, description="An agent of your organisation.")
+    trace_id: str | None = strawberry.field(default=None, description="Groups spans into a trace.")
+    span_id: str | None = strawberry.field(default=None, description="This span's id (default: the record id).")
+    parent_span_id: str | None = strawberry.field(default=None, description="Parent span; may arrive later.")
+    metadata: JSON | None = strawberry.field(default=None, description="JSON object (≤ 256 KB serialised).")
+    occurred_at: datetime | None = strawberry.field(default=None, description="When it happened (default: now).")
+    duration_ms: float | None = strawberry.field(default=None, description="Duration in milliseconds.")
+    status: SpanStatus | None = strawberry.field(default=None, description="Outcome (default OK).")
+    idempotency_key: str | None = strawberry.field(default=None, description="Same key again returns the first record.")
+    execution_id: str | None = strawberry.field(default=None, description="Execution id of the agent runtime.")
+    verb: str | None = strawberry.field(default=None, description="Executed verb, e.g. stripe:create_refund.")
+    provider: str | None = strawberry.field(default=None, description="Provider called.")
+    risk_level: RiskLevel | None = strawberry.field(default=None, description="Risk level.")
+    governance_status: str | None = strawberry.field(default=None, description="approved, blocked, pending, dry_run …")
+    dry_run: bool | None = strawberry.field(default=None, description="True for a dry run.")
+    idempotent: bool | None = strawberry.field(default=None, description="True when safe to repeat.")
+    args: JSON | None = strawberry.field(default=None, description="Arguments (JSON, ≤ 256 KB).")
+    result: JSON | None = strawberry.field(default=None, description="Result (JSON, ≤ 256 KB).")
+    tenant_id: str | None = strawberry.field(default=None, description="The sender's own tenant id.")
+
+    def to_raw(self) -> dict[str, Any]:
+        """The same shape the REST body has, so both go through one validation."""
+        raw: dict[str, Any] = {}
+        for py_name, api_name in _INPUT_NAMES.items():
+            value = getattr(self, py_name)
+            if value is None:
+                continue
+            raw[api_name] = value.value if isinstance(value, Enum) else value
+        return raw
+
+
+_INPUT_NAMES = {
+    "action": "action",
+    "prompt": "prompt",
+    "response": "response",
+    "agent_id": "agentId",
+    "trace_id": "traceId",
+    "span_id": "spanId",
+    "parent_span_id": "parentSpanId",
+    "metadata": "metadata",
+    "occurred_at": "occurredAt",
+    "duration_ms": "durationMs",
+    "status": "status",
+    "idempotency_key": "idempotencyKey",
+    "execution_id": "executionId",
+    "verb": "verb",
+    "provider": "provider",
+    "risk_level": "riskLevel",
+    "governance_status": "governanceStatus",
+    "dry_run": "dryRun",
+    "idempotent": "idempotent",
+    "args": "args",
+    "result": "result",
+    "tenant_id": "tenantId",
+}
+
+
+@strawberry.type(description="The outcome of recomputing checksums, Merkle roots, digest signatures and the chain.")
+class VerificationResult:
+    ok: bool = strawberry.field(description="True when nothing was altered, removed or reordered.")
+    records_checked: int = strawberry.field(description="Records whose checksum was recomputed.")
+    digests_checked: int = strawberry.field(description="Digests whose hash, signature and chain link were checked.")
+    first_broken_record_id: str | None = strawberry.field(description="The first record found altered or missing.")
+    first_broken_digest_id: str | None = strawberry.field(description="The first digest that does not hold.")
+    reason: str | None = strawberry.field(description="What broke, in words.")
+
+
+AuditLogConnection = Connection[AuditLog]
+TraceConnection = Connection[Trace]
+
+
+@strawberry.type
+class AuditQuery:
+    @strawberry.field(description="Audit records, newest first.")
+    async def audit_logs(
+        self,
+        info: Info,
+        filter: Annotated[AuditLogFilter | None, strawberry.argument(description="Conditions.")] = None,
+        first: Annotated[int | None, strawberry.argument(description="Page size, at most 500.")] = None,
+        after: Annotated[str | None, strawberry.argument(description="Cursor of the previous page.")] = None,
+    ) -> AuditLogConnection:
+        limit = page_size(first)
+        cursor = decode_cursor(after, (datetime, str))
+        query = (filter or AuditLogFilter()).to_query()
+        records = await service.list_records(
+            await info.context.db(), query, limit=limit + 1, after=tuple(cursor) if cursor else None
+        )
+        return build_connection(
+            records,
+            limit=limit,
+            to_node=lambda r: AuditLog(record=r),
+            sort_key=lambda r: (r.occurred_at, r.id),
+        )
+
+    @strawberry.field(description="One audit record; null when it does not exist in your organisation.")
+    async def audit_log(
+        self, info: Info, id: Annotated[strawberry.ID, strawberry.argument(description="Record id.")]
+    ) -> AuditLog | None:
+        record = await service.find_record(await info.context.db(), str(id))
+        return AuditLog(record=record) if record else None
+
+    @strawberry.field(description="A whole trace, nested; null when no span of it exists in your organisation.")
+    async def trace(
+        self, info: Info, trace_id: Annotated[str, strawberry.argument(description="Trace id.")]
+    ) -> Trace | None:
+        tree = await service.load_trace(await info.context.db(), trace_id)
+        return Trace(trace_id=trace_id, tree=tree) if tree else None
+
+    @strawberry.field(
+        description="Recompute the organisation's audit trail: every record's checksum in the window, and the "
+        "whole digest chain. Reports the first break."
+    )
+    async def verify_audit_trail(
+        self,
+        info: Info,
+        from_: Annotated[datetime | None, strawberry.argument(name="from", description="Records from.")] = None,
+        to: Annotated[datetime | None, strawberry.argument(description="Records before.")] = None,
+    ) -> VerificationResult:
+        await info.context.principal()
+        outcome = await sealing.verify(
+            await info.context.db(), info.context.runtime.secret_key, occurred_from=from_, occurred_to=to
+        )
+        return VerificationResult(
+            ok=outcome.ok,
+            records_checked=outcome.records_checked,
+            digests_checked=outcome.digests_checked,
+            first_broken_record_id=outcome.first_broken_record_id,
+            first_broken_digest_id=outcome.first_broken_digest_id,
+            reason=outcome.reason,
+        )
+
+    @strawberry.field(description="Traces with their summary, newest start first.")
+    async def traces(
+        self,
+        info: Info,
+        filter: Annotated[TraceFilter | None, strawberry.argument(description="Conditions.")] = None,
+        first: Annotated[int | None, strawberry.argument(description="Page size, at most 500.")] = None,
+        after: Annotated[str | None, strawberry.argument(description="Cursor of the previous page.")] = None,
+    ) -> TraceConnection:
+        limit = page_size(first)
+        cursor = decode_cursor(after, (datetime, str))
+        f = filter or TraceFilter()
+        query = service.TraceQuery(
+            agent_ids=[str(a) for a in f.agent_id] if f.agent_id else None,
+            started_from=f.from_,
+            started_to=f.to,
+            status=f.status.value if f.status else None,
+            has_alerts=f.has_alerts,
+        )
+        summaries = await service.list_traces(
+            await info.context.db(), query, limit=limit + 1, after=tuple(cursor) if cursor else None
+        )
+        return build_connection(
+            summaries,
+            limit=limit,
+            to_node=lambda s: Trace(trace_id=s.trace_id, summary=s),
+            sort_key=lambda s: (s.started_at, s.trace_id),
+        )
+
+
+async def _ingest(info: Info, raws: list[dict[str, Any]], *, batch: bool) -> list[AuditRecord]:
+    ctx = info.context
+    principal = await ctx.principal()
+    drafts = check_records(raws, max_batch=ctx.runtime.settings.max_batch_records, batch=batch)
+    result = await service.ingest(await ctx.db(), principal, drafts)
+    await live.publish_spans(ctx.runtime.broadcaster, result.created)
+    return result.records
+
+
+@strawberry.type
+class AuditMutation:
+    @strawberry.mutation(
+        description="Record one action. API key or user. Same idempotencyKey returns the first record."
+    )
+    async def log_event(
+        self, info: Info, input: Annotated[AuditLogInput, strawberry.argument(description="The record.")]
+    ) -> AuditLog:
+        records = await _ingest(info, [input.to_raw()], batch=False)
+        return AuditLog(record=records[0])
+
+    @strawberry.mutation(
+        description="Record a batch (≤ 1,000) in one transaction; results in input order. One invalid record "
+        "rejects the whole batch, listing every problem in `extensions.problems`."
+    )
+    async def log_events(
+        self,
+        info: Info,
+        input: Annotated[list[AuditLogInput], strawberry.argument(description="The records.")],
+    ) -> list[AuditLog]:
+        records = await _ingest(info, [i.to_raw() for i in input], batch=True)
+        return [AuditLog(record=r) for r in records]
+
+
+@strawberry.type
+class AuditSubscription:
+    @strawberry.subscription(description="Spans of a trace: those already written, then each new one as it arrives.")
+    async def trace_spans(
+        self, info: Info, trace_id: Annotated[str, strawberry.argument(description="Trace id.")]
+    ) -> AsyncGenerator[AuditLog, None]:
+        ctx = info.context
+        principal = await ctx.principal()
+        channel = live.trace_channel(principal.org_id, trace_id)
+        seen: set[str] = set()
+        # subscribe first, then replay: a span written in between arrives through both and is sent once
+        async with ctx.runtime.broadcaster.subscribe(channel) as messages:
+            async with ctx.runtime.db.tenant_session(principal.org_id) as session:
+                tree = await service.load_trace(session, trace_id)
+            for node in tree.spans if tree else []:
+                seen.add(node.record.id)
+                yield AuditLog(record=node.record)
+            async for message in messages:
+                record = live.decode(message)
+                if record.id in seen or record.org_id != principal.org_id:
+                    continue
+                seen.add(record.id)
+                yield AuditLog(record=record)

@@ -1,0 +1,476 @@
+"""Operations of the audit domain: ingest, reads, trace trees, chains.
+
+Ingest writes a whole batch in one transaction with one set-based INSERT (unnest of arrays), never one
+round trip per record; secrets are masked and checksums computed before anything is written.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import orjson
+import sqlalchemy as sa
+
+from app.agents import service as agents
+from app.audit.integrity import record_checksum
+from app.audit.masking import mask_record
+from app.audit.models import RECORD_COLUMNS, AuditLog, AuditRecord, record_from_row
+from app.audit.traces import TraceTree, build_tree
+from app.audit.validation import AuditLogDraft
+from app.compliance import service as compliance
+from app.db import AsyncSession, TenancyError, new_id, session_org
+from app.errors import NotFound
+from app.orgs.principal import Principal
+
+MAX_TRACE_SPANS = 10_000
+INGEST_LOCK_NAMESPACE = 0x41554454  # "AUDT": ingest holds it shared per org, sealing exclusively
+
+
+def _org(session: AsyncSession) -> str:
+    org_id = session_org(session)
+    if not org_id or org_id == "__system__":
+        raise TenancyError("audit records are written through a tenant session")
+    return org_id
+
+
+def checksum_content(record: AuditRecord | dict[str, Any]) -> dict[str, Any]:
+    """What a record's checksum covers: everything it says, nothing the database adds (seq, search)."""
+    get = record.get if isinstance(record, dict) else lambda k: getattr(record, k)
+    occurred_at = get("occurred_at")
+    return {
+        "id": get("id"),
+        "org_id": get("org_id"),
+        "trace_id": get("trace_id"),
+        "span_id": get("span_id"),
+        "parent_span_id": get("parent_span_id"),
+        "agent_id": get("agent_id"),
+        "action": get("action"),
+        "prompt": get("prompt"),
+        "response": get("response"),
+        "metadata": get("metadata"),
+        "args": get("args"),
+        "result": get("result"),
+        "occurred_at": occurred_at.astimezone(UTC) if occurred_at else None,
+        "duration_ms": get("duration_ms"),
+        "status": get("status"),
+        "idempotency_key": get("idempotency_key"),
+        "execution_id": get("execution_id"),
+        "verb": get("verb"),
+        "provider": get("provider"),
+        "risk_level": get("risk_level"),
+        "governance_status": get("governance_status"),
+        "dry_run": get("dry_run"),
+        "idempotent": get("idempotent"),
+        "tenant_id": get("tenant_id"),
+        "credential_masked": get("credential_masked"),
+    }
+
+
+_INSERT = sa.text(
+    """
+    INSERT INTO audit_logs (
+        id, org_id, trace_id, span_id, parent_span_id, agent_id, action, prompt, response, metadata, args,
+        result, occurred_at, received_at, duration_ms, status, idempotency_key, execution_id, verb, provider,
+        risk_level, governance_status, dry_run, idempotent, tenant_id, credential_masked, checksum)
+    SELECT id, :org_id, trace_id, span_id, parent_span_id, agent_id, action, prompt, response,
+        metadata::jsonb, args::jsonb, result::jsonb, occurred_at, :received_at, duration_ms, status,
+        idempotency_key, execution_id, verb, provider, risk_level, governance_status, dry_run, idempotent,
+        tenant_id, credential_masked, checksum
+    FROM unnest(
+        CAST(:id AS text[]), CAST(:trace_id AS text[]), CAST(:span_id AS text[]),
+        CAST(:parent_span_id AS text[]), CAST(:agent_id AS text[]), CAST(:action AS text[]),
+        CAST(:prompt AS text[]), CAST(:response AS text[]), CAST(:metadata AS text[]), CAST(:args AS text[]),
+        CAST(:result AS text[]), CAST(:occurred_at AS timestamptz[]), CAST(:duration_ms AS float8[]),
+        CAST(:status AS text[]), CAST(:idempotency_key AS text[]), CAST(:execution_id AS text[]),
+        CAST(:verb AS text[]), CAST(:provider AS text[]), CAST(:risk_level AS text[]),
+        CAST(:governance_status AS text[]), CAST(:dry_run AS boolean[]), CAST(:idempotent AS boolean[]),
+        CAST(:tenant_id AS text[]), CAST(:credential_masked AS boolean[]), CAST(:checksum AS text[])
+    ) AS r(id, trace_id, span_id, parent_span_id, agent_id, action, prompt, response, metadata, args, result,
+           occurred_at, duration_ms, status, idempotency_key, execution_id, verb, provider, risk_level,
+           governance_status, dry_run, idempotent, tenant_id, credential_masked, checksum)
+    ON CONFLICT (org_id, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
+    RETURNING id, seq
+    """
+)
+
+_ARRAY_COLUMNS = (
+    "id",
+    "trace_id",
+    "span_id",
+    "parent_span_id",
+    "agent_id",
+    "action",
+    "prompt",
+    "response",
+    "metadata",
+    "args",
+    "result",
+    "occurred_at",
+    "duration_ms",
+    "status",
+    "idempotency_key",
+    "execution_id",
+    "verb",
+    "provider",
+    "risk_level",
+    "governance_status",
+    "dry_run",
+    "idempotent",
+    "tenant_id",
+    "credential_masked",
+    "checksum",
+)
+
+
+def _json_text(value: Any) -> str | None:
+    return None if value is None else orjson.dumps(value).decode()
+
+
+def _prepare(draft: AuditLogDraft, org_id: str, now: datetime) -> dict[str, Any]:
+    masked, credential_masked = mask_record(
+        {
+            "prompt": draft.prompt,
+            "response": draft.response,
+            "metadata": draft.metadata,
+            "args": draft.args,
+            "result": draft.result,
+        }
+    )
+    record_id = new_id("log")
+    row: dict[str, Any] = {
+        "id": record_id,
+        "org_id": org_id,
+        "trace_id": draft.trace_id or record_id,
+        "span_id": draft.span_id or record_id,
+        "parent_span_id": draft.parent_span_id,
+        "agent_id": draft.agent_id,
+        "action": draft.action,
+        "prompt": masked["prompt"],
+        "response": masked["response"],
+        "metadata": masked["metadata"] or {},
+        "args": masked["args"],
+        "result": masked["result"],
+        "occurred_at": draft.occurred_at or now,
+        "duration_ms": draft.duration_ms,
+        "status": draft.status,
+        "idempotency_key": draft.idempotency_key,
+        "execution_id": draft.execution_id,
+        "verb": draft.verb,
+        "provider": draft.provider,
+        "risk_level": draft.risk_level,
+        "governance_status": draft.governance_status,
+        "dry_run": draft.dry_run,
+        "idempotent": draft.idempotent,
+        "tenant_id": draft.tenant_id,
+        "credential_masked": credential_masked,
+    }
+    row["checksum"] = record_checksum(checksum_content(row))
+    return row
+
+
+@dataclass(slots=True)
+class IngestResult:
+    records: list[AuditRecord]  # in input order; a repeated idempotency key gives the first record
+    created: list[AuditRecord]  # only the ones written now
+
+
+async def ingest(session: AsyncSession, principal: Principal, drafts: Sequence[AuditLogDraft]) -> IngestResult:
+    """Writes checked drafts in one transaction. The caller publishes `created` after this returns."""
+    org_id = _org(session)
+    if principal.org_id != org_id:
+        raise TenancyError("principal and session disagree on the organisation")
+    await agents.require_active_agent_ids(session, {d.agent_id for d in drafts if d.agent_id})
+
+    now = datetime.now(UTC)
+    rows: list[dict[str, Any]] = []
+    first_by_key: dict[str, int] = {}
+    position: list[int] = []  # input index -> index in rows
+    for draft in drafts:
+        key = draft.idempotency_key
+        if key is not None and key in first_by_key:
+            position.append(first_by_key[key])
+            continue
+        if key is not None:
+            first_by_key[key] = len(rows)
+        position.append(len(rows))
+        rows.append(_prepare(draft, org_id, now))
+
+    params: dict[str, Any] = {"org_id": org_id, "received_at": now}
+    for column in _ARRAY_COLUMNS:
+        values = [row[column] for row in rows]
+        if column in ("metadata", "args", "result"):
+            values = [_json_text(v) for v in values]
+        params[column] = values
+
+    # shared per-organisation lock: sealing takes it exclusively, so it never seals past a record
+    # that has its seq but is not committed yet
+    await session.execute(
+        sa.text("SELECT pg_advisory_xact_lock_shared(:ns, hashtext(:org))"),
+        {"ns": INGEST_LOCK_NAMESPACE, "org": org_id},
+    )
+    inserted = {r.id: r.seq for r in (await session.execute(_INSERT, params)).all()}
+
+    existing: dict[str, AuditRecord] = {}
+    duplicates = [row["idempotency_key"] for row in rows if row["id"] not in inserted]
+    if duplicates:
+        found = await session.execute(sa.select(*RECORD_COLUMNS).where(AuditLog.idempotency_key.in_(duplicates)))
+        existing = {r.idempotency_key: r for r in map(record_from_row, found.all())}
+
+    resolved: list[AuditRecord] = []
+    created: list[AuditRecord] = []
+    for row in rows:
+        if row["id"] in inserted:
+            record = AuditRecord(seq=inserted[row["id"]], received_at=now, **row)
+            created.append(record)
+        else:
+            record = existing[row["idempotency_key"]]
+        resolved.append(record)
+
+    if created:
+        await compliance.evaluate(session, created)
+        await agents.touch_last_seen(session, {r.agent_id: r.occurred_at for r in created if r.agent_id})
+    await session.commit()
+    return IngestResult(records=[resolved[i] for i in position], created=created)
+
+
+async def get_record(session: AsyncSession, record_id: str) -> AuditRecord:
+    row = (await session.execute(sa.select(*RECORD_COLUMNS).where(AuditLog.id == record_id))).first()
+    if row is None:
+        raise NotFound("audit log not found", id=record_id)
+    return record_from_row(row)
+
+
+async def find_record(session: AsyncSession, record_id: str) -> AuditRecord | None:
+    try:
+        return await get_record(session, record_id)
+    except NotFound:
+        return None
+
+
+@dataclass
+class AuditLogQuery:
+    agent_ids: list[str] | None = None
+    actions: list[str] | None = None
+    trace_id: str | None = None
+    statuses: list[str] | None = None
+    risk_levels: list[str] | None = None
+    governance_statuses: list[str] | None = None
+    providers: list[str] | None = None
+    verbs: list[str] | None = None
+    execution_id: str | None = None
+    occurred_from: datetime | None = None
+    occurred_to: datetime | None = None
+    search: str | None = None
+    has_alerts: bool | None = None
+
+
+def _filtered(query: AuditLogQuery) -> Any:
+    stmt = sa.select(*RECORD_COLUMNS)
+    conditions = []
+    if query.agent_ids:
+        conditions.append(AuditLog.agent_id.in_(query.agent_ids))
+    if query.actions:
+        conditions.append(AuditLog.action.in_(query.actions))
+    if query.trace_id:
+        conditions.append(AuditLog.trace_id == query.trace_id)
+    if query.statuses:
+        conditions.append(AuditLog.status.in_(query.statuses))
+    if query.risk_levels:
+        conditions.append(AuditLog.risk_level.in_(query.risk_levels))
+    if query.governance_statuses:
+        conditions.append(AuditLog.governance_status.in_(query.governance_statuses))
+    if query.providers:
+        conditions.append(AuditLog.provider.in_(query.providers))
+    if query.verbs:
+        conditions.append(AuditLog.verb.in_(query.verbs))
+    if query.execution_id:
+        conditions.append(AuditLog.execution_id == query.execution_id)
+    if query.occurred_from:
+        conditions.append(AuditLog.occurred_at >= query.occurred_from)
+    if query.occurred_to:
+        conditions.append(AuditLog.occurred_at < query.occurred_to)
+    if query.search:
+        conditions.append(AuditLog.search.op("@@")(sa.func.websearch_to_tsquery("simple", query.search)))
+    if query.has_alerts is not None:
+        condition = compliance.has_alerts_condition(AuditLog.id)
+        conditions.append(condition if query.has_alerts else sa.not_(condition))
+    return stmt.where(*conditions)
+
+
+async def list_records(
+    session: AsyncSession, query: AuditLogQuery, *, limit: int, after: tuple[datetime, str] | None
+) -> list[AuditRecord]:
+    """Newest first; keyset pagination on (occurred_at, id), stable while records keep arriving."""
+    stmt = _filtered(query)
+    if after is not None:
+        stmt = stmt.where(sa.tuple_(AuditLog.occurred_at, AuditLog.id) < sa.tuple_(*after))
+    stmt = stmt.order_by(AuditLog.occurred_at.desc(), AuditLog.id.desc()).limit(limit)
+    return [record_from_row(r) for r in (await session.execute(stmt)).all()]
+
+
+async def count_records(session: AsyncSession, query: AuditLogQuery) -> int:
+    stmt = sa.select(sa.func.count()).select_from(_filtered(query).subquery())
+    return int((await session.execute(stmt)).scalar_one())
+
+
+async def load_trace(session: AsyncSession, trace_id: str, *, max_spans: int | None = None) -> TraceTree | None:
+    """The whole trace in one indexed query, assembled in memory; the first `max_spans` by time."""
+    max_spans = max_spans or MAX_TRACE_SPANS
+    stmt = (
+        sa.select(*RECORD_COLUMNS)
+        .where(AuditLog.trace_id == trace_id)
+        .order_by(AuditLog.occurred_at, AuditLog.seq)
+        .limit(max_spans + 1)
+    )
+    records = [record_from_row(r) for r in (await session.execute(stmt)).all()]
+    if not records:
+        return None
+    truncated = len(records) > max_spans
+    return build_tree(trace_id, records[:max_spans], truncated=truncated)
+
+
+async def children_of(
+    session: AsyncSession, keys: Sequence[tuple[str, str]]
+) -> dict[tuple[str, str], list[AuditRecord]]:
+    """Children of many spans at once (DataLoader batch): keys are (trace_id, span_id)."""
+    if not keys:
+        return {}
+    stmt = (
+        sa.select(*RECORD_COLUMNS)
+        .where(sa.tuple_(AuditLog.trace_id, AuditLog.parent_span_id).in_(list(set(keys))))
+        .order_by(AuditLog.occurred_at, AuditLog.seq)
+    )
+    out: dict[tuple[str, str], list[AuditRecord]] = {key: [] for key in keys}
+    for record in map(record_from_row, (await session.execute(stmt)).all()):
+        if record.span_id == record.parent_span_id:
+            continue  # a span naming itself as parent is a root, not its own child
+        out[(record.trace_id, record.parent_span_id or "")].append(record)
+    return out
+
+
+async def spans_by_id(session: AsyncSession, keys: Sequence[tuple[str, str]]) -> dict[tuple[str, str], AuditRecord]:
+    """Spans by (trace_id, span_id) (DataLoader batch for `parent`); the earliest wins on repeats."""
+    if not keys:
+        return {}
+    stmt = (
+        sa.select(*RECORD_COLUMNS)
+        .where(sa.tuple_(AuditLog.trace_id, AuditLog.span_id).in_(list(set(keys))))
+        .order_by(AuditLog.occurred_at.desc(), AuditLog.seq.desc())
+    )
+    return {(r.trace_id, r.span_id): r for r in map(record_from_row, (await session.execute(stmt)).all())}
+
+
+_CHAIN = sa.text(
+    """
+    WITH RECURSIVE chain AS (
+        SELECT a.id, a.trace_id, a.parent_span_id, 1 AS depth, ARRAY[a.span_id]::text[] AS path
+        FROM audit_logs a WHERE a.org_id = :org AND a.id = :id
+      UNION ALL
+        SELECT p.id, p.trace_id, p.parent_span_id, c.depth + 1, c.path || p.span_id
+        FROM chain c
+        JOIN LATERAL (
+            SELECT * FROM audit_logs x
+            WHERE x.org_id = :org AND x.trace_id = c.trace_id AND x.span_id = c.parent_span_id
+            ORDER BY x.occurred_at, x.seq LIMIT 1
+        ) p ON true
+        WHERE NOT p.span_id = ANY(c.path) AND c.depth < :max_depth
+    )
+    SELECT id, depth FROM chain WHERE depth > 1 ORDER BY depth
+    """
+)
+
+
+async def chain(session: AsyncSession, record: AuditRecord, *, max_depth: int = 10_000) -> list[AuditRecord]:
+    """Ancestors from the parent up to the root. Recursive CTE; a parent loop ends (path check)."""
+    org_id = _org_for_read(session, record)
+    rows = (await session.execute(_CHAIN, {"org": org_id, "id": record.id, "max_depth": max_depth})).all()
+    if not rows:
+        return []
+    ids = [r.id for r in rows]
+    found = await session.execute(sa.select(*RECORD_COLUMNS).where(AuditLog.id.in_(ids)))
+    by_id = {r.id: r for r in map(record_from_row, found.all())}
+    return [by_id[i] for i in ids if i in by_id]
+
+
+def _org_for_read(session: AsyncSession, record: AuditRecord) -> str:
+    org_id = session_org(session)
+    if org_id not in (record.org_id, "__system__"):
+        raise TenancyError("record read across organisations")
+    return record.org_id
+
+
+@dataclass(slots=True)
+class TraceSummary:
+    trace_id: str
+    span_count: int
+    started_at: datetime
+    ended_at: datetime
+    error_count: int
+    blocked_count: int
+    agent_ids: list[str]
+    root_action: str | None
+
+    @property
+    def status(self) -> str:
+        return "error" if self.error_count else "blocked" if self.blocked_count else "ok"
+
+    @property
+    def duration_ms(self) -> float:
+        return (self.ended_at - self.started_at).total_seconds() * 1000.0
+
+
+@dataclass
+class TraceQuery:
+    agent_ids: list[str] | None = None
+    started_from: datetime | None = None
+    started_to: datetime | None = None
+    status: str | None = None
+    has_alerts: bool | None = None
+
+
+async def list_traces(
+    session: AsyncSession, query: TraceQuery, *, limit: int, after: tuple[datetime, str] | None
+) -> list[TraceSummary]:
+    """One row per trace, newest start first, grouped in SQL."""
+    end_expr = AuditLog.occurred_at + sa.func.make_interval(
+        0, 0, 0, 0, 0, 0, sa.func.coalesce(AuditLog.duration_ms, 0) / 1000.0
+    )
+    started = sa.func.min(AuditLog.occurred_at).label("started_at")
+    errors = sa.func.count().filter(AuditLog.status == "error").label("error_count")
+    blocked = sa.func.count().filter(AuditLog.status == "blocked").label("blocked_count")
+    stmt = sa.select(
+        AuditLog.trace_id,
+        sa.func.count().label("span_count"),
+        started,
+        sa.func.max(end_expr).label("ended_at"),
+        errors,
+        blocked,
+        sa.func.array_remove(sa.func.array_agg(sa.distinct(AuditLog.agent_id)), None).label("agent_ids"),
+        sa.func.min(AuditLog.action).filter(AuditLog.parent_span_id.is_(None)).label("root_action"),
+    ).group_by(AuditLog.trace_id)
+    if query.agent_ids:
+        with_agent = sa.select(AuditLog.trace_id).where(AuditLog.agent_id.in_(query.agent_ids))
+        stmt = stmt.where(AuditLog.trace_id.in_(with_agent))
+    if query.has_alerts is not None:
+        alerted = sa.select(AuditLog.trace_id).where(compliance.has_alerts_condition(AuditLog.id))
+        stmt = stmt.where(AuditLog.trace_id.in_(alerted) if query.has_alerts else AuditLog.trace_id.not_in(alerted))
+    having = []
+    if query.started_from:
+        having.append(started >= query.started_from)
+    if query.started_to:
+        having.append(started < query.started_to)
+    if query.status == "error":
+        having.append(errors > 0)
+    elif query.status == "blocked":
+        having.append(sa.and_(errors == 0, blocked > 0))
+    elif query.status == "ok":
+        having.append(sa.and_(errors == 0, blocked == 0))
+    if after is not None:
+        having.append(sa.tuple_(started, AuditLog.trace_id) < sa.tuple_(*after))
+    if having:
+        stmt = stmt.having(sa.and_(*having))
+    stmt = stmt.order_by(started.desc(), AuditLog.trace_id.desc()).limit(limit)
+    return [TraceSummary(**row._mapping) for row in (await session.execute(stmt)).all()]

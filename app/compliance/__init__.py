@@ -1,0 +1,1 @@
+"""Compliance rules and packs: every audit record is checked as it arrives."""

@@ -1,0 +1,150 @@
+"""Shared by the benchmarks: run `agentrail serve` (one uvicorn worker) and sign up an account."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import random
+import signal
+import socket
+import string
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+
+ROOT = Path(__file__).resolve().parents[1]
+WORDS = [
+    "refund",
+    "order",
+    "customer",
+    "policy",
+    "invoice",
+    "agent",
+    "tool",
+    "search",
+    "result",
+    "summary",
+    "account",
+    "payment",
+    "shipping",
+    "address",
+    "review",
+    "ticket",
+    "escalate",
+    "database",
+    "query",
+    "the",
+    "a",
+    "to",
+    "of",
+    "and",
+    "with",
+    "for",
+    "please",
+    "thanks",
+    "status",
+    "update",
+]
+
+
+@dataclass
+class Server:
+    url: str
+    pid: int
+    token: str
+    api_key: str
+
+    def peak_rss_mb(self) -> float:
+        """Peak resident memory of the server process (VmHWM), in MB."""
+        for line in Path(f"/proc/{self.pid}/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return round(int(line.split()[1]) / 1024, 1)
+        return float("nan")
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@contextlib.contextmanager
+def running_server() -> Iterator[Server]:
+    """Embedded servers in a temporary folder unless DATABASE_URL / REDIS_URL are set."""
+    port = _free_port()
+    env = {**os.environ, "AGENTRAIL_LOG_LEVEL": "WARNING", "AGENTRAIL_LOGIN_MAX_FAILURES": "1000"}
+    with tempfile.TemporaryDirectory(prefix="agentrail-bench-") as tmp:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "app.cli", "serve", "--no-worker", "--port", str(port), "--data-dir", tmp],
+            cwd=ROOT,
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        url = f"http://127.0.0.1:{port}"
+        try:
+            deadline = time.monotonic() + 120
+            while time.monotonic() < deadline:
+                with contextlib.suppress(httpx.HTTPError):
+                    if httpx.get(f"{url}/readyz", timeout=1).status_code == 200:
+                        break
+                time.sleep(0.05)
+            email = f"bench-{random.randrange(10**9)}@example.com"
+            signup = httpx.post(
+                f"{url}/graphql",
+                timeout=30,
+                json={
+                    "query": (
+                        f'mutation {{ register(email: "{email}", password: "benchmark password", name: "Bench", '
+                        'organizationName: "Bench") { accessToken } }'
+                    )
+                },
+            ).json()
+            token = signup["data"]["register"]["accessToken"]
+            key = httpx.post(
+                f"{url}/graphql",
+                timeout=30,
+                headers={"Authorization": f"Bearer {token}"},
+                json={"query": 'mutation { createApiKey(name: "bench") { secret } }'},
+            ).json()
+            yield Server(url=url, pid=process.pid, token=token, api_key=key["data"]["createApiKey"]["secret"])
+        finally:
+            process.send_signal(signal.SIGINT)
+            process.wait(timeout=60)
+
+
+def text(rng: random.Random, low: int, high: int) -> str:
+    length = rng.randint(low, high)
+    out, size = [], 0
+    while size < length:
+        word = rng.choice(WORDS)
+        out.append(word)
+        size += len(word) + 1
+    return " ".join(out)[:length]
+
+
+def realistic_record(rng: random.Random, trace_id: str, index: int) -> dict:
+    return {
+        "action": rng.choice(["llm_call", "tool_use", "agent_invoke", "guardrail_check"]),
+        "prompt": text(rng, 200, 2000),
+        "response": text(rng, 100, 1000),
+        "traceId": trace_id,
+        "spanId": f"{trace_id}-{index}",
+        "parentSpanId": f"{trace_id}-{(index - 1) // 3}" if index else None,
+        "metadata": {
+            "model": "gpt-4o",
+            "tokens": rng.randint(100, 9000),
+            "temperature": 0.2,
+            "user": "".join(rng.choices(string.ascii_lowercase, k=8)),
+            "tags": ["prod", "eu"],
+        },
+        "durationMs": round(rng.uniform(5, 3000), 1),
+        "provider": rng.choice(["openai", "anthropic", "stripe"]),
+        "riskLevel": rng.choice(["LOW", "MEDIUM", "HIGH"]),
+    }

@@ -1,0 +1,162 @@
+"""Immutability (trigger), sealing into digests, and verification that catches tampering."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pytest
+import sqlalchemy as sa
+from sqlalchemy.exc import DBAPIError
+
+from app.audit import sealing
+from support import gql, register
+
+
+async def _log_many(client, account, n: int, prefix: str = "a") -> list[str]:
+    result = await gql(
+        client, "LogEvents", {"input": [{"action": f"{prefix}{i}"} for i in range(n)]}, token=account.token
+    )
+    return [r["id"] for r in result["data"]["logEvents"]]
+
+
+async def test_update_and_delete_are_refused_by_the_database(client, runtime):
+    account = await register(client)
+    [log_id] = await _log_many(client, account, 1)
+    for statement in (
+        "UPDATE audit_logs SET prompt = 'changed' WHERE id = :id",
+        "DELETE FROM audit_logs WHERE id = :id",
+    ):
+        async with runtime.db.engine.connect() as conn:
+            with pytest.raises(DBAPIError, match="immutable"):
+                await conn.execute(sa.text(statement), {"id": log_id})
+
+
+async def test_seal_then_verify(client, runtime):
+    account = await register(client)
+    await _log_many(client, account, 25)
+    assert await sealing.seal_all(runtime.db, runtime.secret_key) == 1
+    assert await sealing.seal_all(runtime.db, runtime.secret_key) == 0  # nothing new
+    await _log_many(client, account, 5, "b")
+    assert await sealing.seal_all(runtime.db, runtime.secret_key) == 1
+    await _log_many(client, account, 3, "c")  # not sealed yet: checked by checksum only
+    result = (await gql(client, "VerifyAuditTrail", {}, token=account.token))["data"]["verifyAuditTrail"]
+    assert result == {
+        "ok": True,
+        "recordsChecked": 33,
+        "digestsChecked": 2,
+        "firstBrokenRecordId": None,
+        "firstBrokenDigestId": None,
+        "reason": None,
+    }
+    async with runtime.db.engine.connect() as conn:
+        digests = (
+            await conn.execute(
+                sa.text(
+                    "SELECT sequence, record_count, previous_hash, digest_hash FROM audit_digests ORDER BY sequence"
+                )
+            )
+        ).all()
+    assert [(d.sequence, d.record_count) for d in digests] == [(1, 25), (2, 5)]
+    assert digests[1].previous_hash == digests[0].digest_hash
+
+
+async def _tamper(runtime, statement: str, params: dict) -> None:
+    """Edits behind the trigger's back, as an attacker with database access would."""
+    async with runtime.db.engine.begin() as conn:
+        await conn.execute(sa.text("ALTER TABLE audit_logs DISABLE TRIGGER audit_logs_immutable"))
+        await conn.execute(sa.text(statement), params)
+        await conn.execute(sa.text("ALTER TABLE audit_logs ENABLE TRIGGER audit_logs_immutable"))
+
+
+async def test_verification_catches_an_edited_record(client, runtime):
+    account = await register(client)
+    ids = await _log_many(client, account, 10)
+    await sealing.seal_all(runtime.db, runtime.secret_key)
+    await _tamper(runtime, "UPDATE audit_logs SET prompt = 'nothing to see' WHERE id = :id", {"id": ids[6]})
+    result = (await gql(client, "VerifyAuditTrail", {}, token=account.token))["data"]["verifyAuditTrail"]
+    assert result["ok"] is False
+    assert result["firstBrokenRecordId"] == ids[6]
+    assert "altered" in result["reason"]
+
+
+async def test_verification_catches_a_recomputed_checksum(client, runtime):
+    """An attacker who also fixes the checksum is caught by the digest's Merkle root."""
+    from app.audit.integrity import record_checksum
+    from app.audit.service import checksum_content, get_record
+
+    account = await register(client)
+    ids = await _log_many(client, account, 4)
+    await sealing.seal_all(runtime.db, runtime.secret_key)
+    async with runtime.db.tenant_session(account.org_id) as session:
+        record = await get_record(session, ids[2])
+    record.action = "forged"
+    forged = record_checksum(checksum_content(record))
+    await _tamper(
+        runtime,
+        "UPDATE audit_logs SET action = 'forged', checksum = :c WHERE id = :id",
+        {"c": forged, "id": ids[2]},
+    )
+    result = (await gql(client, "VerifyAuditTrail", {}, token=account.token))["data"]["verifyAuditTrail"]
+    assert result["ok"] is False and "Merkle" in result["reason"]
+
+
+async def test_verification_catches_a_deleted_record_and_a_forged_digest(client, runtime):
+    account = await register(client)
+    ids = await _log_many(client, account, 6)
+    await sealing.seal_all(runtime.db, runtime.secret_key)
+    await _tamper(runtime, "DELETE FROM audit_logs WHERE id = :id", {"id": ids[3]})
+    result = (await gql(client, "VerifyAuditTrail", {}, token=account.token))["data"]["verifyAuditTrail"]
+    assert result["ok"] is False and "removed" in result["reason"]
+
+    async with runtime.db.engine.begin() as conn:
+        await conn.execute(sa.text("ALTER TABLE audit_digests DISABLE TRIGGER audit_digests_immutable"))
+        await conn.execute(sa.text("UPDATE audit_digests SET record_count = 5"))
+        await conn.execute(sa.text("ALTER TABLE audit_digests ENABLE TRIGGER audit_digests_immutable"))
+    result = (await gql(client, "VerifyAuditTrail", {}, token=account.token))["data"]["verifyAuditTrail"]
+    assert result["ok"] is False and "signature" in result["reason"]
+
+
+async def test_seal_job_runs_in_a_real_worker(client, runtime):
+    from workers.settings import run_worker
+
+    account = await register(client)
+    await _log_many(client, account, 3)
+    job = await runtime.queue.enqueue_job("seal_audit_trail")
+    await run_worker(runtime, burst=True)
+    assert await job.result(timeout=10) == 1
+    async with runtime.db.engine.connect() as conn:
+        assert (await conn.execute(sa.text("SELECT count(*) FROM audit_digests"))).scalar_one() == 1
+
+
+async def test_seal_and_verify_commands(client, runtime, database_url, redis_url):
+    import asyncio
+    import json
+
+    account = await register(client)
+    ids = await _log_many(client, account, 4)
+    env = {
+        **os.environ,
+        "DATABASE_URL": database_url,
+        "REDIS_URL": redis_url,
+        "AGENTRAIL_SECRET_KEY": runtime.secret_key,
+    }
+
+    def run(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "app.cli", *args], env=env, capture_output=True, text=True, timeout=120
+        )
+
+    sealed = await asyncio.to_thread(run, "seal")
+    assert sealed.returncode == 0, sealed.stderr
+    assert json.loads(sealed.stdout) == {"digestsWritten": 1}
+    verified = await asyncio.to_thread(run, "verify")
+    assert verified.returncode == 0, verified.stderr
+    report = json.loads(verified.stdout.splitlines()[0])
+    assert report["organizationId"] == account.org_id and report["ok"] is True and report["recordsChecked"] == 4
+
+    await _tamper(runtime, "UPDATE audit_logs SET response = 'edited' WHERE id = :id", {"id": ids[1]})
+    broken = await asyncio.to_thread(run, "verify", "--org", account.org_id)
+    assert broken.returncode == 1
+    assert json.loads(broken.stdout)["firstBrokenRecordId"] == ids[1]
