@@ -9,6 +9,7 @@ from collections.abc import AsyncIterator
 from datetime import timedelta
 from typing import Any
 
+import orjson
 import structlog
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.applications import Starlette
@@ -45,6 +46,9 @@ class AgentrailGraphQL(GraphQL):
             keep_alive_interval=15,
             **kwargs,
         )
+
+    def encode_json(self, data: object) -> bytes:
+        return orjson.dumps(data)
 
     async def get_context(self, request: HTTPConnection, response: Any) -> Context:
         state = request.app.state

@@ -81,7 +81,7 @@ def running_server() -> Iterator[Server]:
     env = {**os.environ, "AGENTRAIL_LOG_LEVEL": "WARNING", "AGENTRAIL_LOGIN_MAX_FAILURES": "1000"}
     with tempfile.TemporaryDirectory(prefix="agentrail-bench-") as tmp:
         process = subprocess.Popen(
-            [sys.executable, "-m", "app.cli", "serve", "--no-worker", "--port", str(port), "--data-dir", tmp],
+            [str(Path(sys.executable).with_name("agentrail")), "serve", "--port", str(port), "--data-dir", tmp],
             cwd=ROOT,
             env=env,
             stdout=subprocess.DEVNULL,
@@ -129,14 +129,14 @@ def text(rng: random.Random, low: int, high: int) -> str:
     return " ".join(out)[:length]
 
 
-def realistic_record(rng: random.Random, trace_id: str, index: int) -> dict:
+def realistic_record(rng: random.Random, trace_id: str, index: int, fanout: int = 3) -> dict:
     return {
         "action": rng.choice(["llm_call", "tool_use", "agent_invoke", "guardrail_check"]),
         "prompt": text(rng, 200, 2000),
         "response": text(rng, 100, 1000),
         "traceId": trace_id,
         "spanId": f"{trace_id}-{index}",
-        "parentSpanId": f"{trace_id}-{(index - 1) // 3}" if index else None,
+        "parentSpanId": f"{trace_id}-{(index - 1) // fanout}" if index else None,
         "metadata": {
             "model": "gpt-4o",
             "tokens": rng.randint(100, 9000),

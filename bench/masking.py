@@ -31,6 +31,8 @@ _VOCABULARY = (
     "quarterly revenue forecast compare region growth churn retention cohort invoice payment address review"
 )
 WORDS = _VOCABULARY.split()
+KEY_ALPHABET = "abcdefghijklmnopqrstuvwxyzABCDEF0123456789"
+JWT = "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxIn0.c2lnbmF0dXJl"
 
 
 def prose(rng: random.Random, length: int) -> str:
@@ -69,9 +71,9 @@ def record(rng: random.Random, *, secrets: bool) -> dict[str, Any]:
         "notes": "customer asked about refund timing for order 48213",
     }
     if secrets:
-        key = "sk" + "-proj-" + "".join(rng.choice("abcdefghijklmnopqrstuvwxyzABCDEF0123456789") for _ in range(64))
+        key = "sk" + "-proj-" + "".join(rng.choice(KEY_ALPHABET) for _ in range(64))
         prompt = prompt[:1000] + f" use {key} to call the API " + prompt[1000:1930]
-        response = "Sent with Authorization: Bearer eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxIn0.c2lnbmF0dXJl " + response
+        response = f"Sent with Authorization: Bearer {JWT} " + response
         metadata["db_password"] = "hunter2hunter2"
         metadata["endpoint"] = "postgres://svc:s3cr3t-pass@db.internal:5432/app"
     return {

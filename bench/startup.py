@@ -37,7 +37,7 @@ def start_and_measure(data_dir: Path) -> tuple[float, float]:
     env["AGENTRAIL_LOG_LEVEL"] = "WARNING"
     started = time.perf_counter()
     process = subprocess.Popen(
-        [sys.executable, "-m", "app.cli", "serve", "--port", str(port), "--data-dir", str(data_dir)],
+        [str(Path(sys.executable).with_name("agentrail")), "serve", "--port", str(port), "--data-dir", str(data_dir)],
         cwd=ROOT,
         env=env,
         stdout=subprocess.DEVNULL,

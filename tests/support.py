@@ -159,3 +159,11 @@ class GraphQLWebSocket:
 
     async def close(self) -> None:
         await self.connection.close()
+
+
+def agentrail_command() -> list[str]:
+    """How to run the CLI as a subprocess: the installed console script, as users do."""
+    import sys
+
+    script = Path(sys.executable).with_name("agentrail")
+    return [str(script)] if script.exists() else [sys.executable, "-m", "app.cli"]

@@ -4,15 +4,15 @@ from __future__ import annotations
 
 import os
 import subprocess
-import sys
 
 from app.runtime.migrations import head
+from support import agentrail_command
 
 
 def _migrate(data_dir, *args: str) -> str:
     env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "REDIS_URL")}
     result = subprocess.run(
-        [sys.executable, "-m", "app.cli", "migrate", *args, "--data-dir", str(data_dir)],
+        [*agentrail_command(), "migrate", *args, "--data-dir", str(data_dir)],
         env=env,
         capture_output=True,
         text=True,

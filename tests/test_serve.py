@@ -5,14 +5,13 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import httpx
 import psutil
 
-from support import free_port
+from support import agentrail_command, free_port
 
 REGISTER = """mutation { register(email: "e2e@example.com", password: "a long enough password",
   name: "E2E", organizationName: "E2E Org") { accessToken organization { id } } }"""
@@ -25,7 +24,7 @@ def _start(data_dir: Path, port: int) -> subprocess.Popen[str]:
     env.update({"AGENTRAIL_ENV": "development", "AGENTRAIL_LOG_LEVEL": "WARNING"})
     env.pop("AGENTRAIL_SECRET_KEY", None)
     return subprocess.Popen(
-        [sys.executable, "-m", "app.cli", "serve", "--port", str(port), "--data-dir", str(data_dir)],
+        [*agentrail_command(), "serve", "--port", str(port), "--data-dir", str(data_dir)],
         env=env,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
@@ -132,7 +131,7 @@ def test_production_refuses_unsafe_settings(tmp_path):
     env = {**os.environ, "AGENTRAIL_ENV": "production", "AGENTRAIL_GRAPHQL_IDE": "true"}
     env.pop("AGENTRAIL_SECRET_KEY", None)
     result = subprocess.run(
-        [sys.executable, "-m", "app.cli", "serve", "--data-dir", str(tmp_path)],
+        [*agentrail_command(), "serve", "--data-dir", str(tmp_path)],
         env=env,
         capture_output=True,
         text=True,

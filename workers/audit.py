@@ -1,13 +1,24 @@
-"""Audit jobs: sealing the trail into signed digests."""
+"""Audit jobs: sealing the trail into signed digests, and full-text indexing."""
 
 from __future__ import annotations
 
 from typing import Any
 
-from app.audit import sealing
+from app.audit import sealing, search
 
 
 async def seal_audit_trail(ctx: dict[str, Any]) -> int:
     """Every minute (cron), and on demand: seals all records written since each organisation's last digest."""
     runtime = ctx["runtime"]
     return await sealing.seal_all(runtime.db, runtime.secret_key)
+
+
+async def index_audit_search(ctx: dict[str, Any], org_id: str) -> int:
+    """Queued after ingest (one per organisation and quarter second): makes the new records searchable."""
+    runtime = ctx["runtime"]
+    return await search.drain_pending(runtime.db, runtime.redis, org_id)
+
+
+async def sweep_audit_search(ctx: dict[str, Any]) -> int:
+    """Every minute: indexes records whose indexing job was lost."""
+    return await search.sweep(ctx["runtime"].db)

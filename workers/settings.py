@@ -4,18 +4,25 @@ from __future__ import annotations
 
 from typing import Any
 
-from arq import cron
+from arq import cron, func
 from arq.worker import Worker
 
 from app.runtime.resources import ARQ_QUEUE, Runtime, arq_redis_settings
-from workers.audit import seal_audit_trail
+from workers.audit import index_audit_search, seal_audit_trail, sweep_audit_search
 from workers.maintenance import record_heartbeat
 
-FUNCTIONS: list[Any] = [record_heartbeat, seal_audit_trail]
+FUNCTIONS: list[Any] = [
+    record_heartbeat,
+    seal_audit_trail,
+    # no stored result: the job id is reused per time window, and a stored result would block the next
+    func(index_audit_search, keep_result=0),
+    sweep_audit_search,
+]
 CRON_JOBS: list[Any] = [
     cron(record_heartbeat, second=0, run_at_startup=True),
     # unique: with several workers, one seals per minute (the advisory lock would serialise them anyway)
     cron(seal_audit_trail, second=30, unique=True, timeout=600),
+    cron(sweep_audit_search, second=45, unique=True, timeout=600),
 ]
 
 
@@ -33,6 +40,7 @@ def build_worker(runtime: Runtime, *, burst: bool = False) -> Worker:
         handle_signals=False,
         burst=burst,
         max_jobs=20,
+        poll_delay=0.2,
         job_timeout=600,
         keep_result=3600,
     )

@@ -157,7 +157,8 @@ def merkle_root(leaves: Iterable[str]) -> str:
     if not level:
         return hashlib.sha256(b"").hexdigest()
     while len(level) > 1:
-        paired = [hashlib.sha256(_NODE + level[i] + level[i + 1]).digest() for i in range(0, len(level) - 1, 2)]
+        lefts = range(0, len(level) - 1, 2)
+        paired = [hashlib.sha256(_NODE + level[i] + level[i + 1]).digest() for i in lefts]
         if len(level) % 2:
             paired.append(level[-1])
         level = paired

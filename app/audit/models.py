@@ -36,7 +36,6 @@ class AuditLog(SQLModel, TenantScoped, table=True):
             unique=True,
             postgresql_where=sa.text("idempotency_key IS NOT NULL"),
         ),
-        sa.Index("ix_audit_logs_search", "search", postgresql_using="gin"),
     )
 
     id: str = Field(primary_key=True, max_length=40)
@@ -70,16 +69,31 @@ class AuditLog(SQLModel, TenantScoped, table=True):
     tenant_id: str | None = Field(default=None, max_length=255)
     credential_masked: bool = False
     checksum: str = Field(max_length=80)
-    search: Any | None = Field(
-        default=None,
-        sa_column=sa.Column(
-            TSVECTOR,
-            sa.Computed(
-                "to_tsvector('simple', left(coalesce(prompt, ''), 100000) || ' ' || left(coalesce(response, ''), 100000))",
-                persisted=True,
-            ),
-        ),
-    )
+
+
+class AuditSearch(SQLModel, TenantScoped, table=True):
+    """Full-text index of records' prompt and response, kept beside them and filled off the ingest path.
+
+    Parsing text into a tsvector costs PostgreSQL more than the rest of an insert; a worker job fills this
+    right after each batch commits (and a sweeper catches anything a lost job missed), so search is
+    eventually consistent, typically within a second, while ingest stays fast.
+    """
+
+    __tablename__ = "audit_search"
+    __table_args__ = (sa.Index("ix_audit_search_document", "document", postgresql_using="gin"),)
+
+    log_id: str = Field(primary_key=True, foreign_key="audit_logs.id", max_length=40)
+    org_id: str = Field(foreign_key="organizations.id", max_length=40)
+    document: Any = Field(sa_column=sa.Column(TSVECTOR, nullable=False))
+
+
+class AuditSearchProgress(SQLModel, TenantScoped, table=True):
+    """Per organisation: every record with seq up to `swept_seq` has been checked by the sweeper."""
+
+    __tablename__ = "audit_search_progress"
+
+    org_id: str = Field(primary_key=True, foreign_key="organizations.id", max_length=40)
+    swept_seq: int = Field(default=0, sa_type=sa.BigInteger)
 
 
 class AuditDigest(SQLModel, TenantScoped, table=True):

@@ -10,7 +10,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from app.api.rest import JSONResponse, error_response, require_principal
-from app.audit import live, service
+from app.audit import followups, service
 from app.audit.models import AuditRecord
 from app.audit.validation import check_records
 from app.db import iso
@@ -63,7 +63,7 @@ async def _ingest(request: Request, raws: list[Any], *, batch: bool) -> list[Aud
     drafts = check_records(raws, max_batch=runtime.settings.max_batch_records, batch=batch)
     async with runtime.db.tenant_session(principal.org_id) as session:
         result = await service.ingest(session, principal, drafts)
-    await live.publish_spans(runtime.broadcaster, result.created)
+    await followups.after_commit(runtime, result.created)
     return result.records
 
 

@@ -15,6 +15,7 @@ import orjson
 import sqlalchemy as sa
 
 from app.agents import service as agents
+from app.audit import search
 from app.audit.integrity import record_checksum
 from app.audit.masking import mask_record
 from app.audit.models import RECORD_COLUMNS, AuditLog, AuditRecord, record_from_row
@@ -293,7 +294,7 @@ def _filtered(query: AuditLogQuery) -> Any:
     if query.occurred_to:
         conditions.append(AuditLog.occurred_at < query.occurred_to)
     if query.search:
-        conditions.append(AuditLog.search.op("@@")(sa.func.websearch_to_tsquery("simple", query.search)))
+        conditions.append(search.matches(query.search))
     if query.has_alerts is not None:
         condition = compliance.has_alerts_condition(AuditLog.id)
         conditions.append(condition if query.has_alerts else sa.not_(condition))

@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import os
 import subprocess
-import sys
 
 import pytest
 import sqlalchemy as sa
 from sqlalchemy.exc import DBAPIError
 
 from app.audit import sealing
-from support import gql, register
+from support import agentrail_command, gql, register
 
 
 async def _log_many(client, account, n: int, prefix: str = "a") -> list[str]:
@@ -144,9 +143,7 @@ async def test_seal_and_verify_commands(client, runtime, database_url, redis_url
     }
 
     def run(*args: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            [sys.executable, "-m", "app.cli", *args], env=env, capture_output=True, text=True, timeout=120
-        )
+        return subprocess.run([*agentrail_command(), *args], env=env, capture_output=True, text=True, timeout=120)
 
     sealed = await asyncio.to_thread(run, "seal")
     assert sealed.returncode == 0, sealed.stderr

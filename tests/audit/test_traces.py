@@ -82,7 +82,9 @@ async def test_parent_cycles_end(client):
     assert [c["spanId"] for c in chain] == ["b", "c"]  # stops before coming back to `a`
 
 
-async def test_audit_logs_filters_and_pagination(client):
+async def test_audit_logs_filters_and_pagination(client, runtime):
+    from workers.settings import run_worker
+
     account = await register(client)
     for i in range(7):
         await _log(
@@ -101,6 +103,8 @@ async def test_audit_logs_filters_and_pagination(client):
         assert "errors" not in result, result
         return [e["node"]["occurredAt"] for e in result["data"]["auditLogs"]["edges"]]
 
+    assert len(await ids({"search": "fox"})) == 0  # indexed off the ingest path, by the worker
+    await run_worker(runtime, burst=True)
     assert len(await ids({})) == 7
     assert len(await ids({"action": ["llm_call"]})) == 3
     assert len(await ids({"action": ["llm_call", "tool_use"]})) == 7
@@ -232,3 +236,20 @@ async def test_bad_cursor_and_page_size(client):
     account = await register(client)
     assert error_code(await gql(client, "AuditLogs", {"after": "nope"}, token=account.token)) == "BAD_USER_INPUT"
     assert error_code(await gql(client, "Traces", {"first": 501}, token=account.token)) == "BAD_USER_INPUT"
+
+
+async def test_search_sweeper_indexes_what_a_lost_job_missed(client, runtime):
+    from app.audit import search
+
+    account = await register(client)
+    await _log(client, account, prompt="quarterly revenue forecast", response="draft attached")
+    await _log(client, account, prompt="unrelated", response="nothing")
+    await runtime.redis.flushdb()  # the queued indexing jobs are lost
+    assert await search.sweep(runtime.db) == 0  # too recent: a transaction could still be committing
+    assert await search.sweep(runtime.db, lag_seconds=0) == 2
+    assert await search.sweep(runtime.db, lag_seconds=0) == 0  # remembered how far it got
+    found = await gql(client, "AuditLogs", {"filter": {"search": "revenue forecast"}}, token=account.token)
+    assert [e["node"]["prompt"] for e in found["data"]["auditLogs"]["edges"]] == ["quarterly revenue forecast"]
+    other = await register(client, org="Other")
+    theirs = await gql(client, "AuditLogs", {"filter": {"search": "revenue"}}, token=other.token)
+    assert theirs["data"]["auditLogs"]["edges"] == []

@@ -1,0 +1,34 @@
+"""What happens after an ingest transaction commits: live spans out, search indexing queued.
+
+Both are best effort: the records are already safe in PostgreSQL. A lost publish means a live viewer
+re-reads the trace when it resubscribes; a lost indexing job is caught by the search sweeper.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Sequence
+
+import structlog
+
+from app.audit import live, search
+from app.audit.models import AuditRecord
+from app.runtime.resources import Runtime
+
+log = structlog.get_logger(__name__)
+
+
+async def after_commit(runtime: Runtime, created: Sequence[AuditRecord]) -> None:
+    if not created:
+        return
+    try:
+        await live.publish_spans(runtime.broadcaster, created)
+    except Exception:
+        log.warning("could not publish live spans", exc_info=True, records=len(created))
+    by_org: dict[str, list[str]] = defaultdict(list)
+    for record in created:
+        by_org[record.org_id].append(record.id)
+    try:
+        await search.queue_for_indexing(runtime, by_org)
+    except Exception:
+        log.warning("could not queue search indexing; the sweeper will index", exc_info=True)

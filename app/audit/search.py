@@ -1,0 +1,146 @@
+"""Full-text search over prompts and responses, indexed off the ingest path.
+
+`index_records` runs in a worker job right after a batch commits; `sweep` runs every minute and indexes
+whatever a lost job (Redis flushed, worker killed) left out, so every record becomes searchable.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import sqlalchemy as sa
+
+from app.audit.models import AuditLog, AuditSearch
+from app.db import AsyncSession, Database
+
+TEXT_CONFIG = "simple"  # language-neutral: prompts come in every language, and no stemming surprises
+MAX_INDEXED_CHARS = 100_000  # per field: a tsvector is capped at 1 MB, and later text adds little
+SWEEP_CHUNK = 5_000
+SWEEP_LAG_SECONDS = 120  # longer than any ingest transaction runs: no record commits behind the sweeper
+
+_DOCUMENT = (
+    f"to_tsvector('{TEXT_CONFIG}', left(coalesce(a.prompt, ''), {MAX_INDEXED_CHARS}) || ' ' || "
+    f"left(coalesce(a.response, ''), {MAX_INDEXED_CHARS}))"
+)
+
+# the f-strings below interpolate only the module constants above, never input
+_INDEX_IDS = sa.text(  # noqa: S608
+    f"""
+    INSERT INTO audit_search (log_id, org_id, document)
+    SELECT a.id, a.org_id, {_DOCUMENT}
+    FROM audit_logs a
+    WHERE a.org_id = :org AND a.id = ANY(CAST(:ids AS text[]))
+    ON CONFLICT (log_id) DO NOTHING
+    """
+)
+
+_SWEEP = sa.text(  # noqa: S608
+    f"""
+    WITH chunk AS (
+        SELECT a.id, a.seq FROM audit_logs a
+        WHERE a.org_id = :org AND a.seq > :after AND a.received_at < now() - make_interval(secs => :lag)
+        ORDER BY a.seq LIMIT :limit
+    ), indexed AS (
+        INSERT INTO audit_search (log_id, org_id, document)
+        SELECT a.id, a.org_id, {_DOCUMENT}
+        FROM audit_logs a JOIN chunk c ON c.id = a.id
+        WHERE a.org_id = :org AND NOT EXISTS (SELECT 1 FROM audit_search s WHERE s.log_id = a.id)
+        ON CONFLICT (log_id) DO NOTHING
+        RETURNING 1
+    )
+    SELECT (SELECT max(seq) FROM chunk) AS last_seq, (SELECT count(*) FROM chunk) AS checked,
+           (SELECT count(*) FROM indexed) AS indexed
+    """
+)
+
+
+PENDING_TTL_SECONDS = 3600
+JOB_WINDOW_SECONDS = 0.25  # ingests within one window share one indexing job
+
+
+def pending_key(org_id: str) -> str:
+    return f"agentrail:search-pending:{org_id}"
+
+
+async def queue_for_indexing(runtime: Any, created_ids_by_org: dict[str, list[str]]) -> None:
+    """Remembers the new ids in Redis and makes sure one indexing job per organisation and window runs.
+
+    The job is deferred by the window length and named after the window, so it starts only when the
+    window is over: every id pushed in that window is in the list when it drains it. Many small ingests
+    thus cost one job, which indexes their records in one statement.
+    """
+    async with runtime.redis.pipeline(transaction=False) as pipe:
+        for org_id, ids in created_ids_by_org.items():
+            pipe.rpush(pending_key(org_id), *ids)
+            pipe.expire(pending_key(org_id), PENDING_TTL_SECONDS)
+        await pipe.execute()
+    window = int(time.time() / JOB_WINDOW_SECONDS)
+    for org_id in created_ids_by_org:
+        await runtime.queue.enqueue_job(
+            "index_audit_search", org_id, _job_id=f"search:{org_id}:{window}", _defer_by=JOB_WINDOW_SECONDS
+        )
+
+
+async def drain_pending(db: Database, redis: Any, org_id: str, *, chunk: int = SWEEP_CHUNK) -> int:
+    """The job: indexes every id waiting for the organisation."""
+    total = 0
+    while raw := await redis.lpop(pending_key(org_id), chunk):
+        total += await index_records(db, org_id, [i.decode() if isinstance(i, bytes) else i for i in raw])
+    return total
+
+
+async def index_records(db: Database, org_id: str, record_ids: list[str]) -> int:
+    async with db.tenant_session(org_id) as session:
+        result = await session.execute(_INDEX_IDS, {"org": org_id, "ids": record_ids})
+        await session.commit()
+        return int(result.rowcount or 0)
+
+
+async def sweep(db: Database, *, lag_seconds: float = SWEEP_LAG_SECONDS) -> int:
+    """Indexes records no job indexed; returns how many it found."""
+    async with db.system_session() as session:
+        orgs = (
+            await session.execute(
+                sa.text(
+                    "SELECT o.id, coalesce(p.swept_seq, 0) FROM organizations o "
+                    "LEFT JOIN audit_search_progress p ON p.org_id = o.id"
+                )
+            )
+        ).all()
+    total = 0
+    for org_id, swept in orgs:
+        while True:
+            async with db.tenant_session(org_id) as session:
+                row = (
+                    await session.execute(
+                        _SWEEP, {"org": org_id, "after": swept, "limit": SWEEP_CHUNK, "lag": lag_seconds}
+                    )
+                ).one()
+                if not row.checked:
+                    break
+                total += int(row.indexed)
+                swept = int(row.last_seq)
+                await session.execute(
+                    sa.text(
+                        "INSERT INTO audit_search_progress (org_id, swept_seq) VALUES (:org, :seq) "
+                        "ON CONFLICT (org_id) DO UPDATE SET swept_seq = EXCLUDED.swept_seq"
+                    ),
+                    {"org": org_id, "seq": swept},
+                )
+                await session.commit()
+            if row.checked < SWEEP_CHUNK:
+                break
+    return total
+
+
+def matches(query: str) -> Any:
+    """SQL condition on AuditLog: prompt or response matches the web-search style `query`."""
+    tsquery = sa.func.websearch_to_tsquery(TEXT_CONFIG, query)
+    return AuditLog.id.in_(sa.select(AuditSearch.log_id).where(AuditSearch.document.op("@@")(tsquery)))
+
+
+async def pending(session: AsyncSession) -> int:
+    """Records of the session's organisation not yet searchable (for tests and health checks)."""
+    stmt = sa.select(sa.func.count()).select_from(AuditLog).where(~sa.exists().where(AuditSearch.log_id == AuditLog.id))
+    return int((await session.execute(stmt)).scalar_one())
