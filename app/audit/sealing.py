@@ -8,7 +8,6 @@ hash and signature, and the chain, and reports the first break.
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -17,43 +16,37 @@ import sqlalchemy as sa
 from sqlmodel import select
 
 from app.audit.integrity import (
-    canonical_json,
+    GENESIS_HASH,
+    checksum_content,
+    digest_hash,
+    digest_payload,
+    digest_signing_key,
     merkle_root,
     record_checksum,
     sign_digest,
     verify_digest_signature,
 )
 from app.audit.models import RECORD_COLUMNS, AuditDigest, AuditLog, record_from_row
-from app.audit.service import INGEST_LOCK_NAMESPACE, checksum_content
+from app.audit.service import INGEST_LOCK_NAMESPACE
 from app.db import AsyncSession, Database, new_id, session_org
 
-GENESIS_HASH = "sha256:" + "0" * 64
 MAX_RECORDS_PER_DIGEST = 100_000
 VERIFY_CHUNK = 2_000
 
 
-def digest_key(secret: str) -> bytes:
-    """The HMAC key for digests, derived so that it is never the token-signing key itself."""
-    return hashlib.sha256(b"agentrail-audit-digest\x00" + secret.encode()).digest()
-
-
 def _payload(digest: AuditDigest) -> dict[str, Any]:
-    return {
-        "org_id": digest.org_id,
-        "sequence": digest.sequence,
-        "from_seq": digest.from_seq,
-        "to_seq": digest.to_seq,
-        "record_count": digest.record_count,
-        "first_occurred_at": digest.first_occurred_at.astimezone(UTC),
-        "last_occurred_at": digest.last_occurred_at.astimezone(UTC),
-        "merkle_root": digest.merkle_root,
-        "previous_hash": digest.previous_hash,
-        "created_at": digest.created_at.astimezone(UTC),
-    }
-
-
-def _hash_payload(payload: dict[str, Any]) -> str:
-    return "sha256:" + hashlib.sha256(canonical_json(payload)).hexdigest()
+    return digest_payload(
+        org_id=digest.org_id,
+        sequence=digest.sequence,
+        from_seq=digest.from_seq,
+        to_seq=digest.to_seq,
+        first_occurred_at=digest.first_occurred_at,
+        last_occurred_at=digest.last_occurred_at,
+        record_count=digest.record_count,
+        merkle_root=digest.merkle_root,
+        previous_hash=digest.previous_hash,
+        created_at=digest.created_at,
+    )
 
 
 async def orgs_with_unsealed_records(db: Database) -> list[str]:
@@ -111,7 +104,7 @@ async def seal_organization(
         created_at=datetime.now(UTC).replace(microsecond=0),
     )
     payload = _payload(digest)
-    digest.digest_hash = _hash_payload(payload)
+    digest.digest_hash = digest_hash(payload)
     digest.signature = sign_digest(key, payload)
     session.add(digest)
     await session.commit()
@@ -120,7 +113,7 @@ async def seal_organization(
 
 async def seal_all(db: Database, secret: str) -> int:
     """Seals every organisation with unsealed records; returns how many digests were written."""
-    key = digest_key(secret)
+    key = digest_signing_key(secret)
     written = 0
     for org_id in await orgs_with_unsealed_records(db):
         while True:
@@ -160,7 +153,7 @@ async def verify(
     occurred_to: datetime | None = None,
 ) -> Verification:
     """Verifies the session's organisation: the whole digest chain, and every record in the window."""
-    key = digest_key(secret)
+    key = digest_signing_key(secret)
     result = Verification()
     digests = list((await session.exec(select(AuditDigest).order_by(AuditDigest.sequence))).all())
 
@@ -174,7 +167,7 @@ async def verify(
             )
         if digest.from_seq != expected_from:
             return result.fail("digests do not cover a contiguous range of records", digest_id=digest.id)
-        if _hash_payload(payload) != digest.digest_hash or not verify_digest_signature(key, payload, digest.signature):
+        if digest_hash(payload) != digest.digest_hash or not verify_digest_signature(key, payload, digest.signature):
             return result.fail("a digest's signature does not match its content", digest_id=digest.id)
         previous_hash, expected_from = digest.digest_hash, digest.to_seq + 1
 

@@ -16,7 +16,7 @@ import sqlalchemy as sa
 
 from app.agents import service as agents
 from app.audit import search
-from app.audit.integrity import record_checksum
+from app.audit.integrity import checksum_content, record_checksum
 from app.audit.masking import mask_record
 from app.audit.models import RECORD_COLUMNS, AuditLog, AuditRecord, record_from_row
 from app.audit.traces import TraceTree, build_tree
@@ -35,39 +35,6 @@ def _org(session: AsyncSession) -> str:
     if not org_id or org_id == "__system__":
         raise TenancyError("audit records are written through a tenant session")
     return org_id
-
-
-def checksum_content(record: AuditRecord | dict[str, Any]) -> dict[str, Any]:
-    """What a record's checksum covers: everything it says, nothing the database adds (seq, search)."""
-    get = record.get if isinstance(record, dict) else lambda k: getattr(record, k)
-    occurred_at = get("occurred_at")
-    return {
-        "id": get("id"),
-        "org_id": get("org_id"),
-        "trace_id": get("trace_id"),
-        "span_id": get("span_id"),
-        "parent_span_id": get("parent_span_id"),
-        "agent_id": get("agent_id"),
-        "action": get("action"),
-        "prompt": get("prompt"),
-        "response": get("response"),
-        "metadata": get("metadata"),
-        "args": get("args"),
-        "result": get("result"),
-        "occurred_at": occurred_at.astimezone(UTC) if occurred_at else None,
-        "duration_ms": get("duration_ms"),
-        "status": get("status"),
-        "idempotency_key": get("idempotency_key"),
-        "execution_id": get("execution_id"),
-        "verb": get("verb"),
-        "provider": get("provider"),
-        "risk_level": get("risk_level"),
-        "governance_status": get("governance_status"),
-        "dry_run": get("dry_run"),
-        "idempotent": get("idempotent"),
-        "tenant_id": get("tenant_id"),
-        "credential_masked": get("credential_masked"),
-    }
 
 
 _INSERT = sa.text(
