@@ -22,4 +22,6 @@ async def evaluate(session: AsyncSession, records: Sequence[AuditRecord]) -> lis
 
 def has_alerts_condition(record_id: Any) -> Any:
     """SQL condition: the record with id `record_id` raised at least one alert."""
-    return sa.false()
+    from app.compliance.models import Alert
+
+    return sa.exists().where(Alert.audit_log_id == record_id)
