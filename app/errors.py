@@ -64,3 +64,10 @@ class RateLimited(AppError):
 class QuotaExceeded(AppError):
     code = "QUOTA_EXCEEDED"
     http_status = 402
+
+
+class SubscriberTooSlowError(AppError):
+    """A live subscriber could not keep up and was disconnected; it resumes with its last cursor."""
+
+    code = "SUBSCRIBER_TOO_SLOW"
+    http_status = 409

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import secrets
 import time
@@ -24,6 +25,8 @@ from strawberry.subscriptions import GRAPHQL_TRANSPORT_WS_PROTOCOL
 from app.api.context import Context
 from app.api.rest import JSONResponse, error_response
 from app.api.schema import build_schema
+from app.billing.middleware import BillingMiddleware
+from app.compliance import service as compliance
 from app.errors import AppError, PayloadTooLarge
 from app.orgs.credentials import TokenSigner
 from app.runtime.resources import Runtime
@@ -179,8 +182,10 @@ async def metrics(_request: Request) -> Response:
 def domain_routes() -> list[BaseRoute]:
     """REST routes of the domains, where HTTP itself matters."""
     from app.audit.routes import routes as audit_routes
+    from app.billing.routes import routes as billing_routes
+    from app.otel.routes import routes as otel_routes
 
-    return [*audit_routes]
+    return [*audit_routes, *billing_routes, *otel_routes]
 
 
 def create_app(settings: Settings, *, runtime: Runtime | None = None, urls: tuple[str, str] | None = None) -> Starlette:
@@ -208,9 +213,13 @@ def create_app(settings: Settings, *, runtime: Runtime | None = None, urls: tupl
         )
         pool = current.db.engine.pool
         POOL_COLLECTOR.pools.append(pool)
+        listener = asyncio.create_task(compliance.listen_for_rule_changes(current.broadcaster), name="rule-changes")
         try:
             yield
         finally:
+            listener.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await listener
             POOL_COLLECTOR.pools.remove(pool)
             if own:
                 await current.close()
@@ -224,6 +233,7 @@ def create_app(settings: Settings, *, runtime: Runtime | None = None, urls: tupl
         *domain_routes(),
     ]
     app = Starlette(routes=routes, lifespan=lifespan, exception_handlers={AppError: _app_error_handler})
+    app.add_middleware(BillingMiddleware, settings=settings)  # per-request plan settings, X-RateLimit-* headers
     app.add_middleware(RequestMiddleware, max_body_bytes=settings.max_request_bytes)
     return app
 

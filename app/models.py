@@ -5,6 +5,7 @@ from sqlmodel import SQLModel
 from app.activity import models as activity_models  # noqa: F401
 from app.agents import models as agents_models  # noqa: F401
 from app.audit import models as audit_models  # noqa: F401
+from app.billing import models as billing_models  # noqa: F401
 from app.compliance import models as compliance_models  # noqa: F401
 from app.orgs import models as orgs_models  # noqa: F401
 

@@ -42,6 +42,7 @@ class Settings(BaseSettings):
     max_request_bytes: int = 10 * 1024 * 1024
     max_ws_message_bytes: int = 1024 * 1024
     max_subscriptions_per_connection: int = 50
+    subscriber_queue_size: int = 1000  # live messages buffered per subscriber before it is dropped as too slow
 
     # ingest
     max_batch_records: int = 1000
@@ -49,6 +50,20 @@ class Settings(BaseSettings):
     # abuse protection
     login_max_failures: int = 5
     login_failure_window_seconds: int = 900
+
+    # billing (Stripe); without the secret key, webhook secret and both prices billing is "not configured"
+    stripe_secret_key: SecretStr | None = None
+    stripe_webhook_secret: SecretStr | None = None
+    stripe_price_pro: str | None = None
+    stripe_price_business: str | None = None
+    stripe_api_base: str | None = None  # tests point the stripe library at a local server
+    stripe_webhook_tolerance_seconds: int = 300
+    public_url: str | None = None  # where the dashboard lives: Checkout/Portal return URLs; default http://host:port
+    # plan limits (quota, API keys, rate limits): None = enforced exactly when billing is configured
+    enforce_limits: bool | None = None
+    plan_limits: dict[str, dict[str, int | float | None]] = {}  # overrides, e.g. {"free": {"records_per_month": 50000}}
+    user_requests_per_second: float = 20.0  # per signed-in user, whatever the plan
+    rate_limit_burst_seconds: float = 2.0  # a caller may burst this many seconds' worth of requests
 
     # in-process worker for `agentrail serve` (production runs `agentrail worker` separately)
     run_worker: bool = True

@@ -126,12 +126,12 @@ class GraphQLWebSocket:
         self._next_id = 0
 
     @classmethod
-    async def connect(cls, base: str, payload: dict[str, Any] | None = None) -> GraphQLWebSocket:
+    async def connect(cls, base: str, payload: dict[str, Any] | None = None, **options: Any) -> GraphQLWebSocket:
         import json
 
         import websockets
 
-        connection = await websockets.connect(f"ws://{base}/graphql", subprotocols=["graphql-transport-ws"])
+        connection = await websockets.connect(f"ws://{base}/graphql", subprotocols=["graphql-transport-ws"], **options)
         client = cls(connection)
         await connection.send(json.dumps({"type": "connection_init", "payload": payload or {}}))
         return client

@@ -215,6 +215,93 @@ async def delete_agent(
     return agent
 
 
+async def ensure_agents_by_name(
+    session: AsyncSession,
+    principal: Principal,
+    names: Iterable[str],
+    *,
+    source: str,
+    source_ip: str | None = None,
+) -> dict[str, str]:
+    """The id of the non-deleted agent with each name (any case), registering the missing ones.
+
+    For ingest that names agents instead of passing ids (OpenTelemetry's `service.name`): API keys may
+    call it. Each agent registered here writes one `agent.created` activity event (metadata says
+    `autoRegistered` and the `source`) by the calling principal, in the same transaction. Concurrent
+    callers registering the same name race safely: the insert is `ON CONFLICT DO NOTHING` on the
+    partial unique index, and the loser reads the winner's row. Commits. Names must pass `check_name`
+    (BAD_USER_INPUT otherwise). Returns {name as given: agent id}.
+    """
+    from sqlalchemy.dialects.postgresql import insert as pg_insert
+
+    checked = {name: check_name(name) for name in names}
+    if not checked:
+        return {}
+    wanted = sorted(set(checked.values()), key=str.lower)
+    rows = (
+        await session.exec(
+            select(Agent.id, Agent.name).where(
+                sa.func.lower(Agent.name).in_([sa.func.lower(sa.literal(n)) for n in wanted]),
+                Agent.deleted_at.is_(None),
+            )
+        )
+    ).all()
+    by_lower = {name.lower(): agent_id for agent_id, name in rows}
+    resolved: dict[str, str] = {}
+    created = False
+    for name in wanted:  # a stable order: concurrent registrations take index locks in the same order
+        agent_id = by_lower.get(name.lower())
+        if agent_id is None:
+            now = utcnow()
+            statement = (
+                pg_insert(Agent)
+                .values(
+                    id=new_id("agent"),
+                    org_id=principal.org_id,
+                    name=name,
+                    description="",
+                    metadata={"autoRegistered": True, "source": source},
+                    created_at=now,
+                    updated_at=now,
+                )
+                .on_conflict_do_nothing(
+                    index_elements=[Agent.org_id, sa.text("lower(name)")], index_where=sa.text("deleted_at IS NULL")
+                )
+                .returning(Agent.id)
+            )
+            agent_id = (await session.execute(statement)).scalar_one_or_none()
+            if agent_id is not None:
+                created = True
+                record_activity(
+                    session,
+                    principal,
+                    "agent.created",
+                    target_type="agent",
+                    target_id=agent_id,
+                    metadata={"name": name, "autoRegistered": True, "source": source},
+                    source_ip=source_ip,
+                )
+            else:  # registered concurrently (or cased differently than Python's lower() guessed)
+                agent_id = (
+                    await session.exec(
+                        select(Agent.id).where(
+                            sa.func.lower(Agent.name) == sa.func.lower(sa.literal(name)), Agent.deleted_at.is_(None)
+                        )
+                    )
+                ).one()
+        resolved[name] = agent_id
+    if created:
+        await session.commit()
+    return {given: resolved[name] for given, name in checked.items()}
+
+
+async def ensure_agent_by_name(
+    session: AsyncSession, principal: Principal, name: str, *, source: str, source_ip: str | None = None
+) -> str:
+    """One name: see `ensure_agents_by_name`."""
+    return (await ensure_agents_by_name(session, principal, [name], source=source, source_ip=source_ip))[name]
+
+
 # --- reads -------------------------------------------------------------------------------------
 async def find_agent(session: AsyncSession, agent_id: str, *, include_deleted: bool = False) -> Agent | None:
     """The agent, or None for unknown ids, another organisation's ids and (unless asked) deleted ones."""

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
+from app.billing.ratelimit import enforce_rate_limit
 from app.errors import Unauthenticated
 from app.orgs import service as orgs
 from app.orgs.credentials import TokenSigner, looks_like_api_key
@@ -38,5 +39,8 @@ async def authenticate(headers: Mapping[str, str], *, runtime: Runtime, signer: 
     kind, value = credential
     async with runtime.db.system_session() as session:
         if kind == "api_key":
-            return await orgs.principal_from_api_key(session, value)
-        return await orgs.principal_from_token(session, signer, value)
+            principal = await orgs.principal_from_api_key(session, value)
+        else:
+            principal = await orgs.principal_from_token(session, signer, value)
+    await enforce_rate_limit(runtime, principal)  # per API key (its plan's rate) and per user; 429 + Retry-After
+    return principal

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 from collections.abc import Callable
-from typing import Any
+from typing import Any, cast
 
 from starlette.requests import HTTPConnection
 
@@ -14,6 +15,32 @@ from app.errors import Unauthenticated
 from app.orgs.credentials import TokenSigner
 from app.orgs.principal import Principal
 from app.runtime.resources import Runtime
+
+
+class SerializedSession:
+    """The request's one AsyncSession, shared by resolvers that GraphQL runs concurrently (sibling fields,
+    list items). An AsyncSession must not be used by two coroutines at once, so every call that talks to
+    the database holds a per-request lock: statements interleave, one at a time, on one connection."""
+
+    _LOCKED = frozenset(
+        {"execute", "exec", "get", "scalar", "scalars", "commit", "rollback", "flush", "delete", "refresh",
+         "merge", "close", "run_sync"}
+    )
+
+    def __init__(self, session: AsyncSession) -> None:
+        self._session = session
+        self._lock = asyncio.Lock()
+
+    def __getattr__(self, name: str) -> Any:
+        attribute = getattr(self._session, name)
+        if name not in self._LOCKED:
+            return attribute
+
+        async def locked(*args: Any, **kwargs: Any) -> Any:
+            async with self._lock:
+                return await attribute(*args, **kwargs)
+
+        return locked
 
 
 class Context:
@@ -26,9 +53,11 @@ class Context:
         self.source_ip: str = connection.client.host if connection.client else "unknown"
         self._principal: Principal | None = None
         self._authenticated = False
-        self._session: AsyncSession | None = None
-        self._system_session: AsyncSession | None = None
+        self._session: Any = None
+        self._system_session: Any = None
         self._loaders: dict[str, Any] = {}
+        # sibling resolvers run concurrently: the lazy set-up below must happen once, not once per resolver
+        self._setup_lock = asyncio.Lock()
 
     # --- who is calling -------------------------------------------------------------------------
     def _credentials_source(self) -> dict[str, str]:
@@ -57,16 +86,16 @@ class Context:
     # --- database -------------------------------------------------------------------------------
     async def db(self) -> AsyncSession:
         """The caller's tenant session: every query through it sees only the caller's organisation."""
+        principal = await self.principal()
         if self._session is None:
-            principal = await self.principal()
-            self._session = self.runtime.db.session(org_id=principal.org_id)
-        return self._session
+            self._session = SerializedSession(self.runtime.db.session(org_id=principal.org_id))
+        return cast(AsyncSession, self._session)
 
     def system_db(self) -> AsyncSession:
         """Unscoped session, for the few operations that come before an organisation is known."""
         if self._system_session is None:
-            self._system_session = self.runtime.db.session(org_id=SYSTEM)
-        return self._system_session
+            self._system_session = SerializedSession(self.runtime.db.session(org_id=SYSTEM))
+        return cast(AsyncSession, self._system_session)
 
     def loader(self, name: str, factory: Callable[[], Any]) -> Any:
         """Per-request DataLoader, created on first use (batches only within this request)."""

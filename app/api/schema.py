@@ -15,22 +15,24 @@ from app.agents.schema import AgentsMutation, AgentsQuery
 from app.api.errors import ErrorCodes
 from app.api.scalars import DateTime
 from app.audit.schema import AuditMutation, AuditQuery, AuditSubscription
+from app.billing.schema import BillingMutation, BillingQuery
+from app.compliance.schema import ComplianceMutation, ComplianceQuery, ComplianceSubscription
 from app.orgs.schema import OrgsMutation, OrgsQuery
 from app.settings import Settings
 
 
 @strawberry.type(description="Read operations.")
-class Query(OrgsQuery, AgentsQuery, AuditQuery):
+class Query(OrgsQuery, AgentsQuery, AuditQuery, ComplianceQuery, BillingQuery):
     pass
 
 
 @strawberry.type(description="Write operations.")
-class Mutation(OrgsMutation, AgentsMutation, AuditMutation):
+class Mutation(OrgsMutation, AgentsMutation, AuditMutation, ComplianceMutation, BillingMutation):
     pass
 
 
 @strawberry.type(description="Live updates over WebSocket (graphql-transport-ws).")
-class Subscription(AuditSubscription):
+class Subscription(AuditSubscription, ComplianceSubscription):
     pass
 
 

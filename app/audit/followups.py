@@ -1,4 +1,4 @@
-"""What happens after an ingest transaction commits: live spans out, search indexing queued.
+"""What happens after an ingest transaction commits: alerts and live spans out, search indexing queued.
 
 Both are best effort: the records are already safe in PostgreSQL. A lost publish means a live viewer
 re-reads the trace when it resubscribes; a lost indexing job is caught by the search sweeper.
@@ -13,14 +13,21 @@ import structlog
 
 from app.audit import live, search
 from app.audit.models import AuditRecord
+from app.compliance import service as compliance
+from app.compliance.models import Alert
 from app.runtime.resources import Runtime
 
 log = structlog.get_logger(__name__)
 
 
-async def after_commit(runtime: Runtime, created: Sequence[AuditRecord]) -> None:
+async def after_commit(runtime: Runtime, created: Sequence[AuditRecord], alerts: Sequence[Alert] = ()) -> None:
     if not created:
         return
+    if alerts:
+        try:
+            await compliance.publish_alerts(runtime.broadcaster, alerts)
+        except Exception:
+            log.warning("could not publish live alerts; subscribers resume from their cursor", exc_info=True)
     try:
         await live.publish_spans(runtime.broadcaster, created)
     except Exception:

@@ -68,3 +68,15 @@ async def trace_loader(context: Any) -> DataLoader[str, TraceTree | None]:
         return out
 
     return context.loader("audit.trace", lambda: DataLoader(load_fn=load))
+
+
+async def record_loader(context: Any) -> DataLoader[str, AuditRecord | None]:
+    """Records by id (for alerts pointing at their record)."""
+    session = await context.db()
+
+    async def load(ids: list[str]) -> list[AuditRecord | None]:
+        rows = (await session.execute(sa.select(*RECORD_COLUMNS).where(AuditLog.id.in_(ids)))).all()
+        by_id = {r.id: r for r in map(record_from_row, rows)}
+        return [by_id.get(i) for i in ids]
+
+    return context.loader("audit.record", lambda: DataLoader(load_fn=load))

@@ -19,6 +19,7 @@ from app.audit.validation import check_records
 
 if TYPE_CHECKING:
     from app.agents.schema import Agent
+    from app.compliance.schema import Alert
 
 
 @strawberry.enum(description="Risk of an action, as the agent runtime judged it.")
@@ -146,6 +147,14 @@ class AuditLog:
     async def trace(self, info: Info) -> Trace:
         return Trace(trace_id=self.record.trace_id)
 
+    @strawberry.field(description="Alerts this record raised.")
+    async def alerts(self, info: Info) -> list[Annotated[Alert, strawberry.lazy("app.compliance.schema")]]:
+        from app.compliance.loaders import alerts_by_record_loader
+        from app.compliance.schema import Alert
+
+        rows = await (await alerts_by_record_loader(info.context)).load(self.record.id)
+        return [Alert.from_model(a) for a in rows]
+
     @strawberry.field(description="The agent that acted (shown even after the agent was deleted).")
     async def agent(self, info: Info) -> Annotated[Agent, strawberry.lazy("app.agents.schema")] | None:
         if self.record.agent_id is None:
@@ -224,6 +233,12 @@ class Trace:
             return SpanStatus(self.summary.status)
         tree = await self._tree(info)
         return SpanStatus(tree.status if tree else "ok")
+
+    @strawberry.field(description="How many alerts the trace's spans raised.")
+    async def alert_count(self, info: Info) -> int:
+        from app.compliance.loaders import alert_count_loader
+
+        return await (await alert_count_loader(info.context)).load(self.trace_id)
 
     @strawberry.field(description="The agents that took part.")
     async def agents(self, info: Info) -> list[Annotated[Agent, strawberry.lazy("app.agents.schema")]]:
@@ -429,7 +444,7 @@ async def _ingest(info: Info, raws: list[dict[str, Any]], *, batch: bool) -> lis
     principal = await ctx.principal()
     drafts = check_records(raws, max_batch=ctx.runtime.settings.max_batch_records, batch=batch)
     result = await service.ingest(await ctx.db(), principal, drafts)
-    await followups.after_commit(ctx.runtime, result.created)
+    await followups.after_commit(ctx.runtime, result.created, result.alerts)
     return result.records
 
 

@@ -21,7 +21,9 @@ from app.audit.masking import mask_record
 from app.audit.models import RECORD_COLUMNS, AuditLog, AuditRecord, record_from_row
 from app.audit.traces import TraceTree, build_tree
 from app.audit.validation import AuditLogDraft
+from app.billing import quota as billing_quota
 from app.compliance import service as compliance
+from app.compliance.models import Alert
 from app.db import AsyncSession, TenancyError, new_id, session_org
 from app.errors import NotFound
 from app.orgs.principal import Principal
@@ -135,7 +137,6 @@ def _prepare(draft: AuditLogDraft, org_id: str, now: datetime) -> dict[str, Any]
         "tenant_id": draft.tenant_id,
         "credential_masked": credential_masked,
     }
-    row["checksum"] = record_checksum(checksum_content(row))
     return row
 
 
@@ -143,6 +144,7 @@ def _prepare(draft: AuditLogDraft, org_id: str, now: datetime) -> dict[str, Any]
 class IngestResult:
     records: list[AuditRecord]  # in input order; a repeated idempotency key gives the first record
     created: list[AuditRecord]  # only the ones written now
+    alerts: list[Alert]  # raised by the ones written now
 
 
 async def ingest(session: AsyncSession, principal: Principal, drafts: Sequence[AuditLogDraft]) -> IngestResult:
@@ -165,6 +167,11 @@ async def ingest(session: AsyncSession, principal: Principal, drafts: Sequence[A
             first_by_key[key] = len(rows)
         position.append(len(rows))
         rows.append(_prepare(draft, org_id, now))
+
+    # rules see what will be stored (masked); BLOCK marks a row before its checksum seals it
+    alert_drafts = await compliance.assess(session, rows)
+    for row in rows:
+        row["checksum"] = record_checksum(checksum_content(row))
 
     params: dict[str, Any] = {"org_id": org_id, "received_at": now}
     for column in _ARRAY_COLUMNS:
@@ -197,11 +204,16 @@ async def ingest(session: AsyncSession, principal: Principal, drafts: Sequence[A
             record = existing[row["idempotency_key"]]
         resolved.append(record)
 
+    alerts = await compliance.write_alerts(
+        session, [d for d in alert_drafts if rows[d.row_index]["id"] in inserted], rows
+    )
     if created:
-        await compliance.evaluate(session, created)
         await agents.touch_last_seen(session, {r.agent_id: r.occurred_at for r in created if r.agent_id})
+    # the plan's monthly quota counts the records written now (not idempotent replays); last before the
+    # commit: over the limit it raises QUOTA_EXCEEDED and the whole batch rolls back
+    await billing_quota.consume_records(session, org_id, len(created))
     await session.commit()
-    return IngestResult(records=[resolved[i] for i in position], created=created)
+    return IngestResult(records=[resolved[i] for i in position], created=created, alerts=alerts)
 
 
 async def get_record(session: AsyncSession, record_id: str) -> AuditRecord:

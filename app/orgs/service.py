@@ -12,6 +12,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlmodel import select
 
 from app.activity.service import record_activity
+from app.billing import quota as billing_quota
 from app.db import AsyncSession, new_id, utcnow
 from app.errors import BadUserInput, Conflict, NotFound, RateLimited, Unauthenticated
 from app.orgs.credentials import (
@@ -240,6 +241,10 @@ async def create_api_key(
     """Returns the key and its secret; the secret is never stored and never shown again."""
     principal.require_user("create API keys")
     name = _check_name(name, "name")
+    # the plan's limit on active keys (QUOTA_EXCEEDED); counted under a per-organisation lock until the commit
+    await billing_quota.require_capacity(
+        session, principal.org_id, "api_keys", count=lambda: count_active_api_keys(session)
+    )
     generated = generate_api_key()
     key = ApiKey(
         id=new_id("key"),
@@ -261,6 +266,11 @@ async def create_api_key(
     )
     await session.commit()
     return key, generated.secret
+
+
+async def count_active_api_keys(session: AsyncSession) -> int:
+    query = select(sa.func.count()).select_from(ApiKey).where(ApiKey.revoked_at.is_(None))
+    return int((await session.exec(query)).one())
 
 
 async def list_api_keys(

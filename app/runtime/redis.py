@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 from collections import defaultdict
 from collections.abc import AsyncIterator
+from typing import Any
 
 import redis.asyncio as aioredis
 import structlog
@@ -17,19 +18,27 @@ def create_redis(url: str) -> aioredis.Redis:
     return aioredis.Redis.from_url(url, decode_responses=False, health_check_interval=30)
 
 
+class SubscriberTooSlow(Exception):
+    """A subscriber's queue overflowed: it was dropped so that it cannot slow the others."""
+
+
+_OVERFLOW = object()
+
+
 class Broadcaster:
     """One Redis pub/sub connection per process, fanned out to any number of local subscribers.
 
     A subscriber gets an asyncio queue per channel; messages published on any node reach it.
-    A slow subscriber's queue is bounded: when it overflows, that subscriber is dropped (its
-    iterator ends) rather than letting memory grow; clients then resume with a cursor.
+    A slow subscriber's queue is bounded: when it overflows, that subscriber is dropped (its iterator
+    raises SubscriberTooSlow) rather than letting memory grow or slowing the others; clients then
+    resume with a cursor.
     """
 
     def __init__(self, redis: aioredis.Redis, *, queue_size: int = 1000) -> None:
         self._redis = redis
         self._queue_size = queue_size
         self._pubsub = redis.pubsub(ignore_subscribe_messages=True)
-        self._subscribers: dict[str, set[asyncio.Queue[bytes | None]]] = defaultdict(set)
+        self._subscribers: dict[str, set[asyncio.Queue[Any]]] = defaultdict(set)
         self._reader: asyncio.Task[None] | None = None
         self._lock = asyncio.Lock()
 
@@ -49,7 +58,7 @@ class Broadcaster:
         The subscription is active when the context is entered, so a caller can subscribe first
         and then replay history without a gap.
         """
-        queue: asyncio.Queue[bytes | None] = asyncio.Queue(self._queue_size)
+        queue: asyncio.Queue[Any] = asyncio.Queue(self._queue_size)
         async with self._lock:
             first = not self._subscribers[channel]
             self._subscribers[channel].add(queue)
@@ -68,11 +77,15 @@ class Broadcaster:
                         await self._pubsub.unsubscribe(channel)
 
     @staticmethod
-    async def _iterate(queue: asyncio.Queue[bytes | None]) -> AsyncIterator[bytes]:
+    async def _iterate(queue: asyncio.Queue[Any]) -> AsyncIterator[bytes]:
         while True:
             item = await queue.get()
             if item is None:
                 return
+            if item is _OVERFLOW:
+                raise SubscriberTooSlow(
+                    "this subscriber fell too far behind and was disconnected; resume with a cursor"
+                )
             yield item
 
     async def _read(self) -> None:
@@ -98,7 +111,7 @@ class Broadcaster:
                     self._subscribers[channel].discard(queue)
                     with contextlib.suppress(asyncio.QueueEmpty):
                         queue.get_nowait()
-                    queue.put_nowait(None)
+                    queue.put_nowait(_OVERFLOW)
 
     async def close(self) -> None:
         if self._reader is not None:

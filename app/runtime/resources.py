@@ -39,7 +39,7 @@ class Runtime:
             settings=settings,
             db=db,
             redis=redis,
-            broadcaster=Broadcaster(redis),
+            broadcaster=Broadcaster(redis, queue_size=settings.subscriber_queue_size),
             queue=queue,
             secret_key=secret_key,
             redis_url=redis_url,

@@ -475,9 +475,21 @@ def test_command_line_flags() -> None:
     masked, changed = mask_json({"argv": args})
     assert changed
     assert masked["argv"] == [
-        "mysql", "--password", REDACTED, "--user", "bob", "--api-key", REDACTED, "-token", REDACTED,
-        "--token-count", "5", "--password", "--verbose", "--auth",
-    ]  # fmt: skip
+        "mysql",
+        "--password",
+        REDACTED,
+        "--user",
+        "bob",
+        "--api-key",
+        REDACTED,
+        "-token",
+        REDACTED,
+        "--token-count",
+        "5",
+        "--password",
+        "--verbose",
+        "--auth",
+    ]
     assert mask_json(["ls", "-la", "--max-tokens", "100"]) == (["ls", "-la", "--max-tokens", "100"], False)
 
 

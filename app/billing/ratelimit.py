@@ -1,0 +1,112 @@
+"""Rate limits per API key (the plan's requests per second) and per signed-in user (a setting).
+
+GCRA (the generic cell rate algorithm) in one Lua script: Redis keeps one number per caller, the
+"theoretical arrival time" of its next request, so the check-and-update is atomic across API nodes and
+costs one round trip; the clock is Redis's own (`TIME`), so API nodes with drifting clocks agree. A
+caller may burst `rate × AGENTRAIL_RATE_LIMIT_BURST_SECONDS` requests, then gets one per 1/rate seconds.
+
+Rate limiting protects the service; it must never take ingest down with it: when Redis does not answer,
+requests are let through (and logged).
+"""
+
+from __future__ import annotations
+
+import math
+
+import structlog
+from redis.asyncio import Redis
+from redis.exceptions import RedisError
+
+from app.billing import plans, quota
+from app.billing.middleware import RateLimitDecision, note_rate_limit
+from app.errors import RateLimited
+from app.orgs.principal import Principal
+from app.runtime.resources import Runtime
+from app.settings import Settings
+
+log = structlog.get_logger(__name__)
+
+PLAN_CACHE_SECONDS = 60
+
+# KEYS[1]: the caller's key. ARGV[1]: microseconds between requests; ARGV[2]: burst (requests).
+# Returns {allowed, retry_after_us, remaining, reset_us}.
+_GCRA = """
+local interval = tonumber(ARGV[1])
+local burst = tonumber(ARGV[2])
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+local tat = tonumber(redis.call('GET', KEYS[1]) or now)
+if tat < now then tat = now end
+local allow_at = tat + interval - interval * burst
+if now < allow_at then
+  return {0, allow_at - now, 0, tat - now}
+end
+local new_tat = tat + interval
+redis.call('SET', KEYS[1], string.format('%.0f', new_tat), 'PX', math.max(1, math.ceil((new_tat - now) / 1000)))
+return {1, 0, math.floor((now - allow_at) / interval), new_tat - now}
+"""
+
+
+def plan_cache_key(org_id: str) -> str:
+    return f"agentrail:plan:{org_id}"
+
+
+class RateLimiter:
+    def __init__(self, redis: Redis) -> None:
+        self._redis = redis
+        self._script = redis.register_script(_GCRA)
+
+    async def hit(self, key: str, *, rate: float, burst: int) -> RateLimitDecision:
+        interval = max(1, round(1_000_000 / rate))
+        allowed, retry_us, remaining, reset_us = await self._script(keys=[key], args=[interval, burst])
+        return RateLimitDecision(
+            allowed=bool(allowed),
+            limit=rate,
+            burst=burst,
+            remaining=int(remaining),
+            reset_seconds=int(reset_us) / 1_000_000,
+            retry_after_seconds=int(retry_us) / 1_000_000,
+        )
+
+
+async def org_plan(runtime: Runtime, org_id: str) -> str:
+    """The organisation's plan, cached in Redis for a minute (dropped by the webhook when it changes)."""
+    cached = await runtime.redis.get(plan_cache_key(org_id))
+    if cached is not None:
+        return cached.decode() if isinstance(cached, bytes) else str(cached)
+    async with runtime.db.tenant_session(org_id) as session:
+        plan = await quota.current_plan(session, org_id)
+    await runtime.redis.set(plan_cache_key(org_id), plan, ex=PLAN_CACHE_SECONDS)
+    return plan
+
+
+def _limit_for(principal: Principal, plan: str | None, settings: Settings) -> tuple[str, float]:
+    if principal.is_user:
+        return f"agentrail:ratelimit:user:{principal.user_id}", settings.user_requests_per_second
+    return f"agentrail:ratelimit:key:{principal.api_key_id}", plans.limits_for(plan, settings).requests_per_second
+
+
+async def enforce_rate_limit(runtime: Runtime, principal: Principal) -> None:
+    """RATE_LIMITED (429, Retry-After) when the caller is over its rate. Called once per authenticated request."""
+    settings = runtime.settings
+    if not plans.limits_enforced(settings):
+        return
+    try:
+        plan = None if principal.is_user else await org_plan(runtime, principal.org_id)
+        key, rate = _limit_for(principal, plan, settings)
+        if rate <= 0:
+            return
+        burst = plans.burst_for(rate, settings)
+        decision = await RateLimiter(runtime.redis).hit(key, rate=rate, burst=burst)
+    except RedisError as exc:
+        log.warning("rate limiter unavailable; letting the request through", error=str(exc))
+        return
+    note_rate_limit(decision)
+    if not decision.allowed:
+        who = "user" if principal.is_user else "API key"
+        raise RateLimited(
+            f"rate limit of {decision.limit:g} requests per second per {who} exceeded "
+            f"(bursts up to {decision.burst}); retry after the time in Retry-After",
+            retry_after=math.ceil(decision.retry_after_seconds),
+            limit=decision.limit,
+        )

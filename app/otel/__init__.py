@@ -1,0 +1,1 @@
+"""OpenTelemetry ingest: OTLP/HTTP traces become audit records."""

@@ -1,0 +1,117 @@
+"""POST /v1/traces: the OTLP/HTTP trace receiver (protobuf or JSON, gzip/deflate or not).
+
+Answers as the OTLP/HTTP specification asks: 200 with an ExportTraceServiceResponse in the request's
+encoding (`partial_success` when some spans were rejected), and for errors a google.rpc.Status in the
+request's encoding: 400 undecodable, 401/403, 413 too large (also after decompression), 415 unsupported
+content type or encoding, 429/503 with Retry-After (exporters retry those, and only those).
+"""
+
+from __future__ import annotations
+
+import sqlalchemy.exc as sa_exc
+import structlog
+from prometheus_client import Counter
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from app.api.rest import require_principal
+from app.errors import AppError, RateLimited
+from app.otel import decode
+from app.otel import service as otel
+from app.runtime.telemetry import ERRORS, REGISTRY
+
+log = structlog.get_logger(__name__)
+
+SPANS = Counter(
+    "agentrail_otlp_spans_total",
+    "OTLP spans received, by outcome: written, duplicate (already stored), rejected",
+    ["outcome"],
+    registry=REGISTRY,
+)
+
+DATABASE_RETRY_AFTER = 5  # seconds
+OVERLOAD_RETRY_AFTER = 1
+
+
+class _InFlight:
+    """Exports being processed by this process. Past the database pool's size more would only queue
+    for a connection while holding their bodies in memory: they are told to come back instead."""
+
+    count = 0
+
+
+def _respond(encoded: decode.Encoded, status: int = 200, retry_after: int | None = None) -> Response:
+    headers = {"Retry-After": str(retry_after)} if retry_after is not None else None
+    return Response(encoded.body, status_code=status, media_type=encoded.media_type, headers=headers)
+
+
+def _error(status: int, message: str, encoding: str, *, retry_after: int | None = None, code: str = "") -> Response:
+    ERRORS.labels(code=code or f"OTLP_{status}").inc()
+    return _respond(decode.status_body(status, message, encoding, retry_after=retry_after), status, retry_after)
+
+
+def database_unavailable(exc: BaseException) -> bool:
+    """Errors that mean "the database cannot be reached or is overloaded right now" (retryable)."""
+    if isinstance(exc, sa_exc.DBAPIError) and exc.connection_invalidated:
+        return True
+    return isinstance(
+        exc, sa_exc.OperationalError | sa_exc.InterfaceError | sa_exc.TimeoutError | sa_exc.DisconnectionError | OSError
+    )
+
+
+def _failure(exc: Exception, encoding: str, request: Request) -> Response:
+    if isinstance(exc, decode.WireError):
+        return _error(exc.status, exc.message, encoding)
+    if isinstance(exc, RateLimited):
+        return _error(429, exc.message, encoding, retry_after=exc.retry_after, code=exc.code)
+    if isinstance(exc, AppError):
+        return _error(exc.http_status, exc.message, encoding, code=exc.code)
+    if database_unavailable(exc):
+        log.warning("otlp export refused: database unavailable", error=f"{type(exc).__name__}: {exc}")
+        return _error(503, "the database is unavailable; retry later", encoding, retry_after=DATABASE_RETRY_AFTER)
+    log.error("otlp export failed", exc_info=exc)
+    request_id = request.scope.get("state", {}).get("request_id")
+    return _error(500, f"internal error (request id {request_id})", encoding, code="INTERNAL")
+
+
+async def export_traces(request: Request) -> Response:
+    runtime = request.app.state.runtime
+    settings = runtime.settings
+    header = request.headers.get("content-type")
+    # error bodies before the content type is checked: protobuf if that is what the client speaks
+    encoding = decode.PROTOBUF if "protobuf" in (header or "") else decode.JSON
+    if _InFlight.count >= settings.db_pool_size + settings.db_max_overflow:
+        return _error(503, "too many exports in progress; retry later", encoding, retry_after=OVERLOAD_RETRY_AFTER)
+    _InFlight.count += 1
+    try:
+        try:
+            principal = await require_principal(request)
+            encoding = decode.content_type(header)
+        except Exception as exc:
+            return _failure(exc, encoding, request)
+        # outside the handlers above: the request middleware answers 413 itself when the body is too large
+        body = await request.body()
+        try:
+            payload = decode.decompress(
+                body, request.headers.get("content-encoding"), max_bytes=settings.max_request_bytes
+            )
+            export = decode.decode_request(payload, encoding)
+            del body, payload
+            client = request.client.host if request.client else None
+            outcome = await otel.export(runtime, principal, export, source_ip=client)
+        except Exception as exc:
+            return _failure(exc, encoding, request)
+    finally:
+        _InFlight.count -= 1
+    for label, value in (
+        ("written", outcome.written),
+        ("duplicate", outcome.duplicates),
+        ("rejected", outcome.rejected),
+    ):
+        if value:
+            SPANS.labels(outcome=label).inc(value)
+    return _respond(decode.export_response(outcome.rejected, outcome.error_message(), encoding))
+
+
+routes = [Route("/v1/traces", export_traces, methods=["POST"])]
