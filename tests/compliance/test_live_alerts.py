@@ -7,7 +7,6 @@ import contextlib
 
 import pytest
 import uvicorn
-import websockets
 
 from app.main import create_app
 from app.runtime.resources import Runtime
