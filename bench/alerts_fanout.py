@@ -4,8 +4,8 @@
 
 Latency is measured from the moment the ingest request's response arrives to the delivery of the alert at
 each subscriber (negative when the alert arrives before the response: it is published at commit), and
-from the start of the ingest request (all on this machine, one API process). Prints JSON with p50/p99 and how many deliveries
-arrived. Target: p99 < 100 ms for 1,000 subscribers at 100 alerts/s.
+from the start of the ingest request (all on this machine, one API process). Prints JSON with p50/p99
+and how many deliveries arrived. Target: p99 < 100 ms for 1,000 subscribers at 100 alerts/s.
 """
 
 from __future__ import annotations
