@@ -86,6 +86,8 @@ class Database:
             max_overflow=max_overflow,
             pool_pre_ping=True,
             echo=echo,
+            # a connection forgotten inside a transaction must not hold its locks forever
+            connect_args={"server_settings": {"idle_in_transaction_session_timeout": "60000"}},
         )
         self._sessions = async_sessionmaker(self.engine, expire_on_commit=False, class_=AsyncSession)
 

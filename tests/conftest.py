@@ -109,11 +109,34 @@ async def clean_state(request: pytest.FixtureRequest) -> AsyncIterator[None]:
     """Empty tables and Redis before each test that uses the servers."""
     if "runtime" in request.fixturenames:
         runtime: Runtime = request.getfixturevalue("runtime")
-        tables = ", ".join(f'"{t.name}"' for t in metadata.sorted_tables)
-        async with runtime.db.engine.begin() as conn:
-            await conn.execute(sa.text(f"TRUNCATE {tables} RESTART IDENTITY CASCADE"))
+        await _truncate_all(runtime)
         await runtime.redis.flushdb()
     yield
+
+
+async def _truncate_all(runtime: Runtime) -> None:
+    """Empties every table. If a connection left idle in a transaction by an earlier test holds a lock,
+    it is terminated (and named in the output) rather than letting the whole suite hang."""
+    tables = ", ".join(f'"{t.name}"' for t in metadata.sorted_tables)
+    for attempt in range(2):
+        try:
+            async with runtime.db.engine.begin() as conn:
+                await conn.execute(sa.text("SET LOCAL lock_timeout = '5s'"))
+                await conn.execute(sa.text(f"TRUNCATE {tables} RESTART IDENTITY CASCADE"))
+            return
+        except sa.exc.DBAPIError:
+            if attempt:
+                raise
+            async with runtime.db.engine.connect() as conn:
+                stuck = await conn.execute(
+                    sa.text(
+                        "SELECT pid, left(query, 200) FROM pg_stat_activity WHERE datname = current_database() "
+                        "AND state LIKE 'idle in transaction%' AND pid <> pg_backend_pid()"
+                    )
+                )
+                for pid, query in stuck.all():
+                    print(f"terminating a connection left idle in a transaction (pid {pid}): {query}")
+                    await conn.execute(sa.text("SELECT pg_terminate_backend(:pid)"), {"pid": pid})
 
 
 @pytest.fixture
