@@ -22,6 +22,7 @@ from strawberry.asgi import GraphQL
 from strawberry.exceptions import ConnectionRejectionError
 from strawberry.subscriptions import GRAPHQL_TRANSPORT_WS_PROTOCOL
 
+from app.activity.service import REQUEST_ORIGIN
 from app.api.context import Context
 from app.api.rest import JSONResponse, error_response
 from app.api.schema import build_schema
@@ -83,6 +84,9 @@ class RequestMiddleware:
         request_id = incoming if 0 < len(incoming) <= 64 and incoming.isascii() else secrets.token_hex(8)
         scope.setdefault("state", {})["request_id"] = request_id
         structlog.contextvars.bind_contextvars(request_id=request_id)
+        client = scope.get("client")
+        user_agent = headers.get(b"user-agent", b"").decode("latin-1") or None
+        REQUEST_ORIGIN.set((client[0] if client else None, user_agent))
         if scope["type"] == "websocket":
             try:
                 await self.app(scope, receive, send)

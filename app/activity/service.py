@@ -2,11 +2,38 @@
 
 from __future__ import annotations
 
+from contextvars import ContextVar
+from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
+import sqlalchemy as sa
+from sqlmodel import select
+
 from app.activity.models import ActivityEvent
-from app.db import AsyncSession, new_id
+from app.audit.integrity import record_checksum
+from app.db import AsyncSession, new_id, utcnow
 from app.orgs.principal import Principal
+
+# Where the current request comes from, set once by the HTTP middleware: (source address, user agent).
+REQUEST_ORIGIN: ContextVar[tuple[str | None, str | None]] = ContextVar("request_origin", default=(None, None))
+
+_CHECKSUM_FIELDS = (
+    "id",
+    "org_id",
+    "actor_type",
+    "actor_id",
+    "actor_name",
+    "actor_email",
+    "action",
+    "target_type",
+    "target_id",
+    "target_name",
+    "metadata",
+    "occurred_at",
+    "source_ip",
+    "user_agent",
+)
 
 
 def record_activity(
@@ -17,20 +44,93 @@ def record_activity(
     org_id: str | None = None,
     target_type: str | None = None,
     target_id: str | None = None,
+    target_name: str | None = None,
     metadata: dict[str, Any] | None = None,
     source_ip: str | None = None,
 ) -> ActivityEvent:
     """Adds the event to the caller's transaction: it lands exactly when the change it describes does."""
-    event = ActivityEvent(
-        id=new_id("act"),
-        org_id=org_id or (principal.org_id if principal else None),
-        actor_type=principal.kind if principal else "system",
-        actor_id=principal.actor_id if principal else None,
-        action=action,
-        target_type=target_type,
-        target_id=target_id,
-        metadata_=metadata or {},
-        source_ip=source_ip,
-    )
+    origin_ip, user_agent = REQUEST_ORIGIN.get()
+    if target_name is None and metadata and isinstance(metadata.get("name"), str):
+        target_name = metadata["name"]
+    values: dict[str, Any] = {
+        "id": new_id("act"),
+        "org_id": org_id or (principal.org_id if principal else None),
+        "actor_type": principal.kind if principal else "system",
+        "actor_id": principal.actor_id if principal else None,
+        "actor_name": principal.actor_name if principal else None,
+        "actor_email": principal.actor_email if principal else None,
+        "action": action,
+        "target_type": target_type,
+        "target_id": target_id,
+        "target_name": target_name[:200] if target_name else None,
+        "metadata": metadata or {},
+        "occurred_at": utcnow(),
+        "source_ip": source_ip or origin_ip,
+        "user_agent": user_agent[:300] if user_agent else None,
+    }
+    checksum = record_checksum({k: values[k] for k in _CHECKSUM_FIELDS})
+    metadata_value = values.pop("metadata")
+    event = ActivityEvent(**values, metadata_=metadata_value, checksum=checksum)
     session.add(event)
     return event
+
+
+@dataclass
+class ActivityQuery:
+    target_types: list[str] | None = None
+    actions: list[str] | None = None
+    actor_id: str | None = None
+    target_id: str | None = None
+    occurred_from: datetime | None = None
+    occurred_to: datetime | None = None
+    search: str | None = None
+
+
+def _conditions(query: ActivityQuery) -> list[Any]:
+    conditions: list[Any] = []
+    if query.target_types:
+        conditions.append(ActivityEvent.target_type.in_(query.target_types))
+    if query.actions:
+        # `agent.*` selects a family of actions
+        exact = [a for a in query.actions if not a.endswith("*")]
+        prefixes = [a[:-1] for a in query.actions if a.endswith("*")]
+        options = [ActivityEvent.action.in_(exact)] if exact else []
+        options += [ActivityEvent.action.startswith(p, autoescape=True) for p in prefixes]
+        conditions.append(sa.or_(*options))
+    if query.actor_id:
+        conditions.append(ActivityEvent.actor_id == query.actor_id)
+    if query.target_id:
+        conditions.append(ActivityEvent.target_id == query.target_id)
+    if query.occurred_from:
+        conditions.append(ActivityEvent.occurred_at >= query.occurred_from)
+    if query.occurred_to:
+        conditions.append(ActivityEvent.occurred_at < query.occurred_to)
+    if query.search:
+        pattern = f"%{query.search}%"
+        conditions.append(
+            sa.or_(
+                ActivityEvent.action.ilike(pattern, escape="\\"),
+                ActivityEvent.target_name.ilike(pattern, escape="\\"),
+                ActivityEvent.actor_name.ilike(pattern, escape="\\"),
+                ActivityEvent.actor_email.ilike(pattern, escape="\\"),
+                sa.cast(ActivityEvent.metadata_, sa.Text).ilike(pattern, escape="\\"),
+            )
+        )
+    return conditions
+
+
+def _escape_like(text: str) -> str:
+    return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+
+
+async def list_activity(
+    session: AsyncSession, query: ActivityQuery, *, limit: int, after: tuple[datetime, str] | None
+) -> list[ActivityEvent]:
+    """Newest first; keyset pagination on (occurred_at, id)."""
+    if query.search:
+        query.search = _escape_like(query.search)
+    stmt = select(ActivityEvent).where(*_conditions(query))
+    if after is not None:
+        stmt = stmt.where(sa.tuple_(ActivityEvent.occurred_at, ActivityEvent.id) < sa.tuple_(*after))
+    stmt = stmt.order_by(ActivityEvent.occurred_at.desc(), ActivityEvent.id.desc()).limit(limit)
+    return list((await session.exec(stmt)).all())

@@ -23,8 +23,21 @@ class SerializedSession:
     the database holds a per-request lock: statements interleave, one at a time, on one connection."""
 
     _LOCKED = frozenset(
-        {"execute", "exec", "get", "scalar", "scalars", "commit", "rollback", "flush", "delete", "refresh",
-         "merge", "close", "run_sync"}
+        {
+            "execute",
+            "exec",
+            "get",
+            "scalar",
+            "scalars",
+            "commit",
+            "rollback",
+            "flush",
+            "delete",
+            "refresh",
+            "merge",
+            "close",
+            "run_sync",
+        }
     )
 
     def __init__(self, session: AsyncSession) -> None:

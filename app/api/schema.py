@@ -16,6 +16,7 @@ from strawberry.extensions import (
 from strawberry.schema.config import StrawberryConfig
 from strawberry.types.execution import ExecutionContext
 
+from app.activity.schema import ActivityQuery
 from app.agents.schema import AgentsMutation, AgentsQuery
 from app.api.errors import ErrorCodes
 from app.api.scalars import DateTime
@@ -27,7 +28,7 @@ from app.settings import Settings
 
 
 @strawberry.type(description="Read operations.")
-class Query(OrgsQuery, AgentsQuery, AuditQuery, ComplianceQuery, BillingQuery):
+class Query(OrgsQuery, AgentsQuery, AuditQuery, ComplianceQuery, BillingQuery, ActivityQuery):
     pass
 
 

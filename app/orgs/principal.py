@@ -15,6 +15,9 @@ class Principal:
     user_id: str | None = None
     api_key_id: str | None = None
     role: str | None = None  # users only
+    # who, at the time (kept on activity events): the user's name and email, or the key's name and prefix
+    actor_name: str | None = None
+    actor_email: str | None = None
 
     @property
     def actor_id(self) -> str:

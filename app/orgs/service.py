@@ -82,7 +82,9 @@ async def register(
     session.add(org)
     await session.flush()
     session.add(user)
-    owner = Principal(kind="user", org_id=org.id, user_id=user.id, role=user.role)
+    owner = Principal(
+        kind="user", org_id=org.id, user_id=user.id, role=user.role, actor_name=user.name, actor_email=user.email
+    )
     record_activity(
         session,
         owner,
@@ -169,7 +171,9 @@ async def principal_from_token(session: AsyncSession, signer: TokenSigner, token
     user = (await session.exec(select(User).where(User.id == claims.user_id, User.org_id == claims.org_id))).first()
     if user is None:
         raise Unauthenticated("access token is invalid")
-    return Principal(kind="user", org_id=user.org_id, user_id=user.id, role=user.role)
+    return Principal(
+        kind="user", org_id=user.org_id, user_id=user.id, role=user.role, actor_name=user.name, actor_email=user.email
+    )
 
 
 async def principal_from_api_key(session: AsyncSession, secret: str) -> Principal:
@@ -184,7 +188,7 @@ async def principal_from_api_key(session: AsyncSession, secret: str) -> Principa
     if key.last_used_at is None or (now - key.last_used_at).total_seconds() > LAST_USED_RESOLUTION_SECONDS:
         key.last_used_at = now
         await session.commit()
-    return Principal(kind="api_key", org_id=key.org_id, api_key_id=key.id)
+    return Principal(kind="api_key", org_id=key.org_id, api_key_id=key.id, actor_name=f"{key.name} ({key.prefix}…)")
 
 
 async def get_user(session: AsyncSession, user_id: str) -> User:
