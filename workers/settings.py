@@ -10,6 +10,7 @@ from arq.worker import Worker
 from app.runtime.resources import ARQ_QUEUE, Runtime, arq_redis_settings
 from workers.audit import index_audit_search, seal_audit_trail, sweep_audit_search
 from workers.maintenance import record_heartbeat
+from workers.metrics import rollup_metrics, rollup_org_metrics
 
 FUNCTIONS: list[Any] = [
     record_heartbeat,
@@ -17,12 +18,15 @@ FUNCTIONS: list[Any] = [
     # no stored result: the job id is reused per time window, and a stored result would block the next
     func(index_audit_search, keep_result=0),
     sweep_audit_search,
+    rollup_metrics,
+    rollup_org_metrics,
 ]
 CRON_JOBS: list[Any] = [
     cron(record_heartbeat, second=0, run_at_startup=True),
     # unique: with several workers, one seals per minute (the advisory lock would serialise them anyway)
     cron(seal_audit_trail, second=30, unique=True, timeout=600),
     cron(sweep_audit_search, second=45, unique=True, timeout=600),
+    cron(rollup_metrics, second=15, unique=True, timeout=600),
 ]
 
 

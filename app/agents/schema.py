@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import strawberry
 from strawberry.types import Info
@@ -11,6 +11,29 @@ from strawberry.types import Info
 from app.agents import models, service
 from app.api.pagination import Connection, build_connection, decode_cursor, page_size
 from app.api.scalars import JSON
+from app.audit.schema import AuditLogConnection, AuditLogFilter, TraceConnection
+from app.compliance.schema import AlertConnection
+
+if TYPE_CHECKING:
+    from app.policies.schema import Policy
+
+
+@strawberry.type(description="Alerts of one severity.")
+class SeverityCount:
+    severity: str = strawberry.field(description="LOW, MEDIUM, HIGH or CRITICAL.")
+    count: int = strawberry.field(description="How many.")
+
+
+@strawberry.type(description="What an agent did over a window.")
+class AgentStats:
+    records: int = strawberry.field(description="Audit records.")
+    traces: int = strawberry.field(description="Distinct traces.")
+    errors: int = strawberry.field(description="Records with status ERROR.")
+    blocked: int = strawberry.field(description="Records with status BLOCKED.")
+    error_rate: float = strawberry.field(description="errors / records (0 when there are none).")
+    duration_p50: float | None = strawberry.field(description="Median duration in milliseconds.")
+    duration_p95: float | None = strawberry.field(description="95th percentile duration in milliseconds.")
+    alerts_by_severity: list[SeverityCount] = strawberry.field(description="Alerts raised, by severity.")
 
 
 @strawberry.type(
@@ -33,6 +56,80 @@ class Agent:
         description="When the last audit record naming this agent arrived; null before the first."
     )
     is_deleted: bool = strawberry.field(description="True once deleted: its records remain, but it takes no new ones.")
+
+    @strawberry.field(description="This agent's audit records, newest first.")
+    async def audit_logs(
+        self,
+        info: Info,
+        filter: Annotated[
+            AuditLogFilter | None, strawberry.argument(description="More conditions (the agent is fixed).")
+        ] = None,
+        first: Annotated[int | None, strawberry.argument(description="Page size, at most 500.")] = None,
+        after: Annotated[str | None, strawberry.argument(description="Cursor of the previous page.")] = None,
+    ) -> AuditLogConnection:
+        from app.audit.schema import audit_log_page
+        from app.audit.service import AuditLogQuery
+
+        query = filter.to_query() if filter is not None else AuditLogQuery()
+        query.agent_ids = [str(self.id)]
+        return await audit_log_page(info, query, first, after)
+
+    @strawberry.field(description="Traces this agent took part in, newest first.")
+    async def traces(
+        self,
+        info: Info,
+        first: Annotated[int | None, strawberry.argument(description="Page size, at most 500.")] = None,
+        after: Annotated[str | None, strawberry.argument(description="Cursor of the previous page.")] = None,
+    ) -> TraceConnection:
+        from app.audit.schema import trace_page
+        from app.audit.service import TraceQuery
+
+        return await trace_page(info, TraceQuery(agent_ids=[str(self.id)]), first, after)
+
+    @strawberry.field(description="Alerts raised by this agent's records, newest first.")
+    async def alerts(
+        self,
+        info: Info,
+        resolved: Annotated[bool | None, strawberry.argument(description="Only resolved or open ones.")] = None,
+        first: Annotated[int | None, strawberry.argument(description="Page size, at most 500.")] = None,
+        after: Annotated[str | None, strawberry.argument(description="Cursor of the previous page.")] = None,
+    ) -> AlertConnection:
+        from app.compliance.schema import alert_page
+        from app.compliance.service import AlertQuery
+
+        return await alert_page(info, AlertQuery(agent_ids=[str(self.id)], resolved=resolved), first, after)
+
+    @strawberry.field(description="Activity figures over a window (computed in SQL).")
+    async def stats(
+        self,
+        info: Info,
+        from_: Annotated[datetime | None, strawberry.argument(name="from", description="Records from.")] = None,
+        to: Annotated[datetime | None, strawberry.argument(description="Records before.")] = None,
+    ) -> AgentStats:
+        from app.audit.service import agent_stats
+        from app.compliance.service import alert_counts_by_severity
+
+        session = await info.context.db()
+        figures = await agent_stats(session, str(self.id), occurred_from=from_, occurred_to=to)
+        severities = await alert_counts_by_severity(session, str(self.id), created_from=from_, created_to=to)
+        return AgentStats(
+            records=figures.records,
+            traces=figures.traces,
+            errors=figures.errors,
+            blocked=figures.blocked,
+            error_rate=figures.errors / figures.records if figures.records else 0.0,
+            duration_p50=figures.duration_p50,
+            duration_p95=figures.duration_p95,
+            alerts_by_severity=[SeverityCount(severity=k, count=v) for k, v in severities.items()],
+        )
+
+    @strawberry.field(description="Policies attached to this agent; their current versions check its records.")
+    async def policies(self, info: Info) -> list[Annotated[Policy, strawberry.lazy("app.policies.schema")]]:
+        from app.policies import service as policies
+        from app.policies.schema import Policy
+
+        attached = await policies.policies_of(await info.context.db(), [str(self.id)])
+        return [Policy.of(p) for p in attached[str(self.id)]]
 
     @classmethod
     def from_model(cls, agent: models.Agent) -> Agent:
@@ -58,6 +155,9 @@ class AgentFilter:
         default=None, description="Case-insensitive substring of the name or the description."
     )
     include_deleted: bool = strawberry.field(default=False, description="Include deleted agents too.")
+    has_open_alerts: bool | None = strawberry.field(
+        default=None, description="Only agents with unresolved alerts (true) or without (false)."
+    )
 
 
 @strawberry.input(description="A new agent.")
@@ -105,10 +205,16 @@ class AgentsQuery:
             session,
             search=filter.search,
             include_deleted=filter.include_deleted,
+            has_open_alerts=filter.has_open_alerts,
             limit=limit + 1,
             after=(cursor[0], cursor[1]) if cursor else None,
         )
-        total = await service.count_agents(session, search=filter.search, include_deleted=filter.include_deleted)
+        total = await service.count_agents(
+            session,
+            search=filter.search,
+            include_deleted=filter.include_deleted,
+            has_open_alerts=filter.has_open_alerts,
+        )
         return build_connection(
             rows,
             limit=limit,

@@ -318,7 +318,12 @@ async def get_agent(session: AsyncSession, agent_id: str, *, include_deleted: bo
     return agent
 
 
-def _filtered(query: Any, *, search: str | None, include_deleted: bool) -> Any:
+def _filtered(query: Any, *, search: str | None, include_deleted: bool, has_open_alerts: bool | None = None) -> Any:
+    if has_open_alerts is not None:
+        from app.compliance.service import agent_has_open_alerts
+
+        condition = agent_has_open_alerts(Agent.id)
+        query = query.where(condition if has_open_alerts else sa.not_(condition))
     if not include_deleted:
         query = query.where(Agent.deleted_at.is_(None))
     if search is not None and search.strip():
@@ -335,12 +340,13 @@ async def list_agents(
     *,
     search: str | None = None,
     include_deleted: bool = False,
+    has_open_alerts: bool | None = None,
     limit: int,
     after: tuple[datetime, str] | None = None,
 ) -> list[Agent]:
     """Newest first. `search` is a case-insensitive substring of the name or the description;
     `after` is the (created_at, id) of the last row of the previous page."""
-    query = _filtered(select(Agent), search=search, include_deleted=include_deleted)
+    query = _filtered(select(Agent), search=search, include_deleted=include_deleted, has_open_alerts=has_open_alerts)
     if after is not None:
         created_at, agent_id = after
         query = query.where(sa.tuple_(Agent.created_at, Agent.id) < sa.tuple_(created_at, agent_id))
@@ -348,8 +354,16 @@ async def list_agents(
     return list((await session.exec(query)).all())
 
 
-async def count_agents(session: AsyncSession, *, search: str | None = None, include_deleted: bool = False) -> int:
-    query = _filtered(select(sa.func.count(Agent.id)), search=search, include_deleted=include_deleted)
+async def count_agents(
+    session: AsyncSession,
+    *,
+    search: str | None = None,
+    include_deleted: bool = False,
+    has_open_alerts: bool | None = None,
+) -> int:
+    query = _filtered(
+        select(sa.func.count(Agent.id)), search=search, include_deleted=include_deleted, has_open_alerts=has_open_alerts
+    )
     return int((await session.exec(query)).one())
 
 

@@ -23,17 +23,21 @@ from app.api.scalars import DateTime
 from app.audit.schema import AuditMutation, AuditQuery, AuditSubscription
 from app.billing.schema import BillingMutation, BillingQuery
 from app.compliance.schema import ComplianceMutation, ComplianceQuery, ComplianceSubscription
+from app.metrics.schema import MetricsQuery
 from app.orgs.schema import OrgsMutation, OrgsQuery
+from app.policies.schema import PoliciesMutation, PoliciesQuery
 from app.settings import Settings
 
 
 @strawberry.type(description="Read operations.")
-class Query(OrgsQuery, AgentsQuery, AuditQuery, ComplianceQuery, BillingQuery, ActivityQuery):
+class Query(
+    OrgsQuery, AgentsQuery, AuditQuery, ComplianceQuery, BillingQuery, ActivityQuery, MetricsQuery, PoliciesQuery
+):
     pass
 
 
 @strawberry.type(description="Write operations.")
-class Mutation(OrgsMutation, AgentsMutation, AuditMutation, ComplianceMutation, BillingMutation):
+class Mutation(OrgsMutation, AgentsMutation, AuditMutation, ComplianceMutation, BillingMutation, PoliciesMutation):
     pass
 
 

@@ -299,6 +299,42 @@ class TraceFilter:
     status: SpanStatus | None = strawberry.field(default=None, description="Rolled-up status.")
     has_alerts: bool | None = strawberry.field(default=None, description="Only traces with alerts (or without).")
 
+    def to_query(self) -> service.TraceQuery:
+        return service.TraceQuery(
+            agent_ids=[str(a) for a in self.agent_id] if self.agent_id else None,
+            started_from=self.from_,
+            started_to=self.to,
+            status=self.status.value if self.status else None,
+            has_alerts=self.has_alerts,
+        )
+
+
+async def audit_log_page(
+    info: Info, query: service.AuditLogQuery, first: int | None, after: str | None
+) -> AuditLogConnection:
+    """One page of audit records (shared by `auditLogs` and `Agent.auditLogs`)."""
+    limit = page_size(first)
+    cursor = decode_cursor(after, (datetime, str))
+    records = await service.list_records(
+        await info.context.db(), query, limit=limit + 1, after=tuple(cursor) if cursor else None
+    )
+    return build_connection(records, limit=limit, to_node=AuditLog.of, sort_key=lambda r: (r.occurred_at, r.id))
+
+
+async def trace_page(info: Info, query: service.TraceQuery, first: int | None, after: str | None) -> TraceConnection:
+    """One page of trace summaries (shared by `traces` and `Agent.traces`)."""
+    limit = page_size(first)
+    cursor = decode_cursor(after, (datetime, str))
+    summaries = await service.list_traces(
+        await info.context.db(), query, limit=limit + 1, after=tuple(cursor) if cursor else None
+    )
+    return build_connection(
+        summaries,
+        limit=limit,
+        to_node=lambda s: Trace(trace_id=s.trace_id, summary=s),
+        sort_key=lambda s: (s.started_at, s.trace_id),
+    )
+
 
 @strawberry.input(description="An action an agent took. Only `action` is required.")
 class AuditLogInput:
@@ -360,18 +396,7 @@ class AuditQuery:
         first: Annotated[int | None, strawberry.argument(description="Page size, at most 500.")] = None,
         after: Annotated[str | None, strawberry.argument(description="Cursor of the previous page.")] = None,
     ) -> AuditLogConnection:
-        limit = page_size(first)
-        cursor = decode_cursor(after, (datetime, str))
-        query = (filter or AuditLogFilter()).to_query()
-        records = await service.list_records(
-            await info.context.db(), query, limit=limit + 1, after=tuple(cursor) if cursor else None
-        )
-        return build_connection(
-            records,
-            limit=limit,
-            to_node=lambda r: AuditLog.of(r),
-            sort_key=lambda r: (r.occurred_at, r.id),
-        )
+        return await audit_log_page(info, (filter or AuditLogFilter()).to_query(), first, after)
 
     @strawberry.field(description="One audit record; null when it does not exist in your organisation.")
     async def audit_log(
@@ -418,25 +443,7 @@ class AuditQuery:
         first: Annotated[int | None, strawberry.argument(description="Page size, at most 500.")] = None,
         after: Annotated[str | None, strawberry.argument(description="Cursor of the previous page.")] = None,
     ) -> TraceConnection:
-        limit = page_size(first)
-        cursor = decode_cursor(after, (datetime, str))
-        f = filter or TraceFilter()
-        query = service.TraceQuery(
-            agent_ids=[str(a) for a in f.agent_id] if f.agent_id else None,
-            started_from=f.from_,
-            started_to=f.to,
-            status=f.status.value if f.status else None,
-            has_alerts=f.has_alerts,
-        )
-        summaries = await service.list_traces(
-            await info.context.db(), query, limit=limit + 1, after=tuple(cursor) if cursor else None
-        )
-        return build_connection(
-            summaries,
-            limit=limit,
-            to_node=lambda s: Trace(trace_id=s.trace_id, summary=s),
-            sort_key=lambda s: (s.started_at, s.trace_id),
-        )
+        return await trace_page(info, (filter or TraceFilter()).to_query(), first, after)
 
 
 async def _ingest(info: Info, raws: list[dict[str, Any]], *, batch: bool) -> list[AuditRecord]:

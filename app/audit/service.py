@@ -454,3 +454,34 @@ async def list_traces(
         stmt = stmt.having(sa.and_(*having))
     stmt = stmt.order_by(started.desc(), AuditLog.trace_id.desc()).limit(limit)
     return [TraceSummary(**row._mapping) for row in (await session.execute(stmt)).all()]
+
+
+@dataclass(slots=True)
+class ActivityStats:
+    records: int
+    traces: int
+    errors: int
+    blocked: int
+    duration_p50: float | None
+    duration_p95: float | None
+
+
+async def agent_stats(
+    session: AsyncSession, agent_id: str, *, occurred_from: datetime | None, occurred_to: datetime | None
+) -> ActivityStats:
+    """Counts and duration percentiles of one agent's records, in SQL."""
+    conditions = [AuditLog.agent_id == agent_id]
+    if occurred_from:
+        conditions.append(AuditLog.occurred_at >= occurred_from)
+    if occurred_to:
+        conditions.append(AuditLog.occurred_at < occurred_to)
+    stmt = sa.select(
+        sa.func.count(),
+        sa.func.count(sa.distinct(AuditLog.trace_id)),
+        sa.func.count().filter(AuditLog.status == "error"),
+        sa.func.count().filter(AuditLog.status == "blocked"),
+        sa.func.percentile_cont(0.5).within_group(AuditLog.duration_ms),
+        sa.func.percentile_cont(0.95).within_group(AuditLog.duration_ms),
+    ).where(*conditions)
+    row = (await session.execute(stmt)).one()
+    return ActivityStats(*row)

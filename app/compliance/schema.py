@@ -273,6 +273,16 @@ class ComplianceRuleInput:
 AlertConnection = Connection[Alert]
 
 
+async def alert_page(info: Info, query: service.AlertQuery, first: int | None, after: str | None) -> AlertConnection:
+    """One page of alerts, newest first (shared by `alerts` and `Agent.alerts`)."""
+    limit = page_size(first)
+    cursor = decode_cursor(after, (int,))
+    rows = await service.list_alerts(
+        await info.context.db(), query, limit=limit + 1, before_seq=cursor[0] if cursor else None
+    )
+    return build_connection(rows, limit=limit, to_node=Alert.from_model, sort_key=service.alert_cursor_values)
+
+
 @strawberry.type
 class ComplianceQuery:
     @strawberry.field(description="The organisation's compliance rules, oldest first.")
@@ -302,15 +312,7 @@ class ComplianceQuery:
         first: Annotated[int | None, strawberry.argument(description="Page size, at most 500.")] = None,
         after: Annotated[str | None, strawberry.argument(description="Cursor of the previous page.")] = None,
     ) -> AlertConnection:
-        limit = page_size(first)
-        cursor = decode_cursor(after, (int,))
-        rows = await service.list_alerts(
-            await info.context.db(),
-            (filter or AlertFilter()).to_query(),
-            limit=limit + 1,
-            before_seq=cursor[0] if cursor else None,
-        )
-        return build_connection(rows, limit=limit, to_node=Alert.from_model, sort_key=service.alert_cursor_values)
+        return await alert_page(info, (filter or AlertFilter()).to_query(), first, after)
 
     @strawberry.field(description="One alert; null when it does not exist in your organisation.")
     async def alert(

@@ -268,23 +268,27 @@ async def uninstall_pack(session: AsyncSession, principal: Principal, pack_id: s
 
 # --- compiled rule sets: cached per process, invalidated through Redis ------------------------
 class RuleCache:
-    def __init__(self) -> None:
-        self._entries: dict[str, tuple[float, RuleSet]] = {}
+    """Compiled rule sets per (organisation, agent): the organisation's rules plus those of the current
+    version of every policy attached to the agent (agent None: the organisation's rules alone)."""
 
-    def get(self, org_id: str) -> RuleSet | None:
-        entry = self._entries.get(org_id)
+    def __init__(self) -> None:
+        self._entries: dict[tuple[str, str | None], tuple[float, RuleSet]] = {}
+
+    def get(self, org_id: str, agent_id: str | None = None) -> RuleSet | None:
+        entry = self._entries.get((org_id, agent_id))
         if entry is None or time.monotonic() - entry[0] > CACHE_TTL_SECONDS:
             return None
         return entry[1]
 
-    def put(self, org_id: str, ruleset: RuleSet) -> None:
-        self._entries[org_id] = (time.monotonic(), ruleset)
+    def put(self, org_id: str, ruleset: RuleSet, agent_id: str | None = None) -> None:
+        self._entries[(org_id, agent_id)] = (time.monotonic(), ruleset)
 
     def invalidate(self, org_id: str | None = None) -> None:
         if org_id is None:
             self._entries.clear()
         else:
-            self._entries.pop(org_id, None)
+            for key in [k for k in self._entries if k[0] == org_id]:
+                del self._entries[key]
 
 
 RULES = RuleCache()
@@ -298,6 +302,30 @@ async def organisation_rules(session: AsyncSession, org_id: str) -> RuleSet:
     ruleset = compile_rules(rule_spec(r) for r in rules)
     RULES.put(org_id, ruleset)
     return ruleset
+
+
+async def rules_for_agents(session: AsyncSession, org_id: str, agent_ids: set[str]) -> dict[str | None, RuleSet]:
+    """The rule set for each agent of a batch (None: records without an agent). One query for the
+    attached policies of all agents not cached yet."""
+    from app.policies.service import current_rules_for_agents
+
+    base = await organisation_rules(session, org_id)
+    out: dict[str | None, RuleSet] = {None: base}
+    missing = []
+    for agent_id in agent_ids:
+        cached = RULES.get(org_id, agent_id)
+        if cached is None:
+            missing.append(agent_id)
+        else:
+            out[agent_id] = cached
+    if missing:
+        policy_rules = await current_rules_for_agents(session, missing)
+        for agent_id in missing:
+            extra = policy_rules.get(agent_id) or []
+            ruleset = compile_rules([*base.rules, *extra]) if extra else base
+            RULES.put(org_id, ruleset, agent_id)
+            out[agent_id] = ruleset
+    return out
 
 
 async def announce_rules_changed(broadcaster: Broadcaster, org_id: str) -> None:
@@ -336,12 +364,12 @@ async def assess(session: AsyncSession, rows: Sequence[dict[str, Any]]) -> list[
     inside its transaction, before the checksums are computed."""
     org_id = session_org(session)
     assert org_id
-    ruleset = await organisation_rules(session, org_id)
-    if ruleset.empty:
+    rulesets = await rules_for_agents(session, org_id, {row["agent_id"] for row in rows if row["agent_id"]})
+    if all(r.empty for r in rulesets.values()):
         return []
     drafts: list[AlertDraft] = []
     for index, row in enumerate(rows):
-        findings = evaluate(ruleset, row)
+        findings = evaluate(rulesets[row["agent_id"]], row)
         for finding in findings:
             drafts.append(AlertDraft(index, finding))
             if finding.rule.action == "block":
@@ -570,3 +598,21 @@ def has_alerts_condition(record_id: Any) -> Any:
 
 def alert_cursor_values(alert: Alert) -> list[Any]:
     return [alert.seq]
+
+
+async def alert_counts_by_severity(
+    session: AsyncSession, agent_id: str, *, created_from: datetime | None, created_to: datetime | None
+) -> dict[str, int]:
+    conditions = [Alert.agent_id == agent_id]
+    if created_from:
+        conditions.append(Alert.created_at >= created_from)
+    if created_to:
+        conditions.append(Alert.created_at < created_to)
+    stmt = sa.select(Alert.severity, sa.func.count()).where(*conditions).group_by(Alert.severity)
+    counts = {severity: int(n) for severity, n in (await session.execute(stmt)).all()}
+    return {severity: counts.get(severity, 0) for severity in SEVERITIES}
+
+
+def agent_has_open_alerts(agent_id: Any) -> Any:
+    """SQL condition: the agent with id `agent_id` has at least one unresolved alert."""
+    return sa.exists().where(Alert.agent_id == agent_id, Alert.resolved_at.is_(None))

@@ -1,0 +1,116 @@
+"""GraphQL types and the `metrics` query: counts, errors, tokens and latency percentiles over time."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from enum import Enum
+from typing import Annotated
+
+import strawberry
+from strawberry.types import Info
+
+from app.audit.schema import SpanStatus
+from app.metrics import service
+
+
+@strawberry.enum(description="What metric buckets are split by.")
+class MetricDimension(Enum):
+    AGENT = "agent"
+    ACTION = "action"
+    STATUS = "status"
+    GOVERNANCE_STATUS = "governance_status"
+    HOUR = "hour"
+    DAY = "day"
+
+
+@strawberry.input(description="Which records count. All conditions must hold.")
+class MetricFilter:
+    agent_id: list[strawberry.ID] | None = strawberry.field(default=None, description="Any of these agents.")
+    action: list[str] | None = strawberry.field(default=None, description="Any of these actions.")
+    status: list[SpanStatus] | None = strawberry.field(default=None, description="Any of these outcomes.")
+    governance_status: list[str] | None = strawberry.field(
+        default=None, description="Any of these governance decisions."
+    )
+
+
+@strawberry.type(description="The values of the dimensions a bucket is split by; null when not grouped by it.")
+class MetricDimensions:
+    agent_id: strawberry.ID | None = strawberry.field(description="The agent (null also for records without one).")
+    action: str | None = strawberry.field(description="The action.")
+    status: SpanStatus | None = strawberry.field(description="The outcome.")
+    governance_status: str | None = strawberry.field(
+        description="The governance decision (null also for records without one)."
+    )
+
+
+@strawberry.type(description="Aggregates of the audit records of one bucket.")
+class MetricBucket:
+    start: datetime = strawberry.field(
+        description="Start of the bucket's hour or day (UTC) when grouped by HOUR or DAY, else `from`."
+    )
+    dimensions: MetricDimensions = strawberry.field(description="What this bucket is.")
+    count: int = strawberry.field(description="Number of records.")
+    errors: int = strawberry.field(description="Records with status ERROR.")
+    blocked: int = strawberry.field(description="Records with status BLOCKED.")
+    alerts: int = strawberry.field(description="Alerts the records raised.")
+    tokens: float = strawberry.field(description="Sum of the numeric `metadata.tokens` of the records.")
+    duration_p50: float | None = strawberry.field(
+        description="Median duration in ms (from ~9 % wide histogram buckets); null without durations."
+    )
+    duration_p95: float | None = strawberry.field(description="95th percentile duration in ms; null without durations.")
+
+    @classmethod
+    def of(cls, row: service.MetricRow) -> MetricBucket:
+        return cls(
+            start=row.start,
+            dimensions=MetricDimensions(
+                agent_id=strawberry.ID(row.agent_id) if row.agent_id else None,
+                action=row.action,
+                status=SpanStatus(row.status) if row.status else None,
+                governance_status=row.governance_status,
+            ),
+            count=row.count,
+            errors=row.errors,
+            blocked=row.blocked,
+            alerts=row.alerts,
+            tokens=row.tokens,
+            duration_p50=row.percentile(0.5),
+            duration_p95=row.percentile(0.95),
+        )
+
+
+@strawberry.type
+class MetricsQuery:
+    @strawberry.field(
+        description=(
+            "Aggregates of the organisation's audit records in [from, to), by occurrence time. Complete hours "
+            "come from hourly rollups, the rest (including the newest minute) from the records themselves. "
+            "API keys and users."
+        )
+    )
+    async def metrics(
+        self,
+        info: Info,
+        from_: Annotated[datetime, strawberry.argument(name="from", description="Start (inclusive).")],
+        to: Annotated[
+            datetime | None, strawberry.argument(description="End (exclusive; default now). At most 400 days.")
+        ] = None,
+        group_by: Annotated[
+            list[MetricDimension] | None,
+            strawberry.argument(description="Split buckets by these; at most one of HOUR and DAY. None: one bucket."),
+        ] = None,
+        filter: Annotated[MetricFilter | None, strawberry.argument(description="Which records count.")] = None,
+    ) -> list[MetricBucket]:
+        await info.context.principal()
+        f = filter or MetricFilter()
+        query = service.MetricsQuery(
+            start=from_,
+            end=to,
+            group_by=[d.value for d in group_by or []],
+            agent_ids=[str(a) for a in f.agent_id] if f.agent_id is not None else None,
+            actions=f.action,
+            statuses=[s.value for s in f.status] if f.status is not None else None,
+            governance_statuses=f.governance_status,
+        )
+        rows = await service.metrics(await info.context.db(), query)
+        return [MetricBucket.of(r) for r in rows]

@@ -1,0 +1,1 @@
+"""Policies: named, versioned rule sets attached to agents."""
