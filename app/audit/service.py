@@ -485,3 +485,42 @@ async def agent_stats(
     ).where(*conditions)
     row = (await session.execute(stmt)).one()
     return ActivityStats(*row)
+
+
+@dataclass(slots=True)
+class RecordCounts:
+    total: int
+    blocked: int
+    by_day: dict[Any, int]
+    by_agent: dict[str | None, int]
+
+
+async def record_counts(
+    session: AsyncSession, *, occurred_from: datetime, occurred_to: datetime, agent_ids: list[str] | None = None
+) -> RecordCounts:
+    """Records in a window, blocked ones, per UTC day and per agent: two GROUP BY queries over the index."""
+    conditions = [AuditLog.occurred_at >= occurred_from, AuditLog.occurred_at < occurred_to]
+    if agent_ids is not None:
+        conditions.append(AuditLog.agent_id.in_(agent_ids))
+    day = sa.func.date_trunc("day", AuditLog.occurred_at, "UTC").label("day")
+    # one scan for both breakdowns
+    stmt = (
+        sa.select(
+            day,
+            AuditLog.agent_id,
+            sa.func.count(),
+            sa.func.count().filter(AuditLog.governance_status == "blocked"),
+            sa.func.grouping(day),
+        )
+        .where(*conditions)
+        .group_by(sa.func.grouping_sets(sa.tuple_(day), sa.tuple_(AuditLog.agent_id)))
+    )
+    rows = (await session.execute(stmt)).all()
+    by_day_rows = [(r[0], r[2], r[3]) for r in rows if r[4] == 0]
+    by_agent_rows = [(r[1], r[2]) for r in rows if r[4] == 1]
+    return RecordCounts(
+        total=sum(int(r[1]) for r in by_day_rows),
+        blocked=sum(int(r[2]) for r in by_day_rows),
+        by_day={r[0].date(): int(r[1]) for r in by_day_rows},
+        by_agent={r[0]: int(r[1]) for r in by_agent_rows},
+    )

@@ -616,3 +616,43 @@ async def alert_counts_by_severity(
 def agent_has_open_alerts(agent_id: Any) -> Any:
     """SQL condition: the agent with id `agent_id` has at least one unresolved alert."""
     return sa.exists().where(Alert.agent_id == agent_id, Alert.resolved_at.is_(None))
+
+
+@dataclass
+class AlertBreakdown:
+    total: int
+    records_with_alerts: int
+    by_rule: list[tuple[str, str, int]]  # rule id, rule name, count
+    by_severity: dict[str, int]
+    by_agent: dict[str | None, int]
+    by_version: list[tuple[str | None, int | None, int]]  # policy id, version, count
+    by_day: dict[Any, int]
+
+
+async def alert_breakdown(
+    session: AsyncSession, *, created_from: datetime, created_to: datetime, policy_id: str | None = None
+) -> AlertBreakdown:
+    """Alerts in a window grouped every way analytics needs, each a GROUP BY in SQL."""
+    conditions = [Alert.created_at >= created_from, Alert.created_at < created_to]
+    if policy_id is not None:
+        conditions.append(Alert.policy_id == policy_id)
+
+    async def grouped(*columns: Any) -> list[Any]:
+        stmt = sa.select(*columns, sa.func.count()).where(*conditions).group_by(*columns)
+        return list((await session.execute(stmt)).all())
+
+    totals = (
+        await session.execute(
+            sa.select(sa.func.count(), sa.func.count(sa.distinct(Alert.audit_log_id))).where(*conditions)
+        )
+    ).one()
+    day = sa.func.date_trunc("day", Alert.created_at, "UTC")
+    return AlertBreakdown(
+        total=int(totals[0]),
+        records_with_alerts=int(totals[1]),
+        by_rule=[(r[0], r[1], int(r[2])) for r in await grouped(Alert.rule_id, Alert.rule_name)],
+        by_severity={r[0]: int(r[1]) for r in await grouped(Alert.severity)},
+        by_agent={r[0]: int(r[1]) for r in await grouped(Alert.agent_id)},
+        by_version=[(r[0], r[1], int(r[2])) for r in await grouped(Alert.policy_id, Alert.policy_version)],
+        by_day={r[0].date(): int(r[1]) for r in await grouped(day)},
+    )

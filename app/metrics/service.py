@@ -332,7 +332,11 @@ def _metrics_sql(query: MetricsQuery, params: dict[str, Any]) -> str:
         {raw_from} AND a.occurred_at >= GREATEST(CAST(:start AS timestamptz), :a, (SELECT s1 FROM st))
             AND a.occurred_at < :end
         UNION ALL
-        {raw_from} AND a.seq > (SELECT seq FROM st) AND a.occurred_at >= :a AND a.occurred_at < (SELECT s1 FROM st)
+        SELECT late.* FROM (
+            -- a fence, so these few rows are read through (org_id, seq); the upper bound only tells the
+            -- planner that the range is narrow (an open `seq > x` is guessed at a third of the table)
+            {raw_from} AND a.seq BETWEEN (SELECT seq FROM st) + 1 AND {2**63 - 1} OFFSET 0
+        ) late WHERE late.occurred_at >= :a AND late.occurred_at < (SELECT s1 FROM st)
     ) s
     {raw_group}
     """  # noqa: S608
@@ -349,6 +353,8 @@ async def metrics(session: AsyncSession, query: MetricsQuery, *, now: datetime |
         "b": floor_hour(end),
     }
     sql = _metrics_sql(query, params)
+    # JIT compilation costs more than this statement runs; planners' guesses on big tables can trigger it
+    await session.execute(sa.text("SET LOCAL jit = off"))
     merged: dict[tuple[Any, ...], MetricRow] = {}
     for row in (await session.execute(sa.text(sql), params)).all():
         t, agent_id, action, status, gov, count, errors, blocked, alerts, tokens, d_count, d_sum, d_min, d_max, b = row

@@ -13,6 +13,7 @@ from app.api.scalars import JSON
 from app.compliance import service as compliance
 from app.compliance.schema import RecordField, RuleAction, RuleKind, Severity
 from app.errors import AppError
+from app.policies import analytics as policy_analytics
 from app.policies import models, service
 
 if TYPE_CHECKING:
@@ -160,6 +161,18 @@ class Policy:
         )
         return build_connection(rows, limit=limit, to_node=PolicyVersion.of, sort_key=lambda v: [v.number])
 
+    @strawberry.field(description="This policy's alerts against the records of the agents it is attached to.")
+    async def analytics(
+        self,
+        info: Info,
+        from_: Annotated[datetime | None, strawberry.argument(name="from", description="Default: 30 days ago.")] = None,
+        to: Annotated[datetime | None, strawberry.argument(description="Default: now.")] = None,
+    ) -> PolicyAnalytics:
+        result = await policy_analytics.analytics(
+            await info.context.db(), occurred_from=from_, occurred_to=to, policy_id=self.row.id
+        )
+        return PolicyAnalytics.of(result)
+
     @strawberry.field(description="Agents it is attached to.")
     async def agents(self, info: Info) -> list[Annotated[Agent, strawberry.lazy("app.agents.schema")]]:
         from app.agents.loaders import agent_loader
@@ -171,6 +184,64 @@ class Policy:
 
 
 PolicyConnection = Connection[Policy]
+
+
+@strawberry.type(description="Violations of one rule.")
+class RuleViolations:
+    rule_id: str = strawberry.field(description="The rule (an organisation rule, or a rule of a policy version).")
+    rule_name: str = strawberry.field(description="Its name when it fired.")
+    count: int = strawberry.field(description="Alerts it raised.")
+
+
+@strawberry.type(description="A count for one value of a dimension.")
+class DimensionCount:
+    key: str | None = strawberry.field(description="The value (severity, agent id …); null for records without one.")
+    count: int = strawberry.field(description="How many.")
+
+
+@strawberry.type(description="Violations raised under one policy version.")
+class VersionViolations:
+    policy_id: str | None = strawberry.field(description="The policy; null for organisation rules.")
+    version: int | None = strawberry.field(description="The version number.")
+    count: int = strawberry.field(description="Alerts raised.")
+
+
+@strawberry.type(description="One UTC day.")
+class DailyCount:
+    day: str = strawberry.field(description="YYYY-MM-DD (UTC).")
+    records: int = strawberry.field(description="Records evaluated.")
+    violations: int = strawberry.field(description="Alerts raised.")
+
+
+@strawberry.type(description="How records fared against the rules over a window (computed in SQL).")
+class PolicyAnalytics:
+    from_: datetime = strawberry.field(name="from", description="Window start.")
+    to: datetime = strawberry.field(description="Window end.")
+    records_evaluated: int = strawberry.field(description="Records in the window.")
+    violations: int = strawberry.field(description="Alerts raised in the window.")
+    violation_rate: float = strawberry.field(description="Records with at least one alert / records evaluated.")
+    block_rate: float = strawberry.field(description="Blocked records / records evaluated.")
+    by_rule: list[RuleViolations] = strawberry.field(description="Alerts per rule, most first.")
+    by_severity: list[DimensionCount] = strawberry.field(description="Alerts per severity.")
+    by_agent: list[DimensionCount] = strawberry.field(description="Alerts per agent.")
+    by_version: list[VersionViolations] = strawberry.field(description="Alerts per policy version.")
+    daily: list[DailyCount] = strawberry.field(description="Per UTC day.")
+
+    @classmethod
+    def of(cls, result: policy_analytics.Analytics) -> PolicyAnalytics:
+        return cls(
+            from_=result.occurred_from,
+            to=result.occurred_to,
+            records_evaluated=result.records_evaluated,
+            violations=result.violations,
+            violation_rate=result.violation_rate,
+            block_rate=result.block_rate,
+            by_rule=[RuleViolations(rule_id=r, rule_name=n, count=c) for r, n, c in result.by_rule],
+            by_severity=[DimensionCount(key=k, count=v) for k, v in sorted(result.by_severity.items())],
+            by_agent=[DimensionCount(key=k, count=v) for k, v in result.by_agent.items()],
+            by_version=[VersionViolations(policy_id=p, version=v, count=c) for p, v, c in result.by_version],
+            daily=[DailyCount(day=d.isoformat(), records=r, violations=v) for d, r, v in result.daily],
+        )
 
 
 @strawberry.input(description="A rule of a policy version.")
@@ -225,6 +296,16 @@ class PoliciesQuery:
             await info.context.db(), limit=limit + 1, after=tuple(cursor) if cursor else None
         )
         return build_connection(rows, limit=limit, to_node=Policy.of, sort_key=lambda p: (p.created_at, p.id))
+
+    @strawberry.field(description="Organisation-wide: records evaluated, violations, rates and breakdowns.")
+    async def policy_analytics(
+        self,
+        info: Info,
+        from_: Annotated[datetime | None, strawberry.argument(name="from", description="Default: 30 days ago.")] = None,
+        to: Annotated[datetime | None, strawberry.argument(description="Default: now.")] = None,
+    ) -> PolicyAnalytics:
+        result = await policy_analytics.analytics(await info.context.db(), occurred_from=from_, occurred_to=to)
+        return PolicyAnalytics.of(result)
 
     @strawberry.field(description="One policy; null when it does not exist in your organisation.")
     async def policy(

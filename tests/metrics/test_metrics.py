@@ -321,3 +321,18 @@ async def test_histogram_buckets_and_percentiles(runtime):
     p50 = histogram.percentile(counts, 0.5, minimum=10.0, maximum=40.0)
     assert 20.0 / 1.2 <= p50 <= 20.0 * 1.2
     assert histogram.percentile(counts, 0.99, minimum=10.0, maximum=40.0) <= 40.0
+
+
+async def test_cron_job_rolls_up_every_organisation_in_a_real_worker(client, runtime):
+    from workers.settings import CRON_JOBS, run_worker
+
+    assert any(c.name == "cron:rollup_metrics" for c in CRON_JOBS)
+    a = await register(client, org="A")
+    b = await register(client, org="B")
+    old = _hour_now() - timedelta(hours=2)
+    await _log_events(client, a, [{"action": "x", "occurredAt": _iso(old)}])
+    await _log_events(client, b, [{"action": "y", "occurredAt": _iso(old - timedelta(hours=1))}])
+    job = await runtime.queue.enqueue_job("rollup_metrics")
+    await run_worker(runtime, burst=True)
+    assert await job.result(timeout=30) == 2  # one hour in each organisation
+    assert sorted((r[0], r[3]) for r in await _rollup_rows(runtime)) == sorted([(a.org_id, "x"), (b.org_id, "y")])
