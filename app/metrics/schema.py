@@ -29,7 +29,7 @@ class MetricFilter:
     action: list[str] | None = strawberry.field(default=None, description="Any of these actions.")
     status: list[SpanStatus] | None = strawberry.field(default=None, description="Any of these outcomes.")
     governance_status: list[str] | None = strawberry.field(
-        default=None, description="Any of these governance decisions."
+        default=None, description='Any of these governance decisions; "" selects records without one.'
     )
 
 

@@ -133,16 +133,13 @@ async def rollup_organization(db: Database, org_id: str, *, now: datetime | None
     """Brings the organisation's rollups up to the last completed hour. Idempotent."""
     until = floor_hour(now or utcnow())
     async with db.tenant_session(org_id) as session:
-        # exclusive ingest lock (ingest holds it shared): every record with seq <= max is committed, and
-        # none committed later can have a smaller seq
+        # exclusive ingest lock (ingest holds it shared): every record of this organisation with seq <= max
+        # is committed, and none committed later can have a smaller seq. The max is global (seq is), so the
+        # watermark of an idle organisation keeps up and the late-record scan of a query stays short.
         await session.execute(
             sa.text("SELECT pg_advisory_xact_lock(:ns, hashtext(:org))"), {"ns": INGEST_LOCK_NAMESPACE, "org": org_id}
         )
-        new_seq = (
-            await session.execute(
-                sa.text("SELECT coalesce(max(seq), 0) FROM audit_logs WHERE org_id = :org"), {"org": org_id}
-            )
-        ).scalar_one()
+        new_seq = (await session.execute(sa.text("SELECT coalesce(max(seq), 0) FROM audit_logs"))).scalar_one()
         await session.commit()
 
     async with db.tenant_session(org_id) as session:
@@ -283,6 +280,9 @@ def _select_sql(query: MetricsQuery, source: str, time_column: str) -> tuple[str
     return ", ".join(selected), (" GROUP BY " + ", ".join(grouped)) if grouped else ""
 
 
+_NULLABLE = ("agent_id", "governance_status")
+
+
 def _filters_sql(query: MetricsQuery, source: str, params: dict[str, Any]) -> str:
     clauses = []
     for name, column, values in (
@@ -293,7 +293,9 @@ def _filters_sql(query: MetricsQuery, source: str, params: dict[str, Any]) -> st
     ):
         if values is not None:
             params[name] = list(values)
-            clauses.append(f"{source}.{column} = ANY(CAST(:{name} AS text[]))")
+            # rollups store an absent agent or governance status as '': the raw records must agree
+            expr = f"coalesce({source}.{column}, '')" if source == "a" and column in _NULLABLE else f"{source}.{column}"
+            clauses.append(f"{expr} = ANY(CAST(:{name} AS text[]))")
     return "".join(f" AND {c}" for c in clauses)
 
 
@@ -333,7 +335,7 @@ def _metrics_sql(query: MetricsQuery, params: dict[str, Any]) -> str:
             AND a.occurred_at < :end
         UNION ALL
         SELECT late.* FROM (
-            -- a fence, so these few rows are read through (org_id, seq); the upper bound only tells the
+            -- a fence, so these few rows are read through a seq index; the upper bound only tells the
             -- planner that the range is narrow (an open `seq > x` is guessed at a third of the table)
             {raw_from} AND a.seq BETWEEN (SELECT seq FROM st) + 1 AND {2**63 - 1} OFFSET 0
         ) late WHERE late.occurred_at >= :a AND late.occurred_at < (SELECT s1 FROM st)

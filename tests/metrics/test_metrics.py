@@ -197,6 +197,11 @@ async def test_metrics_equal_direct_counts_before_and_after_rollup(client, runti
     )
     assert [(b["dimensions"]["action"], b["count"]) for b in filtered] == [("tool_use", 18)]
     assert filtered[0]["errors"] + filtered[0]["blocked"] == 18
+    # "" selects records without a governance status, from rollups and raw records alike (ragged edges)
+    for window in ((start, end), (ragged_start, ragged_end)):
+        none = await _metrics(client, account, *window, [], filter={"governanceStatus": [""]})
+        direct = await _direct(runtime, account.org_id, *window, ["GOVERNANCE_STATUS"])
+        assert [b["count"] for b in none] == [direct[(None,)][0]]
 
 
 async def test_rollup_is_idempotent(client, runtime):
