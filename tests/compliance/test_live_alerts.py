@@ -154,9 +154,10 @@ async def test_ingest_succeeds_when_redis_is_down(client, settings, database_url
                                  redis_url=dead, secret_key=settings.secret_key.get_secret_value())  # fmt: skip
     app = create_app(settings, runtime=down)
     try:
-        async with app.router.lifespan_context(app), httpx.AsyncClient(
-            transport=httpx.ASGITransport(app=app), base_url="http://down"
-        ) as process:
+        async with (
+            app.router.lifespan_context(app),
+            httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://down") as process,
+        ):
             record_id = await _alerting_record(process, account, 1)
             assert record_id
             alerts = await gql(process, "Alerts", {}, token=account.token)

@@ -141,7 +141,7 @@ async def test_resolve_and_reopen(client, runtime):
     await _log(client, account, prompt="mail a@example.com")
     [edge] = (await gql(client, "Alerts", {}, token=account.token))["data"]["alerts"]["edges"]
     alert_id = edge["node"]["id"]
-    resolved = (await gql(client, "ResolveAlert", {"id": alert_id, "note": "expected"}, token=account.token))
+    resolved = await gql(client, "ResolveAlert", {"id": alert_id, "note": "expected"}, token=account.token)
     node = resolved["data"]["resolveAlert"]
     assert node["resolved"] is True and node["resolutionNote"] == "expected" and node["resolvedBy"] == account.user_id
     again = await gql(client, "ResolveAlert", {"id": alert_id, "note": "other"}, token=account.token)
