@@ -317,6 +317,15 @@ class PoliciesQuery:
             return None
 
 
+async def _set_attached(info: Info, policy_id: strawberry.ID, agent_id: strawberry.ID, *, attached: bool) -> Policy:
+    ctx = info.context
+    policy = await service.set_attached(
+        await ctx.db(), await ctx.principal(), str(policy_id), str(agent_id), attached=attached, source_ip=ctx.source_ip
+    )
+    await _changed(info)
+    return Policy.of(policy)
+
+
 async def _changed(info: Info) -> None:
     principal = await info.context.principal()
     await compliance.announce_rules_changed(info.context.runtime.broadcaster, principal.org_id)
@@ -407,12 +416,7 @@ class PoliciesMutation:
         policy_id: Annotated[strawberry.ID, strawberry.argument(description="Policy id.")],
         agent_id: Annotated[strawberry.ID, strawberry.argument(description="Agent id.")],
     ) -> Policy:
-        ctx = info.context
-        policy = await service.attach(
-            await ctx.db(), await ctx.principal(), str(policy_id), str(agent_id), source_ip=ctx.source_ip
-        )
-        await _changed(info)
-        return Policy.of(policy)
+        return await _set_attached(info, policy_id, agent_id, attached=True)
 
     @strawberry.mutation(description="Detach a policy from an agent (idempotent).")
     async def detach_policy(
@@ -421,12 +425,7 @@ class PoliciesMutation:
         policy_id: Annotated[strawberry.ID, strawberry.argument(description="Policy id.")],
         agent_id: Annotated[strawberry.ID, strawberry.argument(description="Agent id.")],
     ) -> Policy:
-        ctx = info.context
-        policy = await service.detach(
-            await ctx.db(), await ctx.principal(), str(policy_id), str(agent_id), source_ip=ctx.source_ip
-        )
-        await _changed(info)
-        return Policy.of(policy)
+        return await _set_attached(info, policy_id, agent_id, attached=False)
 
     @strawberry.mutation(description="Create a policy from a compliance pack's rules.")
     async def clone_pack(

@@ -309,55 +309,41 @@ async def delete_policy(
     return policy.id
 
 
-async def attach(
-    session: AsyncSession, principal: Principal, policy_id: str, agent_id: str, *, source_ip: str | None = None
+async def set_attached(
+    session: AsyncSession,
+    principal: Principal,
+    policy_id: str,
+    agent_id: str,
+    *,
+    attached: bool,
+    source_ip: str | None = None,
 ) -> Policy:
-    """Idempotent: attaching an attached policy changes nothing."""
-    principal.require_role("attach policies", "owner", "admin")
+    """Attaches or detaches a policy. Idempotent: asking for the state it is in changes nothing."""
+    principal.require_role("attach and detach policies", "owner", "admin")
     policy = await get_policy(session, policy_id)
     agent = await agents.get_agent(session, agent_id)
     existing = await session.get(PolicyAttachment, (principal.org_id, policy.id, agent.id))
-    if existing is None:
+    if (existing is not None) == attached:
+        return policy
+    if attached:
         session.add(
             PolicyAttachment(
                 org_id=principal.org_id, policy_id=policy.id, agent_id=agent.id, attached_by=principal.actor_id
             )
         )
-        record_activity(
-            session,
-            principal,
-            "policy.attached",
-            target_type="policy",
-            target_id=policy.id,
-            target_name=policy.name,
-            metadata={"agentId": agent.id, "agentName": agent.name},
-            source_ip=source_ip,
-        )
-        await session.commit()
-    return policy
-
-
-async def detach(
-    session: AsyncSession, principal: Principal, policy_id: str, agent_id: str, *, source_ip: str | None = None
-) -> Policy:
-    """Idempotent: detaching a detached policy changes nothing."""
-    principal.require_role("detach policies", "owner", "admin")
-    policy = await get_policy(session, policy_id)
-    agent = await agents.get_agent(session, agent_id)
-    existing = await session.get(PolicyAttachment, (principal.org_id, policy.id, agent.id))
-    if existing is not None:
+    else:
         await session.delete(existing)
-        record_activity(
-            session,
-            principal,
-            "policy.detached",
-            target_type="policy",
-            target_id=policy.id,
-            target_name=policy.name,
-            metadata={"agentId": agent.id, "agentName": agent.name},
-            source_ip=source_ip,
-        )
-        await session.commit()
+    record_activity(
+        session,
+        principal,
+        "policy.attached" if attached else "policy.detached",
+        target_type="policy",
+        target_id=policy.id,
+        target_name=policy.name,
+        metadata={"agentId": agent.id, "agentName": agent.name},
+        source_ip=source_ip,
+    )
+    await session.commit()
     return policy
 
 
