@@ -59,6 +59,9 @@ PENDING_TTL_SECONDS = 3600
 JOB_WINDOW_SECONDS = 0.25  # ingests within one window share one indexing job
 
 
+_LAST_WINDOW: dict[str, int] = {}  # per process: the last window whose job it enqueued, per organisation
+
+
 def pending_key(org_id: str) -> str:
     return f"agentrail:search-pending:{org_id}"
 
@@ -77,6 +80,9 @@ async def queue_for_indexing(runtime: Any, created_ids_by_org: dict[str, list[st
         await pipe.execute()
     window = int(time.time() / JOB_WINDOW_SECONDS)
     for org_id in created_ids_by_org:
+        if _LAST_WINDOW.get(org_id) == window:
+            continue  # this process already asked for this window's job: it will drain these ids too
+        _LAST_WINDOW[org_id] = window
         await runtime.queue.enqueue_job(
             "index_audit_search", org_id, _job_id=f"search:{org_id}:{window}", _defer_by=JOB_WINDOW_SECONDS
         )
