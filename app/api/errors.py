@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator
+from collections import OrderedDict
+from collections.abc import AsyncIterator, Iterator
+from typing import Any, ClassVar
 
 import structlog
 from graphql import GraphQLError
@@ -71,3 +73,25 @@ class ErrorCodes(SchemaExtension):
             result.errors = [format_error(e, request_id) for e in result.errors]
         if ctx.pre_execution_errors:
             ctx.pre_execution_errors = [format_error(e, request_id) for e in ctx.pre_execution_errors]
+
+
+class DocumentCache(SchemaExtension):
+    """Reuses the parsed document of a query text seen before (agents send the same few documents over and
+    over). Only successful parses are cached, so parse errors and the token limit keep their usual path;
+    reusing the same document object also lets the validation cache hit."""
+
+    _documents: ClassVar[OrderedDict[str, Any]] = OrderedDict()
+    MAX_DOCUMENTS = 512
+
+    def on_parse(self) -> Iterator[None]:
+        ctx = self.execution_context
+        query = ctx.query
+        cached = self._documents.get(query) if query is not None else None
+        if cached is not None:
+            ctx.graphql_document = cached
+            self._documents.move_to_end(query)
+        yield
+        if cached is None and query is not None and ctx.graphql_document is not None:
+            self._documents[query] = ctx.graphql_document
+            if len(self._documents) > self.MAX_DOCUMENTS:
+                self._documents.popitem(last=False)

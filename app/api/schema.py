@@ -18,7 +18,7 @@ from strawberry.types.execution import ExecutionContext
 
 from app.activity.schema import ActivityQuery
 from app.agents.schema import AgentsMutation, AgentsQuery
-from app.api.errors import ErrorCodes
+from app.api.errors import DocumentCache, ErrorCodes
 from app.api.scalars import DateTime
 from app.audit.schema import AuditMutation, AuditQuery, AuditSubscription
 from app.billing.schema import BillingMutation, BillingQuery
@@ -59,8 +59,8 @@ def build_schema(settings: Settings | None = None) -> strawberry.Schema:
         lambda: MaxTokensLimiter(max_token_count=settings.max_query_tokens),
         lambda: MaxAliasesLimiter(max_alias_count=settings.max_query_aliases),
         ErrorCodes,
-        # agents send the same few documents over and over: validate each once (parsing stays per request,
-        # so the token limit keeps applying to every document)
+        # agents send the same few documents over and over: parse and validate each once
+        DocumentCache,
         lambda: ValidationCache(maxsize=512),
     ]
     return AgentrailSchema(
