@@ -187,9 +187,10 @@ def domain_routes() -> list[BaseRoute]:
     """REST routes of the domains, where HTTP itself matters."""
     from app.audit.routes import routes as audit_routes
     from app.billing.routes import routes as billing_routes
+    from app.exports.routes import routes as export_routes
     from app.otel.routes import routes as otel_routes
 
-    return [*audit_routes, *billing_routes, *otel_routes]
+    return [*audit_routes, *export_routes, *billing_routes, *otel_routes]
 
 
 def create_app(settings: Settings, *, runtime: Runtime | None = None, urls: tuple[str, str] | None = None) -> Starlette:

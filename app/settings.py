@@ -46,6 +46,7 @@ class Settings(BaseSettings):
 
     # ingest
     max_batch_records: int = 1000
+    export_sync_max_rows: int = 10_000  # above it, GET …/export answers 413: narrow the filters
 
     # abuse protection
     login_max_failures: int = 5

@@ -6,7 +6,7 @@ round trip per record; secrets are masked and checksums computed before anything
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -485,3 +485,12 @@ async def agent_stats(
     ).where(*conditions)
     row = (await session.execute(stmt)).one()
     return ActivityStats(*row)
+
+
+async def stream_records(session: AsyncSession, query: AuditLogQuery, *, limit: int) -> AsyncIterator[AuditRecord]:
+    """Newest first, through a server-side cursor: memory stays flat whatever the row count."""
+    stmt = _filtered(query).order_by(AuditLog.occurred_at.desc(), AuditLog.id.desc()).limit(limit)
+    result = await session.stream(stmt.execution_options(yield_per=500))
+    async for partition in result.partitions(500):
+        for row in partition:
+            yield record_from_row(row)

@@ -1,0 +1,1 @@
+"""Exports of the audit record and the activity trail."""

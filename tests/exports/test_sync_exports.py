@@ -1,0 +1,95 @@
+"""Synchronous CSV/JSON exports of the audit record and the activity trail."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+
+from support import create_api_key, gql, register
+
+NASTY = 'comma, "quote"\nnew line ünïcødé'
+
+
+async def _log(client, account, **fields):
+    result = await gql(client, "LogEvent", {"input": {"action": "llm_call", **fields}}, token=account.token)
+    assert "errors" not in result, result
+    return result["data"]["logEvent"]
+
+
+async def test_csv_export_quotes_and_guards(client):
+    account = await register(client)
+    secret, _ = await create_api_key(client, account)
+    await _log(client, account, prompt=NASTY, metadata={"k": [1, 2]})
+    await _log(client, account, prompt='=HYPERLINK("http://evil")', action="tool_use")
+    response = await client.get("/api/v1/audit-logs/export", params={"format": "csv"}, headers={"X-API-Key": secret})
+    assert response.status_code == 200
+    assert response.headers["content-type"] == "text/csv; charset=utf-8"
+    assert response.headers["content-disposition"].startswith(f'attachment; filename="audit-log-{account.org_id}-')
+    rows = list(csv.reader(io.StringIO(response.text)))
+    assert rows[0] == [
+        "id",
+        "timestamp",
+        "traceId",
+        "parentSpanId",
+        "agentId",
+        "action",
+        "status",
+        "verb",
+        "provider",
+        "riskLevel",
+        "governanceStatus",
+        "durationMs",
+        "prompt",
+        "response",
+        "metadata",
+        "checksum",
+    ]
+    by_action = {r[5]: r for r in rows[1:]}
+    assert by_action["llm_call"][12] == NASTY and json.loads(by_action["llm_call"][14]) == {"k": [1, 2]}
+    assert by_action["tool_use"][12].startswith("'=HYPERLINK")  # formula-injection guard
+    filtered = await client.get(
+        "/api/v1/audit-logs/export", params={"action": "tool_use"}, headers={"X-API-Key": secret}
+    )
+    assert len(list(csv.reader(io.StringIO(filtered.text)))) == 2
+
+
+async def test_json_envelope_and_limits(client, settings, monkeypatch):
+    account = await register(client)
+    for n in range(3):
+        await _log(client, account, prompt=f"p{n}")
+    response = await client.get(
+        "/api/v1/audit-logs/export", params={"format": "json"}, headers={"Authorization": f"Bearer {account.token}"}
+    )
+    body = response.json()
+    assert body["apiVersion"] == "agentrail/v1" and body["kind"] == "AuditExport"
+    assert body["metadata"]["totalRecords"] == 3 and len(body["records"]) == 3
+    assert {r["prompt"] for r in body["records"]} == {"p0", "p1", "p2"}
+    monkeypatch.setattr(settings, "export_sync_max_rows", 2)
+    too_many = await client.get("/api/v1/audit-logs/export", headers={"Authorization": f"Bearer {account.token}"})
+    assert too_many.status_code == 413 and "narrow the filters" in too_many.json()["error"]
+    monkeypatch.setattr(settings, "export_sync_max_rows", 3)
+    exact = await client.get("/api/v1/audit-logs/export", headers={"Authorization": f"Bearer {account.token}"})
+    assert exact.status_code == 200
+    bad = await client.get(
+        "/api/v1/audit-logs/export", params={"format": "xml"}, headers={"Authorization": f"Bearer {account.token}"}
+    )
+    assert bad.status_code == 400
+    assert (await client.get("/api/v1/audit-logs/export")).status_code == 401
+
+
+async def test_exports_are_tenant_scoped_and_activity_is_for_users(client):
+    alice = await register(client, org="Alice")
+    mallory = await register(client, org="Mallory")
+    await _log(client, alice, prompt="alice's secret plan")
+    theirs = await client.get(
+        "/api/v1/audit-logs/export", params={"format": "json"}, headers={"Authorization": f"Bearer {mallory.token}"}
+    )
+    assert theirs.json()["records"] == []
+    activity = await client.get(
+        "/api/v1/activity/export", params={"format": "csv"}, headers={"Authorization": f"Bearer {alice.token}"}
+    )
+    rows = list(csv.reader(io.StringIO(activity.text)))
+    assert rows[0][:4] == ["id", "orgId", "actor", "action"] and rows[1][3] == "organization.created"
+    secret, _ = await create_api_key(client, alice)
+    assert (await client.get("/api/v1/activity/export", headers={"X-API-Key": secret})).status_code == 403
