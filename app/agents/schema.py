@@ -125,11 +125,11 @@ class Agent:
 
     @strawberry.field(description="Policies attached to this agent; their current versions check its records.")
     async def policies(self, info: Info) -> list[Annotated[Policy, strawberry.lazy("app.policies.schema")]]:
-        from app.policies import service as policies
+        from app.policies.loaders import policies_by_agent_loader
         from app.policies.schema import Policy
 
-        attached = await policies.policies_of(await info.context.db(), [str(self.id)])
-        return [Policy.of(p) for p in attached[str(self.id)]]
+        attached = await (await policies_by_agent_loader(info.context)).load(str(self.id))
+        return [Policy.of(p) for p in attached]
 
     @classmethod
     def from_model(cls, agent: models.Agent) -> Agent:

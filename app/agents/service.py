@@ -295,14 +295,6 @@ async def ensure_agents_by_name(
     return {given: resolved[name] for given, name in checked.items()}
 
 
-async def ensure_agent_by_name(
-    session: AsyncSession, principal: Principal, name: str, *, source: str, source_ip: str | None = None
-) -> str:
-    """One name: see `ensure_agents_by_name`."""
-    return (await ensure_agents_by_name(session, principal, [name], source=source, source_ip=source_ip))[name]
-
-
-# --- reads -------------------------------------------------------------------------------------
 async def find_agent(session: AsyncSession, agent_id: str, *, include_deleted: bool = False) -> Agent | None:
     """The agent, or None for unknown ids, another organisation's ids and (unless asked) deleted ones."""
     query = select(Agent).where(Agent.id == agent_id)

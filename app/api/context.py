@@ -92,10 +92,6 @@ class Context:
         principal.require_user("do this")
         return principal
 
-    def use_principal(self, principal: Principal) -> None:
-        self._principal = principal
-        self._authenticated = True
-
     # --- database -------------------------------------------------------------------------------
     async def db(self) -> AsyncSession:
         """The caller's tenant session: every query through it sees only the caller's organisation."""

@@ -12,7 +12,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from app.audit.models import AuditLog, AuditSearch
-from app.db import AsyncSession, Database
+from app.db import Database
 
 TEXT_CONFIG = "simple"  # language-neutral: prompts come in every language, and no stemming surprises
 MAX_INDEXED_CHARS = 100_000  # per field: a tsvector is capped at 1 MB, and later text adds little
@@ -144,9 +144,3 @@ def matches(query: str) -> Any:
     """SQL condition on AuditLog: prompt or response matches the web-search style `query`."""
     tsquery = sa.func.websearch_to_tsquery(TEXT_CONFIG, query)
     return AuditLog.id.in_(sa.select(AuditSearch.log_id).where(AuditSearch.document.op("@@")(tsquery)))
-
-
-async def pending(session: AsyncSession) -> int:
-    """Records of the session's organisation not yet searchable (for tests and health checks)."""
-    stmt = sa.select(sa.func.count()).select_from(AuditLog).where(~sa.exists().where(AuditSearch.log_id == AuditLog.id))
-    return int((await session.execute(stmt)).scalar_one())

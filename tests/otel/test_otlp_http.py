@@ -579,19 +579,31 @@ async def test_database_unavailable_is_503_with_retry_after(client, runtime, mon
     assert await count(runtime) == 0
 
 
-async def test_rate_limited_is_429_with_retry_after(client, runtime, monkeypatch):
-    from app.errors import RateLimited
-    from app.otel import service
+async def test_rate_limited_is_429_with_retry_after(settings, runtime):
+    """The real limiter (plan limits enforced, one request per second, bursts of one) in front of OTLP."""
+    import dataclasses
 
-    _, key = await setup(client)
+    from app.main import create_app
 
-    async def refuse(*_args, **_kwargs):
-        raise RateLimited("slow down", retry_after=7)
-
-    monkeypatch.setattr(service, "export", refuse)
-    response = await client.post("/v1/traces", content=_valid_body(), headers={**PROTOBUF, "X-API-Key": key})
-    assert response.status_code == 429 and response.headers["retry-after"] == "7"
-    assert decoded_status(response).code == code_pb2.RESOURCE_EXHAUSTED
+    limited = settings.model_copy(
+        update={
+            "enforce_limits": True,
+            "plan_limits": {"free": {"requests_per_second": 1}},
+            "rate_limit_burst_seconds": 1,
+        }
+    )
+    app = create_app(limited, runtime=dataclasses.replace(runtime, settings=limited))
+    async with (
+        app.router.lifespan_context(app),
+        httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://limited") as client,
+    ):
+        _, key = await setup(client)
+        headers = {**PROTOBUF, "X-API-Key": key}
+        responses = [await client.post("/v1/traces", content=_valid_body(), headers=headers) for _ in range(3)]
+    refused = [r for r in responses if r.status_code == 429]
+    assert refused, [r.status_code for r in responses]
+    assert int(refused[0].headers["retry-after"]) >= 1
+    assert decoded_status(refused[0]).code == code_pb2.RESOURCE_EXHAUSTED
 
 
 async def test_the_sdk_exporter_reports_failure_on_rejection(client, runtime, live_server):
