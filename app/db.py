@@ -43,6 +43,16 @@ def iso(value: datetime | None) -> str | None:
     return value.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
+def within(column: Any, start: datetime | None, end: datetime | None) -> list[Any]:
+    """Conditions for a half-open time window [start, end); either bound may be open."""
+    conditions = []
+    if start is not None:
+        conditions.append(column >= start)
+    if end is not None:
+        conditions.append(column < end)
+    return conditions
+
+
 def timestamp_column(**kwargs: Any) -> Any:
     return Field(default_factory=utcnow, sa_type=sa.DateTime(timezone=True), nullable=False, **kwargs)
 
@@ -186,4 +196,5 @@ __all__ = [
     "timestamp_column",
     "to_async_url",
     "utcnow",
+    "within",
 ]

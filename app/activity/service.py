@@ -12,7 +12,7 @@ from sqlmodel import select
 
 from app.activity.models import ActivityEvent
 from app.audit.integrity import record_checksum
-from app.db import AsyncSession, new_id, utcnow
+from app.db import AsyncSession, new_id, utcnow, within
 from app.orgs.principal import Principal
 
 # Where the current request comes from, set once by the HTTP middleware: (source address, user agent).
@@ -101,12 +101,9 @@ def _conditions(query: ActivityQuery) -> list[Any]:
         conditions.append(ActivityEvent.actor_id == query.actor_id)
     if query.target_id:
         conditions.append(ActivityEvent.target_id == query.target_id)
-    if query.occurred_from:
-        conditions.append(ActivityEvent.occurred_at >= query.occurred_from)
-    if query.occurred_to:
-        conditions.append(ActivityEvent.occurred_at < query.occurred_to)
+    conditions += within(ActivityEvent.occurred_at, query.occurred_from, query.occurred_to)
     if query.search:
-        pattern = f"%{query.search}%"
+        pattern = f"%{_escape_like(query.search)}%"
         conditions.append(
             sa.or_(
                 ActivityEvent.action.ilike(pattern, escape="\\"),
@@ -127,8 +124,6 @@ async def list_activity(
     session: AsyncSession, query: ActivityQuery, *, limit: int, after: tuple[datetime, str] | None
 ) -> list[ActivityEvent]:
     """Newest first; keyset pagination on (occurred_at, id)."""
-    if query.search:
-        query.search = _escape_like(query.search)
     stmt = select(ActivityEvent).where(*_conditions(query))
     if after is not None:
         stmt = stmt.where(sa.tuple_(ActivityEvent.occurred_at, ActivityEvent.id) < sa.tuple_(*after))

@@ -28,7 +28,7 @@ from app.audit.integrity import (
 )
 from app.audit.models import RECORD_COLUMNS, AuditDigest, AuditLog, record_from_row
 from app.audit.service import INGEST_LOCK_NAMESPACE
-from app.db import AsyncSession, Database, new_id, session_org
+from app.db import AsyncSession, Database, new_id, session_org, within
 
 MAX_RECORDS_PER_DIGEST = 100_000
 VERIFY_CHUNK = 2_000
@@ -201,10 +201,7 @@ async def _verify_range(
     stmt = sa.select(*RECORD_COLUMNS).where(AuditLog.seq >= from_seq).order_by(AuditLog.seq)
     if to_seq is not None:
         stmt = stmt.where(AuditLog.seq <= to_seq)
-    if occurred_from is not None:
-        stmt = stmt.where(AuditLog.occurred_at >= occurred_from)
-    if occurred_to is not None:
-        stmt = stmt.where(AuditLog.occurred_at < occurred_to)
+    stmt = stmt.where(*within(AuditLog.occurred_at, occurred_from, occurred_to))
     leaves: list[str] = []
     last_id: str | None = None
     stream = await session.stream(stmt.execution_options(yield_per=VERIFY_CHUNK))

@@ -24,7 +24,7 @@ from app.audit.validation import AuditLogDraft
 from app.billing import quota as billing_quota
 from app.compliance import service as compliance
 from app.compliance.models import Alert
-from app.db import AsyncSession, TenancyError, new_id, session_org
+from app.db import AsyncSession, TenancyError, new_id, session_org, within
 from app.errors import NotFound
 from app.orgs.principal import Principal
 
@@ -268,10 +268,7 @@ def _filtered(query: AuditLogQuery) -> Any:
         conditions.append(AuditLog.verb.in_(query.verbs))
     if query.execution_id:
         conditions.append(AuditLog.execution_id == query.execution_id)
-    if query.occurred_from:
-        conditions.append(AuditLog.occurred_at >= query.occurred_from)
-    if query.occurred_to:
-        conditions.append(AuditLog.occurred_at < query.occurred_to)
+    conditions += within(AuditLog.occurred_at, query.occurred_from, query.occurred_to)
     if query.search:
         conditions.append(search.matches(query.search))
     if query.has_alerts is not None:
@@ -436,10 +433,7 @@ async def list_traces(
         alerted = sa.select(AuditLog.trace_id).where(compliance.has_alerts_condition(AuditLog.id))
         stmt = stmt.where(AuditLog.trace_id.in_(alerted) if query.has_alerts else AuditLog.trace_id.not_in(alerted))
     having = []
-    if query.started_from:
-        having.append(started >= query.started_from)
-    if query.started_to:
-        having.append(started < query.started_to)
+    having += within(started, query.started_from, query.started_to)
     if query.status == "error":
         having.append(errors > 0)
     elif query.status == "blocked":
@@ -468,11 +462,7 @@ async def agent_stats(
     session: AsyncSession, agent_id: str, *, occurred_from: datetime | None, occurred_to: datetime | None
 ) -> ActivityStats:
     """Counts and duration percentiles of one agent's records, in SQL."""
-    conditions = [AuditLog.agent_id == agent_id]
-    if occurred_from:
-        conditions.append(AuditLog.occurred_at >= occurred_from)
-    if occurred_to:
-        conditions.append(AuditLog.occurred_at < occurred_to)
+    conditions = [AuditLog.agent_id == agent_id, *within(AuditLog.occurred_at, occurred_from, occurred_to)]
     stmt = sa.select(
         sa.func.count(),
         sa.func.count(sa.distinct(AuditLog.trace_id)),

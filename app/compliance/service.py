@@ -34,7 +34,7 @@ from app.compliance.engine import (
 )
 from app.compliance.models import Alert, ComplianceRule, InstalledPack
 from app.compliance.packs import Pack, all_packs
-from app.db import AsyncSession, new_id, session_org, utcnow
+from app.db import AsyncSession, new_id, session_org, utcnow, within
 from app.errors import BadUserInput, Conflict, NotFound
 from app.orgs.principal import Principal
 from app.runtime.redis import Broadcaster
@@ -479,10 +479,7 @@ def _alert_conditions(query: AlertQuery) -> list[Any]:
         conditions.append(Alert.agent_id.in_(query.agent_ids))
     if query.rule_ids:
         conditions.append(Alert.rule_id.in_(query.rule_ids))
-    if query.created_from:
-        conditions.append(Alert.created_at >= query.created_from)
-    if query.created_to:
-        conditions.append(Alert.created_at < query.created_to)
+    conditions += within(Alert.created_at, query.created_from, query.created_to)
     if query.audit_log_id:
         conditions.append(Alert.audit_log_id == query.audit_log_id)
     if query.trace_id:
@@ -583,11 +580,7 @@ def alert_cursor_values(alert: Alert) -> list[Any]:
 async def alert_counts_by_severity(
     session: AsyncSession, agent_id: str, *, created_from: datetime | None, created_to: datetime | None
 ) -> dict[str, int]:
-    conditions = [Alert.agent_id == agent_id]
-    if created_from:
-        conditions.append(Alert.created_at >= created_from)
-    if created_to:
-        conditions.append(Alert.created_at < created_to)
+    conditions = [Alert.agent_id == agent_id, *within(Alert.created_at, created_from, created_to)]
     stmt = sa.select(Alert.severity, sa.func.count()).where(*conditions).group_by(Alert.severity)
     counts = {severity: int(n) for severity, n in (await session.execute(stmt)).all()}
     return {severity: counts.get(severity, 0) for severity in SEVERITIES}
@@ -613,7 +606,7 @@ async def alert_breakdown(
     session: AsyncSession, *, created_from: datetime, created_to: datetime, policy_id: str | None = None
 ) -> AlertBreakdown:
     """Alerts in a window grouped every way analytics needs, each a GROUP BY in SQL."""
-    conditions = [Alert.created_at >= created_from, Alert.created_at < created_to]
+    conditions = within(Alert.created_at, created_from, created_to)
     if policy_id is not None:
         conditions.append(Alert.policy_id == policy_id)
 
