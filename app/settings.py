@@ -46,7 +46,9 @@ class Settings(BaseSettings):
 
     # ingest
     max_batch_records: int = 1000
-    export_sync_max_rows: int = 10_000  # above it, GET …/export answers 413: narrow the filters
+    export_sync_max_rows: int = 10_000  # above it, GET …/export answers 202 with an export job
+    api_url: str | None = None  # the API's public base URL, for download links; default http://host:port
+    download_link_minutes: int = 60  # how long a signed download link stays valid
 
     # abuse protection
     login_max_failures: int = 5

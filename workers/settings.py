@@ -9,7 +9,7 @@ from arq.worker import Worker
 
 from app.runtime.resources import ARQ_QUEUE, Runtime, arq_redis_settings
 from workers.audit import index_audit_search, seal_audit_trail, sweep_audit_search
-from workers.maintenance import record_heartbeat
+from workers.maintenance import record_heartbeat, remove_expired_files
 from workers.metrics import rollup_metrics, rollup_org_metrics
 
 FUNCTIONS: list[Any] = [
@@ -20,6 +20,7 @@ FUNCTIONS: list[Any] = [
     sweep_audit_search,
     rollup_metrics,
     rollup_org_metrics,
+    remove_expired_files,
 ]
 CRON_JOBS: list[Any] = [
     cron(record_heartbeat, second=0, run_at_startup=True),
@@ -27,6 +28,7 @@ CRON_JOBS: list[Any] = [
     cron(seal_audit_trail, second=30, unique=True, timeout=600),
     cron(sweep_audit_search, second=45, unique=True, timeout=600),
     cron(rollup_metrics, second=15, unique=True, timeout=600),
+    cron(remove_expired_files, second=5, unique=True, timeout=600),
 ]
 
 

@@ -6,11 +6,12 @@ from typing import Any
 
 import orjson
 from starlette.requests import Request
-from starlette.responses import Response
+from starlette.responses import Response, StreamingResponse
 
 from app.api.auth import authenticate
 from app.errors import AppError, RateLimited, Unauthenticated
 from app.orgs.principal import Principal
+from app.runtime.files import FileStore, StoredFile
 
 
 class JSONResponse(Response):
@@ -34,3 +35,18 @@ async def require_principal(request: Request) -> Principal:
     if principal is None:
         raise Unauthenticated("authentication required: send `X-API-Key` or `Authorization: Bearer …`")
     return principal
+
+
+def stored_file_response(files: FileStore, file: StoredFile) -> StreamingResponse:
+    """A stored export or report as a download: streamed chunk by chunk, with its length and name."""
+    filename = file.filename.replace('"', "")
+    return StreamingResponse(
+        files.chunks(file),
+        media_type=file.content_type,
+        headers={
+            "Content-Length": str(file.size_bytes),
+            "Content-Disposition": f'attachment; filename="{filename}"',
+            "Cache-Control": "private, no-store",
+            "X-Content-Type-Options": "nosniff",
+        },
+    )

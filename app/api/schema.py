@@ -23,6 +23,7 @@ from app.api.scalars import DateTime
 from app.audit.schema import AuditMutation, AuditQuery, AuditSubscription
 from app.billing.schema import BillingMutation, BillingQuery
 from app.compliance.schema import ComplianceMutation, ComplianceQuery, ComplianceSubscription
+from app.jobs.schema import JobsSubscription
 from app.metrics.schema import MetricsQuery
 from app.orgs.schema import OrgsMutation, OrgsQuery
 from app.policies.schema import PoliciesMutation, PoliciesQuery
@@ -42,7 +43,7 @@ class Mutation(OrgsMutation, AgentsMutation, AuditMutation, ComplianceMutation, 
 
 
 @strawberry.type(description="Live updates over WebSocket (graphql-transport-ws).")
-class Subscription(AuditSubscription, ComplianceSubscription):
+class Subscription(AuditSubscription, ComplianceSubscription, JobsSubscription):
     pass
 
 

@@ -9,6 +9,7 @@ from arq.connections import RedisSettings
 from redis.asyncio import ConnectionPool, Redis
 
 from app.db import Database
+from app.runtime.files import FileStore
 from app.runtime.redis import Broadcaster, create_redis
 from app.settings import Settings
 
@@ -28,6 +29,7 @@ class Runtime:
     queue: ArqRedis
     secret_key: str
     redis_url: str
+    files: FileStore
 
     @classmethod
     async def connect(cls, settings: Settings, *, database_url: str, redis_url: str, secret_key: str) -> Runtime:
@@ -43,6 +45,7 @@ class Runtime:
             queue=queue,
             secret_key=secret_key,
             redis_url=redis_url,
+            files=FileStore(db),
         )
 
     async def close(self) -> None:

@@ -1,0 +1,1 @@
+"""Background jobs seen from the user's side: live status updates of their exports and reports."""

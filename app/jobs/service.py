@@ -1,0 +1,62 @@
+"""Live job updates: each change of an export's or report's status is published to the user who asked for it.
+
+Updates travel through Redis pub/sub (any API node serves the subscription). They are best effort: the job's
+row is the truth, and a client that reconnects reads it with `exportJob(id)` / `report(id)`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+import orjson
+import structlog
+
+from app.db import iso, utcnow
+from app.runtime.redis import Broadcaster
+from app.runtime.signed_links import sign_path
+from app.settings import Settings
+
+log = structlog.get_logger(__name__)
+
+
+@dataclass
+class JobUpdate:
+    job_id: str
+    kind: str  # "export" | "report"
+    status: str
+    progress: float | None = None
+    row_count: int | None = None
+    download_url: str | None = None
+    error: str | None = None
+    updated_at: str = field(default_factory=lambda: iso(utcnow()) or "")
+
+
+def job_updates_channel(org_id: str, requester_id: str) -> str:
+    return f"jobs:{org_id}:{requester_id}"
+
+
+async def publish_job_update(broadcaster: Broadcaster, org_id: str, requester_id: str, update: JobUpdate) -> None:
+    """Tells the requester's live subscriptions; never fails the job (a lost update is re-read from the row)."""
+    try:
+        await broadcaster.publish(job_updates_channel(org_id, requester_id), orjson.dumps(asdict(update)))
+    except Exception:
+        log.warning("could not publish a job update", job_id=update.job_id, exc_info=True)
+
+
+def decode_job_update(message: bytes) -> JobUpdate:
+    data: dict[str, Any] = orjson.loads(message)
+    return JobUpdate(**data)
+
+
+def api_base_url(settings: Settings) -> str:
+    return (settings.api_url or f"http://{settings.host}:{settings.port}").rstrip("/")
+
+
+def signed_download_url(settings: Settings, secret_key: str, path: str, *, not_after: datetime | None = None) -> str:
+    """An absolute, signed link to `path`, valid for `download_link_minutes` (never past `not_after`)."""
+    expires_at = utcnow() + timedelta(minutes=settings.download_link_minutes)
+    if not_after is not None:
+        expires_at = min(expires_at, not_after)
+    return api_base_url(settings) + sign_path(secret_key, path, expires_at)
