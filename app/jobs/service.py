@@ -54,9 +54,11 @@ def api_base_url(settings: Settings) -> str:
     return (settings.api_url or f"http://{settings.host}:{settings.port}").rstrip("/")
 
 
-def signed_download_url(settings: Settings, secret_key: str, path: str, *, not_after: datetime | None = None) -> str:
+def signed_download_url(
+    settings: Settings, secret_key: str, path: str, org_id: str, *, not_after: datetime | None = None
+) -> str:
     """An absolute, signed link to `path`, valid for `download_link_minutes` (never past `not_after`)."""
     expires_at = utcnow() + timedelta(minutes=settings.download_link_minutes)
     if not_after is not None:
         expires_at = min(expires_at, not_after)
-    return api_base_url(settings) + sign_path(secret_key, path, expires_at)
+    return api_base_url(settings) + sign_path(secret_key, path, org_id, expires_at)

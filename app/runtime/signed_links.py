@@ -19,22 +19,28 @@ def _key(secret_key: str) -> bytes:
     return hmac.new(secret_key.encode(), b"agentrail download links v1", hashlib.sha256).digest()
 
 
-def _signature(secret_key: str, path: str, expires: int) -> str:
-    mac = hmac.new(_key(secret_key), f"{path}\n{expires}".encode(), hashlib.sha256).digest()
+def _signature(secret_key: str, path: str, org: str, expires: int) -> str:
+    mac = hmac.new(_key(secret_key), f"{path}\n{org}\n{expires}".encode(), hashlib.sha256).digest()
     return base64.urlsafe_b64encode(mac).rstrip(b"=").decode()
 
 
-def sign_path(secret_key: str, path: str, expires_at: datetime) -> str:
-    """`path?expires=<unix seconds>&signature=<…>`."""
+def sign_path(secret_key: str, path: str, org_id: str, expires_at: datetime) -> str:
+    """`path?org=<org id>&expires=<unix seconds>&signature=<…>` (the organisation is signed too)."""
     expires = int(expires_at.timestamp())
-    return f"{path}?{urlencode({'expires': expires, 'signature': _signature(secret_key, path, expires)})}"
+    signature = _signature(secret_key, path, org_id, expires)
+    return f"{path}?{urlencode({'org': org_id, 'expires': expires, 'signature': signature})}"
 
 
 def verify_path(
-    secret_key: str, path: str, expires: str | None, signature: str | None, now: datetime | None = None
+    secret_key: str,
+    path: str,
+    org_id: str | None,
+    expires: str | None,
+    signature: str | None,
+    now: datetime | None = None,
 ) -> bool:
-    """True if the signature is right for this path and the link has not expired."""
-    if not expires or not signature:
+    """True if the signature is right for this path and organisation and the link has not expired."""
+    if not org_id or not expires or not signature:
         return False
     try:
         expires_at = int(expires)
@@ -42,4 +48,4 @@ def verify_path(
         return False
     if expires_at <= (now or utcnow()).timestamp():
         return False
-    return hmac.compare_digest(_signature(secret_key, path, expires_at), signature)
+    return hmac.compare_digest(_signature(secret_key, path, org_id, expires_at), signature)

@@ -84,22 +84,25 @@ async def test_files_are_invisible_to_other_organisations_and_expire(client, run
 
 def test_signed_links_are_bound_to_path_and_time():
     now = utcnow()
-    link = sign_path("secret", "/api/v1/exports/exp_1/download", now + timedelta(minutes=5))
+    link = sign_path("secret", "/api/v1/exports/exp_1/download", "org_a", now + timedelta(minutes=5))
     path, query = link.split("?")
     params = dict(part.split("=", 1) for part in query.split("&"))
-    assert verify_path("secret", path, params["expires"], params["signature"], now)
-    assert not verify_path("secret", "/api/v1/exports/exp_2/download", params["expires"], params["signature"], now)
-    assert not verify_path("other", path, params["expires"], params["signature"], now)
-    assert not verify_path("secret", path, str(int(params["expires"]) + 60), params["signature"], now)
-    assert not verify_path("secret", path, params["expires"], params["signature"], now + timedelta(minutes=6))
-    assert not verify_path("secret", path, "soon", params["signature"], now)
-    assert not verify_path("secret", path, None, None, now)
+    expires, signature = params["expires"], params["signature"]
+    assert params["org"] == "org_a"
+    assert verify_path("secret", path, "org_a", expires, signature, now)
+    assert not verify_path("secret", "/api/v1/exports/exp_2/download", "org_a", expires, signature, now)
+    assert not verify_path("secret", path, "org_b", expires, signature, now)
+    assert not verify_path("other", path, "org_a", expires, signature, now)
+    assert not verify_path("secret", path, "org_a", str(int(expires) + 60), signature, now)
+    assert not verify_path("secret", path, "org_a", expires, signature, now + timedelta(minutes=6))
+    assert not verify_path("secret", path, "org_a", "soon", signature, now)
+    assert not verify_path("secret", path, "org_a", None, None, now)
 
 
 def test_download_urls_are_absolute_and_never_outlive_the_file(settings):
     not_after = utcnow() + timedelta(minutes=1)
-    url = signed_download_url(settings, "s", "/api/v1/reports/rep_1/download", not_after=not_after)
-    assert url.startswith("http") and "/api/v1/reports/rep_1/download?expires=" in url
+    url = signed_download_url(settings, "s", "/api/v1/reports/rep_1/download", "org_a", not_after=not_after)
+    assert url.startswith("http") and "/api/v1/reports/rep_1/download?org=org_a&expires=" in url
     assert int(url.split("expires=")[1].split("&")[0]) <= not_after.timestamp()
 
 
