@@ -92,6 +92,7 @@ async def _serve(settings: Settings, database_url: str, redis_url: str, *, embed
     from app.runtime import migrations
     from app.runtime.resources import Runtime
     from app.runtime.secrets import resolve_secret_key
+    from app.runtime.websocket import FanoutWebSocketProtocol
     from workers.settings import run_worker
 
     await migrations.upgrade(database_url)
@@ -106,6 +107,7 @@ async def _serve(settings: Settings, database_url: str, redis_url: str, *, embed
         port=settings.port,
         log_config=None,
         ws_max_size=settings.max_ws_message_bytes,
+        ws=FanoutWebSocketProtocol,  # live fan-out writes shared frames (app/runtime/websocket.py)
         lifespan="on",
         access_log=False,
         timeout_graceful_shutdown=10,

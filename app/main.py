@@ -26,6 +26,7 @@ from app.activity.service import REQUEST_ORIGIN
 from app.api.context import Context
 from app.api.rest import JSONResponse, error_response
 from app.api.schema import build_schema
+from app.api.shared_subscriptions import SharedSubscriptions, SharingTransportWSHandler
 from app.billing.middleware import BillingMiddleware
 from app.compliance import service as compliance
 from app.errors import AppError, PayloadTooLarge
@@ -49,6 +50,15 @@ class AgentrailGraphQL(GraphQL):
             keep_alive=True,
             keep_alive_interval=15,
             **kwargs,
+        )
+        # identical live subscriptions share one execution per process (see app/api/shared_subscriptions.py)
+        self.graphql_transport_ws_handler_class = type(
+            "AgentrailTransportWSHandler",
+            (SharingTransportWSHandler,),
+            {
+                "shared": SharedSubscriptions(flush_interval=settings.live_flush_interval_ms / 1000),
+                "max_buffered_bytes": settings.subscriber_max_buffered_bytes,
+            },
         )
 
     def encode_json(self, data: object) -> bytes:
@@ -238,6 +248,7 @@ def create_app(settings: Settings, *, runtime: Runtime | None = None, urls: tupl
         *domain_routes(),
     ]
     app = Starlette(routes=routes, lifespan=lifespan, exception_handlers={AppError: _app_error_handler})
+    app.state.graphql = graphql_app
     app.add_middleware(BillingMiddleware, settings=settings)  # per-request plan settings, X-RateLimit-* headers
     app.add_middleware(RequestMiddleware, max_body_bytes=settings.max_request_bytes)
     return app

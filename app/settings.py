@@ -43,6 +43,8 @@ class Settings(BaseSettings):
     max_ws_message_bytes: int = 1024 * 1024
     max_subscriptions_per_connection: int = 50
     subscriber_queue_size: int = 1000  # live messages buffered per subscriber before it is dropped as too slow
+    subscriber_max_buffered_bytes: int = 4 * 1024 * 1024  # unsent bytes on a live connection before it is too slow
+    live_flush_interval_ms: float = 20.0  # under load, live messages to one connection are written together
 
     # ingest
     max_batch_records: int = 1000

@@ -60,6 +60,11 @@ class Server:
     token: str
     api_key: str
 
+    def cpu_seconds(self) -> float:
+        """User + system CPU time the server process has used so far."""
+        fields = Path(f"/proc/{self.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
     def peak_rss_mb(self) -> float:
         """Peak resident memory of the server process (VmHWM), in MB."""
         for line in Path(f"/proc/{self.pid}/status").read_text().splitlines():
@@ -84,8 +89,8 @@ def running_server() -> Iterator[Server]:
             [str(Path(sys.executable).with_name("agentrail")), "serve", "--port", str(port), "--data-dir", tmp],
             cwd=ROOT,
             env=env,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
+            stdout=None if os.environ.get("BENCH_SERVER_OUTPUT") else subprocess.DEVNULL,
+            stderr=None if os.environ.get("BENCH_SERVER_OUTPUT") else subprocess.DEVNULL,
         )
         url = f"http://127.0.0.1:{port}"
         try:

@@ -154,7 +154,17 @@ async def live_server(app: Any) -> AsyncIterator[str]:
     from support import free_port
 
     port = free_port()
-    config = uvicorn.Config(app, host="127.0.0.1", port=port, lifespan="off", log_config=None, ws_max_size=1 << 20)
+    from app.runtime.websocket import FanoutWebSocketProtocol
+
+    config = uvicorn.Config(
+        app,
+        host="127.0.0.1",
+        port=port,
+        lifespan="off",
+        log_config=None,
+        ws_max_size=1 << 20,
+        ws=FanoutWebSocketProtocol,
+    )
     server = uvicorn.Server(config)
     server.capture_signals = contextlib.nullcontext  # type: ignore[method-assign]
     task = asyncio.create_task(server.serve())
