@@ -74,6 +74,22 @@ async def test_identical_subscriptions_share_one_execution(client, app, live_ser
     await _wait_for(lambda: len(shared) == 0)
 
 
+async def test_messages_are_text_frames(client, live_server):
+    """graphql-transport-ws clients (browsers) expect JSON in text frames, shared or not."""
+    alice = await register(client, org="Alice")
+    await _rule(client, alice)
+    ws = await _connect(live_server, alice)
+    try:
+        await ws.subscribe("LiveAlerts", {})  # shared
+        await ws.subscribe("LiveAlerts", {"after": "bm90LWEtY3Vyc29y"})  # its own (a bad cursor: an error)
+        await asyncio.sleep(0.3)
+        await _alert(client, alice, 1)
+        frames = [await asyncio.wait_for(ws.connection.recv(), 5) for _ in range(2)]
+        assert all(isinstance(frame, str) for frame in frames), frames
+    finally:
+        await ws.close()
+
+
 async def test_different_filters_and_replays_are_not_shared(client, app, live_server):
     shared = _handler_class(app).shared
     alice = await register(client, org="Alice")
