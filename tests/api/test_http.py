@@ -50,3 +50,17 @@ async def test_request_body_limit(client, settings):
 async def test_request_id_is_echoed(client):
     response = await client.get("/healthz", headers={"x-request-id": "abc123"})
     assert response.headers["x-request-id"] == "abc123"
+
+
+async def test_repeated_documents_are_validated_once(client):
+    """The depth and alias limits must not defeat the validation cache (it is keyed by the rule classes)."""
+    from strawberry.extensions.validation_cache import _get_validate_cache
+
+    cache = _get_validate_cache(512)
+    query = "query RepeatedDocument { __typename }"
+    await client.post("/graphql", json={"query": query})
+    hits = cache.cache_info().hits
+    for _ in range(3):
+        response = await client.post("/graphql", json={"query": query})
+        assert response.json() == {"data": {"__typename": "Query"}}
+    assert cache.cache_info().hits == hits + 3
