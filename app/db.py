@@ -94,12 +94,15 @@ class Database:
             self.url,
             pool_size=pool_size,
             max_overflow=max_overflow,
-            pool_pre_ping=True,
+            # no pre-ping (three round trips per checkout with asyncpg); a connection the server closed is
+            # recognised locally on checkout instead (see _discard_closed_connections)
+            pool_pre_ping=False,
             echo=echo,
             # a connection forgotten inside a transaction must not hold its locks forever
             connect_args={"server_settings": {"idle_in_transaction_session_timeout": "60000"}},
         )
         self._sessions = async_sessionmaker(self.engine, expire_on_commit=False, class_=AsyncSession)
+        event.listen(self.engine.sync_engine, "checkout", _discard_closed_connections)
 
     def session(self, *, org_id: str | None) -> AsyncSession:
         """A session scoped to `org_id`, or to the system when `org_id` is `SYSTEM`."""
@@ -115,8 +118,12 @@ class Database:
             yield session
 
     @asynccontextmanager
-    async def system_session(self) -> AsyncIterator[AsyncSession]:
+    async def system_session(self, *, autocommit: bool = False) -> AsyncIterator[AsyncSession]:
+        """`autocommit`: each statement commits on its own, no BEGIN/ROLLBACK round trips (for the lookups
+        that every request makes, such as finding the caller's API key)."""
         async with self.session(org_id=SYSTEM) as session:
+            if autocommit:
+                await session.connection(execution_options={"isolation_level": "AUTOCOMMIT"})
             yield session
 
     async def ping(self) -> None:
@@ -125,6 +132,13 @@ class Database:
 
     async def dispose(self) -> None:
         await self.engine.dispose()
+
+
+def _discard_closed_connections(dbapi_connection: Any, record: Any, proxy: Any) -> None:
+    # The server closed this pooled connection (restart, idle timeout, terminated backend): asyncpg knows
+    # without a round trip. DisconnectionError makes the pool discard it and hand out a fresh one.
+    if dbapi_connection.driver_connection.is_closed():
+        raise sa.exc.DisconnectionError("connection closed by the server")
 
 
 def to_async_url(url: str) -> str:

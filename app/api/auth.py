@@ -37,7 +37,7 @@ async def authenticate(headers: Mapping[str, str], *, runtime: Runtime, signer: 
     if credential is None:
         return None
     kind, value = credential
-    async with runtime.db.system_session() as session:
+    async with runtime.db.system_session(autocommit=True) as session:
         if kind == "api_key":
             principal = await orgs.principal_from_api_key(session, value)
         else:

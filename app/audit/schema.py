@@ -497,8 +497,11 @@ class AuditSubscription:
                 seen.add(node.record.id)
                 yield AuditLog.of(node.record)
             async for message in messages:
-                for record in live.decode(message):
-                    if record.id in seen or record.org_id != principal.org_id:
-                        continue
+                new_ids = [record_id for record_id in live.decode(message) if record_id not in seen]
+                if not new_ids:
+                    continue
+                async with ctx.runtime.db.tenant_session(principal.org_id) as session:
+                    records = await service.records_by_ids(session, new_ids)
+                for record in records:
                     seen.add(record.id)
                     yield AuditLog.of(record)

@@ -223,6 +223,16 @@ async def get_record(session: AsyncSession, record_id: str) -> AuditRecord:
     return record_from_row(row)
 
 
+async def records_by_ids(session: AsyncSession, record_ids: Sequence[str]) -> list[AuditRecord]:
+    """The records with these ids (those of the session's organisation), oldest first."""
+    if not record_ids:
+        return []
+    stmt = (
+        sa.select(*RECORD_COLUMNS).where(AuditLog.id.in_(list(record_ids))).order_by(AuditLog.occurred_at, AuditLog.seq)
+    )
+    return [record_from_row(row) for row in (await session.execute(stmt)).all()]
+
+
 async def find_record(session: AsyncSession, record_id: str) -> AuditRecord | None:
     try:
         return await get_record(session, record_id)
