@@ -20,6 +20,7 @@ from strawberry.types.execution import ExecutionContext
 from app.activity.schema import ActivityQuery
 from app.agents.schema import AgentsMutation, AgentsQuery
 from app.api.errors import DocumentCache, ErrorCodes
+from app.api.execution import FastLeafExecutionContext
 from app.api.scalars import DateTime
 from app.audit.schema import AuditMutation, AuditQuery, AuditSubscription
 from app.billing.schema import BillingMutation, BillingQuery
@@ -76,6 +77,7 @@ def build_schema(settings: Settings | None = None) -> strawberry.Schema:
         subscription=Subscription,
         extensions=extensions,
         config=StrawberryConfig(auto_camel_case=True, scalar_map={datetime: DateTime}),
+        execution_context_class=FastLeafExecutionContext,
     )
 
 

@@ -64,3 +64,17 @@ async def test_repeated_documents_are_validated_once(client):
         response = await client.post("/graphql", json={"query": query})
         assert response.json() == {"data": {"__typename": "Query"}}
     assert cache.cache_info().hits == hits + 3
+
+
+async def test_plain_fields_and_their_errors_are_the_same_on_the_fast_path(client):
+    """Leaf fields read directly (app/api/execution.py) keep the selection's order, aliases and errors."""
+    from support import register
+
+    account = await register(client)
+    query = "query { me { b: __typename organization { id name } a: __typename } }"
+    headers = {"Authorization": f"Bearer {account.token}"}
+    response = await client.post("/graphql", json={"query": query}, headers=headers)
+    body = response.json()
+    assert "errors" not in body, body
+    assert list(body["data"]["me"]) == ["b", "organization", "a"]
+    assert list(body["data"]["me"]["organization"]) == ["id", "name"]
