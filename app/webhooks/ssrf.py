@@ -1,0 +1,183 @@
+"""Keeping webhook requests away from internal networks (SSRF).
+
+A target is refused when ANY address its host resolves to is loopback, private, link-local, multicast,
+reserved, unspecified, shared (CGNAT) or otherwise not globally routable, or a cloud metadata address;
+IPv4-mapped IPv6 addresses are judged as the IPv4 address they carry. `AGENTRAIL_WEBHOOK_ALLOW_PRIVATE_TARGETS`
+(self-hosted installs) lets loopback, private and link-local addresses through; metadata, multicast and
+unspecified addresses are refused regardless.
+
+Against DNS rebinding the check is made when the connection is opened, by `PinnedNetworkBackend`: it resolves
+the host, checks every address, and connects to a checked address itself, so the address that passed is the
+one connected to. The URL keeps its host name, so TLS verifies the certificate (and sends SNI) for that name,
+and the connection pool never shares a connection between two names that resolve to one address.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import socket
+from collections.abc import Callable, Iterable
+from typing import Any
+
+import httpcore
+import httpx
+
+IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+
+METADATA_ADDRESSES = frozenset(
+    {
+        ipaddress.ip_address("169.254.169.254"),  # AWS, GCP, Azure, OpenStack, …
+        ipaddress.ip_address("169.254.170.2"),  # AWS ECS task metadata
+        ipaddress.ip_address("100.100.100.200"),  # Alibaba Cloud
+        ipaddress.ip_address("fd00:ec2::254"),  # AWS IPv6
+    }
+)
+
+
+class UnsafeTarget(Exception):
+    """The URL may not be requested: bad scheme, or an address on an internal network."""
+
+
+def address_problem(address: IPAddress, *, allow_private: bool = False) -> str | None:
+    """Why this address may not be connected to, or None when it may."""
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        return address_problem(address.ipv4_mapped, allow_private=allow_private)
+    if address in METADATA_ADDRESSES:
+        return "a cloud metadata address"
+    if address.is_unspecified:
+        return "an unspecified address"
+    if address.is_multicast:
+        return "a multicast address"
+    if allow_private and (address.is_loopback or address.is_private or address.is_link_local):
+        return None
+    if address.is_loopback:
+        return "a loopback address"
+    if address.is_link_local:
+        return "a link-local address"
+    if address.is_private:
+        return "a private address"
+    if address.is_reserved:
+        return "a reserved address"
+    if not address.is_global:
+        return "not a public address"
+    return None
+
+
+def check_addresses(host: str, addresses: Iterable[str], *, allow_private: bool) -> list[str]:
+    """The addresses, when every one is allowed; UnsafeTarget naming the first that is not."""
+    checked = []
+    for text in addresses:
+        address = ipaddress.ip_address(text.split("%", 1)[0])
+        problem = address_problem(address, allow_private=allow_private)
+        if problem is not None:
+            raise UnsafeTarget(f"{host} resolves to {address}, {problem}")
+        checked.append(str(address))
+    if not checked:
+        raise UnsafeTarget(f"{host} does not resolve to any address")
+    return checked
+
+
+Resolver = Callable[[str, int], Any]
+
+
+async def system_resolve(host: str, port: int) -> list[str]:
+    try:
+        infos = await asyncio.get_running_loop().getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except (socket.gaierror, UnicodeError) as exc:
+        raise UnsafeTarget(f"{host} does not resolve: {exc}") from None
+    seen: list[str] = []
+    for _family, _type, _proto, _name, sockaddr in infos:
+        if sockaddr[0] not in seen:
+            seen.append(str(sockaddr[0]))
+    return seen
+
+
+async def resolve_checked(
+    host: str, port: int, *, allow_private: bool, resolver: Resolver = system_resolve
+) -> list[str]:
+    """Resolves `host` and checks every address (an IP literal resolves to itself)."""
+    return check_addresses(host, await resolver(host, port), allow_private=allow_private)
+
+
+def parse_target(url: str, *, require_https: bool) -> httpx.URL:
+    """Syntax only: http(s), a host, no credentials; https when required (production)."""
+    if len(url) > 2048:
+        raise UnsafeTarget("the URL must be at most 2048 characters")
+    try:
+        parsed = httpx.URL(url)
+    except (httpx.InvalidURL, TypeError, ValueError):
+        raise UnsafeTarget("not a valid URL") from None
+    if parsed.scheme not in ("http", "https"):
+        raise UnsafeTarget("the URL must start with https:// (or http:// outside production)")
+    if require_https and parsed.scheme != "https":
+        raise UnsafeTarget("the URL must use https in production")
+    if not parsed.host:
+        raise UnsafeTarget("the URL has no host")
+    if parsed.userinfo:
+        raise UnsafeTarget("the URL must not carry credentials")
+    if parsed.fragment:
+        raise UnsafeTarget("the URL must not have a fragment")
+    return parsed
+
+
+async def check_url(
+    url: str, *, require_https: bool, allow_private: bool, resolver: Resolver = system_resolve
+) -> httpx.URL:
+    """The whole check, as made when an endpoint is saved: syntax, then every resolved address."""
+    parsed = parse_target(url, require_https=require_https)
+    port = parsed.port or (443 if parsed.scheme == "https" else 80)
+    await resolve_checked(parsed.host, port, allow_private=allow_private, resolver=resolver)
+    return parsed
+
+
+class PinnedNetworkBackend(httpcore.AsyncNetworkBackend):
+    """Resolves, checks and connects to the checked address in one step (see the module docstring)."""
+
+    def __init__(self, allow_private: Callable[[], bool], *, resolver: Resolver = system_resolve) -> None:
+        self._allow_private = allow_private
+        self._resolver = resolver
+        self._inner = httpcore.AnyIOBackend()
+
+    async def connect_tcp(
+        self,
+        host: str,
+        port: int,
+        timeout: float | None = None,  # noqa: ASYNC109  httpcore's interface
+        local_address: str | None = None,
+        socket_options: Iterable[Any] | None = None,
+    ) -> httpcore.AsyncNetworkStream:
+        addresses = await resolve_checked(host, port, allow_private=self._allow_private(), resolver=self._resolver)
+        last: Exception | None = None
+        for address in addresses:
+            try:
+                return await self._inner.connect_tcp(
+                    address, port, timeout=timeout, local_address=local_address, socket_options=socket_options
+                )
+            except (httpcore.ConnectError, httpcore.ConnectTimeout) as exc:
+                last = exc
+        assert last is not None
+        raise last
+
+    async def connect_unix_socket(self, *args: Any, **kwargs: Any) -> httpcore.AsyncNetworkStream:
+        raise UnsafeTarget("unix sockets are not webhook targets")
+
+    async def sleep(self, seconds: float) -> None:
+        await self._inner.sleep(seconds)
+
+
+class PinnedTransport(httpx.AsyncHTTPTransport):
+    """httpx's transport over a connection pool that connects only through `PinnedNetworkBackend`."""
+
+    def __init__(self, backend: PinnedNetworkBackend, *, limits: httpx.Limits) -> None:
+        super().__init__(limits=limits, retries=0, trust_env=False)
+        self._pool = httpcore.AsyncConnectionPool(
+            ssl_context=httpx.create_ssl_context(),
+            max_connections=limits.max_connections,
+            max_keepalive_connections=limits.max_keepalive_connections,
+            keepalive_expiry=limits.keepalive_expiry,
+            http1=True,
+            http2=False,
+            retries=0,
+            network_backend=backend,
+        )
