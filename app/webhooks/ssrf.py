@@ -49,16 +49,14 @@ def address_problem(address: IPAddress, *, allow_private: bool = False) -> str |
         return "an unspecified address"
     if address.is_multicast:
         return "a multicast address"
-    if allow_private and (address.is_loopback or address.is_private or address.is_link_local):
-        return None
     if address.is_loopback:
-        return "a loopback address"
-    if address.is_link_local:
-        return "a link-local address"
-    if address.is_private:
-        return "a private address"
-    if address.is_reserved:
+        return None if allow_private else "a loopback address"
+    if address.is_reserved:  # 240.0.0.0/4 and the like: no one's network (Python counts some as private)
         return "a reserved address"
+    if address.is_link_local:
+        return None if allow_private else "a link-local address"
+    if address.is_private:
+        return None if allow_private else "a private address"
     if not address.is_global:
         return "not a public address"
     return None
