@@ -74,7 +74,7 @@ class Settings(BaseSettings):
     webhook_disable_after_days: float = 5.0
     webhook_secret_grace_hours: float = 24.0  # a rotated-out secret still signs for this long
     webhook_batch_size: int = 200  # deliveries one job claims and sends concurrently
-    webhook_max_connections: int = 100
+    webhook_max_in_flight: int = 64  # requests a worker process has in flight at once (pools of 8 connections)
     webhook_allow_private_targets: bool = False  # self-hosted installs: allow loopback/private addresses
 
     # in-process worker for `agentrail serve` (production runs `agentrail worker` separately)

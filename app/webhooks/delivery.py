@@ -12,7 +12,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 
-import httpx
 import structlog
 from sqlmodel import select
 
@@ -21,7 +20,7 @@ from app.settings import Settings
 from app.webhooks import outbox, secretbox
 from app.webhooks.models import WebhookEndpoint
 from app.webhooks.outbox import TEST_EVENT, Claimed, Outcome
-from app.webhooks.sender import AttemptResult, Message, send
+from app.webhooks.sender import AttemptResult, Message, WebhookClient, send
 
 log = structlog.get_logger(__name__)
 
@@ -37,7 +36,7 @@ class BatchReport:
 
 async def deliver_due(
     db: Database,
-    client: httpx.AsyncClient,
+    client: WebhookClient,
     *,
     settings: Settings,
     secret_key: str,

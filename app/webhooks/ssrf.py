@@ -6,10 +6,9 @@ IPv4-mapped IPv6 addresses are judged as the IPv4 address they carry. `AGENTRAIL
 (self-hosted installs) lets loopback, private and link-local addresses through; metadata, multicast and
 unspecified addresses are refused regardless.
 
-Against DNS rebinding the check is made when the connection is opened, by `PinnedNetworkBackend`: it resolves
-the host, checks every address, and connects to a checked address itself, so the address that passed is the
-one connected to. The URL keeps its host name, so TLS verifies the certificate (and sends SNI) for that name,
-and the connection pool never shares a connection between two names that resolve to one address.
+Against DNS rebinding the check is made again when a connection is opened, by
+`app.webhooks.transport.PinnedNetworkBackend`: it resolves the host, checks every address, and connects to a
+checked address itself, so the address that passed is the one connected to.
 """
 
 from __future__ import annotations
@@ -20,7 +19,6 @@ import socket
 from collections.abc import Callable, Iterable
 from typing import Any
 
-import httpcore
 import httpx
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
@@ -127,55 +125,3 @@ async def check_url(
     port = parsed.port or (443 if parsed.scheme == "https" else 80)
     await resolve_checked(parsed.host, port, allow_private=allow_private, resolver=resolver)
     return parsed
-
-
-class PinnedNetworkBackend(httpcore.AsyncNetworkBackend):
-    """Resolves, checks and connects to the checked address in one step (see the module docstring)."""
-
-    def __init__(self, allow_private: Callable[[], bool], *, resolver: Resolver = system_resolve) -> None:
-        self._allow_private = allow_private
-        self._resolver = resolver
-        self._inner = httpcore.AnyIOBackend()
-
-    async def connect_tcp(
-        self,
-        host: str,
-        port: int,
-        timeout: float | None = None,  # noqa: ASYNC109  httpcore's interface
-        local_address: str | None = None,
-        socket_options: Iterable[Any] | None = None,
-    ) -> httpcore.AsyncNetworkStream:
-        addresses = await resolve_checked(host, port, allow_private=self._allow_private(), resolver=self._resolver)
-        last: Exception | None = None
-        for address in addresses:
-            try:
-                return await self._inner.connect_tcp(
-                    address, port, timeout=timeout, local_address=local_address, socket_options=socket_options
-                )
-            except (httpcore.ConnectError, httpcore.ConnectTimeout) as exc:
-                last = exc
-        assert last is not None
-        raise last
-
-    async def connect_unix_socket(self, *args: Any, **kwargs: Any) -> httpcore.AsyncNetworkStream:
-        raise UnsafeTarget("unix sockets are not webhook targets")
-
-    async def sleep(self, seconds: float) -> None:
-        await self._inner.sleep(seconds)
-
-
-class PinnedTransport(httpx.AsyncHTTPTransport):
-    """httpx's transport over a connection pool that connects only through `PinnedNetworkBackend`."""
-
-    def __init__(self, backend: PinnedNetworkBackend, *, limits: httpx.Limits) -> None:
-        super().__init__(limits=limits, retries=0, trust_env=False)
-        self._pool = httpcore.AsyncConnectionPool(
-            ssl_context=httpx.create_ssl_context(),
-            max_connections=limits.max_connections,
-            max_keepalive_connections=limits.max_keepalive_connections,
-            keepalive_expiry=limits.keepalive_expiry,
-            http1=True,
-            http2=False,
-            retries=0,
-            network_backend=backend,
-        )
