@@ -15,7 +15,7 @@ from datetime import datetime
 import structlog
 from sqlmodel import select
 
-from app.db import Database, utcnow
+from app.db import AsyncSession, Database, utcnow
 from app.settings import Settings
 from app.webhooks import outbox, secretbox
 from app.webhooks.models import WebhookEndpoint
@@ -89,10 +89,11 @@ async def deliver_due(
     return report
 
 
-async def _endpoints(session: object, ids: set[str]) -> dict[str, WebhookEndpoint]:
+async def _endpoints(session: AsyncSession, ids: set[str]) -> dict[str, WebhookEndpoint]:
+    """The claimed deliveries' endpoints, in one query."""
     if not ids:
         return {}
-    rows = (await session.exec(select(WebhookEndpoint).where(WebhookEndpoint.id.in_(ids)))).all()  # type: ignore[attr-defined]
+    rows = (await session.exec(select(WebhookEndpoint).where(WebhookEndpoint.id.in_(ids)))).all()
     return {e.id: e for e in rows}
 
 

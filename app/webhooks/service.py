@@ -27,7 +27,7 @@ from sqlmodel import select
 
 from app.activity.service import record_activity
 from app.billing import quota as billing_quota
-from app.db import AsyncSession, iso, new_id, session_org, utcnow, within
+from app.db import SYSTEM, AsyncSession, TenancyError, iso, new_id, session_org, utcnow, within
 from app.errors import BadUserInput, Conflict, NotFound
 from app.orgs.principal import Principal
 from app.settings import Settings
@@ -315,9 +315,11 @@ async def emit_events(
     if not events:
         return []
     scope = session_org(session)
-    org_id = org_id or scope
-    if not org_id or org_id.startswith("__"):
-        raise ValueError("emit_events needs the organisation")
+    if scope not in (None, SYSTEM) and org_id not in (None, scope):
+        raise TenancyError("a tenant session emits only its own organisation's events")
+    org_id = org_id or (scope if scope != SYSTEM else None)
+    if not org_id:
+        raise ValueError("emit_events needs the organisation (pass org_id in a system session)")
     types = sorted({t for t, _ in events})
     unknown = [t for t in types if t not in EVENT_TYPES]
     if unknown:
@@ -567,7 +569,6 @@ async def send_test(
 __all__ = [
     "ALL_EVENTS",
     "EVENT_TYPES",
-    "FAILED",
     "DeliveryQuery",
     "dispatch_emitted",
     "emit_event",

@@ -13,7 +13,7 @@ import pytest
 import sqlalchemy as sa
 from standardwebhooks import Webhook
 
-from app.db import utcnow
+from app.db import TenancyError, utcnow
 from app.webhooks import delivery, outbox
 from app.webhooks.service import emit_event, emit_events
 from support import create_api_key, error_code, gql, register
@@ -395,6 +395,10 @@ async def test_emit_is_a_no_op_without_endpoints_and_rejects_unknown_types(clien
     async with runtime.db.tenant_session(owner.org_id) as session:
         with pytest.raises(ValueError, match="unknown"):
             await emit_event(session, "alert.exploded", {})
+    other = await register(client, org="Other")
+    async with runtime.db.tenant_session(owner.org_id) as session:
+        with pytest.raises(TenancyError):
+            await emit_event(session, "report.ready", {}, org_id=other.org_id)
     # from a system session (e.g. a worker finishing a report) the organisation is named explicitly
     async with runtime.db.system_session() as session:
         with pytest.raises(ValueError, match="organisation"):
