@@ -70,6 +70,17 @@ class Settings(BaseSettings):
     user_requests_per_second: float = 20.0  # per signed-in user, whatever the plan
     rate_limit_burst_seconds: float = 2.0  # a caller may burst this many seconds' worth of requests
 
+    # webhooks (app/webhooks): delivery timeout, retry schedule (seconds; 3 retries, then dead-lettered),
+    # jitter (a fraction added to each delay), auto-disable after continuous failure, and SSRF protection
+    webhook_timeout_seconds: float = 10.0
+    webhook_retry_delays: list[float] = [30.0, 300.0, 1800.0]
+    webhook_retry_jitter: float = 0.1
+    webhook_disable_after_days: float = 5.0
+    webhook_secret_grace_hours: float = 24.0  # a rotated-out secret still signs for this long
+    webhook_batch_size: int = 200  # deliveries one job claims and sends concurrently
+    webhook_max_in_flight: int = 64  # requests a worker process has in flight at once (pools of 8 connections)
+    webhook_allow_private_targets: bool = False  # self-hosted installs: allow loopback/private addresses
+
     # in-process worker for `agentrail serve` (production runs `agentrail worker` separately)
     run_worker: bool = True
 

@@ -11,6 +11,9 @@ from app.runtime.resources import ARQ_QUEUE, Runtime, arq_redis_settings
 from workers.audit import index_audit_search, seal_audit_trail, sweep_audit_search
 from workers.maintenance import record_heartbeat, remove_expired_files
 from workers.metrics import rollup_metrics, rollup_org_metrics
+from workers.webhooks import deliver_webhooks, drain_webhook_deliveries
+from workers.webhooks import shutdown as webhooks_shutdown
+from workers.webhooks import startup as webhooks_startup
 
 FUNCTIONS: list[Any] = [
     record_heartbeat,
@@ -21,6 +24,8 @@ FUNCTIONS: list[Any] = [
     rollup_metrics,
     rollup_org_metrics,
     remove_expired_files,
+    func(deliver_webhooks, keep_result=0),
+    drain_webhook_deliveries,
 ]
 CRON_JOBS: list[Any] = [
     cron(record_heartbeat, second=0, run_at_startup=True),
@@ -28,13 +33,19 @@ CRON_JOBS: list[Any] = [
     cron(seal_audit_trail, second=30, unique=True, timeout=600),
     cron(sweep_audit_search, second=45, unique=True, timeout=600),
     cron(rollup_metrics, second=15, unique=True, timeout=600),
-    cron(remove_expired_files, second=5, unique=True, timeout=600),
+    cron(remove_expired_files, second=50, unique=True, timeout=600),
+    # not unique: several workers drain side by side (claims skip each other's rows)
+    cron(drain_webhook_deliveries, second=5, timeout=300),
 ]
 
 
 def build_worker(runtime: Runtime, *, burst: bool = False) -> Worker:
     async def on_startup(ctx: dict[str, Any]) -> None:
         ctx["runtime"] = runtime
+        await webhooks_startup(ctx)
+
+    async def on_shutdown(ctx: dict[str, Any]) -> None:
+        await webhooks_shutdown(ctx)
 
     return Worker(
         functions=FUNCTIONS,
@@ -43,6 +54,7 @@ def build_worker(runtime: Runtime, *, burst: bool = False) -> Worker:
         redis_settings=arq_redis_settings(runtime.redis_url),
         queue_name=ARQ_QUEUE,
         on_startup=on_startup,
+        on_shutdown=on_shutdown,
         handle_signals=False,
         burst=burst,
         max_jobs=20,

@@ -30,17 +30,34 @@ from app.metrics.schema import MetricsQuery
 from app.orgs.schema import OrgsMutation, OrgsQuery
 from app.policies.schema import PoliciesMutation, PoliciesQuery
 from app.settings import Settings
+from app.webhooks.schema import WebhooksMutation, WebhooksQuery
 
 
 @strawberry.type(description="Read operations.")
 class Query(
-    OrgsQuery, AgentsQuery, AuditQuery, ComplianceQuery, BillingQuery, ActivityQuery, MetricsQuery, PoliciesQuery
+    OrgsQuery,
+    AgentsQuery,
+    AuditQuery,
+    ComplianceQuery,
+    BillingQuery,
+    ActivityQuery,
+    MetricsQuery,
+    PoliciesQuery,
+    WebhooksQuery,
 ):
     pass
 
 
 @strawberry.type(description="Write operations.")
-class Mutation(OrgsMutation, AgentsMutation, AuditMutation, ComplianceMutation, BillingMutation, PoliciesMutation):
+class Mutation(
+    OrgsMutation,
+    AgentsMutation,
+    AuditMutation,
+    ComplianceMutation,
+    BillingMutation,
+    PoliciesMutation,
+    WebhooksMutation,
+):
     pass
 
 

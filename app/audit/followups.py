@@ -1,4 +1,5 @@
-"""What happens after an ingest transaction commits: alerts and live spans out, search indexing queued.
+"""What happens after an ingest transaction commits: alerts and live spans out, search indexing and webhook
+deliveries queued.
 
 Both are best effort: the records are already safe in PostgreSQL. A lost publish means a live viewer
 re-reads the trace when it resubscribes; a lost indexing job is caught by the search sweeper.
@@ -16,13 +17,21 @@ from app.audit.models import AuditRecord
 from app.compliance import service as compliance
 from app.compliance.models import Alert
 from app.runtime.resources import Runtime
+from app.webhooks import service as webhooks
 
 log = structlog.get_logger(__name__)
 
 
-async def after_commit(runtime: Runtime, created: Sequence[AuditRecord], alerts: Sequence[Alert] = ()) -> None:
+async def after_commit(
+    runtime: Runtime,
+    created: Sequence[AuditRecord],
+    alerts: Sequence[Alert] = (),
+    webhook_deliveries: Sequence[str] = (),
+) -> None:
     if not created:
         return
+    # alert.created webhooks: the deliveries are rows already; this only says "send now" (else the sweeper does)
+    await webhooks.enqueue_deliveries(runtime.queue, webhook_deliveries)
     if alerts:
         try:
             await compliance.publish_alerts(runtime.broadcaster, alerts)

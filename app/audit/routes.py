@@ -63,7 +63,7 @@ async def _ingest(request: Request, raws: list[Any], *, batch: bool) -> list[Aud
     drafts = check_records(raws, max_batch=runtime.settings.max_batch_records, batch=batch)
     async with runtime.db.tenant_session(principal.org_id) as session:
         result = await service.ingest(session, principal, drafts)
-    await followups.after_commit(runtime, result.created, result.alerts)
+    await followups.after_commit(runtime, result.created, result.alerts, result.webhook_deliveries)
     return result.records
 
 

@@ -451,7 +451,7 @@ async def _ingest(info: Info, raws: list[dict[str, Any]], *, batch: bool) -> lis
     principal = await ctx.principal()
     drafts = check_records(raws, max_batch=ctx.runtime.settings.max_batch_records, batch=batch)
     result = await service.ingest(await ctx.db(), principal, drafts)
-    await followups.after_commit(ctx.runtime, result.created, result.alerts)
+    await followups.after_commit(ctx.runtime, result.created, result.alerts, result.webhook_deliveries)
     return result.records
 
 

@@ -7,7 +7,7 @@ round trip per record; secrets are masked and checksums computed before anything
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
@@ -27,6 +27,7 @@ from app.compliance.models import Alert
 from app.db import AsyncSession, TenancyError, new_id, session_org, within
 from app.errors import NotFound
 from app.orgs.principal import Principal
+from app.webhooks import service as webhooks
 
 MAX_TRACE_SPANS = 10_000
 INGEST_LOCK_NAMESPACE = 0x41554454  # "AUDT": ingest holds it shared per org, sealing exclusively
@@ -145,6 +146,7 @@ class IngestResult:
     records: list[AuditRecord]  # in input order; a repeated idempotency key gives the first record
     created: list[AuditRecord]  # only the ones written now
     alerts: list[Alert]  # raised by the ones written now
+    webhook_deliveries: list[str] = field(default_factory=list)  # alert.created deliveries to queue
 
 
 async def ingest(session: AsyncSession, principal: Principal, drafts: Sequence[AuditLogDraft]) -> IngestResult:
@@ -213,7 +215,12 @@ async def ingest(session: AsyncSession, principal: Principal, drafts: Sequence[A
     # commit: over the limit it raises QUOTA_EXCEEDED and the whole batch rolls back
     await billing_quota.consume_records(session, org_id, len(created))
     await session.commit()
-    return IngestResult(records=[resolved[i] for i in position], created=created, alerts=alerts)
+    return IngestResult(
+        records=[resolved[i] for i in position],
+        created=created,
+        alerts=alerts,
+        webhook_deliveries=webhooks.take_emitted(session),
+    )
 
 
 async def get_record(session: AsyncSession, record_id: str) -> AuditRecord:

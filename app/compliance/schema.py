@@ -18,6 +18,7 @@ from app.compliance.models import ComplianceRule as RuleRow
 from app.compliance.packs import Pack, PackRule
 from app.errors import AppError, SubscriberTooSlowError
 from app.runtime.redis import SubscriberTooSlow
+from app.webhooks import service as webhooks
 
 if TYPE_CHECKING:
     from app.agents.schema import Agent
@@ -395,9 +396,9 @@ class ComplianceMutation:
         note: Annotated[str | None, strawberry.argument(description="Why (≤ 2,000 characters).")] = None,
     ) -> Alert:
         ctx = info.context
-        alert = await service.resolve_alert(
-            await ctx.db(), await ctx.principal(), str(id), note=note, source_ip=ctx.source_ip
-        )
+        session = await ctx.db()
+        alert = await service.resolve_alert(session, await ctx.principal(), str(id), note=note, source_ip=ctx.source_ip)
+        await webhooks.dispatch_emitted(ctx.runtime, session)
         return Alert.from_model(alert)
 
     @strawberry.mutation(description="Reopen a resolved alert (idempotent). Users only.")

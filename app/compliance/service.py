@@ -38,6 +38,7 @@ from app.db import AsyncSession, new_id, session_org, utcnow, within
 from app.errors import BadUserInput, Conflict, NotFound
 from app.orgs.principal import Principal
 from app.runtime.redis import Broadcaster
+from app.webhooks import service as webhooks
 
 log = structlog.get_logger(__name__)
 
@@ -413,7 +414,36 @@ async def write_alerts(
         )
     result = await session.execute(sa.insert(Alert).returning(Alert.id, Alert.seq), values)
     seqs = {r.id: r.seq for r in result.all()}
-    return [Alert(**v, seq=seqs[v["id"]]) for v in values]
+    alerts = [Alert(**v, seq=seqs[v["id"]]) for v in values]
+    # the outbox rows commit with the alerts; the caller queues them after the commit
+    await webhooks.emit_events(session, [("alert.created", alert_event_data(a)) for a in alerts], now=now)
+    return alerts
+
+
+def alert_event_data(alert: Alert) -> dict[str, Any]:
+    """An alert as webhook events carry it (`data.alert`): the redacted excerpt, never the matched text."""
+    return {
+        "alert": {
+            "id": alert.id,
+            "ruleId": alert.rule_id,
+            "ruleName": alert.rule_name,
+            "ruleKind": alert.rule_kind,
+            "policyId": alert.policy_id,
+            "policyVersion": alert.policy_version,
+            "severity": alert.severity,
+            "action": alert.action,
+            "message": alert.message,
+            "field": alert.field,
+            "excerpt": alert.excerpt,
+            "auditLogId": alert.audit_log_id,
+            "traceId": alert.trace_id,
+            "agentId": alert.agent_id,
+            "createdAt": alert.created_at,
+            "resolvedAt": alert.resolved_at,
+            "resolvedBy": alert.resolved_by,
+            "resolutionNote": alert.resolution_note,
+        }
+    }
 
 
 # --- live alerts -------------------------------------------------------------------------------
@@ -531,6 +561,7 @@ async def resolve_alert(
             metadata={"rule": alert.rule_name},
             source_ip=source_ip,
         )
+        await webhooks.emit_event(session, "alert.resolved", alert_event_data(alert))
         await session.commit()
     return alert
 

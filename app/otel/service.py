@@ -135,7 +135,7 @@ async def _write(
                     draft.agent_id = fresh[names_by_id[draft.agent_id]]
             names_by_id.update({agent_id: name for name, agent_id in fresh.items()})
             continue
-        await followups.after_commit(runtime, result.created, result.alerts)
+        await followups.after_commit(runtime, result.created, result.alerts, result.webhook_deliveries)
         return len(result.created), len(drafts) - len(result.created)
     raise AssertionError("unreachable")
 

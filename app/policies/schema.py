@@ -15,6 +15,7 @@ from app.compliance.schema import RecordField, RuleAction, RuleKind, Severity
 from app.errors import AppError
 from app.policies import analytics as policy_analytics
 from app.policies import loaders, models, service
+from app.webhooks import service as webhooks
 
 if TYPE_CHECKING:
     from app.agents.schema import Agent
@@ -337,14 +338,16 @@ class PoliciesMutation:
         self, info: Info, input: Annotated[CreatePolicyInput, strawberry.argument(description="The policy.")]
     ) -> Policy:
         ctx = info.context
+        session = await ctx.db()
         policy = await service.create_policy(
-            await ctx.db(),
+            session,
             await ctx.principal(),
             name=input.name,
             description=input.description,
             rules=[r.to_service() for r in input.rules],
             source_ip=ctx.source_ip,
         )
+        await webhooks.dispatch_emitted(ctx.runtime, session)
         return Policy.of(policy)
 
     @strawberry.mutation(description="Change a policy's name or description. Owners and admins.")
@@ -383,14 +386,16 @@ class PoliciesMutation:
         note: Annotated[str | None, strawberry.argument(description="Why.")] = None,
     ) -> PolicyVersion:
         ctx = info.context
+        session = await ctx.db()
         version = await service.create_version(
-            await ctx.db(),
+            session,
             await ctx.principal(),
             str(policy_id),
             rules=[r.to_service() for r in rules],
             note=note or "",
             source_ip=ctx.source_ip,
         )
+        await webhooks.dispatch_emitted(ctx.runtime, session)
         await _changed(info)
         return PolicyVersion.of(version)
 
@@ -402,9 +407,11 @@ class PoliciesMutation:
         version_number: Annotated[int, strawberry.argument(description="The version to restore.")],
     ) -> PolicyVersion:
         ctx = info.context
+        session = await ctx.db()
         version = await service.restore_version(
-            await ctx.db(), await ctx.principal(), str(policy_id), version_number, source_ip=ctx.source_ip
+            session, await ctx.principal(), str(policy_id), version_number, source_ip=ctx.source_ip
         )
+        await webhooks.dispatch_emitted(ctx.runtime, session)
         await _changed(info)
         return PolicyVersion.of(version)
 
@@ -434,7 +441,7 @@ class PoliciesMutation:
         name: Annotated[str, strawberry.argument(description="Name of the new policy.")],
     ) -> Policy:
         ctx = info.context
-        policy = await service.clone_pack(
-            await ctx.db(), await ctx.principal(), str(pack_id), name, source_ip=ctx.source_ip
-        )
+        session = await ctx.db()
+        policy = await service.clone_pack(session, await ctx.principal(), str(pack_id), name, source_ip=ctx.source_ip)
+        await webhooks.dispatch_emitted(ctx.runtime, session)
         return Policy.of(policy)

@@ -25,6 +25,7 @@ from app.db import AsyncSession, new_id, utcnow
 from app.errors import BadUserInput, Conflict, NotFound
 from app.orgs.principal import Principal
 from app.policies.models import Policy, PolicyAttachment, PolicyVersion
+from app.webhooks import service as webhooks
 
 MAX_RULES_PER_VERSION = 200
 
@@ -154,17 +155,16 @@ async def create_policy(
     except IntegrityError:
         await session.rollback()
         raise Conflict(f"a policy named {name!r} already exists", field="name") from None
-    session.add(
-        PolicyVersion(
-            id=new_id("polv"),
-            org_id=principal.org_id,
-            policy_id=policy.id,
-            number=1,
-            rules=snapshot,
-            note=note or "initial version",
-            created_by=principal.actor_id,
-        )
+    version = PolicyVersion(
+        id=new_id("polv"),
+        org_id=principal.org_id,
+        policy_id=policy.id,
+        number=1,
+        rules=snapshot,
+        note=note or "initial version",
+        created_by=principal.actor_id,
     )
+    session.add(version)
     record_activity(
         session,
         principal,
@@ -174,6 +174,9 @@ async def create_policy(
         target_name=name,
         metadata={"rules": len(snapshot)},
         source_ip=source_ip,
+    )
+    await webhooks.emit_event(
+        session, "policy.version_created", version_event_data(policy, version, principal, origin="policy.created")
     )
     await _commit_named(session, name)
     return policy
@@ -263,8 +266,37 @@ async def create_version(
         metadata={"version": number, "rules": len(rules_snapshot), **(extra or {})},
         source_ip=source_ip,
     )
+    await webhooks.emit_event(
+        session, "policy.version_created", version_event_data(policy, version, principal, origin=action, extra=extra)
+    )
     await session.commit()
     return version
+
+
+def version_event_data(
+    policy: Policy,
+    version: PolicyVersion,
+    principal: Principal,
+    *,
+    origin: str,
+    extra: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """A new policy version as the `policy.version_created` webhook carries it. `origin` says how it came:
+    policy.created (version 1), policy.version_created or policy.version_restored."""
+    return {
+        "policy": {"id": policy.id, "name": policy.name, "currentVersion": version.number},
+        "version": {
+            "id": version.id,
+            "number": version.number,
+            "note": version.note,
+            "rules": len(version.rules),
+            "createdBy": version.created_by,
+            "createdAt": version.created_at,
+        },
+        "origin": origin,
+        "actor": {"type": principal.kind, "id": principal.actor_id},
+        **(extra or {}),
+    }
 
 
 async def restore_version(

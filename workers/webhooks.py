@@ -1,0 +1,58 @@
+"""Webhook jobs: send new deliveries at once, retries when due, and sweep every minute for the rest."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from app.webhooks import delivery, sender
+from app.webhooks.service import enqueue_deliveries
+
+CLIENT = "webhook_client"
+SWEEP_SECONDS = 50.0  # a sweep stops claiming new batches after this long (the next one starts each minute)
+
+
+async def startup(ctx: dict[str, Any]) -> None:
+    """One pooled HTTP client per worker process, shared by every webhook job."""
+    ctx[CLIENT] = sender.build_client(ctx["runtime"].settings)
+
+
+async def shutdown(ctx: dict[str, Any]) -> None:
+    client = ctx.pop(CLIENT, None)
+    if client is not None:
+        await client.aclose()
+
+
+async def _run(ctx: dict[str, Any], ids: list[str] | None) -> delivery.BatchReport:
+    runtime = ctx["runtime"]
+    report = await delivery.deliver_due(
+        runtime.db, ctx[CLIENT], settings=runtime.settings, secret_key=runtime.secret_key, ids=ids
+    )
+    if report.retry_at:  # one deferred job for the batch's retries (the sweeper is the safety net)
+        await enqueue_deliveries(
+            runtime.queue, [i for i, _ in report.retry_at], defer_until=max(t for _, t in report.retry_at)
+        )
+    return report
+
+
+async def deliver_webhooks(ctx: dict[str, Any], delivery_ids: list[str]) -> int:
+    """Queued after an event commits (and for retries): sends those of `delivery_ids` that are due."""
+    sent = 0
+    batch = ctx["runtime"].settings.webhook_batch_size
+    for start in range(0, len(delivery_ids), batch):
+        sent += (await _run(ctx, delivery_ids[start : start + batch])).claimed
+    return sent
+
+
+async def drain_webhook_deliveries(ctx: dict[str, Any]) -> int:
+    """Every minute: every due delivery, whatever the queue forgot (a Redis flush, a crashed worker's
+    expired lease, a retry whose job was lost), batch after batch."""
+    started = time.monotonic()
+    sent = 0
+    batch = ctx["runtime"].settings.webhook_batch_size
+    while time.monotonic() - started < SWEEP_SECONDS:
+        claimed = (await _run(ctx, None)).claimed
+        sent += claimed
+        if claimed < batch:
+            break
+    return sent
