@@ -11,6 +11,7 @@ from app.runtime.resources import ARQ_QUEUE, Runtime, arq_redis_settings
 from workers.audit import index_audit_search, seal_audit_trail, sweep_audit_search
 from workers.maintenance import record_heartbeat, remove_expired_files
 from workers.metrics import rollup_metrics, rollup_org_metrics
+from workers.reports import build_report, sweep_reports
 
 FUNCTIONS: list[Any] = [
     record_heartbeat,
@@ -21,6 +22,9 @@ FUNCTIONS: list[Any] = [
     rollup_metrics,
     rollup_org_metrics,
     remove_expired_files,
+    # no stored result: the sweeper may queue the same build id again once a run ended without building
+    func(build_report, keep_result=0),
+    sweep_reports,
 ]
 CRON_JOBS: list[Any] = [
     cron(record_heartbeat, second=0, run_at_startup=True),
@@ -29,6 +33,7 @@ CRON_JOBS: list[Any] = [
     cron(sweep_audit_search, second=45, unique=True, timeout=600),
     cron(rollup_metrics, second=15, unique=True, timeout=600),
     cron(remove_expired_files, second=5, unique=True, timeout=600),
+    cron(sweep_reports, second=50, unique=True, timeout=600),
 ]
 
 

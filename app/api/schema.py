@@ -27,18 +27,29 @@ from app.jobs.schema import JobsSubscription
 from app.metrics.schema import MetricsQuery
 from app.orgs.schema import OrgsMutation, OrgsQuery
 from app.policies.schema import PoliciesMutation, PoliciesQuery
+from app.reports.schema import ReportsMutation, ReportsQuery
 from app.settings import Settings
 
 
 @strawberry.type(description="Read operations.")
 class Query(
-    OrgsQuery, AgentsQuery, AuditQuery, ComplianceQuery, BillingQuery, ActivityQuery, MetricsQuery, PoliciesQuery
+    OrgsQuery,
+    AgentsQuery,
+    AuditQuery,
+    ComplianceQuery,
+    BillingQuery,
+    ActivityQuery,
+    MetricsQuery,
+    PoliciesQuery,
+    ReportsQuery,
 ):
     pass
 
 
 @strawberry.type(description="Write operations.")
-class Mutation(OrgsMutation, AgentsMutation, AuditMutation, ComplianceMutation, BillingMutation, PoliciesMutation):
+class Mutation(
+    OrgsMutation, AgentsMutation, AuditMutation, ComplianceMutation, BillingMutation, PoliciesMutation, ReportsMutation
+):
     pass
 
 

@@ -475,6 +475,25 @@ async def agent_stats(
     return ActivityStats(*row)
 
 
+async def trace_counts_by_agent(
+    session: AsyncSession,
+    *,
+    occurred_from: datetime | None,
+    occurred_to: datetime | None,
+    agent_ids: list[str] | None = None,
+) -> dict[str | None, int]:
+    """Distinct traces each agent took part in over a window: one GROUP BY."""
+    conditions = within(AuditLog.occurred_at, occurred_from, occurred_to)
+    if agent_ids is not None:
+        conditions.append(AuditLog.agent_id.in_(agent_ids))
+    stmt = (
+        sa.select(AuditLog.agent_id, sa.func.count(sa.distinct(AuditLog.trace_id)))
+        .where(*conditions)
+        .group_by(AuditLog.agent_id)
+    )
+    return {agent_id: int(n) for agent_id, n in (await session.execute(stmt)).all()}
+
+
 async def stream_records(session: AsyncSession, query: AuditLogQuery, *, limit: int) -> AsyncIterator[AuditRecord]:
     """Newest first, through a server-side cursor: memory stays flat whatever the row count."""
     stmt = _filtered(query).order_by(AuditLog.occurred_at.desc(), AuditLog.id.desc()).limit(limit)
