@@ -481,17 +481,25 @@ async def trace_counts_by_agent(
     occurred_from: datetime | None,
     occurred_to: datetime | None,
     agent_ids: list[str] | None = None,
-) -> dict[str | None, int]:
-    """Distinct traces each agent took part in over a window: one GROUP BY."""
+) -> tuple[dict[str | None, int], int]:
+    """Distinct traces each agent took part in over a window, and distinct traces in all (a trace that several
+    agents share counts once there): one GROUP BY GROUPING SETS."""
     conditions = within(AuditLog.occurred_at, occurred_from, occurred_to)
     if agent_ids is not None:
         conditions.append(AuditLog.agent_id.in_(agent_ids))
     stmt = (
-        sa.select(AuditLog.agent_id, sa.func.count(sa.distinct(AuditLog.trace_id)))
+        sa.select(sa.func.grouping(AuditLog.agent_id), AuditLog.agent_id, sa.func.count(sa.distinct(AuditLog.trace_id)))
         .where(*conditions)
-        .group_by(AuditLog.agent_id)
+        .group_by(sa.func.grouping_sets(sa.tuple_(AuditLog.agent_id), sa.tuple_()))
     )
-    return {agent_id: int(n) for agent_id, n in (await session.execute(stmt)).all()}
+    per_agent: dict[str | None, int] = {}
+    total = 0
+    for is_total, agent_id, n in (await session.execute(stmt)).all():
+        if is_total:
+            total = int(n)
+        else:
+            per_agent[agent_id] = int(n)
+    return per_agent, total
 
 
 async def stream_records(session: AsyncSession, query: AuditLogQuery, *, limit: int) -> AsyncIterator[AuditRecord]:

@@ -258,7 +258,7 @@ async def agent_activity(session: AsyncSession, window: Window, _secret: str) ->
         session,
         metrics.MetricsQuery(start=window.start, end=window.end, group_by=["day"], agent_ids=window.agent_ids),
     )
-    traces = await audit.trace_counts_by_agent(
+    traces, all_traces = await audit.trace_counts_by_agent(
         session, occurred_from=window.start, occurred_to=window.end, agent_ids=window.agent_ids
     )
     rows_by_agent = {row.agent_id: row for row in per_agent}
@@ -300,7 +300,7 @@ async def agent_activity(session: AsyncSession, window: Window, _secret: str) ->
     totals = {
         "agents": len(agent_rows),
         "records": records,
-        "traces": sum(traces.values()),
+        "traces": all_traces,
         "errors": errors,
         "errorRate": _ratio(errors, records),
         "blocked": sum(r["blocked"] for r in agent_rows),

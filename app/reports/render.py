@@ -4,8 +4,10 @@ and CSV (the one table of a tabular type). Pure functions from `Content` to byte
 from __future__ import annotations
 
 import csv
+import functools
 import io
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 from xml.sax.saxutils import escape
 
@@ -18,6 +20,8 @@ from reportlab.lib import colors
 from reportlab.lib.pagesizes import A4
 from reportlab.lib.styles import ParagraphStyle, getSampleStyleSheet
 from reportlab.lib.units import mm
+from reportlab.pdfbase import pdfmetrics
+from reportlab.pdfbase.ttfonts import TTFont
 from reportlab.platypus import (
     KeepTogether,
     PageBreak,
@@ -107,14 +111,49 @@ def render_csv(content: Content) -> bytes:
 
 
 # --- PDF ---------------------------------------------------------------------------------------
+# The PDF's built-in fonts know Latin-1 only; names in Cyrillic, Greek and most other scripts need a Unicode
+# TrueType font. DejaVu Sans is used where the system has it (most Linux images), else Helvetica.
+FONT_DIRS = (
+    "/usr/share/fonts/truetype/dejavu",
+    "/usr/share/fonts/dejavu",
+    "/usr/share/fonts/TTF",
+    "/usr/local/share/fonts",
+    "/Library/Fonts",
+)
+
+
+@functools.cache
+def fonts() -> tuple[str, str]:
+    """(regular, bold) font names for the PDF."""
+    for folder in FONT_DIRS:
+        regular, bold = Path(folder, "DejaVuSans.ttf"), Path(folder, "DejaVuSans-Bold.ttf")
+        if regular.is_file() and bold.is_file():
+            pdfmetrics.registerFont(TTFont("ReportSans", str(regular)))
+            pdfmetrics.registerFont(TTFont("ReportSans-Bold", str(bold)))
+            pdfmetrics.registerFontFamily(
+                "ReportSans",
+                normal="ReportSans",
+                bold="ReportSans-Bold",
+                italic="ReportSans",
+                boldItalic="ReportSans-Bold",
+            )
+            return "ReportSans", "ReportSans-Bold"
+    return "Helvetica", "Helvetica-Bold"
+
+
 def _styles() -> dict[str, ParagraphStyle]:
     base = getSampleStyleSheet()
+    regular, bold = fonts()
     return {
-        "title": ParagraphStyle("ReportTitle", parent=base["Title"], fontSize=26, leading=32, spaceAfter=8 * mm),
-        "subtitle": ParagraphStyle("ReportSubtitle", parent=base["Heading2"], textColor=colors.HexColor("#555555")),
-        "h1": base["Heading1"],
-        "body": base["BodyText"],
-        "cell": ParagraphStyle("Cell", parent=base["BodyText"], fontSize=8, leading=10),
+        "title": ParagraphStyle(
+            "ReportTitle", parent=base["Title"], fontName=bold, fontSize=26, leading=32, spaceAfter=8 * mm
+        ),
+        "subtitle": ParagraphStyle(
+            "ReportSubtitle", parent=base["Heading2"], fontName=bold, textColor=colors.HexColor("#555555")
+        ),
+        "h1": ParagraphStyle("ReportHeading", parent=base["Heading1"], fontName=bold),
+        "body": ParagraphStyle("ReportBody", parent=base["BodyText"], fontName=regular),
+        "cell": ParagraphStyle("Cell", parent=base["BodyText"], fontName=regular, fontSize=8, leading=10),
     }
 
 
@@ -157,7 +196,8 @@ def _table(
 def _chart(chart: Chart) -> Drawing:
     width, height = 170 * mm, 75 * mm
     drawing = Drawing(width, height)
-    drawing.add(String(0, height - 10, chart.title, fontName="Helvetica-Bold", fontSize=10))
+    regular, bold = fonts()
+    drawing.add(String(0, height - 10, chart.title, fontName=bold, fontSize=10))
     values = [list(values) for _, values in chart.series] or [[0.0]]
     labels = chart.labels or [""]
     if not chart.labels:
@@ -167,6 +207,8 @@ def _chart(chart: Chart) -> Drawing:
     plot.data = values
     plot.categoryAxis.categoryNames = _thin_labels(labels)
     plot.categoryAxis.labels.fontSize = 6
+    plot.categoryAxis.labels.fontName = regular
+    plot.valueAxis.labels.fontName = regular
     plot.categoryAxis.labels.angle = 45 if len(labels) > 6 else 0
     plot.categoryAxis.labels.boxAnchor = "ne" if len(labels) > 6 else "n"
     plot.valueAxis.valueMin = 0
@@ -184,6 +226,7 @@ def _chart(chart: Chart) -> Drawing:
     legend = Legend()
     legend.x, legend.y = width - 90, height - 25
     legend.fontSize = 7
+    legend.fontName = regular
     legend.colorNamePairs = [
         (SERIES_COLOURS[i % len(SERIES_COLOURS)], name) for i, (name, _) in enumerate(chart.series)
     ]
@@ -253,7 +296,7 @@ def render_pdf(content: Content, meta: Meta) -> bytes:
 
     def footer(canvas: Any, doc: Any) -> None:
         canvas.saveState()
-        canvas.setFont("Helvetica", 7)
+        canvas.setFont(fonts()[0], 7)
         canvas.setFillColor(colors.HexColor("#666666"))
         canvas.drawString(20 * mm, 10 * mm, f"{title} · {meta.org_name} · {meta.window_from} – {meta.window_to}")
         canvas.drawRightString(A4[0] - 20 * mm, 10 * mm, f"page {doc.page}")

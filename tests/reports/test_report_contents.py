@@ -134,7 +134,7 @@ async def test_agent_activity_numbers_in_csv_json_and_pdf(client, runtime):
     account = await register(client)
     bot = await agent(client, account, "bot")
     other = await agent(client, account, "other")
-    idle = await agent(client, account, "idle")
+    idle = await agent(client, account, "=idle")  # a name a spreadsheet would run as a formula
     await log(
         client,
         account,
@@ -144,7 +144,7 @@ async def test_agent_activity_numbers_in_csv_json_and_pdf(client, runtime):
             {"agentId": bot, "traceId": "t2", "durationMs": 100, "status": "BLOCKED"},
             {"agentId": bot, "traceId": "t2", "durationMs": 1000},
             {"agentId": other, "traceId": "t3", "durationMs": 50},
-            {"agentId": other, "traceId": "t3", "durationMs": 50},
+            {"agentId": other, "traceId": "t2", "durationMs": 50},  # a trace that two agents share
             {"agentId": other, "durationMs": 50, "occurredAt": (datetime.now(UTC) - timedelta(days=3)).isoformat()},
         ],
     )
@@ -152,7 +152,7 @@ async def test_agent_activity_numbers_in_csv_json_and_pdf(client, runtime):
     assert report["summary"] == {
         "agents": 2,
         "records": 6,  # the 3-day-old record is outside the last 24 hours
-        "traces": 3,
+        "traces": 3,  # t1, t2 and t3: the shared one counts once
         "errors": 1,
         "errorRate": pytest.approx(1 / 6, abs=1e-6),
         "blocked": 1,
@@ -173,13 +173,16 @@ async def test_agent_activity_numbers_in_csv_json_and_pdf(client, runtime):
     assert float(first["errorRate"]) == pytest.approx(0.25)
     assert float(first["durationP50Ms"]) == pytest.approx(100, rel=0.1)  # histogram percentiles: ±9 %
     assert float(first["durationP95Ms"]) == pytest.approx(1000, rel=0.1)
-    assert float(rows[1]["durationP50Ms"]) == pytest.approx(50, rel=0.1)
+    assert rows[1]["traces"] == "2" and float(rows[1]["durationP50Ms"]) == pytest.approx(50, rel=0.1)
 
     # agentIds narrows, and an agent silent in the window still gets its row; the JSON has the daily series
     narrow = await ready(client, runtime, account, type="AGENT_ACTIVITY", format="JSON", agentIds=[other, idle])
     data = json.loads((await download(client, narrow)).content)["data"]
-    assert [(a["agentName"], a["records"], a["traces"]) for a in data["agents"]] == [("other", 2, 1), ("idle", 0, 0)]
+    assert [(a["agentName"], a["records"], a["traces"]) for a in data["agents"]] == [("other", 2, 2), ("=idle", 0, 0)]
     assert sum(d["records"] for d in data["daily"]) == 2
+    guarded = await ready(client, runtime, account, type="AGENT_ACTIVITY", format="CSV", agentIds=[idle])
+    [row] = list(csv.DictReader(io.StringIO((await download(client, guarded)).text)))
+    assert row["agentName"] == "'=idle" and row["records"] == "0" and row["durationP50Ms"] == ""
 
     wide = await ready(
         client,
