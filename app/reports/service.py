@@ -234,17 +234,12 @@ async def claim(db: Database, org_id: str, report_id: str, settings: Settings) -
         return report
 
 
-async def _finish(db: Database, report: Report, attempt: int, **values: Any) -> Report | None:
-    """Sets the outcome if this attempt still owns the report (not deleted, not taken over by a retry)."""
-    async with db.tenant_session(report.org_id) as session:
-        query = select(Report).where(Report.id == report.id).with_for_update()
-        row = (await session.exec(query)).first()
-        if row is None or row.status != "RUNNING" or row.attempts != attempt:
-            return None
-        for name, value in values.items():
-            setattr(row, name, value)
-        await session.commit()
-        return row
+async def _owned(session: AsyncSession, report_id: str, attempt: int) -> Report | None:
+    """The report's row, locked, if this attempt still owns it (not deleted, not taken over by a retry)."""
+    row = (await session.exec(select(Report).where(Report.id == report_id).with_for_update())).first()
+    if row is None or row.status != "RUNNING" or row.attempts != attempt:
+        return None
+    return row
 
 
 async def mark_ready(
@@ -257,24 +252,35 @@ async def mark_ready(
     summary: dict[str, Any],
     expires_at: datetime,
 ) -> Report | None:
-    """The one place a report becomes READY: its file is whole and stored. Returns the row, or None when this
-    attempt no longer owns the report (it was deleted, or a retry took it over)."""
-    return await _finish(
-        db,
-        report,
-        attempt,
-        status="READY",
-        completed_at=utcnow(),
-        file_id=file_id,
-        size_bytes=size_bytes,
-        summary=summary,
-        expires_at=expires_at,
-        error=None,
-    )
+    """The one place a report becomes READY: its file is whole and stored. Anything that must happen exactly
+    when a report is ready (a `report.ready` webhook event) belongs in this transaction. Returns the row, or
+    None when this attempt no longer owns the report (it was deleted, or a retry took it over)."""
+    async with db.tenant_session(report.org_id) as session:
+        row = await _owned(session, report.id, attempt)
+        if row is None:
+            return None
+        row.status = "READY"
+        row.completed_at = utcnow()
+        row.file_id = file_id
+        row.size_bytes = size_bytes
+        row.summary = summary
+        row.expires_at = expires_at
+        row.error = None
+        await session.commit()
+        return row
 
 
 async def mark_failed(db: Database, report: Report, *, attempt: int, error: str) -> Report | None:
-    return await _finish(db, report, attempt, status="FAILED", completed_at=utcnow(), error=error[:2000])
+    """The build failed: FAILED with the reason the requester reads. None when this attempt no longer owns it."""
+    async with db.tenant_session(report.org_id) as session:
+        row = await _owned(session, report.id, attempt)
+        if row is None:
+            return None
+        row.status = "FAILED"
+        row.completed_at = utcnow()
+        row.error = error[:2000]
+        await session.commit()
+        return row
 
 
 async def _publish(runtime: Any, report: Report, **extra: Any) -> None:

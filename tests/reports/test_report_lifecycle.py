@@ -279,3 +279,35 @@ async def test_the_sweeper_gives_up_after_the_last_attempt(client, runtime):
     assert failed["status"] == "FAILED" and "interrupted 3 times" in failed["error"]
     await build(runtime)
     assert (await read(client, account, report["id"]))["status"] == "FAILED"
+
+
+async def test_members_delete_only_their_own_reports(client, runtime, settings):
+    from app.db import new_id
+    from app.orgs.credentials import TokenSigner
+
+    owner = await register(client)
+    member_id = new_id("usr")
+    async with runtime.db.engine.begin() as conn:
+        await conn.execute(
+            sa.text(
+                "INSERT INTO users (id, org_id, email, name, password_hash, role, notification_preferences, "
+                "created_at, updated_at) VALUES (:id, :org, :email, 'Member', 'x', 'member', '{}', now(), now())"
+            ),
+            {"id": member_id, "org": owner.org_id, "email": f"{member_id}@example.com"},
+        )
+    signer = TokenSigner(runtime.secret_key, issuer=settings.jwt_issuer, lifetime=timedelta(minutes=5))
+    member = signer.issue(user_id=member_id, org_id=owner.org_id).token
+    owners = await request(client, owner, type="AUDIT_INTEGRITY", format="JSON")
+    mine = (await gql(client, "RequestReport", {"input": {**window(), "type": "AUDIT_INTEGRITY"}}, token=member))[
+        "data"
+    ]["requestReport"]
+    assert mine["requestedBy"] == member_id
+    # members read the organisation's reports, but delete only their own
+    listed = await gql(client, "Reports", {}, token=member)
+    assert {e["node"]["id"] for e in listed["data"]["reports"]["edges"]} == {owners["id"], mine["id"]}
+    refused = await gql(client, "DeleteReport", {"id": owners["id"]}, token=member)
+    assert error_code(refused) == "FORBIDDEN"
+    assert await count(runtime, "reports") == 2
+    assert (await gql(client, "DeleteReport", {"id": mine["id"]}, token=member))["data"]["deleteReport"] == mine["id"]
+    assert (await gql(client, "DeleteReport", {"id": owners["id"]}, token=owner.token))["data"]["deleteReport"]
+    assert await count(runtime, "reports") == 0
