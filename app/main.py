@@ -214,8 +214,9 @@ def domain_routes() -> list[BaseRoute]:
     from app.billing.routes import routes as billing_routes
     from app.exports.routes import routes as export_routes
     from app.otel.routes import routes as otel_routes
+    from app.reports.routes import routes as report_routes
 
-    return [*audit_routes, *export_routes, *billing_routes, *otel_routes]
+    return [*audit_routes, *export_routes, *billing_routes, *otel_routes, *report_routes]
 
 
 def create_app(settings: Settings, *, runtime: Runtime | None = None, urls: tuple[str, str] | None = None) -> Starlette:

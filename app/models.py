@@ -10,6 +10,7 @@ from app.compliance import models as compliance_models  # noqa: F401
 from app.metrics import models as metrics_models  # noqa: F401
 from app.orgs import models as orgs_models  # noqa: F401
 from app.policies import models as policies_models  # noqa: F401
+from app.reports import models as reports_models  # noqa: F401
 from app.runtime import files as files_models  # noqa: F401
 from app.webhooks import models as webhooks_models  # noqa: F401
 

@@ -51,6 +51,12 @@ class Settings(BaseSettings):
     export_sync_max_rows: int = 10_000  # above it, GET …/export answers 202 with an export job
     api_url: str | None = None  # the API's public base URL, for download links; default http://host:port
     download_link_minutes: int = 60  # how long a signed download link stays valid
+    # reports (app/reports): window limit, retention of the file, when a RUNNING build counts as dead
+    report_max_window_days: int = 366
+    report_retention_days: int = 30
+    report_timeout_seconds: int = 900
+    report_max_attempts: int = 3
+    report_max_bytes: int = 50 * 1024 * 1024
 
     # abuse protection
     login_max_failures: int = 5

@@ -11,6 +11,7 @@ from app.runtime.resources import ARQ_QUEUE, Runtime, arq_redis_settings
 from workers.audit import index_audit_search, seal_audit_trail, sweep_audit_search
 from workers.maintenance import record_heartbeat, remove_expired_files
 from workers.metrics import rollup_metrics, rollup_org_metrics
+from workers.reports import build_report, sweep_reports
 from workers.webhooks import deliver_webhooks, drain_webhook_deliveries
 from workers.webhooks import shutdown as webhooks_shutdown
 from workers.webhooks import startup as webhooks_startup
@@ -26,6 +27,9 @@ FUNCTIONS: list[Any] = [
     remove_expired_files,
     func(deliver_webhooks, keep_result=0),
     drain_webhook_deliveries,
+    # no stored result: the sweeper may queue the same build id again once a run ended without building
+    func(build_report, keep_result=0),
+    sweep_reports,
 ]
 CRON_JOBS: list[Any] = [
     cron(record_heartbeat, second=0, run_at_startup=True),
@@ -36,6 +40,7 @@ CRON_JOBS: list[Any] = [
     cron(remove_expired_files, second=50, unique=True, timeout=600),
     # not unique: several workers drain side by side (claims skip each other's rows)
     cron(drain_webhook_deliveries, second=5, timeout=300),
+    cron(sweep_reports, second=40, unique=True, timeout=600),
 ]
 
 

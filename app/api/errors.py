@@ -27,8 +27,9 @@ def format_error(error: GraphQLError, request_id: str) -> GraphQLError:
         code = original.code
         extensions = {"code": code, **original.extensions}
         message = original.message
-    elif original is None:
-        # parse and validation errors (including the limits): the client's document is at fault
+    elif original is None or (error.path is None and isinstance(error.original_error, GraphQLError)):
+        # parse and validation errors (including the limits), and variables that do not coerce (an unknown
+        # enum value wraps a KeyError): the client's document is at fault
         code = (error.extensions or {}).get("code") or "BAD_USER_INPUT"
         extensions = {**(error.extensions or {}), "code": code}
         message = error.message

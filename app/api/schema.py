@@ -29,6 +29,7 @@ from app.jobs.schema import JobsSubscription
 from app.metrics.schema import MetricsQuery
 from app.orgs.schema import OrgsMutation, OrgsQuery
 from app.policies.schema import PoliciesMutation, PoliciesQuery
+from app.reports.schema import ReportsMutation, ReportsQuery
 from app.settings import Settings
 from app.webhooks.schema import WebhooksMutation, WebhooksQuery
 
@@ -44,6 +45,7 @@ class Query(
     MetricsQuery,
     PoliciesQuery,
     WebhooksQuery,
+    ReportsQuery,
 ):
     pass
 
@@ -57,6 +59,7 @@ class Mutation(
     BillingMutation,
     PoliciesMutation,
     WebhooksMutation,
+    ReportsMutation,
 ):
     pass
 

@@ -145,6 +145,18 @@ class Verification:
         return self
 
 
+async def digests_covering(
+    session: AsyncSession, *, occurred_from: datetime | None, occurred_to: datetime | None
+) -> list[AuditDigest]:
+    """The session's organisation's digests that seal at least one record of the window, oldest first."""
+    stmt = select(AuditDigest).order_by(AuditDigest.sequence)
+    if occurred_to is not None:
+        stmt = stmt.where(AuditDigest.first_occurred_at < occurred_to)
+    if occurred_from is not None:
+        stmt = stmt.where(AuditDigest.last_occurred_at >= occurred_from)
+    return list((await session.exec(stmt)).all())
+
+
 async def verify(
     session: AsyncSession,
     secret: str,

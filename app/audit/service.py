@@ -492,6 +492,33 @@ async def agent_stats(
     return ActivityStats(*row)
 
 
+async def trace_counts_by_agent(
+    session: AsyncSession,
+    *,
+    occurred_from: datetime | None,
+    occurred_to: datetime | None,
+    agent_ids: list[str] | None = None,
+) -> tuple[dict[str | None, int], int]:
+    """Distinct traces each agent took part in over a window, and distinct traces in all (a trace that several
+    agents share counts once there): one GROUP BY GROUPING SETS."""
+    conditions = within(AuditLog.occurred_at, occurred_from, occurred_to)
+    if agent_ids is not None:
+        conditions.append(AuditLog.agent_id.in_(agent_ids))
+    stmt = (
+        sa.select(sa.func.grouping(AuditLog.agent_id), AuditLog.agent_id, sa.func.count(sa.distinct(AuditLog.trace_id)))
+        .where(*conditions)
+        .group_by(sa.func.grouping_sets(sa.tuple_(AuditLog.agent_id), sa.tuple_()))
+    )
+    per_agent: dict[str | None, int] = {}
+    total = 0
+    for is_total, agent_id, n in (await session.execute(stmt)).all():
+        if is_total:
+            total = int(n)
+        else:
+            per_agent[agent_id] = int(n)
+    return per_agent, total
+
+
 async def stream_records(session: AsyncSession, query: AuditLogQuery, *, limit: int) -> AsyncIterator[AuditRecord]:
     """Newest first, through a server-side cursor: memory stays flat whatever the row count."""
     stmt = _filtered(query).order_by(AuditLog.occurred_at.desc(), AuditLog.id.desc()).limit(limit)

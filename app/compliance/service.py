@@ -634,12 +634,19 @@ class AlertBreakdown:
 
 
 async def alert_breakdown(
-    session: AsyncSession, *, created_from: datetime, created_to: datetime, policy_id: str | None = None
+    session: AsyncSession,
+    *,
+    created_from: datetime,
+    created_to: datetime,
+    policy_id: str | None = None,
+    agent_ids: list[str] | None = None,
 ) -> AlertBreakdown:
     """Alerts in a window grouped every way analytics needs, each a GROUP BY in SQL."""
     conditions = within(Alert.created_at, created_from, created_to)
     if policy_id is not None:
         conditions.append(Alert.policy_id == policy_id)
+    if agent_ids is not None:
+        conditions.append(Alert.agent_id.in_(agent_ids))
 
     async def grouped(*columns: Any) -> list[Any]:
         stmt = sa.select(*columns, sa.func.count()).where(*conditions).group_by(*columns)
@@ -659,4 +666,46 @@ async def alert_breakdown(
         by_agent={r[0]: int(r[1]) for r in await grouped(Alert.agent_id)},
         by_version=[(r[0], r[1], int(r[2])) for r in await grouped(Alert.policy_id, Alert.policy_version)],
         by_day={r[0].date(): int(r[1]) for r in await grouped(day)},
+    )
+
+
+@dataclass
+class AlertResolution:
+    resolved: int
+    open: int
+    median_seconds: float | None  # of the resolved alerts: resolved_at - created_at
+    p90_seconds: float | None
+    by_agent: dict[str | None, tuple[int, int]]  # agent id -> (alerts, still open)
+
+
+async def alert_resolution(
+    session: AsyncSession, *, created_from: datetime, created_to: datetime, agent_ids: list[str] | None = None
+) -> AlertResolution:
+    """How the alerts raised in a window were handled: resolution-time percentiles and open counts (SQL)."""
+    conditions = within(Alert.created_at, created_from, created_to)
+    if agent_ids is not None:
+        conditions.append(Alert.agent_id.in_(agent_ids))
+    seconds = sa.func.extract("epoch", Alert.resolved_at - Alert.created_at)
+    is_open = Alert.resolved_at.is_(None)
+    totals = (
+        await session.execute(
+            sa.select(
+                sa.func.count().filter(Alert.resolved_at.is_not(None)),
+                sa.func.count().filter(is_open),
+                sa.func.percentile_cont(0.5).within_group(seconds),
+                sa.func.percentile_cont(0.9).within_group(seconds),
+            ).where(*conditions)
+        )
+    ).one()
+    per_agent = await session.execute(
+        sa.select(Alert.agent_id, sa.func.count(), sa.func.count().filter(is_open))
+        .where(*conditions)
+        .group_by(Alert.agent_id)
+    )
+    return AlertResolution(
+        resolved=int(totals[0]),
+        open=int(totals[1]),
+        median_seconds=float(totals[2]) if totals[2] is not None else None,
+        p90_seconds=float(totals[3]) if totals[3] is not None else None,
+        by_agent={agent: (int(n), int(o)) for agent, n, o in per_agent.all()},
     )

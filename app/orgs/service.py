@@ -198,6 +198,15 @@ async def get_user(session: AsyncSession, user_id: str) -> User:
     return user
 
 
+async def user_labels(session: AsyncSession, user_ids: list[str]) -> dict[str, str]:
+    """`Name <email>` of users by id, one query; unknown ids are absent."""
+    ids = list(set(user_ids))
+    if not ids:
+        return {}
+    rows = (await session.exec(select(User.id, User.name, User.email).where(User.id.in_(ids)))).all()
+    return {user_id: f"{name} <{email}>" for user_id, name, email in rows}
+
+
 async def get_organization(session: AsyncSession, org_id: str) -> Organization:
     org = await session.get(Organization, org_id)
     if org is None:

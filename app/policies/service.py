@@ -465,6 +465,29 @@ async def current_rules_for_agents(session: AsyncSession, agent_ids: Iterable[st
     return out
 
 
+async def versions_created(
+    session: AsyncSession, *, created_from: datetime, created_to: datetime, limit: int
+) -> list[tuple[PolicyVersion, str]]:
+    """Versions made in a window (deleted policies' too), oldest first, each with its policy's name."""
+    stmt = (
+        select(PolicyVersion, Policy.name)
+        .join(Policy, Policy.id == PolicyVersion.policy_id)
+        .where(PolicyVersion.created_at >= created_from, PolicyVersion.created_at < created_to)
+        .order_by(PolicyVersion.created_at, PolicyVersion.id)
+        .limit(limit)
+    )
+    return [(version, name) for version, name in (await session.exec(stmt)).all()]
+
+
+async def policy_names(session: AsyncSession, policy_ids: Iterable[str]) -> dict[str, str]:
+    """Names of policies by id, deleted ones included (one query)."""
+    ids = list(set(policy_ids))
+    if not ids:
+        return {}
+    rows = (await session.exec(select(Policy.id, Policy.name).where(Policy.id.in_(ids)))).all()
+    return dict(rows)
+
+
 def diff(old: PolicyVersion, new: PolicyVersion) -> dict[str, Any]:
     """Rules added, removed and changed between two versions, matched by key."""
     compared = ("name", "description", "kind", "config", "severity", "action", "appliesTo")
