@@ -49,13 +49,16 @@ def _default(value: Any) -> Any:
     raise TypeError(f"{type(value).__name__} has no canonical JSON form")
 
 
+_PLAIN = frozenset({str, bool, type(None)})  # leaves that JSONB gives back unchanged: the bulk of a record
+
+
 def _normalise(value: Any) -> Any:
     """Numbers as PostgreSQL JSONB would give them back (see the module docstring); containers copied."""
-    if isinstance(value, dict):
-        return {key: _normalise(item) for key, item in value.items()}
-    if isinstance(value, list | tuple):
-        return [_normalise(item) for item in value]
     kind = type(value)
+    if kind is dict:
+        return {key: item if type(item) in _PLAIN else _normalise(item) for key, item in value.items()}
+    if kind is list or kind is tuple:
+        return [item if type(item) in _PLAIN else _normalise(item) for item in value]
     if kind is float:
         if value.is_integer() and -_INT64 <= value < _INT64:
             return int(value)
@@ -66,6 +69,10 @@ def _normalise(value: Any) -> Any:
         except OverflowError:
             return str(value)
         return as_float if as_float == value else str(value)
+    if kind not in _PLAIN and isinstance(value, dict):
+        return {key: _normalise(item) for key, item in value.items()}
+    if kind not in _PLAIN and isinstance(value, list | tuple):
+        return [_normalise(item) for item in value]
     return value
 
 

@@ -90,17 +90,16 @@ class _Problems:
 
 def _depth(value: Any, limit: int) -> bool:
     """True when `value` nests deeper than `limit` (iterative: hostile input cannot blow the stack)."""
+    if not isinstance(value, dict | list):
+        return False
     stack: list[tuple[Any, int]] = [(value, 1)]
     while stack:
         item, depth = stack.pop()
-        if isinstance(item, dict):
-            if depth > limit:
-                return True
-            stack.extend((v, depth + 1) for v in item.values())
-        elif isinstance(item, list):
-            if depth > limit:
-                return True
-            stack.extend((v, depth + 1) for v in item)
+        if depth > limit:
+            return True
+        values = item.values() if isinstance(item, dict) else item
+        # only containers go on the stack: strings and numbers cannot nest
+        stack.extend((v, depth + 1) for v in values if isinstance(v, dict | list))
     return False
 
 
