@@ -321,15 +321,29 @@ class _MultipartUpload:
     async def part(self, data: bytes) -> None:
         s3 = self._s3
         if self._upload_id is None:
+            # declared up front, so the bucket checks each part's CRC32 and the complete request can name them
             response = await s3.call(
-                "create_multipart_upload", Bucket=s3.bucket, Key=self._key, ContentType=self._content_type
+                "create_multipart_upload",
+                Bucket=s3.bucket,
+                Key=self._key,
+                ContentType=self._content_type,
+                ChecksumAlgorithm="CRC32",
             )
             self._upload_id = response["UploadId"]
         number = len(self._parts) + 1
         response = await s3.call(
-            "upload_part", Bucket=s3.bucket, Key=self._key, UploadId=self._upload_id, PartNumber=number, Body=data
+            "upload_part",
+            Bucket=s3.bucket,
+            Key=self._key,
+            UploadId=self._upload_id,
+            PartNumber=number,
+            Body=data,
+            ChecksumAlgorithm="CRC32",
         )
-        self._parts.append({"PartNumber": number, "ETag": response["ETag"]})
+        part = {"PartNumber": number, "ETag": response["ETag"]}
+        if response.get("ChecksumCRC32"):
+            part["ChecksumCRC32"] = response["ChecksumCRC32"]
+        self._parts.append(part)
 
     async def finish(self, data: bytes) -> None:
         s3 = self._s3

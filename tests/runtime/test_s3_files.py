@@ -115,6 +115,7 @@ async def test_a_large_file_is_one_object_written_in_parts_and_streamed_back(cli
     head = raw.head_object(Bucket=bucket, Key=stored.object_key)
     assert head["ContentLength"] == len(payload) and head["ContentType"] == "application/pdf"
     assert head["ETag"].strip('"').endswith("-3")  # a real three-part multipart upload
+    assert raw.head_object(Bucket=bucket, Key=stored.object_key, ChecksumMode="ENABLED").get("ChecksumCRC32")
     assert _keys(s3) == [stored.object_key]
     assert await _count(runtime, StoredFileChunk) == 0  # no bytes in PostgreSQL
 
