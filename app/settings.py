@@ -57,6 +57,18 @@ class Settings(BaseSettings):
     report_timeout_seconds: int = 900
     report_max_attempts: int = 3
     report_max_bytes: int = 50 * 1024 * 1024
+    # file storage (app/runtime/files.py): exports and reports in PostgreSQL chunks, or, with a bucket, one
+    # object each in an S3-compatible store (AWS S3, MinIO, R2, …); stored_files in PostgreSQL stays the index.
+    # Credentials: these two, or else boto3's standard chain (AWS_* variables, shared files, instance role).
+    files_s3_bucket: str | None = None
+    files_s3_endpoint_url: str | None = None  # for S3-compatible stores; None = AWS
+    files_s3_region: str | None = None
+    files_s3_prefix: str = ""  # object keys are {prefix}{org_id}/{file_id}
+    files_s3_access_key_id: SecretStr | None = None
+    files_s3_secret_access_key: SecretStr | None = None
+    files_s3_addressing_style: Literal["auto", "path", "virtual"] = "auto"  # "path" for most MinIO setups
+    files_s3_part_size: int = Field(default=8 * 1024 * 1024, ge=5 * 1024 * 1024, le=5 * 1024**3)
+    files_s3_max_concurrency: int = Field(default=16, ge=1)  # S3 calls in flight per process (threads)
 
     # abuse protection
     login_max_failures: int = 5
@@ -95,6 +107,10 @@ class Settings(BaseSettings):
 
     @model_validator(mode="after")
     def _normalise(self) -> Settings:
+        if (self.files_s3_access_key_id is None) != (self.files_s3_secret_access_key is None):
+            raise ConfigurationError(
+                "set both AGENTRAIL_FILES_S3_ACCESS_KEY_ID and AGENTRAIL_FILES_S3_SECRET_ACCESS_KEY, or neither"
+            )
         if self.log_json is None:
             self.log_json = self.env == "production"
         return self

@@ -45,11 +45,12 @@ class Runtime:
             queue=queue,
             secret_key=secret_key,
             redis_url=redis_url,
-            files=FileStore(db),
+            files=FileStore.from_settings(db, settings),
         )
 
     async def close(self) -> None:
         await self.broadcaster.close()
         await self.queue.aclose()
         await self.redis.aclose()
+        await self.files.close()
         await self.db.dispose()
