@@ -1,6 +1,6 @@
 """stored files: where each file's bytes are (PostgreSQL chunks or an S3-compatible object)
 
-Revision ID: 0014
+Revision ID: 0013
 Revises: 0012
 Create Date: 2026-11-30 03:00:00
 """
@@ -8,7 +8,7 @@ Create Date: 2026-11-30 03:00:00
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0014"
+revision = "0013"
 down_revision = "0012"
 branch_labels = None
 depends_on = None
