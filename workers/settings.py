@@ -9,6 +9,7 @@ from arq.worker import Worker
 
 from app.runtime.resources import ARQ_QUEUE, Runtime, arq_redis_settings
 from workers.audit import index_audit_search, seal_audit_trail, sweep_audit_search
+from workers.exports import expire_export_jobs, run_export, sweep_export_jobs
 from workers.maintenance import record_heartbeat, remove_expired_files
 from workers.metrics import rollup_metrics, rollup_org_metrics
 
@@ -21,6 +22,10 @@ FUNCTIONS: list[Any] = [
     rollup_metrics,
     rollup_org_metrics,
     remove_expired_files,
+    # an export can take long; its state is in PostgreSQL, so no stored result
+    func(run_export, timeout=3600, keep_result=0),
+    sweep_export_jobs,
+    expire_export_jobs,
 ]
 CRON_JOBS: list[Any] = [
     cron(record_heartbeat, second=0, run_at_startup=True),
@@ -29,6 +34,8 @@ CRON_JOBS: list[Any] = [
     cron(sweep_audit_search, second=45, unique=True, timeout=600),
     cron(rollup_metrics, second=15, unique=True, timeout=600),
     cron(remove_expired_files, second=5, unique=True, timeout=600),
+    cron(sweep_export_jobs, second=20, unique=True, timeout=600),
+    cron(expire_export_jobs, second=25, unique=True, timeout=600),
 ]
 
 
@@ -44,6 +51,7 @@ def build_worker(runtime: Runtime, *, burst: bool = False) -> Worker:
         queue_name=ARQ_QUEUE,
         on_startup=on_startup,
         handle_signals=False,
+        allow_abort_jobs=True,  # cancelExport aborts a running export
         burst=burst,
         max_jobs=20,
         poll_delay=0.2,

@@ -23,6 +23,7 @@ from app.api.scalars import DateTime
 from app.audit.schema import AuditMutation, AuditQuery, AuditSubscription
 from app.billing.schema import BillingMutation, BillingQuery
 from app.compliance.schema import ComplianceMutation, ComplianceQuery, ComplianceSubscription
+from app.exports.schema import ExportsMutation, ExportsQuery
 from app.jobs.schema import JobsSubscription
 from app.metrics.schema import MetricsQuery
 from app.orgs.schema import OrgsMutation, OrgsQuery
@@ -32,13 +33,23 @@ from app.settings import Settings
 
 @strawberry.type(description="Read operations.")
 class Query(
-    OrgsQuery, AgentsQuery, AuditQuery, ComplianceQuery, BillingQuery, ActivityQuery, MetricsQuery, PoliciesQuery
+    OrgsQuery,
+    AgentsQuery,
+    AuditQuery,
+    ComplianceQuery,
+    BillingQuery,
+    ActivityQuery,
+    MetricsQuery,
+    PoliciesQuery,
+    ExportsQuery,
 ):
     pass
 
 
 @strawberry.type(description="Write operations.")
-class Mutation(OrgsMutation, AgentsMutation, AuditMutation, ComplianceMutation, BillingMutation, PoliciesMutation):
+class Mutation(
+    OrgsMutation, AgentsMutation, AuditMutation, ComplianceMutation, BillingMutation, PoliciesMutation, ExportsMutation
+):
     pass
 
 

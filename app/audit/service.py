@@ -482,3 +482,14 @@ async def stream_records(session: AsyncSession, query: AuditLogQuery, *, limit: 
     async for partition in result.partitions(500):
         for row in partition:
             yield record_from_row(row)
+
+
+async def stream_record_batches(
+    session: AsyncSession, query: AuditLogQuery, *, batch_size: int
+) -> AsyncIterator[list[AuditRecord]]:
+    """Every matching record, newest first, in lists of up to `batch_size`, through a server-side cursor:
+    memory stays flat whatever the row count (exports)."""
+    stmt = _filtered(query).order_by(AuditLog.occurred_at.desc(), AuditLog.id.desc())
+    result = await session.stream(stmt.execution_options(yield_per=batch_size))
+    async for partition in result.partitions(batch_size):
+        yield [AuditRecord(*row) for row in partition]
