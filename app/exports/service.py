@@ -188,8 +188,9 @@ async def cancel_job(runtime: Runtime, session: AsyncSession, principal: Princip
         await session.rollback()
         raise NotFound("export job not found", id=job_id)
     if job.status not in ACTIVE:
+        status = job.status
         await session.rollback()
-        raise Conflict(f"the export is already {job.status}; only PENDING or RUNNING exports can be cancelled")
+        raise Conflict(f"the export is already {status}; only PENDING or RUNNING exports can be cancelled")
     job.status = CANCELLED
     job.completed_at = utcnow()
     job.claim_token = None
