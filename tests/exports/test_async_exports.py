@@ -7,9 +7,9 @@ import io
 import json
 
 import pyarrow.parquet as pq
+from export_support import export_job, fetch_link, run_jobs, seed_audit, start_export
 
 from app.exports.datasets import AUDIT_HEADER
-from export_support import export_job, fetch_link, run_jobs, seed_audit, start_export
 from support import create_api_key, gql, register
 
 NASTY = 'comma, "quote"\nnew line ünïcødé'
@@ -76,7 +76,7 @@ async def test_json_envelope_and_ndjson_lines(client, runtime):
     ).json()
     assert body["records"] == sync_body["records"]  # the same records, field for field
 
-    done, response = await _export(client, runtime, account, "NDJSON")
+    _, response = await _export(client, runtime, account, "NDJSON")
     assert response.headers["content-type"] == "application/x-ndjson"
     assert response.headers["content-disposition"].endswith('.ndjson"')
     lines = response.content.decode().splitlines()

@@ -9,11 +9,6 @@ from datetime import timedelta
 
 import pytest
 import sqlalchemy as sa
-
-from app.db import utcnow
-from app.exports import service
-from app.exports.models import ExportJob
-from app.runtime.signed_links import sign_path
 from export_support import (
     count_rows,
     export_job,
@@ -25,6 +20,11 @@ from export_support import (
     stored_files,
     wait_for,
 )
+
+from app.db import utcnow
+from app.exports import service
+from app.exports.models import ExportJob
+from app.runtime.signed_links import sign_path
 from support import GraphQLWebSocket, create_api_key, gql, register
 from workers.exports import sweep_export_jobs
 from workers.settings import run_worker

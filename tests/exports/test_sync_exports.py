@@ -127,7 +127,7 @@ async def test_above_the_limit_the_export_runs_as_a_job(client, runtime):
     by_link = await fetch_link(client, ready["downloadUrl"])
     assert by_owner.content == by_link.content
     rows = list(csv.reader(io.StringIO(by_link.text)))
-    assert len(rows) == 10_002 and rows[0] == list(csv.reader(io.StringIO(streamed.text)))[0]
+    assert len(rows) == 10_002 and rows[0] == next(csv.reader(io.StringIO(streamed.text)))
     assert len({r[0] for r in rows[1:]}) == 10_001
     # the activity trail too (a small limit), and the job is on the trail
     runtime.settings.export_sync_max_rows = 1
