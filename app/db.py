@@ -9,11 +9,13 @@ session's organisation. A session that declared neither refuses to touch tenant 
 
 from __future__ import annotations
 
+import json
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from typing import Any
 
+import orjson
 import sqlalchemy as sa
 from sqlalchemy import event
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
@@ -67,6 +69,15 @@ def json_column(**kwargs: Any) -> Any:
     return Field(default_factory=dict, sa_type=JSONB, nullable=False, **kwargs)
 
 
+def json_loads(text: str | bytes) -> Any:
+    """jsonb values as read: orjson (several times faster on wide reads such as exports); the standard library
+    for what orjson refuses (integers beyond 64 bits), so every value reads as before."""
+    try:
+        return orjson.loads(text)
+    except orjson.JSONDecodeError:
+        return json.loads(text)
+
+
 class AsyncSession(SQLModelAsyncSession):
     """SQLModel's session (`exec` for model selects) with SQLAlchemy's `execute` for rows and core SQL,
     which SQLModel marks deprecated only to steer model queries towards `exec`."""
@@ -96,6 +107,7 @@ class Database:
             max_overflow=max_overflow,
             pool_pre_ping=True,
             echo=echo,
+            json_deserializer=json_loads,
             # a connection forgotten inside a transaction must not hold its locks forever
             connect_args={"server_settings": {"idle_in_transaction_session_timeout": "60000"}},
         )

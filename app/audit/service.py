@@ -484,12 +484,14 @@ async def stream_records(session: AsyncSession, query: AuditLogQuery, *, limit: 
             yield record_from_row(row)
 
 
-async def stream_record_batches(
-    session: AsyncSession, query: AuditLogQuery, *, batch_size: int
-) -> AsyncIterator[list[AuditRecord]]:
-    """Every matching record, newest first, in lists of up to `batch_size`, through a server-side cursor:
-    memory stays flat whatever the row count (exports)."""
-    stmt = _filtered(query).order_by(AuditLog.occurred_at.desc(), AuditLog.id.desc())
+async def stream_rows(
+    session: AsyncSession, query: AuditLogQuery, columns: Sequence[Any], *, batch_size: int, limit: int | None = None
+) -> AsyncIterator[Sequence[Any]]:
+    """The given columns (expressions over AuditLog) of every matching record, newest first, in batches of up to
+    `batch_size` rows through a server-side cursor: memory stays flat whatever the row count (exports)."""
+    stmt = _filtered(query).with_only_columns(*columns).order_by(AuditLog.occurred_at.desc(), AuditLog.id.desc())
+    if limit is not None:
+        stmt = stmt.limit(limit)
     result = await session.stream(stmt.execution_options(yield_per=batch_size))
     async for partition in result.partitions(batch_size):
-        yield [AuditRecord(*row) for row in partition]
+        yield partition

@@ -5,6 +5,7 @@ so both produce the same columns and records."""
 from __future__ import annotations
 
 import dataclasses
+import json
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -15,9 +16,8 @@ import pyarrow as pa
 
 from app.activity import service as activity
 from app.activity.models import ActivityEvent
+from app.audit import export_rows
 from app.audit import service as audit
-from app.audit.models import AuditRecord
-from app.audit.routes import record_to_json
 from app.db import AsyncSession, iso
 
 AUDIT_HEADER = (
@@ -51,27 +51,6 @@ ACTIVITY_HEADER = (
     "checksum",
 )
 _TIME_FIELDS = ("occurred_from", "occurred_to")
-
-
-def audit_csv_row(r: AuditRecord) -> list[Any]:
-    return [
-        r.id,
-        iso(r.occurred_at),
-        r.trace_id,
-        r.parent_span_id,
-        r.agent_id,
-        r.action,
-        r.status,
-        r.verb,
-        r.provider,
-        r.risk_level,
-        r.governance_status,
-        r.duration_ms,
-        r.prompt,
-        r.response,
-        r.metadata,
-        r.checksum,
-    ]
 
 
 def activity_csv_row(e: ActivityEvent) -> list[Any]:
@@ -108,44 +87,31 @@ def activity_json(e: ActivityEvent) -> dict[str, Any]:
 
 # --- Parquet: typed columns (timestamps, numbers, booleans); JSON values as JSON text -------------------
 _TIMESTAMP = pa.timestamp("us", tz="UTC")
+_ARROW_TYPES = {
+    "string": pa.string(),
+    "json": pa.string(),
+    "timestamp": _TIMESTAMP,
+    "float": pa.float64(),
+    "bool": pa.bool_(),
+}
+AUDIT_PARQUET_SCHEMA = pa.schema([pa.field(name, _ARROW_TYPES[kind]) for name, kind, _ in export_rows.PARQUET_FIELDS])
 
 
 def _json_text(value: Any) -> str | None:
     return None if value is None else orjson.dumps(value).decode()
 
 
-# (column name, arrow type, value of one item)
-ParquetColumn = tuple[str, pa.DataType, Callable[[Any], Any]]
+def compact_json(text: str) -> bytes:
+    """A JSON text as compact JSON (orjson's output, as the API writes it); the standard library for integers
+    beyond 64 bits, which orjson refuses."""
+    try:
+        return orjson.dumps(orjson.loads(text))
+    except (orjson.JSONDecodeError, orjson.JSONEncodeError):
+        return json.dumps(json.loads(text), separators=(",", ":"), ensure_ascii=False).encode()
 
-AUDIT_PARQUET: list[ParquetColumn] = [
-    ("id", pa.string(), lambda r: r.id),
-    ("traceId", pa.string(), lambda r: r.trace_id),
-    ("spanId", pa.string(), lambda r: r.span_id),
-    ("parentSpanId", pa.string(), lambda r: r.parent_span_id),
-    ("agentId", pa.string(), lambda r: r.agent_id),
-    ("action", pa.string(), lambda r: r.action),
-    ("prompt", pa.string(), lambda r: r.prompt),
-    ("response", pa.string(), lambda r: r.response),
-    ("metadata", pa.string(), lambda r: _json_text(r.metadata)),
-    ("args", pa.string(), lambda r: _json_text(r.args)),
-    ("result", pa.string(), lambda r: _json_text(r.result)),
-    ("occurredAt", _TIMESTAMP, lambda r: r.occurred_at),
-    ("receivedAt", _TIMESTAMP, lambda r: r.received_at),
-    ("durationMs", pa.float64(), lambda r: r.duration_ms),
-    ("status", pa.string(), lambda r: r.status),
-    ("idempotencyKey", pa.string(), lambda r: r.idempotency_key),
-    ("executionId", pa.string(), lambda r: r.execution_id),
-    ("verb", pa.string(), lambda r: r.verb),
-    ("provider", pa.string(), lambda r: r.provider),
-    ("riskLevel", pa.string(), lambda r: r.risk_level),
-    ("governanceStatus", pa.string(), lambda r: r.governance_status),
-    ("dryRun", pa.bool_(), lambda r: r.dry_run),
-    ("idempotent", pa.bool_(), lambda r: r.idempotent),
-    ("tenantId", pa.string(), lambda r: r.tenant_id),
-    ("credentialMasked", pa.bool_(), lambda r: r.credential_masked),
-    ("checksum", pa.string(), lambda r: r.checksum),
-]
-ACTIVITY_PARQUET: list[ParquetColumn] = [
+
+# (column name, arrow type, value of one event)
+ACTIVITY_PARQUET: list[tuple[str, pa.DataType, Callable[[ActivityEvent], Any]]] = [
     ("id", pa.string(), lambda e: e.id),
     ("orgId", pa.string(), lambda e: e.org_id),
     ("actorType", pa.string(), lambda e: e.actor_type),
@@ -162,6 +128,68 @@ ACTIVITY_PARQUET: list[ParquetColumn] = [
     ("userAgent", pa.string(), lambda e: e.user_agent),
     ("checksum", pa.string(), lambda e: e.checksum),
 ]
+ACTIVITY_PARQUET_SCHEMA = pa.schema([pa.field(name, kind) for name, kind, _ in ACTIVITY_PARQUET])
+
+
+# --- reading a data set in batches, shaped for each format ---------------------------------------------
+# Every reader: (session, query, *, batch_size, limit=None) -> batches, newest first, through a server-side cursor.
+async def _audit_csv(
+    session: AsyncSession, query: Any, *, batch_size: int, limit: int | None = None
+) -> AsyncIterator[Sequence[Sequence[Any]]]:
+    async for rows in audit.stream_rows(session, query, export_rows.CSV_COLUMNS, batch_size=batch_size, limit=limit):
+        yield rows
+
+
+async def _audit_json(
+    session: AsyncSession, query: Any, *, batch_size: int, limit: int | None = None
+) -> AsyncIterator[list[bytes]]:
+    async for rows in audit.stream_rows(session, query, export_rows.JSON_RECORD, batch_size=batch_size, limit=limit):
+        yield [compact_json(text) for (text,) in rows]
+
+
+async def _audit_parquet(
+    session: AsyncSession, query: Any, *, batch_size: int, limit: int | None = None
+) -> AsyncIterator[pa.RecordBatch]:
+    fields = export_rows.PARQUET_FIELDS
+    async for rows in audit.stream_rows(
+        session, query, export_rows.PARQUET_COLUMNS, batch_size=batch_size, limit=limit
+    ):
+        arrays = []
+        for (_, kind, _), values in zip(fields, zip(*rows, strict=True), strict=True):
+            if kind == "timestamp":
+                arrays.append(pa.array(values, type=pa.int64()).cast(_TIMESTAMP))
+            else:
+                arrays.append(pa.array(values, type=_ARROW_TYPES[kind]))
+        yield pa.RecordBatch.from_arrays(arrays, schema=AUDIT_PARQUET_SCHEMA)
+
+
+async def _activity_events(
+    session: AsyncSession, query: Any, *, batch_size: int, limit: int | None = None
+) -> AsyncIterator[list[ActivityEvent]]:
+    left = limit
+    async for events in activity.stream_activity_batches(session, query, batch_size=batch_size):
+        if left is not None:
+            events, left = events[:left], left - len(events[:left])
+        if events:
+            yield events
+        if left == 0:
+            return
+
+
+async def _activity_csv(session: AsyncSession, query: Any, **options: Any) -> AsyncIterator[list[list[Any]]]:
+    async for events in _activity_events(session, query, **options):
+        yield [activity_csv_row(e) for e in events]
+
+
+async def _activity_json(session: AsyncSession, query: Any, **options: Any) -> AsyncIterator[list[bytes]]:
+    async for events in _activity_events(session, query, **options):
+        yield [orjson.dumps(activity_json(e)) for e in events]
+
+
+async def _activity_parquet(session: AsyncSession, query: Any, **options: Any) -> AsyncIterator[pa.RecordBatch]:
+    async for events in _activity_events(session, query, **options):
+        arrays = [pa.array([get(e) for e in events], type=kind) for _, kind, get in ACTIVITY_PARQUET]
+        yield pa.RecordBatch.from_arrays(arrays, schema=ACTIVITY_PARQUET_SCHEMA)
 
 
 @dataclass(frozen=True)
@@ -171,19 +199,12 @@ class Dataset:
     file_prefix: str  # audit-log-{orgId}-{YYYYMMDD}
     query_type: type
     header: Sequence[str]
-    csv_row: Callable[[Any], list[Any]]
-    json_record: Callable[[Any], dict[str, Any]]
-    parquet_columns: list[ParquetColumn]
     count: Callable[[AsyncSession, Any], Any]
-    batches: Callable[..., AsyncIterator[list[Any]]]
+    csv_rows: Callable[..., AsyncIterator[Sequence[Sequence[Any]]]]  # rows of CSV cells, in header order
+    json_records: Callable[..., AsyncIterator[list[bytes]]]  # each record as compact JSON
+    parquet_schema: pa.Schema
+    parquet_batches: Callable[..., AsyncIterator[pa.RecordBatch]]
     users_only: bool
-
-    def parquet_schema(self) -> pa.Schema:
-        return pa.schema([pa.field(name, kind) for name, kind, _ in self.parquet_columns])
-
-    def parquet_batch(self, items: Sequence[Any]) -> pa.RecordBatch:
-        arrays = [pa.array([get(item) for item in items], type=kind) for _, kind, get in self.parquet_columns]
-        return pa.RecordBatch.from_arrays(arrays, schema=self.parquet_schema())
 
     def filename(self, org_id: str, when: datetime, extension: str) -> str:
         return f"{self.file_prefix}-{org_id}-{when:%Y%m%d}.{extension}"
@@ -195,11 +216,11 @@ AUDIT_LOGS = Dataset(
     file_prefix="audit-log",
     query_type=audit.AuditLogQuery,
     header=AUDIT_HEADER,
-    csv_row=audit_csv_row,
-    json_record=record_to_json,
-    parquet_columns=AUDIT_PARQUET,
     count=audit.count_records,
-    batches=audit.stream_record_batches,
+    csv_rows=_audit_csv,
+    json_records=_audit_json,
+    parquet_schema=AUDIT_PARQUET_SCHEMA,
+    parquet_batches=_audit_parquet,
     users_only=False,
 )
 ACTIVITY = Dataset(
@@ -208,11 +229,11 @@ ACTIVITY = Dataset(
     file_prefix="activity",
     query_type=activity.ActivityQuery,
     header=ACTIVITY_HEADER,
-    csv_row=activity_csv_row,
-    json_record=activity_json,
-    parquet_columns=ACTIVITY_PARQUET,
     count=activity.count_activity,
-    batches=activity.stream_activity_batches,
+    csv_rows=_activity_csv,
+    json_records=_activity_json,
+    parquet_schema=ACTIVITY_PARQUET_SCHEMA,
+    parquet_batches=_activity_parquet,
     users_only=True,
 )
 DATASETS = {d.name: d for d in (AUDIT_LOGS, ACTIVITY)}

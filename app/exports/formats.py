@@ -8,6 +8,8 @@ from collections.abc import AsyncIterable, AsyncIterator, Iterable, Sequence
 from typing import Any
 
 import orjson
+import pyarrow as pa
+import pyarrow.compute as pc
 
 FORMULA_PREFIXES = ("=", "+", "-", "@", "\t", "\r")
 ROWS_PER_CHUNK = 500
@@ -15,6 +17,8 @@ ROWS_PER_CHUNK = 500
 
 def csv_cell(value: Any) -> str:
     """A value as a CSV cell. Text that a spreadsheet would run as a formula gets a leading apostrophe."""
+    if type(value) is str:  # the common case first
+        return "'" + value if value.startswith(FORMULA_PREFIXES) else value
     if value is None:
         return ""
     if isinstance(value, bool):
@@ -70,28 +74,54 @@ FILE_TYPES = {
 
 
 def csv_header(header: Sequence[str]) -> bytes:
-    return csv_lines([list(header)], guard=False)
-
-
-def csv_lines(rows: Iterable[Sequence[Any]], *, guard: bool = True) -> bytes:
-    """Many rows at once, exactly as `csv_stream` writes them (same cells, quoting and line ends)."""
     buffer = io.StringIO()
-    writer = csv.writer(buffer, lineterminator="\r\n")
-    if guard:
-        writer.writerows([csv_cell(v) for v in row] for row in rows)
-    else:
-        writer.writerows(rows)
+    csv.writer(buffer, lineterminator="\r\n").writerow(header)
     return buffer.getvalue().encode()
+
+
+def _text(value: Any) -> str | None:
+    """`csv_cell` without the formula guard (applied to whole columns in `csv_batch`)."""
+    if value is None or type(value) is str:
+        return value
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, dict | list):
+        return orjson.dumps(value).decode()
+    return str(value)
+
+
+_FORMULA_PATTERN = r"^([=+\-@\t\r])"  # FORMULA_PREFIXES, as a regular expression
+_NEEDS_QUOTES = '[",\r\n]'
+
+
+def csv_batch(rows: Sequence[Sequence[Any]]) -> bytes:
+    """Many rows at once, byte for byte what `csv_stream` writes for them (csv_cell's values and formula guard,
+    the csv module's minimal quoting, CRLF), computed column by column with Arrow instead of cell by cell in
+    Python: several times faster on large exports."""
+    if not rows:
+        return b""
+    cells = []
+    for values in zip(*rows, strict=True):
+        try:
+            column = pa.array(values, type=pa.string())  # text columns: no per-value Python work
+        except (pa.ArrowTypeError, pa.ArrowInvalid):
+            column = pa.array([_text(v) for v in values], type=pa.string())
+        column = pc.fill_null(column, "")
+        column = pc.replace_substring_regex(column, pattern=_FORMULA_PATTERN, replacement="'\\1", max_replacements=1)
+        needs_quotes = pc.match_substring_regex(column, _NEEDS_QUOTES)
+        if pc.any(needs_quotes).as_py():
+            quoted = pc.binary_join_element_wise('"', pc.replace_substring(column, '"', '""'), '"', "")
+            column = pc.if_else(needs_quotes, quoted, column)
+        cells.append(column)
+    lines = pc.binary_join_element_wise(pc.binary_join_element_wise(*cells, ","), "\r\n", "")
+    whole = pc.binary_join(pa.ListArray.from_arrays(pa.array([0, len(lines)], pa.int32()), lines), "")
+    return whole[0].as_buffer().to_pybytes()
 
 
 def json_envelope_head(kind: str, metadata: dict[str, Any]) -> bytes:
     """`{"apiVersion", "kind", "metadata", "records": [` — the records and `]}` follow."""
     head = orjson.dumps({"apiVersion": "agentrail/v1", "kind": kind, "metadata": metadata})
     return head[:-1] + b',"records":['
-
-
-def ndjson_lines(records: Iterable[dict[str, Any]]) -> bytes:
-    return b"".join(orjson.dumps(record, option=orjson.OPT_APPEND_NEWLINE) for record in records)
 
 
 class ParquetSink(io.RawIOBase):

@@ -17,12 +17,19 @@ from app.api.auth import read_credential
 from app.api.downloads import download
 from app.api.rest import JSONResponse, error_response, require_principal
 from app.audit import service as audit
-from app.audit.routes import record_to_json
 from app.db import iso
 from app.errors import AppError, BadUserInput, NotFound
 from app.exports import service
-from app.exports.datasets import ACTIVITY_HEADER, AUDIT_HEADER, activity_csv_row, activity_json, audit_csv_row
-from app.exports.formats import csv_stream, from_iterable, json_envelope_stream
+from app.exports.datasets import ACTIVITY_HEADER, AUDIT_HEADER, AUDIT_LOGS, activity_csv_row, activity_json
+from app.exports.formats import (
+    ROWS_PER_CHUNK,
+    csv_batch,
+    csv_header,
+    csv_stream,
+    from_iterable,
+    json_envelope_head,
+    json_envelope_stream,
+)
 from app.orgs.principal import Principal
 
 
@@ -86,14 +93,24 @@ async def export_audit_logs(request: Request) -> Response:
     except AppError as exc:
         return error_response(exc)
 
-    async def records() -> AsyncIterator[audit.AuditRecord]:
+    async def csv_chunks() -> AsyncIterator[bytes]:
+        yield csv_header(AUDIT_HEADER)
         async with runtime.db.tenant_session(principal.org_id) as session:
-            async for record in audit.stream_records(session, query, limit=limit):
-                yield record
+            async for rows in AUDIT_LOGS.csv_rows(session, query, batch_size=ROWS_PER_CHUNK, limit=limit):
+                yield csv_batch(rows)
+
+    async def json_chunks(metadata: dict[str, Any]) -> AsyncIterator[bytes]:
+        yield json_envelope_head(AUDIT_LOGS.kind, metadata)
+        first = True
+        async with runtime.db.tenant_session(principal.org_id) as session:
+            async for records in AUDIT_LOGS.json_records(session, query, batch_size=ROWS_PER_CHUNK, limit=limit):
+                yield (b"" if first else b",") + b",".join(records)
+                first = False
+        yield b"]}"
 
     filename = f"audit-log-{principal.org_id}-{datetime.now(UTC):%Y%m%d}"
     if fmt == "csv":
-        return _download(csv_stream(AUDIT_HEADER, (audit_csv_row(r) async for r in records())), fmt, filename)
+        return _download(csv_chunks(), fmt, filename)
     metadata = {
         "exportedAt": iso(datetime.now(UTC)),
         "from": iso(query.occurred_from),
@@ -102,9 +119,7 @@ async def export_audit_logs(request: Request) -> Response:
         "format": "json",
         "filters": dict(params),
     }
-    return _download(
-        json_envelope_stream("AuditExport", metadata, (record_to_json(r) async for r in records())), fmt, filename
-    )
+    return _download(json_chunks(metadata), fmt, filename)
 
 
 async def export_activity(request: Request) -> Response:

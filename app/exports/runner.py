@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import AsyncIterator
 from datetime import timedelta
 from typing import Any
 
@@ -20,7 +21,7 @@ import structlog
 from app.db import iso, utcnow
 from app.exports import service
 from app.exports.datasets import DATASETS, Dataset, query_from_json
-from app.exports.formats import FILE_TYPES, ParquetSink, csv_header, csv_lines, json_envelope_head, ndjson_lines
+from app.exports.formats import FILE_TYPES, ParquetSink, csv_batch, csv_header, json_envelope_head
 from app.jobs.service import JobUpdate, publish_job_update
 from app.runtime.files import FileWriter
 from app.runtime.resources import Runtime
@@ -62,15 +63,18 @@ class _Progress:
 
 
 class _Format:
-    """Turns batches of rows into the bytes of one file format."""
+    """Turns the batches of one of the data set's readers into the bytes of one file format."""
 
     def __init__(self, dataset: Dataset, out: FileWriter, metadata: dict[str, Any], runtime: Runtime) -> None:
         self.dataset, self.out, self.metadata, self.settings = dataset, out, metadata, runtime.settings
 
+    def batches(self, session: Any, query: Any, batch_size: int) -> AsyncIterator[Any]:
+        raise NotImplementedError
+
     async def begin(self) -> None:
         return None
 
-    async def write(self, batch: list[Any]) -> None:
+    async def write(self, batch: Any) -> None:
         raise NotImplementedError
 
     async def end(self) -> None:
@@ -78,52 +82,64 @@ class _Format:
 
 
 class _Csv(_Format):
+    def batches(self, session: Any, query: Any, batch_size: int) -> AsyncIterator[Any]:
+        return self.dataset.csv_rows(session, query, batch_size=batch_size)
+
     async def begin(self) -> None:
         await self.out.write(csv_header(self.dataset.header))
 
-    async def write(self, batch: list[Any]) -> None:
-        row = self.dataset.csv_row
-        await self.out.write(csv_lines([row(item) for item in batch]))
+    async def write(self, batch: Any) -> None:
+        await self.out.write(csv_batch(batch))
 
 
 class _Json(_Format):
     first = True
 
+    def batches(self, session: Any, query: Any, batch_size: int) -> AsyncIterator[Any]:
+        return self.dataset.json_records(session, query, batch_size=batch_size)
+
     async def begin(self) -> None:
         await self.out.write(json_envelope_head(self.dataset.kind, self.metadata))
 
-    async def write(self, batch: list[Any]) -> None:
-        if not batch:
-            return
-        body = ndjson_lines([self.dataset.json_record(item) for item in batch]).rstrip(b"\n").replace(b"\n", b",")
-        await self.out.write(body if self.first else b"," + body)
-        self.first = False
+    async def write(self, batch: Any) -> None:
+        if batch:
+            await self.out.write((b"" if self.first else b",") + b",".join(batch))
+            self.first = False
 
     async def end(self) -> None:
         await self.out.write(b"]}")
 
 
-class _Ndjson(_Format):
-    async def write(self, batch: list[Any]) -> None:
-        await self.out.write(ndjson_lines([self.dataset.json_record(item) for item in batch]))
+class _Ndjson(_Json):
+    async def begin(self) -> None:
+        return None
+
+    async def write(self, batch: Any) -> None:
+        if batch:
+            await self.out.write(b"\n".join(batch) + b"\n")
+
+    async def end(self) -> None:
+        return None
 
 
 class _Parquet(_Format):
     """Row groups of `export_parquet_row_group_rows`, built from Arrow batches (compact, not Python objects)
     and drained from the sink into the file store after each one."""
 
+    def batches(self, session: Any, query: Any, batch_size: int) -> AsyncIterator[Any]:
+        return self.dataset.parquet_batches(session, query, batch_size=batch_size)
+
     async def begin(self) -> None:
         self.sink = ParquetSink()
-        self.schema = self.dataset.parquet_schema()
+        self.schema = self.dataset.parquet_schema
         self.writer = pq.ParquetWriter(self.sink, self.schema, compression="zstd")
         self.pending: list[pa.RecordBatch] = []
         self.pending_rows = 0
 
-    async def write(self, batch: list[Any]) -> None:
-        if not batch:
-            return
-        self.pending.append(self.dataset.parquet_batch(batch))
-        self.pending_rows += len(batch)
+    async def write(self, batch: Any) -> None:
+        if batch.num_rows:
+            self.pending.append(batch)
+            self.pending_rows += batch.num_rows
         if self.pending_rows >= self.settings.export_parquet_row_group_rows:
             await self._flush()
 
@@ -203,7 +219,7 @@ async def _write(
         writer = FORMATS[job.format](dataset, out, metadata, runtime)
         await writer.begin()
         await progress.report(0)
-        async for batch in dataset.batches(session, query, batch_size=runtime.settings.export_batch_rows):
+        async for batch in writer.batches(session, query, runtime.settings.export_batch_rows):
             await writer.write(batch)
             await progress.report(len(batch))
         await writer.end()

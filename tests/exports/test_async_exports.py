@@ -9,6 +9,8 @@ import json
 import pyarrow.parquet as pq
 from export_support import export_job, fetch_link, run_jobs, seed_audit, start_export
 
+from app.audit import service as audit
+from app.audit.routes import record_to_json
 from app.exports.datasets import AUDIT_HEADER
 from support import create_api_key, gql, register
 
@@ -60,7 +62,9 @@ async def test_csv_matches_the_synchronous_export_with_quoting_and_formula_guard
 async def test_json_envelope_and_ndjson_lines(client, runtime):
     account = await register(client)
     for n in range(3):
-        await _log(client, account, prompt=f'p{n}\n"{n}"', metadata={"n": n})
+        await _log(
+            client, account, prompt=f'p{n}\n"{n}"', metadata={"n": n}, durationMs=12.25, args={"q": "ü", "n": [1, 2.5]}
+        )
     done, response = await _export(client, runtime, account, "JSON", auditLogFilter={"from": "2020-01-01T00:00:00Z"})
     assert response.headers["content-type"] == "application/json"
     assert response.headers["content-disposition"].endswith('.json"')
@@ -84,6 +88,12 @@ async def test_json_envelope_and_ndjson_lines(client, runtime):
     assert response.headers["content-disposition"].endswith('.ndjson"')
     lines = response.content.decode().splitlines()
     assert len(lines) == 3 and [json.loads(line) for line in lines] == sync_body["records"]
+    # the records PostgreSQL builds for exports are the REST API's records (ISO times with ms and `Z`, numbers)
+    async with runtime.db.tenant_session(account.org_id) as session:
+        for line in lines:
+            record = json.loads(line)
+            assert record == record_to_json(await audit.get_record(session, record["id"]))
+            assert record["durationMs"] == 12.25 and record["args"] == {"q": "ü", "n": [1, 2.5]}
 
 
 async def test_parquet_has_typed_columns(client, runtime):

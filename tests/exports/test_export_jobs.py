@@ -203,7 +203,11 @@ async def test_other_organisations_get_nothing(client, runtime):
     await seed_audit(runtime, alice.org_id, 10)
     job = await start_export(client, alice, dataset="AUDIT_LOGS", format="CSV")
     other = await start_export(client, alice, dataset="AUDIT_LOGS", format="JSON")
+    own = {fmt: await start_export(client, mallory, dataset="AUDIT_LOGS", format=fmt) for fmt in ("CSV", "PARQUET")}
     await run_jobs(runtime)
+    for fmt, theirs in own.items():  # Mallory's own exports hold none of Alice's records
+        mine = await export_job(client, mallory, theirs["id"])
+        assert mine["status"] == "READY" and mine["rowCount"] == 0, fmt
     done = await export_job(client, alice, job["id"])
     assert await export_job(client, mallory, job["id"]) is None
     listed = await gql(client, "ExportJobs", {}, token=mallory.token)
