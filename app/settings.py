@@ -51,8 +51,8 @@ class Settings(BaseSettings):
     download_link_minutes: int = 60  # how long a signed download link stays valid
     # asynchronous exports
     export_retention_hours: int = 168  # a finished export's file is kept (and downloadable) this long
-    export_batch_rows: int = 5000  # rows fetched from the server-side cursor per batch
-    export_parquet_row_group_rows: int = 50_000  # rows per Parquet row group
+    export_batch_rows: int = 2000  # rows fetched from the server-side cursor per batch
+    export_parquet_row_group_rows: int = 20_000  # rows per Parquet row group (buffered in memory until written)
     export_heartbeat_timeout_seconds: int = 60  # a RUNNING job silent this long is taken over by another worker
     export_progress_interval_seconds: float = 1.0  # at most one live progress update per job this often
     export_max_attempts: int = 5  # attempts (worker deaths) before a job is given up as FAILED

@@ -113,6 +113,8 @@ async def export_once(client: httpx.AsyncClient, fmt: str) -> dict:
     sampler.start()
     try:
         await asyncio.sleep(1.0)  # the worker connects and starts polling
+        idle = psutil.Process(worker.pid).cpu_times()
+        idle_cpu = idle.user + idle.system
         query = "mutation($input: StartExportInput!) { startExport(input: $input) { id } }"
         variables = {"input": {"dataset": "AUDIT_LOGS", "format": fmt}}
         body = (await client.post("/graphql", json={"query": query, "variables": variables})).json()
@@ -129,6 +131,8 @@ async def export_once(client: httpx.AsyncClient, fmt: str) -> dict:
         assert job["status"] == "READY", job
         seconds = (parse_time(job["completedAt"]) - parse_time(job["startedAt"])).total_seconds()
         hwm = vm_hwm_mb(worker.pid)
+        cpu = psutil.Process(worker.pid).cpu_times()
+        cpu_seconds = cpu.user + cpu.system - idle_cpu
     finally:
         sampler.stop.set()
         sampler.join()
@@ -141,6 +145,9 @@ async def export_once(client: httpx.AsyncClient, fmt: str) -> dict:
         "job_seconds": round(seconds, 2),
         "rows_per_second": round(job["rowCount"] / seconds),
         "worker_peak_rss_mb": max(sampler.peak_mb, hwm),
+        # what the export cost the worker process itself, whatever else runs on the machine
+        "worker_cpu_us_per_row": round(cpu_seconds / job["rowCount"] * 1e6, 1),
+        "load_average_1m": round(os.getloadavg()[0], 2),
     }
 
 
@@ -210,6 +217,7 @@ async def main() -> None:
                     "async_exports": exports,
                     "target_rows_per_second": 50_000,
                     "target_worker_peak_rss_mb": 250,
+                    "cpus": os.cpu_count(),
                     "sync_export": ttfb,
                 },
                 indent=2,

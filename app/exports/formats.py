@@ -11,6 +11,10 @@ import orjson
 import pyarrow as pa
 import pyarrow.compute as pc
 
+# Arrow's default allocator keeps the pages it freed; exports allocate and free per batch, so the system
+# allocator keeps a long export's resident memory flat
+pa.set_memory_pool(pa.system_memory_pool())
+
 FORMULA_PREFIXES = ("=", "+", "-", "@", "\t", "\r")
 ROWS_PER_CHUNK = 500
 

@@ -9,6 +9,7 @@ existed when the export started, and `totalRecords` matches them.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections.abc import AsyncIterator
 from datetime import timedelta
@@ -156,6 +157,34 @@ class _Parquet(_Format):
         await self.out.write(self.sink.drain())
 
 
+async def _prefetched(batches: AsyncIterator[Any], depth: int = 2) -> AsyncIterator[Any]:
+    """Reads the next batches while the current one is formatted and written: PostgreSQL works on the next
+    FETCH (on another core) instead of waiting for this process. At most `depth` batches wait in memory."""
+    queue: asyncio.Queue[Any] = asyncio.Queue(maxsize=depth)
+    done = object()
+
+    async def produce() -> None:
+        try:
+            async for batch in batches:
+                await queue.put(batch)
+        except Exception as exc:
+            await queue.put(exc)
+            return
+        await queue.put(done)
+
+    producer = asyncio.create_task(produce())
+    try:
+        while (item := await queue.get()) is not done:
+            if isinstance(item, Exception):
+                raise item
+            yield item
+    finally:
+        if not producer.done():
+            producer.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await producer
+
+
 FORMATS: dict[str, type[_Format]] = {"CSV": _Csv, "JSON": _Json, "NDJSON": _Ndjson, "PARQUET": _Parquet}
 
 
@@ -219,7 +248,7 @@ async def _write(
         writer = FORMATS[job.format](dataset, out, metadata, runtime)
         await writer.begin()
         await progress.report(0)
-        async for batch in writer.batches(session, query, runtime.settings.export_batch_rows):
+        async for batch in _prefetched(writer.batches(session, query, runtime.settings.export_batch_rows)):
             await writer.write(batch)
             await progress.report(len(batch))
         await writer.end()
