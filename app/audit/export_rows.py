@@ -4,6 +4,7 @@ and the exporting process only stitches batches together. Used with `service.str
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import sqlalchemy as sa
@@ -21,9 +22,7 @@ def epoch_micros(column: Any) -> Any:
     return sa.cast(sa.func.extract("epoch", column) * 1_000_000, sa.BigInteger)
 
 
-# in the order of the CSV header: id, timestamp, traceId, parentSpanId, agentId, action, status, verb, provider,
-# riskLevel, governanceStatus, durationMs, prompt, response, metadata, checksum
-CSV_COLUMNS = [
+_CSV_HEAD = [
     AuditLog.id,
     iso_text(AuditLog.occurred_at),
     AuditLog.trace_id,
@@ -35,12 +34,21 @@ CSV_COLUMNS = [
     AuditLog.provider,
     AuditLog.risk_level,
     AuditLog.governance_status,
-    AuditLog.duration_ms,
-    AuditLog.prompt,
-    AuditLog.response,
-    AuditLog.metadata_,
-    AuditLog.checksum,
 ]
+
+
+def csv_parts(text_cell: Callable[[Any], Any]) -> list[Any]:
+    """A CSV row in five parts: the cells up to governanceStatus (formatted and joined by PostgreSQL with
+    `text_cell`), durationMs (a number), prompt and response (formatted and joined), metadata (JSON), checksum
+    (formatted). The number and the JSON are left to the caller, which formats them as the API does."""
+    return [
+        sa.func.concat_ws(",", *[text_cell(column) for column in _CSV_HEAD]),
+        AuditLog.duration_ms,
+        sa.func.concat_ws(",", text_cell(AuditLog.prompt), text_cell(AuditLog.response)),
+        AuditLog.metadata_,
+        text_cell(AuditLog.checksum),
+    ]
+
 
 # one record as the REST API shows it (app.audit.routes.record_to_json), keys in the same order
 _JSON_FIELDS: list[tuple[str, Any]] = [

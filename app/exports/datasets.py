@@ -18,7 +18,8 @@ from app.activity import service as activity
 from app.activity.models import ActivityEvent
 from app.audit import export_rows
 from app.audit import service as audit
-from app.db import AsyncSession, iso
+from app.db import AsyncSession, iso, json_loads
+from app.exports.formats import csv_batch, csv_cell, csv_quoted, csv_text_sql, json_text
 
 AUDIT_HEADER = (
     "id",
@@ -98,16 +99,17 @@ AUDIT_PARQUET_SCHEMA = pa.schema([pa.field(name, _ARROW_TYPES[kind]) for name, k
 
 
 def _json_text(value: Any) -> str | None:
-    return None if value is None else orjson.dumps(value).decode()
+    return None if value is None else json_text(value)
 
 
 def compact_json(text: str) -> bytes:
-    """A JSON text as compact JSON (orjson's output, as the API writes it); the standard library for integers
-    beyond 64 bits, which orjson refuses."""
+    """A JSON text as compact JSON (orjson's output, as the API writes it); exact for integers beyond 64 bits
+    (read and written by the standard library)."""
+    value = json_loads(text)
     try:
-        return orjson.dumps(orjson.loads(text))
-    except (orjson.JSONDecodeError, orjson.JSONEncodeError):
-        return json.dumps(json.loads(text), separators=(",", ":"), ensure_ascii=False).encode()
+        return orjson.dumps(value)
+    except TypeError:  # orjson.JSONEncodeError: an integer beyond 64 bits
+        return json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode()
 
 
 # (column name, arrow type, value of one event)
@@ -133,11 +135,18 @@ ACTIVITY_PARQUET_SCHEMA = pa.schema([pa.field(name, kind) for name, kind, _ in A
 
 # --- reading a data set in batches, shaped for each format ---------------------------------------------
 # Every reader: (session, query, *, batch_size, limit=None) -> batches, newest first, through a server-side cursor.
+_AUDIT_CSV = export_rows.csv_parts(csv_text_sql)
+
+
 async def _audit_csv(
     session: AsyncSession, query: Any, *, batch_size: int, limit: int | None = None
-) -> AsyncIterator[Sequence[Sequence[Any]]]:
-    async for rows in audit.stream_rows(session, query, export_rows.CSV_COLUMNS, batch_size=batch_size, limit=limit):
-        yield rows
+) -> AsyncIterator[tuple[int, bytes]]:
+    async for rows in audit.stream_rows(session, query, _AUDIT_CSV, batch_size=batch_size, limit=limit):
+        lines = [
+            f"{head},{csv_quoted(csv_cell(duration))},{texts},{csv_quoted(csv_cell(metadata))},{checksum}\r\n"
+            for head, duration, texts, metadata, checksum in rows
+        ]
+        yield len(lines), "".join(lines).encode()
 
 
 async def _audit_json(
@@ -176,14 +185,14 @@ async def _activity_events(
             return
 
 
-async def _activity_csv(session: AsyncSession, query: Any, **options: Any) -> AsyncIterator[list[list[Any]]]:
+async def _activity_csv(session: AsyncSession, query: Any, **options: Any) -> AsyncIterator[tuple[int, bytes]]:
     async for events in _activity_events(session, query, **options):
-        yield [activity_csv_row(e) for e in events]
+        yield len(events), csv_batch([activity_csv_row(e) for e in events])
 
 
 async def _activity_json(session: AsyncSession, query: Any, **options: Any) -> AsyncIterator[list[bytes]]:
     async for events in _activity_events(session, query, **options):
-        yield [orjson.dumps(activity_json(e)) for e in events]
+        yield [json_text(activity_json(e)).encode() for e in events]
 
 
 async def _activity_parquet(session: AsyncSession, query: Any, **options: Any) -> AsyncIterator[pa.RecordBatch]:
@@ -200,7 +209,7 @@ class Dataset:
     query_type: type
     header: Sequence[str]
     count: Callable[[AsyncSession, Any], Any]
-    csv_rows: Callable[..., AsyncIterator[Sequence[Sequence[Any]]]]  # rows of CSV cells, in header order
+    csv_rows: Callable[..., AsyncIterator[tuple[int, bytes]]]  # (rows, their CSV lines), a batch at a time
     json_records: Callable[..., AsyncIterator[list[bytes]]]  # each record as compact JSON
     parquet_schema: pa.Schema
     parquet_batches: Callable[..., AsyncIterator[pa.RecordBatch]]
@@ -248,6 +257,32 @@ def query_to_json(query: Any) -> dict[str, Any]:
             continue
         out[field.name] = iso(value) if isinstance(value, datetime) else value
     return out
+
+
+# the filter as clients name it (GraphQL filter fields, the synchronous endpoints' query parameters)
+_PUBLIC_NAMES = {
+    "agent_ids": "agentId",
+    "actions": "action",
+    "trace_id": "traceId",
+    "statuses": "status",
+    "risk_levels": "riskLevel",
+    "governance_statuses": "governanceStatus",
+    "providers": "provider",
+    "verbs": "verb",
+    "execution_id": "executionId",
+    "occurred_from": "from",
+    "occurred_to": "to",
+    "search": "search",
+    "has_alerts": "hasAlerts",
+    "target_types": "targetType",
+    "actor_id": "actorId",
+    "target_id": "targetId",
+}
+
+
+def public_filter(data: dict[str, Any]) -> dict[str, Any]:
+    """A stored filter (`query_to_json`) with the names clients use, for the JSON envelope's metadata."""
+    return {_PUBLIC_NAMES.get(k, k): v for k, v in data.items()}
 
 
 def query_from_json(dataset: Dataset, data: dict[str, Any]) -> Any:

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 from collections.abc import AsyncIterable, AsyncIterator, Iterable, Sequence
 from typing import Any
 
 import orjson
 import pyarrow as pa
 import pyarrow.compute as pc
+import sqlalchemy as sa
 
 # Arrow's default allocator keeps the pages it freed; exports allocate and free per batch, so the system
 # allocator keeps a long export's resident memory flat
@@ -17,6 +19,14 @@ pa.set_memory_pool(pa.system_memory_pool())
 
 FORMULA_PREFIXES = ("=", "+", "-", "@", "\t", "\r")
 ROWS_PER_CHUNK = 500
+
+
+def json_text(value: Any) -> str:
+    """Compact JSON (orjson); the standard library for integers beyond 64 bits, which orjson cannot write."""
+    try:
+        return orjson.dumps(value).decode()
+    except TypeError:
+        return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
 
 
 def csv_cell(value: Any) -> str:
@@ -27,7 +37,7 @@ def csv_cell(value: Any) -> str:
         return ""
     if isinstance(value, bool):
         return "true" if value else "false"
-    text = orjson.dumps(value).decode() if isinstance(value, dict | list) else str(value)
+    text = json_text(value) if isinstance(value, dict | list) else str(value)
     if text.startswith(FORMULA_PREFIXES):
         text = "'" + text
     return text
@@ -90,7 +100,7 @@ def _text(value: Any) -> str | None:
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, dict | list):
-        return orjson.dumps(value).decode()
+        return json_text(value)
     return str(value)
 
 
@@ -120,6 +130,30 @@ def csv_batch(rows: Sequence[Sequence[Any]]) -> bytes:
     lines = pc.binary_join_element_wise(pc.binary_join_element_wise(*cells, ","), "\r\n", "")
     whole = pc.binary_join(pa.ListArray.from_arrays(pa.array([0, len(lines)], pa.int32()), lines), "")
     return whole[0].as_buffer().to_pybytes()
+
+
+def csv_text_sql(column: Any) -> Any:
+    """SQL for one CSV cell of a text column, exactly as `csv_cell` and the csv module write it: NULL as empty,
+    the formula guard, then quotes (inner quotes doubled) when the text holds a comma, quote, CR or LF.
+    Lets PostgreSQL format most of a row while this process only joins it."""
+    guarded = sa.case((sa.func.left(column, 1).in_(FORMULA_PREFIXES), sa.literal("'").op("||")(column)), else_=column)
+    quoted = sa.case(
+        (
+            guarded.regexp_match(_NEEDS_QUOTES),
+            sa.literal('"').op("||")(sa.func.replace(guarded, '"', '""')).op("||")('"'),
+        ),
+        else_=guarded,
+    )
+    return sa.func.coalesce(quoted, "")
+
+
+def csv_quoted(text: str) -> str:
+    """The csv module's minimal quoting of one cell."""
+    if '"' in text:
+        return '"' + text.replace('"', '""') + '"'
+    if "," in text or "\n" in text or "\r" in text:
+        return '"' + text + '"'
+    return text
 
 
 def json_envelope_head(kind: str, metadata: dict[str, Any]) -> bytes:

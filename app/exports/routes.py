@@ -23,7 +23,6 @@ from app.exports import service
 from app.exports.datasets import ACTIVITY_HEADER, AUDIT_HEADER, AUDIT_LOGS, activity_csv_row, activity_json
 from app.exports.formats import (
     ROWS_PER_CHUNK,
-    csv_batch,
     csv_header,
     csv_stream,
     from_iterable,
@@ -96,8 +95,8 @@ async def export_audit_logs(request: Request) -> Response:
     async def csv_chunks() -> AsyncIterator[bytes]:
         yield csv_header(AUDIT_HEADER)
         async with runtime.db.tenant_session(principal.org_id) as session:
-            async for rows in AUDIT_LOGS.csv_rows(session, query, batch_size=ROWS_PER_CHUNK, limit=limit):
-                yield csv_batch(rows)
+            async for _, lines in AUDIT_LOGS.csv_rows(session, query, batch_size=ROWS_PER_CHUNK, limit=limit):
+                yield lines
 
     async def json_chunks(metadata: dict[str, Any]) -> AsyncIterator[bytes]:
         yield json_envelope_head(AUDIT_LOGS.kind, metadata)

@@ -21,8 +21,8 @@ import structlog
 
 from app.db import iso, utcnow
 from app.exports import service
-from app.exports.datasets import DATASETS, Dataset, query_from_json
-from app.exports.formats import FILE_TYPES, ParquetSink, csv_batch, csv_header, json_envelope_head
+from app.exports.datasets import DATASETS, Dataset, public_filter, query_from_json
+from app.exports.formats import FILE_TYPES, ParquetSink, csv_header, json_envelope_head
 from app.jobs.service import JobUpdate, publish_job_update
 from app.runtime.files import FileWriter
 from app.runtime.resources import Runtime
@@ -72,6 +72,10 @@ class _Format:
     def batches(self, session: Any, query: Any, batch_size: int) -> AsyncIterator[Any]:
         raise NotImplementedError
 
+    @staticmethod
+    def rows(batch: Any) -> int:
+        return len(batch)
+
     async def begin(self) -> None:
         return None
 
@@ -89,8 +93,12 @@ class _Csv(_Format):
     async def begin(self) -> None:
         await self.out.write(csv_header(self.dataset.header))
 
+    @staticmethod
+    def rows(batch: Any) -> int:
+        return int(batch[0])
+
     async def write(self, batch: Any) -> None:
-        await self.out.write(csv_batch(batch))
+        await self.out.write(batch[1])
 
 
 class _Json(_Format):
@@ -243,13 +251,13 @@ async def _write(
             "to": iso(query.occurred_to),
             "totalRecords": total,
             "format": job.format.lower(),
-            "filters": job.filter,
+            "filters": public_filter(job.filter),
         }
         writer = FORMATS[job.format](dataset, out, metadata, runtime)
         await writer.begin()
         await progress.report(0)
         async for batch in _prefetched(writer.batches(session, query, runtime.settings.export_batch_rows)):
             await writer.write(batch)
-            await progress.report(len(batch))
+            await progress.report(writer.rows(batch))
         await writer.end()
         await session.rollback()

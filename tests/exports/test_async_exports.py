@@ -74,7 +74,7 @@ async def test_json_envelope_and_ndjson_lines(client, runtime):
         body["metadata"]["totalRecords"] == 3 == done["rowCount"]
         and body["metadata"]["from"] == "2020-01-01T00:00:00.000Z"
     )
-    assert body["metadata"]["format"] == "json" and body["metadata"]["filters"]["occurred_from"]
+    assert body["metadata"]["format"] == "json" and body["metadata"]["filters"] == {"from": "2020-01-01T00:00:00.000Z"}
     assert {r["prompt"] for r in body["records"]} == {'p0\n"0"', 'p1\n"1"', 'p2\n"2"'}
     sync = (await client.get("/api/v1/audit-logs/export?format=json", headers={"X-API-Key": "x"})).status_code
     assert sync == 401
