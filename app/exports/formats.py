@@ -136,13 +136,14 @@ def csv_text_sql(column: Any) -> Any:
     """SQL for one CSV cell of a text column, exactly as `csv_cell` and the csv module write it: NULL as empty,
     the formula guard, then quotes (inner quotes doubled) when the text holds a comma, quote, CR or LF.
     Lets PostgreSQL format most of a row while this process only joins it."""
-    guarded = sa.case((sa.func.left(column, 1).in_(FORMULA_PREFIXES), sa.literal("'").op("||")(column)), else_=column)
+    # each sub-expression over the column itself: PostgreSQL does not share repeated sub-expressions. The guard's
+    # apostrophe never needs quoting, so whether to quote is decided on the column; strpos, not a regular
+    # expression (PostgreSQL's regex engine first widens the whole text)
+    guard = sa.case((sa.func.left(column, 1).in_(FORMULA_PREFIXES), "'"), else_="")
+    needs_quotes = sa.or_(*[sa.func.strpos(column, character) > 0 for character in ('"', ",", "\n", "\r")])
     quoted = sa.case(
-        (
-            guarded.regexp_match(_NEEDS_QUOTES),
-            sa.literal('"').op("||")(sa.func.replace(guarded, '"', '""')).op("||")('"'),
-        ),
-        else_=guarded,
+        (needs_quotes, sa.func.concat('"', guard, sa.func.replace(column, '"', '""'), '"')),
+        else_=sa.func.concat(guard, column),
     )
     return sa.func.coalesce(quoted, "")
 
