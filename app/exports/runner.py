@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from datetime import timedelta
 from typing import Any
 
@@ -69,7 +69,7 @@ class _Format:
     def __init__(self, dataset: Dataset, out: FileWriter, metadata: dict[str, Any], runtime: Runtime) -> None:
         self.dataset, self.out, self.metadata, self.settings = dataset, out, metadata, runtime.settings
 
-    def batches(self, session: Any, query: Any, batch_size: int) -> AsyncIterator[Any]:
+    def batches(self, session: Any, query: Any, batch_size: int) -> AsyncGenerator[Any, None]:
         raise NotImplementedError
 
     @staticmethod
@@ -87,7 +87,7 @@ class _Format:
 
 
 class _Csv(_Format):
-    def batches(self, session: Any, query: Any, batch_size: int) -> AsyncIterator[Any]:
+    def batches(self, session: Any, query: Any, batch_size: int) -> AsyncGenerator[Any, None]:
         return self.dataset.csv_rows(session, query, batch_size=batch_size)
 
     async def begin(self) -> None:
@@ -104,7 +104,7 @@ class _Csv(_Format):
 class _Json(_Format):
     first = True
 
-    def batches(self, session: Any, query: Any, batch_size: int) -> AsyncIterator[Any]:
+    def batches(self, session: Any, query: Any, batch_size: int) -> AsyncGenerator[Any, None]:
         return self.dataset.json_records(session, query, batch_size=batch_size)
 
     async def begin(self) -> None:
@@ -135,7 +135,7 @@ class _Parquet(_Format):
     """Row groups of `export_parquet_row_group_rows`, built from Arrow batches (compact, not Python objects)
     and drained from the sink into the file store after each one."""
 
-    def batches(self, session: Any, query: Any, batch_size: int) -> AsyncIterator[Any]:
+    def batches(self, session: Any, query: Any, batch_size: int) -> AsyncGenerator[Any, None]:
         return self.dataset.parquet_batches(session, query, batch_size=batch_size)
 
     async def begin(self) -> None:
@@ -165,7 +165,7 @@ class _Parquet(_Format):
         await self.out.write(self.sink.drain())
 
 
-async def _prefetched(batches: AsyncIterator[Any], depth: int = 2) -> AsyncIterator[Any]:
+async def _prefetched(batches: AsyncGenerator[Any, None], depth: int = 2) -> AsyncGenerator[Any, None]:
     """Reads the next batches while the current one is formatted and written: PostgreSQL works on the next
     FETCH (on another core) instead of waiting for this process. At most `depth` batches wait in memory."""
     queue: asyncio.Queue[Any] = asyncio.Queue(maxsize=depth)
@@ -173,8 +173,9 @@ async def _prefetched(batches: AsyncIterator[Any], depth: int = 2) -> AsyncItera
 
     async def produce() -> None:
         try:
-            async for batch in batches:
-                await queue.put(batch)
+            async with contextlib.aclosing(batches):
+                async for batch in batches:
+                    await queue.put(batch)
         except Exception as exc:
             await queue.put(exc)
             return
@@ -256,8 +257,10 @@ async def _write(
         writer = FORMATS[job.format](dataset, out, metadata, runtime)
         await writer.begin()
         await progress.report(0)
-        async for batch in _prefetched(writer.batches(session, query, runtime.settings.export_batch_rows)):
-            await writer.write(batch)
-            await progress.report(writer.rows(batch))
+        batches = _prefetched(writer.batches(session, query, runtime.settings.export_batch_rows))
+        async with contextlib.aclosing(batches):  # stopping early stops the reader before the session closes
+            async for batch in batches:
+                await writer.write(batch)
+                await progress.report(writer.rows(batch))
         await writer.end()
         await session.rollback()
