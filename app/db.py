@@ -10,7 +10,6 @@ session's organisation. A session that declared neither refuses to touch tenant 
 from __future__ import annotations
 
 import json
-import re
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
@@ -70,21 +69,35 @@ def json_column(**kwargs: Any) -> Any:
     return Field(default_factory=dict, sa_type=JSONB, nullable=False, **kwargs)
 
 
-_LONG_NUMBER = re.compile(r"\d{19}")
+_HUGE = float(2**63)
+
+
+def _maybe_lossy(value: Any) -> bool:
+    """True if the value holds a float of magnitude 2**63 or more: orjson reads integers beyond 64 bits as such
+    floats, so the text is read again by the standard library (a genuine float that large reads the same)."""
+    pending = [value]
+    while pending:
+        item = pending.pop()
+        kind = type(item)
+        if kind is float:
+            if abs(item) >= _HUGE:
+                return True
+        elif kind is dict:
+            pending.extend(item.values())
+        elif kind is list:
+            pending.extend(item)
+    return False
 
 
 def json_loads(text: str | bytes) -> Any:
     """jsonb values as read: orjson (several times faster on wide reads such as exports), the standard library
-    where orjson would differ: numbers of 19 digits or more (orjson reads integers beyond 64 bits as floats) and
-    what it refuses. Every value reads exactly as with `json.loads`."""
-    if isinstance(text, bytes):
-        text = text.decode()
-    if _LONG_NUMBER.search(text) is None:
-        try:
-            return orjson.loads(text)
-        except orjson.JSONDecodeError:
-            pass
-    return json.loads(text)
+    where orjson would differ (integers beyond 64 bits, which it reads as floats) or refuses. Every value reads
+    exactly as with `json.loads`."""
+    try:
+        value = orjson.loads(text)
+    except orjson.JSONDecodeError:
+        return json.loads(text)
+    return json.loads(text) if _maybe_lossy(value) else value
 
 
 class AsyncSession(SQLModelAsyncSession):
