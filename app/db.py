@@ -9,11 +9,13 @@ session's organisation. A session that declared neither refuses to touch tenant 
 
 from __future__ import annotations
 
+import json
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from typing import Any
 
+import orjson
 import sqlalchemy as sa
 from sqlalchemy import event
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
@@ -67,6 +69,37 @@ def json_column(**kwargs: Any) -> Any:
     return Field(default_factory=dict, sa_type=JSONB, nullable=False, **kwargs)
 
 
+_HUGE = float(2**63)
+
+
+def _maybe_lossy(value: Any) -> bool:
+    """True if the value holds a float of magnitude 2**63 or more: orjson reads integers beyond 64 bits as such
+    floats, so the text is read again by the standard library (a genuine float that large reads the same)."""
+    pending = [value]
+    while pending:
+        item = pending.pop()
+        kind = type(item)
+        if kind is float:
+            if abs(item) >= _HUGE:
+                return True
+        elif kind is dict:
+            pending.extend(item.values())
+        elif kind is list:
+            pending.extend(item)
+    return False
+
+
+def json_loads(text: str | bytes) -> Any:
+    """jsonb values as read: orjson (several times faster on wide reads such as exports), the standard library
+    where orjson would differ (integers beyond 64 bits, which it reads as floats) or refuses. Every value reads
+    exactly as with `json.loads`."""
+    try:
+        value = orjson.loads(text)
+    except orjson.JSONDecodeError:
+        return json.loads(text)
+    return json.loads(text) if _maybe_lossy(value) else value
+
+
 class AsyncSession(SQLModelAsyncSession):
     """SQLModel's session (`exec` for model selects) with SQLAlchemy's `execute` for rows and core SQL,
     which SQLModel marks deprecated only to steer model queries towards `exec`."""
@@ -98,6 +131,7 @@ class Database:
             # recognised locally on checkout instead (see _discard_closed_connections)
             pool_pre_ping=False,
             echo=echo,
+            json_deserializer=json_loads,
             # a connection forgotten inside a transaction must not hold its locks forever
             connect_args={"server_settings": {"idle_in_transaction_session_timeout": "60000"}},
         )

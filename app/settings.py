@@ -69,6 +69,13 @@ class Settings(BaseSettings):
     files_s3_addressing_style: Literal["auto", "path", "virtual"] = "auto"  # "path" for most MinIO setups
     files_s3_part_size: int = Field(default=8 * 1024 * 1024, ge=5 * 1024 * 1024, le=5 * 1024**3)
     files_s3_max_concurrency: int = Field(default=16, ge=1)  # S3 calls in flight per process (threads)
+    # asynchronous exports
+    export_retention_hours: int = 168  # a finished export's file is kept (and downloadable) this long
+    export_batch_rows: int = 2000  # rows fetched from the server-side cursor per batch
+    export_parquet_row_group_rows: int = 20_000  # rows per Parquet row group (buffered in memory until written)
+    export_heartbeat_timeout_seconds: int = 60  # a RUNNING job silent this long is taken over by another worker
+    export_progress_interval_seconds: float = 1.0  # at most one live progress update per job this often
+    export_max_attempts: int = 5  # attempts (worker deaths) before a job is given up as FAILED
 
     # abuse protection
     login_max_failures: int = 5

@@ -9,6 +9,7 @@ from arq.worker import Worker
 
 from app.runtime.resources import ARQ_QUEUE, Runtime, arq_redis_settings
 from workers.audit import index_audit_search, seal_audit_trail, sweep_audit_search
+from workers.exports import expire_export_jobs, run_export, sweep_export_jobs
 from workers.maintenance import record_heartbeat, remove_expired_files
 from workers.metrics import rollup_metrics, rollup_org_metrics
 from workers.reports import build_report, sweep_reports
@@ -30,6 +31,10 @@ FUNCTIONS: list[Any] = [
     # no stored result: the sweeper may queue the same build id again once a run ended without building
     func(build_report, keep_result=0),
     sweep_reports,
+    # an export can take long; its state is in PostgreSQL, so no stored result
+    func(run_export, timeout=3600, keep_result=0),
+    sweep_export_jobs,
+    expire_export_jobs,
 ]
 CRON_JOBS: list[Any] = [
     cron(record_heartbeat, second=0, run_at_startup=True),
@@ -41,6 +46,8 @@ CRON_JOBS: list[Any] = [
     # not unique: several workers drain side by side (claims skip each other's rows)
     cron(drain_webhook_deliveries, second=5, timeout=300),
     cron(sweep_reports, second=40, unique=True, timeout=600),
+    cron(sweep_export_jobs, second=20, unique=True, timeout=600),
+    cron(expire_export_jobs, second=25, unique=True, timeout=600),
 ]
 
 
@@ -61,6 +68,7 @@ def build_worker(runtime: Runtime, *, burst: bool = False) -> Worker:
         on_startup=on_startup,
         on_shutdown=on_shutdown,
         handle_signals=False,
+        allow_abort_jobs=True,  # cancelExport aborts a running export
         burst=burst,
         max_jobs=20,
         poll_delay=0.2,

@@ -69,6 +69,17 @@ class ActivityFilter:
         default=None, description="Text in the action, target or actor name, actor email or metadata."
     )
 
+    def to_query(self) -> service.ActivityQuery:
+        return service.ActivityQuery(
+            target_types=self.target_type,
+            actions=self.action,
+            actor_id=self.actor_id,
+            target_id=self.target_id,
+            occurred_from=self.from_,
+            occurred_to=self.to,
+            search=self.search.strip() if self.search and self.search.strip() else None,
+        )
+
 
 ActivityEventConnection = Connection[ActivityEvent]
 
@@ -86,16 +97,7 @@ class ActivityQuery:
         await info.context.user()
         limit = page_size(first)
         cursor = decode_cursor(after, (datetime, str))
-        f = filter or ActivityFilter()
-        query = service.ActivityQuery(
-            target_types=f.target_type,
-            actions=f.action,
-            actor_id=f.actor_id,
-            target_id=f.target_id,
-            occurred_from=f.from_,
-            occurred_to=f.to,
-            search=f.search.strip() if f.search and f.search.strip() else None,
-        )
+        query = (filter or ActivityFilter()).to_query()
         rows = await service.list_activity(
             await info.context.db(), query, limit=limit + 1, after=tuple(cursor) if cursor else None
         )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
 from contextvars import ContextVar
 from dataclasses import dataclass
 from datetime import datetime
@@ -129,3 +130,23 @@ async def list_activity(
         stmt = stmt.where(sa.tuple_(ActivityEvent.occurred_at, ActivityEvent.id) < sa.tuple_(*after))
     stmt = stmt.order_by(ActivityEvent.occurred_at.desc(), ActivityEvent.id.desc()).limit(limit)
     return list((await session.exec(stmt)).all())
+
+
+async def count_activity(session: AsyncSession, query: ActivityQuery) -> int:
+    stmt = sa.select(sa.func.count()).select_from(ActivityEvent).where(*_conditions(query))
+    return int((await session.execute(stmt)).scalar_one())
+
+
+async def stream_activity_batches(
+    session: AsyncSession, query: ActivityQuery, *, batch_size: int
+) -> AsyncIterator[list[ActivityEvent]]:
+    """Every matching event, newest first, in lists of up to `batch_size`, through a server-side cursor."""
+    stmt = (
+        select(ActivityEvent)
+        .where(*_conditions(query))
+        .order_by(ActivityEvent.occurred_at.desc(), ActivityEvent.id.desc())
+        .execution_options(yield_per=batch_size)
+    )
+    result = await session.stream_scalars(stmt)
+    async for partition in result.partitions(batch_size):
+        yield list(partition)

@@ -25,6 +25,7 @@ from app.api.scalars import DateTime
 from app.audit.schema import AuditMutation, AuditQuery, AuditSubscription
 from app.billing.schema import BillingMutation, BillingQuery
 from app.compliance.schema import ComplianceMutation, ComplianceQuery, ComplianceSubscription
+from app.exports.schema import ExportsMutation, ExportsQuery
 from app.jobs.schema import JobsSubscription
 from app.metrics.schema import MetricsQuery
 from app.orgs.schema import OrgsMutation, OrgsQuery
@@ -46,6 +47,7 @@ class Query(
     PoliciesQuery,
     WebhooksQuery,
     ReportsQuery,
+    ExportsQuery,
 ):
     pass
 
@@ -60,6 +62,7 @@ class Mutation(
     PoliciesMutation,
     WebhooksMutation,
     ReportsMutation,
+    ExportsMutation,
 ):
     pass
 

@@ -1,5 +1,6 @@
-"""Synchronous exports over HTTP: GET /api/v1/audit-logs/export and /api/v1/activity/export (CSV or JSON),
-streamed, up to `export_sync_max_rows` rows."""
+"""Exports over HTTP. GET /api/v1/audit-logs/export and /api/v1/activity/export stream CSV or JSON directly up to
+`export_sync_max_rows` rows; above it they answer 202 with an export job. GET /api/v1/exports/{id} shows a job,
+GET /api/v1/exports/{id}/download serves its file (owner credentials or a signed link)."""
 
 from __future__ import annotations
 
@@ -12,43 +13,23 @@ from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
 
 from app.activity import service as activity
-from app.api.rest import error_response, require_principal
+from app.api.auth import read_credential
+from app.api.downloads import download
+from app.api.rest import JSONResponse, error_response, require_principal
 from app.audit import service as audit
-from app.audit.routes import record_to_json
 from app.db import iso
-from app.errors import AppError, BadUserInput, PayloadTooLarge
-from app.exports.formats import csv_stream, from_iterable, json_envelope_stream
-
-AUDIT_HEADER = (
-    "id",
-    "timestamp",
-    "traceId",
-    "parentSpanId",
-    "agentId",
-    "action",
-    "status",
-    "verb",
-    "provider",
-    "riskLevel",
-    "governanceStatus",
-    "durationMs",
-    "prompt",
-    "response",
-    "metadata",
-    "checksum",
+from app.errors import AppError, BadUserInput, NotFound
+from app.exports import service
+from app.exports.datasets import ACTIVITY_HEADER, AUDIT_HEADER, AUDIT_LOGS, activity_csv_row, activity_json
+from app.exports.formats import (
+    ROWS_PER_CHUNK,
+    csv_header,
+    csv_stream,
+    from_iterable,
+    json_envelope_head,
+    json_envelope_stream,
 )
-ACTIVITY_HEADER = (
-    "id",
-    "orgId",
-    "actor",
-    "action",
-    "targetType",
-    "targetId",
-    "metadata",
-    "occurredAt",
-    "sourceIp",
-    "checksum",
-)
+from app.orgs.principal import Principal
 
 
 def _time(params: Any, name: str) -> datetime | None:
@@ -107,41 +88,28 @@ async def export_audit_logs(request: Request) -> Response:
         async with runtime.db.tenant_session(principal.org_id) as session:
             total = await audit.count_records(session, query)
         if total > limit:
-            raise PayloadTooLarge(
-                f"{total} records match; the synchronous export takes at most {limit}: narrow the filters"
-            )
+            return await _start_job(request, principal, "AUDIT_LOGS", fmt, query, total)
     except AppError as exc:
         return error_response(exc)
 
-    async def records() -> AsyncIterator[audit.AuditRecord]:
+    async def csv_chunks() -> AsyncIterator[bytes]:
+        yield csv_header(AUDIT_HEADER)
         async with runtime.db.tenant_session(principal.org_id) as session:
-            async for record in audit.stream_records(session, query, limit=limit):
-                yield record
+            async for _, lines in AUDIT_LOGS.csv_rows(session, query, batch_size=ROWS_PER_CHUNK, limit=limit):
+                yield lines
+
+    async def json_chunks(metadata: dict[str, Any]) -> AsyncIterator[bytes]:
+        yield json_envelope_head(AUDIT_LOGS.kind, metadata)
+        first = True
+        async with runtime.db.tenant_session(principal.org_id) as session:
+            async for records in AUDIT_LOGS.json_records(session, query, batch_size=ROWS_PER_CHUNK, limit=limit):
+                yield (b"" if first else b",") + b",".join(records)
+                first = False
+        yield b"]}"
 
     filename = f"audit-log-{principal.org_id}-{datetime.now(UTC):%Y%m%d}"
     if fmt == "csv":
-        rows = (
-            [
-                r.id,
-                iso(r.occurred_at),
-                r.trace_id,
-                r.parent_span_id,
-                r.agent_id,
-                r.action,
-                r.status,
-                r.verb,
-                r.provider,
-                r.risk_level,
-                r.governance_status,
-                r.duration_ms,
-                r.prompt,
-                r.response,
-                r.metadata,
-                r.checksum,
-            ]
-            async for r in records()
-        )
-        return _download(csv_stream(AUDIT_HEADER, rows), fmt, filename)
+        return _download(csv_chunks(), fmt, filename)
     metadata = {
         "exportedAt": iso(datetime.now(UTC)),
         "from": iso(query.occurred_from),
@@ -150,9 +118,7 @@ async def export_audit_logs(request: Request) -> Response:
         "format": "json",
         "filters": dict(params),
     }
-    return _download(
-        json_envelope_stream("AuditExport", metadata, (record_to_json(r) async for r in records())), fmt, filename
-    )
+    return _download(json_chunks(metadata), fmt, filename)
 
 
 async def export_activity(request: Request) -> Response:
@@ -173,46 +139,18 @@ async def export_activity(request: Request) -> Response:
         runtime = request.app.state.runtime
         limit = runtime.settings.export_sync_max_rows
         async with runtime.db.tenant_session(principal.org_id) as session:
-            events = await activity.list_activity(session, query, limit=limit + 1, after=None)
-        if len(events) > limit:
-            raise PayloadTooLarge(f"more than {limit} events match; narrow the filters")
+            total = await activity.count_activity(session, query)
+            if total > limit:
+                events = []
+            else:
+                events = await activity.list_activity(session, query, limit=limit, after=None)
+        if total > limit:
+            return await _start_job(request, principal, "ACTIVITY", fmt, query, total)
     except AppError as exc:
         return error_response(exc)
     filename = f"activity-{principal.org_id}-{datetime.now(UTC):%Y%m%d}"
     if fmt == "csv":
-        rows = (
-            [
-                e.id,
-                e.org_id,
-                e.actor_email or e.actor_name or e.actor_id,
-                e.action,
-                e.target_type,
-                e.target_id,
-                e.metadata_,
-                iso(e.occurred_at),
-                e.source_ip,
-                e.checksum,
-            ]
-            for e in events
-        )
-        return _download(csv_stream(ACTIVITY_HEADER, from_iterable(rows)), fmt, filename)
-    records = (
-        {
-            "id": e.id,
-            "orgId": e.org_id,
-            "actor": {"type": e.actor_type, "id": e.actor_id, "name": e.actor_name, "email": e.actor_email},
-            "action": e.action,
-            "targetType": e.target_type,
-            "targetId": e.target_id,
-            "targetName": e.target_name,
-            "metadata": e.metadata_,
-            "occurredAt": iso(e.occurred_at),
-            "sourceIp": e.source_ip,
-            "userAgent": e.user_agent,
-            "checksum": e.checksum,
-        }
-        for e in events
-    )
+        return _download(csv_stream(ACTIVITY_HEADER, from_iterable(activity_csv_row(e) for e in events)), fmt, filename)
     metadata = {
         "exportedAt": iso(datetime.now(UTC)),
         "from": iso(query.occurred_from),
@@ -221,10 +159,60 @@ async def export_activity(request: Request) -> Response:
         "format": "json",
         "filters": dict(params),
     }
+    records = (activity_json(e) for e in events)
     return _download(json_envelope_stream("ActivityExport", metadata, from_iterable(records)), fmt, filename)
+
+
+async def _start_job(
+    request: Request, principal: Principal, dataset: str, fmt: str, query: Any, total: int
+) -> Response:
+    """Too many rows to stream now: the same export as a background job. 202 with the job and where to poll."""
+    runtime = request.app.state.runtime
+    async with runtime.db.tenant_session(principal.org_id) as session:
+        job = await service.create_job(runtime, session, principal, dataset, fmt.upper(), query)
+    body = service.job_to_json(runtime, job)
+    body["message"] = (
+        f"{total} rows match, more than the {runtime.settings.export_sync_max_rows} a synchronous export takes: "
+        "the export runs in the background; poll links.self, then download links.download"
+    )
+    return JSONResponse(body, status_code=202, headers={"Location": service.status_path(job.id)})
+
+
+async def export_job_status(request: Request) -> Response:
+    try:
+        principal = await require_principal(request)
+        runtime = request.app.state.runtime
+        job_id = request.path_params["job_id"]
+        async with runtime.db.tenant_session(principal.org_id) as session:
+            job = await service.find_job(session, principal, job_id)
+        if job is None:
+            raise NotFound(f"no export job {job_id!r}")
+        return JSONResponse(service.job_to_json(runtime, job))
+    except AppError as exc:
+        return error_response(exc)
+
+
+def _sent_api_key(request: Request) -> bool:
+    try:
+        credential = read_credential({k.lower(): v for k, v in request.headers.items()})
+    except AppError:
+        return False  # `download` answers 401 for it
+    return credential is not None and credential[0] == "api_key"
+
+
+async def download_export(request: Request) -> Response:
+    """The export's file: Content-Type per format, Content-Length, `audit-log-{orgId}-{YYYYMMDD}.{ext}`."""
+    by_api_key = "signature" not in request.query_params and _sent_api_key(request)
+
+    async def file_of(runtime: Any, org_id: str, job_id: str) -> str | None:
+        return await service.file_of(runtime, org_id, job_id, by_api_key=by_api_key)
+
+    return await download(request, request.path_params["job_id"], file_of)
 
 
 routes = [
     Route("/api/v1/audit-logs/export", export_audit_logs, methods=["GET"]),
     Route("/api/v1/activity/export", export_activity, methods=["GET"]),
+    Route("/api/v1/exports/{job_id}", export_job_status, methods=["GET"]),
+    Route("/api/v1/exports/{job_id}/download", download_export, methods=["GET"]),
 ]

@@ -66,8 +66,15 @@ async def test_json_envelope_and_limits(client, settings, monkeypatch):
     assert body["metadata"]["totalRecords"] == 3 and len(body["records"]) == 3
     assert {r["prompt"] for r in body["records"]} == {"p0", "p1", "p2"}
     monkeypatch.setattr(settings, "export_sync_max_rows", 2)
-    too_many = await client.get("/api/v1/audit-logs/export", headers={"Authorization": f"Bearer {account.token}"})
-    assert too_many.status_code == 413 and "narrow the filters" in too_many.json()["error"]
+    too_many = await client.get(
+        "/api/v1/audit-logs/export", params={"format": "json"}, headers={"Authorization": f"Bearer {account.token}"}
+    )
+    assert too_many.status_code == 202, too_many.text
+    job = too_many.json()
+    assert job["id"].startswith("exp_") and job["status"] == "PENDING" and job["format"] == "JSON"
+    assert job["dataset"] == "AUDIT_LOGS" and job["downloadUrl"] is None
+    assert too_many.headers["location"] == job["links"]["self"] == f"/api/v1/exports/{job['id']}"
+    assert job["links"]["download"] == f"/api/v1/exports/{job['id']}/download"
     monkeypatch.setattr(settings, "export_sync_max_rows", 3)
     exact = await client.get("/api/v1/audit-logs/export", headers={"Authorization": f"Bearer {account.token}"})
     assert exact.status_code == 200
@@ -93,3 +100,41 @@ async def test_exports_are_tenant_scoped_and_activity_is_for_users(client):
     assert rows[0][:4] == ["id", "orgId", "actor", "action"] and rows[1][3] == "organization.created"
     secret, _ = await create_api_key(client, alice)
     assert (await client.get("/api/v1/activity/export", headers={"X-API-Key": secret})).status_code == 403
+
+
+async def test_above_the_limit_the_export_runs_as_a_job(client, runtime):
+    """10,000 rows stream at once; 10,001 answer 202 with a job that a real worker completes."""
+    from export_support import fetch_link, run_jobs, seed_audit
+
+    assert runtime.settings.export_sync_max_rows == 10_000
+    account = await register(client)
+    headers = {"Authorization": f"Bearer {account.token}"}
+    await seed_audit(runtime, account.org_id, 10_000)
+    streamed = await client.get("/api/v1/audit-logs/export", headers=headers)
+    assert streamed.status_code == 200
+    assert len(list(csv.reader(io.StringIO(streamed.text)))) == 10_001  # header + 10,000 rows
+    await seed_audit(runtime, account.org_id, 1, start="2026-02-01T00:00:00Z")
+    accepted = await client.get("/api/v1/audit-logs/export", headers=headers)
+    assert accepted.status_code == 202
+    job = accepted.json()
+    assert job["format"] == "CSV" and "10001 rows match" in job["message"]
+    pending = await client.get(job["links"]["self"], headers=headers)
+    assert pending.status_code == 200 and pending.json()["status"] == "PENDING"
+    await run_jobs(runtime)
+    ready = (await client.get(job["links"]["self"], headers=headers)).json()
+    assert ready["status"] == "READY" and ready["rowCount"] == 10_001
+    by_owner = await client.get(job["links"]["download"], headers=headers)
+    by_link = await fetch_link(client, ready["downloadUrl"])
+    assert by_owner.content == by_link.content
+    rows = list(csv.reader(io.StringIO(by_link.text)))
+    assert len(rows) == 10_002 and rows[0] == next(csv.reader(io.StringIO(streamed.text)))
+    assert len({r[0] for r in rows[1:]}) == 10_001
+    # the activity trail too (a small limit), and the job is on the trail
+    runtime.settings.export_sync_max_rows = 1
+    try:
+        activity = await client.get("/api/v1/activity/export", params={"format": "json"}, headers=headers)
+    finally:
+        runtime.settings.export_sync_max_rows = 10_000
+    assert activity.status_code == 202 and activity.json()["dataset"] == "ACTIVITY"
+    trail = (await client.get("/api/v1/activity/export", headers=headers)).text
+    assert trail.count("export.started") == 2

@@ -1,9 +1,10 @@
-"""Events of background jobs reach webhooks: `report.ready` when a report's file is stored."""
+"""Events of background jobs reach webhooks: `report.ready` and `export.ready` when their file is stored."""
 
 from __future__ import annotations
 
 import orjson
 import pytest
+from exports import export_support as exports
 from reports import helpers as reports
 
 from support import gql, register
@@ -28,3 +29,19 @@ async def test_report_ready_is_delivered_with_the_report(client, runtime, receiv
     payload = orjson.loads(request.body)
     assert payload["type"] == "report.ready"
     assert payload["data"]["reportId"] == report["id"] and payload["data"]["format"] == "JSON"
+
+
+async def test_export_ready_is_delivered_with_the_export(client, runtime, receiver):
+    owner = await register(client)
+    created = await gql(client, "CreateWebhookEndpoint", {"input": {"url": receiver.url(), "events": ["export.ready"]}},
+                        token=owner.token)  # fmt: skip
+    assert "errors" not in created, created
+    await exports.seed_audit(runtime, owner.org_id, 25)
+    job = await exports.start_export(client, owner, dataset="AUDIT_LOGS", format="NDJSON")
+    await exports.run_jobs(runtime)  # writes the file, then sends the event it queued
+    await exports.run_jobs(runtime)
+    assert (await exports.export_job(client, owner, job["id"]))["status"] == "READY"
+    [request] = receiver.completed
+    payload = orjson.loads(request.body)
+    assert payload["type"] == "export.ready"
+    assert payload["data"]["exportId"] == job["id"] and payload["data"]["rowCount"] == 25

@@ -1,0 +1,293 @@
+"""What can be exported: for each data set, its filter, how to count and stream it, and how one row looks in
+every format (CSV row, JSON record, Parquet columns). Shared by the synchronous endpoints and the export job,
+so both produce the same columns and records."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from collections.abc import AsyncIterator, Callable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import orjson
+import pyarrow as pa
+
+from app.activity import service as activity
+from app.activity.models import ActivityEvent
+from app.audit import export_rows
+from app.audit import service as audit
+from app.db import AsyncSession, iso, json_loads
+from app.exports.formats import csv_batch, csv_cell, csv_quoted, csv_text_sql, json_text
+
+AUDIT_HEADER = (
+    "id",
+    "timestamp",
+    "traceId",
+    "parentSpanId",
+    "agentId",
+    "action",
+    "status",
+    "verb",
+    "provider",
+    "riskLevel",
+    "governanceStatus",
+    "durationMs",
+    "prompt",
+    "response",
+    "metadata",
+    "checksum",
+)
+ACTIVITY_HEADER = (
+    "id",
+    "orgId",
+    "actor",
+    "action",
+    "targetType",
+    "targetId",
+    "metadata",
+    "occurredAt",
+    "sourceIp",
+    "checksum",
+)
+_TIME_FIELDS = ("occurred_from", "occurred_to")
+
+
+def activity_csv_row(e: ActivityEvent) -> list[Any]:
+    return [
+        e.id,
+        e.org_id,
+        e.actor_email or e.actor_name or e.actor_id,
+        e.action,
+        e.target_type,
+        e.target_id,
+        e.metadata_,
+        iso(e.occurred_at),
+        e.source_ip,
+        e.checksum,
+    ]
+
+
+def activity_json(e: ActivityEvent) -> dict[str, Any]:
+    return {
+        "id": e.id,
+        "orgId": e.org_id,
+        "actor": {"type": e.actor_type, "id": e.actor_id, "name": e.actor_name, "email": e.actor_email},
+        "action": e.action,
+        "targetType": e.target_type,
+        "targetId": e.target_id,
+        "targetName": e.target_name,
+        "metadata": e.metadata_,
+        "occurredAt": iso(e.occurred_at),
+        "sourceIp": e.source_ip,
+        "userAgent": e.user_agent,
+        "checksum": e.checksum,
+    }
+
+
+# --- Parquet: typed columns (timestamps, numbers, booleans); JSON values as JSON text -------------------
+_TIMESTAMP = pa.timestamp("us", tz="UTC")
+_ARROW_TYPES = {
+    "string": pa.string(),
+    "json": pa.string(),
+    "timestamp": _TIMESTAMP,
+    "float": pa.float64(),
+    "bool": pa.bool_(),
+}
+AUDIT_PARQUET_SCHEMA = pa.schema([pa.field(name, _ARROW_TYPES[kind]) for name, kind, _ in export_rows.PARQUET_FIELDS])
+
+
+def _json_text(value: Any) -> str | None:
+    return None if value is None else json_text(value)
+
+
+def compact_json(text: str) -> bytes:
+    """A JSON text as compact JSON (orjson's output, as the API writes it); exact for integers beyond 64 bits
+    (read and written by the standard library)."""
+    value = json_loads(text)
+    try:
+        return orjson.dumps(value)
+    except TypeError:  # orjson.JSONEncodeError: an integer beyond 64 bits
+        return json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+# (column name, arrow type, value of one event)
+ACTIVITY_PARQUET: list[tuple[str, pa.DataType, Callable[[ActivityEvent], Any]]] = [
+    ("id", pa.string(), lambda e: e.id),
+    ("orgId", pa.string(), lambda e: e.org_id),
+    ("actorType", pa.string(), lambda e: e.actor_type),
+    ("actorId", pa.string(), lambda e: e.actor_id),
+    ("actorName", pa.string(), lambda e: e.actor_name),
+    ("actorEmail", pa.string(), lambda e: e.actor_email),
+    ("action", pa.string(), lambda e: e.action),
+    ("targetType", pa.string(), lambda e: e.target_type),
+    ("targetId", pa.string(), lambda e: e.target_id),
+    ("targetName", pa.string(), lambda e: e.target_name),
+    ("metadata", pa.string(), lambda e: _json_text(e.metadata_)),
+    ("occurredAt", _TIMESTAMP, lambda e: e.occurred_at),
+    ("sourceIp", pa.string(), lambda e: e.source_ip),
+    ("userAgent", pa.string(), lambda e: e.user_agent),
+    ("checksum", pa.string(), lambda e: e.checksum),
+]
+ACTIVITY_PARQUET_SCHEMA = pa.schema([pa.field(name, kind) for name, kind, _ in ACTIVITY_PARQUET])
+
+
+# --- reading a data set in batches, shaped for each format ---------------------------------------------
+# Every reader: (session, query, *, batch_size, limit=None) -> batches, newest first, through a server-side cursor.
+_AUDIT_CSV = export_rows.csv_parts(csv_text_sql)
+
+
+async def _audit_csv(
+    session: AsyncSession, query: Any, *, batch_size: int, limit: int | None = None
+) -> AsyncIterator[tuple[int, bytes]]:
+    async for rows in audit.stream_rows(session, query, _AUDIT_CSV, batch_size=batch_size, limit=limit):
+        lines = [
+            f"{head},{csv_quoted(csv_cell(duration))},{texts},{csv_quoted(csv_cell(metadata))},{checksum}\r\n"
+            for head, duration, texts, metadata, checksum in rows
+        ]
+        yield len(lines), "".join(lines).encode()
+
+
+async def _audit_json(
+    session: AsyncSession, query: Any, *, batch_size: int, limit: int | None = None
+) -> AsyncIterator[list[bytes]]:
+    async for rows in audit.stream_rows(session, query, export_rows.JSON_RECORD, batch_size=batch_size, limit=limit):
+        yield [compact_json(text) for (text,) in rows]
+
+
+async def _audit_parquet(
+    session: AsyncSession, query: Any, *, batch_size: int, limit: int | None = None
+) -> AsyncIterator[pa.RecordBatch]:
+    fields = export_rows.PARQUET_FIELDS
+    async for rows in audit.stream_rows(
+        session, query, export_rows.PARQUET_COLUMNS, batch_size=batch_size, limit=limit
+    ):
+        arrays = []
+        for (_, kind, _), values in zip(fields, zip(*rows, strict=True), strict=True):
+            if kind == "timestamp":
+                arrays.append(pa.array(values, type=pa.int64()).cast(_TIMESTAMP))
+            else:
+                arrays.append(pa.array(values, type=_ARROW_TYPES[kind]))
+        yield pa.RecordBatch.from_arrays(arrays, schema=AUDIT_PARQUET_SCHEMA)
+
+
+async def _activity_events(
+    session: AsyncSession, query: Any, *, batch_size: int, limit: int | None = None
+) -> AsyncIterator[list[ActivityEvent]]:
+    left = limit
+    async for events in activity.stream_activity_batches(session, query, batch_size=batch_size):
+        if left is not None:
+            events, left = events[:left], left - len(events[:left])
+        if events:
+            yield events
+        if left == 0:
+            return
+
+
+async def _activity_csv(session: AsyncSession, query: Any, **options: Any) -> AsyncIterator[tuple[int, bytes]]:
+    async for events in _activity_events(session, query, **options):
+        yield len(events), csv_batch([activity_csv_row(e) for e in events])
+
+
+async def _activity_json(session: AsyncSession, query: Any, **options: Any) -> AsyncIterator[list[bytes]]:
+    async for events in _activity_events(session, query, **options):
+        yield [json_text(activity_json(e)).encode() for e in events]
+
+
+async def _activity_parquet(session: AsyncSession, query: Any, **options: Any) -> AsyncIterator[pa.RecordBatch]:
+    async for events in _activity_events(session, query, **options):
+        arrays = [pa.array([get(e) for e in events], type=kind) for _, kind, get in ACTIVITY_PARQUET]
+        yield pa.RecordBatch.from_arrays(arrays, schema=ACTIVITY_PARQUET_SCHEMA)
+
+
+@dataclass(frozen=True)
+class Dataset:
+    name: str  # AUDIT_LOGS | ACTIVITY
+    kind: str  # the JSON envelope's `kind`
+    file_prefix: str  # audit-log-{orgId}-{YYYYMMDD}
+    query_type: type
+    header: Sequence[str]
+    count: Callable[[AsyncSession, Any], Any]
+    csv_rows: Callable[..., AsyncIterator[tuple[int, bytes]]]  # (rows, their CSV lines), a batch at a time
+    json_records: Callable[..., AsyncIterator[list[bytes]]]  # each record as compact JSON
+    parquet_schema: pa.Schema
+    parquet_batches: Callable[..., AsyncIterator[pa.RecordBatch]]
+    users_only: bool
+
+    def filename(self, org_id: str, when: datetime, extension: str) -> str:
+        return f"{self.file_prefix}-{org_id}-{when:%Y%m%d}.{extension}"
+
+
+AUDIT_LOGS = Dataset(
+    name="AUDIT_LOGS",
+    kind="AuditExport",
+    file_prefix="audit-log",
+    query_type=audit.AuditLogQuery,
+    header=AUDIT_HEADER,
+    count=audit.count_records,
+    csv_rows=_audit_csv,
+    json_records=_audit_json,
+    parquet_schema=AUDIT_PARQUET_SCHEMA,
+    parquet_batches=_audit_parquet,
+    users_only=False,
+)
+ACTIVITY = Dataset(
+    name="ACTIVITY",
+    kind="ActivityExport",
+    file_prefix="activity",
+    query_type=activity.ActivityQuery,
+    header=ACTIVITY_HEADER,
+    count=activity.count_activity,
+    csv_rows=_activity_csv,
+    json_records=_activity_json,
+    parquet_schema=ACTIVITY_PARQUET_SCHEMA,
+    parquet_batches=_activity_parquet,
+    users_only=True,
+)
+DATASETS = {d.name: d for d in (AUDIT_LOGS, ACTIVITY)}
+
+
+def query_to_json(query: Any) -> dict[str, Any]:
+    """A filter object (AuditLogQuery / ActivityQuery) as JSON for the job's row; only the conditions set."""
+    out: dict[str, Any] = {}
+    for field in dataclasses.fields(query):
+        value = getattr(query, field.name)
+        if value is None:
+            continue
+        out[field.name] = iso(value) if isinstance(value, datetime) else value
+    return out
+
+
+# the filter as clients name it (GraphQL filter fields, the synchronous endpoints' query parameters)
+_PUBLIC_NAMES = {
+    "agent_ids": "agentId",
+    "actions": "action",
+    "trace_id": "traceId",
+    "statuses": "status",
+    "risk_levels": "riskLevel",
+    "governance_statuses": "governanceStatus",
+    "providers": "provider",
+    "verbs": "verb",
+    "execution_id": "executionId",
+    "occurred_from": "from",
+    "occurred_to": "to",
+    "search": "search",
+    "has_alerts": "hasAlerts",
+    "target_types": "targetType",
+    "actor_id": "actorId",
+    "target_id": "targetId",
+}
+
+
+def public_filter(data: dict[str, Any]) -> dict[str, Any]:
+    """A stored filter (`query_to_json`) with the names clients use, for the JSON envelope's metadata."""
+    return {_PUBLIC_NAMES.get(k, k): v for k, v in data.items()}
+
+
+def query_from_json(dataset: Dataset, data: dict[str, Any]) -> Any:
+    values = {
+        k: datetime.fromisoformat(v.replace("Z", "+00:00")) if k in _TIME_FIELDS and v is not None else v
+        for k, v in data.items()
+    }
+    return dataset.query_type(**values)

@@ -1,0 +1,179 @@
+"""GraphQL: `startExport`, `cancelExport`, `exportJobs`, `exportJob`."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from enum import Enum
+from typing import Annotated
+
+import strawberry
+from strawberry.types import Info
+
+from app.activity.schema import ActivityFilter, Actor
+from app.api.pagination import Connection, build_connection, decode_cursor, page_size
+from app.audit.schema import AuditLogFilter
+from app.errors import BadUserInput
+from app.exports import service
+from app.exports.models import ExportJob as JobRow
+
+
+@strawberry.enum(description="What an export contains.")
+class ExportDataset(Enum):
+    AUDIT_LOGS = "AUDIT_LOGS"
+    ACTIVITY = "ACTIVITY"
+
+
+@strawberry.enum(description="File format of an export.")
+class ExportFormat(Enum):
+    CSV = "CSV"
+    JSON = "JSON"
+    NDJSON = "NDJSON"
+    PARQUET = "PARQUET"
+
+
+@strawberry.enum(description="Where an export job stands.")
+class ExportStatus(Enum):
+    PENDING = "PENDING"
+    RUNNING = "RUNNING"
+    READY = "READY"
+    FAILED = "FAILED"
+    EXPIRED = "EXPIRED"
+    CANCELLED = "CANCELLED"
+
+
+@strawberry.type(
+    description="An export of the audit record or the activity trail to a file, written in the background."
+)
+class ExportJob:
+    id: strawberry.ID = strawberry.field(description="Export id (`exp_…`).")
+    dataset: ExportDataset = strawberry.field(description="What is exported.")
+    format: ExportFormat = strawberry.field(description="The file format.")
+    status: ExportStatus = strawberry.field(description="Where the job stands.")
+    row_count: int = strawberry.field(description="Rows written so far (all of them once READY).")
+    progress: float = strawberry.field(description="Share done, 0 to 1.")
+    size_bytes: int | None = strawberry.field(description="Size of the file, once READY.")
+    download_url: str | None = strawberry.field(
+        description="Signed, expiring download link (fresh at each read), only while READY."
+    )
+    expires_at: datetime | None = strawberry.field(description="When the file is deleted (READY jobs).")
+    error: str | None = strawberry.field(description="Why the job failed, when it did.")
+    created_at: datetime = strawberry.field(description="When the export was requested.")
+    started_at: datetime | None = strawberry.field(description="When a worker first started it.")
+    completed_at: datetime | None = strawberry.field(description="When it became READY, FAILED or CANCELLED.")
+    requested_by: Actor = strawberry.field(description="The user or API key that asked for it.")
+
+    @classmethod
+    def of(cls, info: Info, job: JobRow) -> ExportJob:
+        return cls(
+            id=strawberry.ID(job.id),
+            dataset=ExportDataset(job.dataset),
+            format=ExportFormat(job.format),
+            status=ExportStatus(job.status),
+            row_count=job.row_count,
+            progress=job.progress,
+            size_bytes=job.size_bytes,
+            download_url=service.download_url(info.context.runtime, job),
+            expires_at=job.expires_at,
+            error=job.error,
+            created_at=job.created_at,
+            started_at=job.started_at,
+            completed_at=job.completed_at,
+            requested_by=Actor(
+                type=job.requested_by_type,
+                id=job.requested_by_id,
+                name=job.requested_by_name,
+                email=job.requested_by_email,
+            ),
+        )
+
+
+ExportJobConnection = Connection[ExportJob]
+
+
+@strawberry.input(description="What to export, and how.")
+class StartExportInput:
+    dataset: ExportDataset = strawberry.field(description="AUDIT_LOGS (users and API keys) or ACTIVITY (users only).")
+    format: ExportFormat = strawberry.field(description="CSV, JSON (one envelope), NDJSON or PARQUET.")
+    audit_log_filter: AuditLogFilter | None = strawberry.field(
+        default=None, description="Which audit records (as for `auditLogs`); only with dataset AUDIT_LOGS."
+    )
+    activity_filter: ActivityFilter | None = strawberry.field(
+        default=None, description="Which activity events (as for `activity`); only with dataset ACTIVITY."
+    )
+
+
+@strawberry.input(description="Which export jobs to list.")
+class ExportJobFilter:
+    status: list[ExportStatus] | None = strawberry.field(default=None, description="Any of these statuses.")
+
+
+def _query_of(input: StartExportInput) -> object:
+    if input.dataset is ExportDataset.AUDIT_LOGS:
+        if input.activity_filter is not None:
+            raise BadUserInput("activityFilter only applies to the ACTIVITY data set", field="activityFilter")
+        return (input.audit_log_filter or AuditLogFilter()).to_query()
+    if input.audit_log_filter is not None:
+        raise BadUserInput("auditLogFilter only applies to the AUDIT_LOGS data set", field="auditLogFilter")
+    return (input.activity_filter or ActivityFilter()).to_query()
+
+
+@strawberry.type
+class ExportsQuery:
+    @strawberry.field(description="The organisation's export jobs, newest first (API keys see audit-log exports only).")
+    async def export_jobs(
+        self,
+        info: Info,
+        filter: Annotated[ExportJobFilter | None, strawberry.argument(description="Conditions.")] = None,
+        first: Annotated[int | None, strawberry.argument(description="Page size, at most 500.")] = None,
+        after: Annotated[str | None, strawberry.argument(description="Cursor of the previous page.")] = None,
+    ) -> ExportJobConnection:
+        principal = await info.context.principal()
+        limit = page_size(first)
+        cursor = decode_cursor(after, (datetime, str))
+        statuses = [s.value for s in filter.status] if filter and filter.status else None
+        rows = await service.list_jobs(
+            await info.context.db(),
+            principal,
+            statuses=statuses,
+            limit=limit + 1,
+            after=tuple(cursor) if cursor else None,  # type: ignore[arg-type]
+        )
+        return build_connection(
+            rows, limit=limit, to_node=lambda job: ExportJob.of(info, job), sort_key=lambda j: (j.created_at, j.id)
+        )
+
+    @strawberry.field(description="One export job; null when it does not exist in your organisation.")
+    async def export_job(
+        self, info: Info, id: Annotated[strawberry.ID, strawberry.argument(description="Export id.")]
+    ) -> ExportJob | None:
+        principal = await info.context.principal()
+        job = await service.find_job(await info.context.db(), principal, str(id))
+        return ExportJob.of(info, job) if job else None
+
+
+@strawberry.type
+class ExportsMutation:
+    @strawberry.mutation(
+        description="Start an export to a file, written in the background; follow it with `jobUpdates` or "
+        "`exportJob`, then download it from `downloadUrl`. Activity-trail exports are for users only."
+    )
+    async def start_export(
+        self, info: Info, input: Annotated[StartExportInput, strawberry.argument(description="What to export.")]
+    ) -> ExportJob:
+        principal = await info.context.principal()
+        query = _query_of(input)
+        job = await service.create_job(
+            info.context.runtime, await info.context.db(), principal, input.dataset.value, input.format.value, query
+        )
+        return ExportJob.of(info, job)
+
+    @strawberry.mutation(
+        description="Stop a PENDING or RUNNING export and delete what it wrote; CONFLICT when it has already "
+        "finished, NOT_FOUND when it is not yours."
+    )
+    async def cancel_export(
+        self, info: Info, id: Annotated[strawberry.ID, strawberry.argument(description="Export id.")]
+    ) -> ExportJob:
+        principal = await info.context.principal()
+        job = await service.cancel_job(info.context.runtime, await info.context.db(), principal, str(id))
+        return ExportJob.of(info, job)
