@@ -65,6 +65,38 @@ class Server:
         fields = Path(f"/proc/{self.pid}/stat").read_text().rsplit(")", 1)[1].split()
         return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
+    def cpu_split(self) -> tuple[float, float]:
+        """(CPU seconds of the API process, of the embedded PostgreSQL (postmaster and backends) and Redis it
+        started: found by their data folder)."""
+        import psutil
+
+        def total(process: psutil.Process) -> float:
+            try:
+                return sum(process.cpu_times()[:2]) + sum(sum(c.cpu_times()[:2]) for c in process.children(True))
+            except psutil.NoSuchProcess:
+                return 0.0
+
+        process = psutil.Process(self.pid)
+        command = process.cmdline()
+        data_dir = command[command.index("--data-dir") + 1]
+        others = total(process) - sum(process.cpu_times()[:2])  # redis (a child)
+        for candidate in psutil.process_iter(["cmdline"]):
+            line = " ".join(candidate.info["cmdline"] or [])
+            if candidate.pid != self.pid and data_dir in line and "postgres" in line:
+                others += total(candidate)
+        return sum(process.cpu_times()[:2]), others
+
+    def settle(self, *, quiet_share: float = 0.05, timeout: float = 180.0) -> float:
+        """Waits until the server and its databases are quiet (the worker has indexed what the previous run
+        wrote), so that each run starts from the same state. Returns the seconds waited."""
+        started = time.monotonic()
+        while time.monotonic() - started < timeout:
+            before = sum(self.cpu_split())
+            time.sleep(1.0)
+            if sum(self.cpu_split()) - before < quiet_share:
+                break
+        return round(time.monotonic() - started, 1)
+
     def peak_rss_mb(self) -> float:
         """Peak resident memory of the server process (VmHWM), in MB."""
         for line in Path(f"/proc/{self.pid}/status").read_text().splitlines():

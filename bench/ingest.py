@@ -104,6 +104,8 @@ async def main() -> None:
         results["single_logEvent"] = await single_latency(server.url, server.api_key, args.singles)
         for via in ("rest", "graphql"):
             for batch in (100, 1000):
+                # each run from the same state: the worker has indexed the previous run's records
+                await asyncio.to_thread(server.settle)
                 rate = await throughput(
                     server.url, server.api_key, via=via, batch=batch, total=args.records, concurrency=args.concurrency
                 )

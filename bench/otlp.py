@@ -128,28 +128,6 @@ async def run(
     return elapsed, *last
 
 
-def cpu_seconds(pid: int) -> tuple[float, float]:
-    """(CPU seconds of the API process, of the embedded PostgreSQL (postmaster and backends) and Redis it
-    started: found by their data folder)."""
-    import psutil
-
-    def total(process: psutil.Process) -> float:
-        try:
-            return sum(process.cpu_times()[:2]) + sum(sum(c.cpu_times()[:2]) for c in process.children(True))
-        except psutil.NoSuchProcess:
-            return 0.0
-
-    process = psutil.Process(pid)
-    command = process.cmdline()
-    data_dir = command[command.index("--data-dir") + 1]
-    others = total(process) - sum(process.cpu_times()[:2])  # redis (a child)
-    for candidate in psutil.process_iter(["cmdline"]):
-        line = " ".join(candidate.info["cmdline"] or [])
-        if candidate.pid != pid and data_dir in line and "postgres" in line:
-            others += total(candidate)
-    return sum(process.cpu_times()[:2]), others
-
-
 async def queryable_after(url: str, key: str, trace_id: str, expected: int, since: float) -> float:
     async with httpx.AsyncClient(base_url=url, headers={"X-API-Key": key}, timeout=30) as client:
         while True:
@@ -190,11 +168,12 @@ async def main() -> None:
             for gzipped in (False, True):
                 name = f"c{concurrency}-{'gzip' if gzipped else 'plain'}"
                 batches = [build_batch(rng, name, i, args.batch) for i in range(args.spans // args.batch)]
-                cpu_before = cpu_seconds(server.pid)
+                await asyncio.to_thread(server.settle)  # the worker has indexed the previous run's spans
+                cpu_before = server.cpu_split()
                 elapsed, last, last_trace = await run(
                     server.url, server.api_key, batches=batches, concurrency=concurrency, gzipped=gzipped
                 )
-                cpu_after = cpu_seconds(server.pid)
+                cpu_after = server.cpu_split()
                 spans = len(batches) * args.batch
                 results["runs"].append(
                     {
