@@ -10,6 +10,7 @@ session's organisation. A session that declared neither refuses to touch tenant 
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
@@ -89,6 +90,11 @@ def _maybe_lossy(value: Any) -> bool:
     return False
 
 
+# an integer of 2**63 or more has at least 19 digits: without such a run of digits nothing can be lossy
+_LONG_DIGITS_TEXT = re.compile(r"\d{19}")
+_LONG_DIGITS_BYTES = re.compile(rb"\d{19}")
+
+
 def json_loads(text: str | bytes) -> Any:
     """jsonb values as read: orjson (several times faster on wide reads such as exports), the standard library
     where orjson would differ (integers beyond 64 bits, which it reads as floats) or refuses. Every value reads
@@ -97,6 +103,9 @@ def json_loads(text: str | bytes) -> Any:
         value = orjson.loads(text)
     except orjson.JSONDecodeError:
         return json.loads(text)
+    long_digits = _LONG_DIGITS_TEXT if isinstance(text, str) else _LONG_DIGITS_BYTES
+    if long_digits.search(text) is None:  # type: ignore[arg-type]
+        return value
     return json.loads(text) if _maybe_lossy(value) else value
 
 

@@ -73,7 +73,7 @@ async def main() -> None:
             for spans in (50, 2000, 10_000):
                 trace_id = f"read-{spans}"
                 await seed(client, trace_id, spans)
-                await asyncio.sleep(2)  # let the worker index what was just written
+                await asyncio.to_thread(server.settle)  # let the worker index what was just written
                 results[f"spans_{spans}"] = {
                     "nested": await timed_reads(client, nested_query(), trace_id, args.reads),
                     "flat": await timed_reads(client, FLAT, trace_id, args.reads),
