@@ -62,8 +62,7 @@ class Server:
 
     def cpu_seconds(self) -> float:
         """User + system CPU time the server process has used so far."""
-        fields = Path(f"/proc/{self.pid}/stat").read_text().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        return process_cpu_seconds(self.pid)
 
     def cpu_split(self) -> tuple[float, float]:
         """(CPU seconds of the API process, of the embedded PostgreSQL (postmaster and backends) and Redis it
@@ -154,6 +153,39 @@ def running_server() -> Iterator[Server]:
         finally:
             process.send_signal(signal.SIGINT)
             process.wait(timeout=60)
+
+
+@contextlib.contextmanager
+def extra_node() -> Iterator[tuple[str, int]]:
+    """One more API process (no worker) beside `running_server()`, on the same PostgreSQL and Redis: needs
+    DATABASE_URL, REDIS_URL and AGENTRAIL_SECRET_KEY in the environment (shared by both). Yields (url, pid)."""
+    for name in ("DATABASE_URL", "REDIS_URL", "AGENTRAIL_SECRET_KEY"):
+        if not os.environ.get(name):
+            raise SystemExit(f"a second API process needs {name} (the first one's servers and secret)")
+    port = _free_port()
+    env = {**os.environ, "AGENTRAIL_LOG_LEVEL": "WARNING"}
+    with tempfile.TemporaryDirectory(prefix="agentrail-bench-node-") as tmp:
+        command = [str(Path(sys.executable).with_name("agentrail")), "serve", "--no-worker", "--port", str(port)]
+        process = subprocess.Popen(
+            [*command, "--data-dir", tmp], cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        )
+        url = f"http://127.0.0.1:{port}"
+        try:
+            deadline = time.monotonic() + 120
+            while time.monotonic() < deadline:
+                with contextlib.suppress(httpx.HTTPError):
+                    if httpx.get(f"{url}/readyz", timeout=1).status_code == 200:
+                        break
+                time.sleep(0.05)
+            yield url, process.pid
+        finally:
+            process.send_signal(signal.SIGINT)
+            process.wait(timeout=60)
+
+
+def process_cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def text(rng: random.Random, low: int, high: int) -> str:
