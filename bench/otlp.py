@@ -1,6 +1,6 @@
 """OpenTelemetry ingest throughput against a real `agentrail serve` (one uvicorn worker).
 
-    .venv/bin/python bench/otlp.py [--spans 20480] [--batch 512] [--concurrency 1 2 4] [--no-worker]
+    .venv/bin/python bench/otlp.py [--spans 20480] [--batch 512] [--concurrency 1 2 4] [--no-worker | --separate-worker]
 
 Prints JSON: spans/s through `POST /v1/traces` (OTLP/HTTP protobuf, what the SDK's exporter sends) with
 batches of 512 GenAI spans (prompts of 200–2,000 characters, model, token counts, a dozen attributes,
@@ -14,11 +14,17 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import gzip
 import json
 import os
 import random
+import signal
+import subprocess
+import sys
 import time
+from collections.abc import Iterator
+from pathlib import Path
 
 import httpx
 from _server import WORDS, running_server, text
@@ -138,6 +144,26 @@ async def queryable_after(url: str, key: str, trace_id: str, expected: int, sinc
             await asyncio.sleep(0.005)
 
 
+@contextlib.contextmanager
+def separate_worker(wanted: bool) -> Iterator[None]:
+    if not wanted:
+        yield
+        return
+    for name in ("DATABASE_URL", "REDIS_URL"):
+        if not os.environ.get(name):
+            raise SystemExit(f"--separate-worker needs {name}")
+    worker = subprocess.Popen(
+        [str(Path(sys.executable).with_name("agentrail")), "worker"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        yield
+    finally:
+        worker.send_signal(signal.SIGINT)
+        worker.wait(timeout=60)
+
+
 async def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--spans", type=int, default=20_480, help="spans per run")
@@ -149,16 +175,22 @@ async def main() -> None:
         help="serve without the in-process worker (production runs `agentrail worker` elsewhere): search "
         "indexing then does not compete with ingest for this machine's cores",
     )
+    parser.add_argument(
+        "--separate-worker",
+        action="store_true",
+        help="the production layout: `serve` without a worker plus one `agentrail worker` process beside it "
+        "(needs DATABASE_URL and REDIS_URL, e.g. the local servers)",
+    )
     args = parser.parse_args()
-    if args.no_worker:
+    if args.no_worker or args.separate_worker:
         os.environ["AGENTRAIL_RUN_WORKER"] = "false"  # read by `agentrail serve`, which inherits the environment
     rng = random.Random(42)
-    with running_server() as server:
+    with running_server() as server, separate_worker(args.separate_worker):
         results: dict = {
             "benchmark": "otlp",
             "spans_per_run": args.spans,
             "spans_per_export": args.batch,
-            "worker_in_process": not args.no_worker,
+            "worker": "separate process" if args.separate_worker else "none" if args.no_worker else "in process",
             "runs": [],
         }
         warm = build_batch(rng, "warmup", 0, args.batch)
