@@ -187,5 +187,14 @@ RECORD_COLUMNS = [
 ]
 
 
+# the text and JSON content of a record: most of its bytes, and not needed to draw a trace's tree
+CONTENT_FIELDS = ("prompt", "response", "metadata", "args", "result")
+# RECORD_COLUMNS with the content left out (NULL in its place): for reads that select none of it
+LIGHT_RECORD_COLUMNS = [
+    sa.null().label(column.key) if column.key in {"prompt", "response", "metadata_", "args", "result"} else column
+    for column in RECORD_COLUMNS
+]
+
+
 def record_from_row(row: Any) -> AuditRecord:
     return AuditRecord(*row)

@@ -18,7 +18,7 @@ from app.agents import service as agents
 from app.audit import search
 from app.audit.integrity import checksum_content, record_checksum
 from app.audit.masking import mask_record
-from app.audit.models import RECORD_COLUMNS, AuditLog, AuditRecord, record_from_row
+from app.audit.models import LIGHT_RECORD_COLUMNS, RECORD_COLUMNS, AuditLog, AuditRecord, record_from_row
 from app.audit.traces import TraceTree, build_tree
 from app.audit.validation import AuditLogDraft
 from app.billing import quota as billing_quota
@@ -310,11 +310,15 @@ async def count_records(session: AsyncSession, query: AuditLogQuery) -> int:
     return int((await session.execute(stmt)).scalar_one())
 
 
-async def load_trace(session: AsyncSession, trace_id: str, *, max_spans: int | None = None) -> TraceTree | None:
-    """The whole trace in one indexed query, assembled in memory; the first `max_spans` by time."""
+async def load_trace(
+    session: AsyncSession, trace_id: str, *, max_spans: int | None = None, with_content: bool = True
+) -> TraceTree | None:
+    """The whole trace in one indexed query, assembled in memory; the first `max_spans` by time.
+    `with_content=False` leaves prompt, response, metadata, args and result out (None): for a read that shows
+    the tree without them, that is most of the bytes PostgreSQL would send."""
     max_spans = max_spans or MAX_TRACE_SPANS
     stmt = (
-        sa.select(*RECORD_COLUMNS)
+        sa.select(*(RECORD_COLUMNS if with_content else LIGHT_RECORD_COLUMNS))
         .where(AuditLog.trace_id == trace_id)
         .order_by(AuditLog.occurred_at, AuditLog.seq)
         .limit(max_spans + 1)

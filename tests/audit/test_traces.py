@@ -53,6 +53,34 @@ async def test_tree_nested_and_flat_with_out_of_order_parents(client):
     ]
 
 
+async def test_trace_content_is_read_only_when_selected(client, runtime):
+    """A trace read that shows no prompt/response/metadata/args/result leaves them out of the query; one that
+    selects any of them (also through a fragment) gets them all."""
+    account = await register(client)
+    await _log(client, account, traceId="tc", spanId="a", prompt="hello", metadata={"k": 1}, args={"x": [1]})
+    await _log(client, account, traceId="tc", spanId="b", parentSpanId="a", response="world", result={"ok": True})
+    statements: list[str] = []
+
+    def record(conn, cursor, statement, parameters, context, executemany):
+        if "FROM audit_logs" in statement and "trace_id" in statement:
+            statements.append(statement)
+
+    event.listen(runtime.db.engine.sync_engine, "before_cursor_execute", record)
+    try:
+        light = await gql(client, "query($t: String!) { trace(traceId: $t) { spanCount rootSpans { spanId "
+                          "children { spanId checksum } } } }", {"t": "tc"}, token=account.token)  # fmt: skip
+        fragment = ("query($t: String!) { trace(traceId: $t) { spans { ...Content } } } "
+                    "fragment Content on AuditLog { spanId prompt response metadata args result }")  # fmt: skip
+        heavy = await gql(client, fragment, {"t": "tc"}, token=account.token)
+    finally:
+        event.remove(runtime.db.engine.sync_engine, "before_cursor_execute", record)
+    assert light["data"]["trace"]["rootSpans"][0]["children"][0]["spanId"] == "b"
+    assert "NULL AS prompt" in statements[0] and "NULL AS prompt" not in statements[1]
+    spans = {s["spanId"]: s for s in heavy["data"]["trace"]["spans"]}
+    assert spans["a"]["prompt"] == "hello" and spans["a"]["metadata"] == {"k": 1} and spans["a"]["args"] == {"x": [1]}
+    assert spans["b"]["response"] == "world" and spans["b"]["result"] == {"ok": True}
+
+
 async def test_chain_and_parent_links(client):
     account = await register(client)
     ids = []
