@@ -71,3 +71,10 @@ class SubscriberTooSlowError(AppError):
 
     code = "SUBSCRIBER_TOO_SLOW"
     http_status = 409
+
+    def __init__(
+        self,
+        message: str = "this subscriber fell too far behind and was disconnected; resume with a cursor",
+        **extensions: Any,
+    ) -> None:
+        super().__init__(message, **extensions)

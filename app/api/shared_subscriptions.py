@@ -159,9 +159,7 @@ class Member:
             await op.send_initial_errors([GraphQLError("Incremental delivery is not supported here")])
         else:
             if outcome.too_slow:
-                error = SubscriberTooSlowError(
-                    "this subscriber fell too far behind and was disconnected; resume with a cursor"
-                )
+                error = SubscriberTooSlowError()
                 payload = {"data": None, "errors": [{"message": error.message, "extensions": {"code": error.code}}]}
                 await op.send_operation_message({"id": op.id, "type": "next", "payload": payload})  # type: ignore[typeddict-item]
             await op.send_operation_message({"id": op.id, "type": "complete"})

@@ -16,8 +16,7 @@ from app.compliance import loaders, service
 from app.compliance.models import Alert as AlertRow
 from app.compliance.models import ComplianceRule as RuleRow
 from app.compliance.packs import Pack, PackRule
-from app.errors import AppError, SubscriberTooSlowError
-from app.runtime.redis import SubscriberTooSlow
+from app.errors import AppError
 from app.webhooks import service as webhooks
 
 if TYPE_CHECKING:
@@ -441,11 +440,8 @@ class ComplianceSubscription:
                         yield Alert.from_model(alert)
                     if len(batch) < 500:
                         break
-            try:
-                async for message in messages:
-                    for alert in service.decode_alerts(message):
-                        if alert.org_id != principal.org_id or alert.id in replayed or not query.matches(alert):
-                            continue
-                        yield Alert.from_model(alert)
-            except SubscriberTooSlow as exc:
-                raise SubscriberTooSlowError(str(exc)) from None
+            async for message in messages:
+                for alert in service.decode_alerts(message):
+                    if alert.org_id != principal.org_id or alert.id in replayed or not query.matches(alert):
+                        continue
+                    yield Alert.from_model(alert)

@@ -10,9 +10,7 @@ from typing import Annotated
 import strawberry
 from strawberry.types import Info
 
-from app.errors import SubscriberTooSlowError
 from app.jobs import service
-from app.runtime.redis import SubscriberTooSlow
 
 
 @strawberry.enum(description="What kind of background job an update is about.")
@@ -62,10 +60,7 @@ class JobsSubscription:
         principal = await info.context.principal()
         channel = service.job_updates_channel(principal.org_id, principal.actor_id)
         async with info.context.runtime.broadcaster.subscribe(channel) as messages:
-            try:
-                async for message in messages:
-                    update = service.decode_job_update(message)
-                    if job_id is None or update.job_id == str(job_id):
-                        yield JobUpdate.from_update(update)
-            except SubscriberTooSlow as exc:
-                raise SubscriberTooSlowError(str(exc)) from None
+            async for message in messages:
+                update = service.decode_job_update(message)
+                if job_id is None or update.job_id == str(job_id):
+                    yield JobUpdate.from_update(update)

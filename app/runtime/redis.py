@@ -11,15 +11,13 @@ from typing import Any
 import redis.asyncio as aioredis
 import structlog
 
+from app.errors import SubscriberTooSlowError
+
 log = structlog.get_logger(__name__)
 
 
 def create_redis(url: str) -> aioredis.Redis:
     return aioredis.Redis.from_url(url, decode_responses=False, health_check_interval=30)
-
-
-class SubscriberTooSlow(Exception):
-    """A subscriber's queue overflowed: it was dropped so that it cannot slow the others."""
 
 
 _OVERFLOW = object()
@@ -29,9 +27,9 @@ class Broadcaster:
     """One Redis pub/sub connection per process, fanned out to any number of local subscribers.
 
     A subscriber gets an asyncio queue per channel; messages published on any node reach it.
-    A slow subscriber's queue is bounded: when it overflows, that subscriber is dropped (its iterator
-    raises SubscriberTooSlow) rather than letting memory grow or slowing the others; clients then
-    resume with a cursor.
+    A slow subscriber's queue is bounded: when it overflows, that subscriber is dropped (its iterator raises
+    SubscriberTooSlowError, which every subscription reports as SUBSCRIBER_TOO_SLOW) rather than letting memory
+    grow or slowing the others; clients then resume with a cursor.
     """
 
     def __init__(self, redis: aioredis.Redis, *, queue_size: int = 1000) -> None:
@@ -83,9 +81,7 @@ class Broadcaster:
             if item is None:
                 return
             if item is _OVERFLOW:
-                raise SubscriberTooSlow(
-                    "this subscriber fell too far behind and was disconnected; resume with a cursor"
-                )
+                raise SubscriberTooSlowError()
             yield item
 
     async def _read(self) -> None:

@@ -117,7 +117,8 @@ async def test_an_alert_ingested_on_one_process_reaches_a_subscriber_on_another(
 
 
 async def test_broadcaster_drops_a_slow_subscriber_and_keeps_the_others(runtime):
-    from app.runtime.redis import Broadcaster, SubscriberTooSlow
+    from app.errors import SubscriberTooSlowError
+    from app.runtime.redis import Broadcaster
 
     broadcaster = Broadcaster(runtime.redis, queue_size=3)
     try:
@@ -136,7 +137,7 @@ async def test_broadcaster_drops_a_slow_subscriber_and_keeps_the_others(runtime)
                 await asyncio.sleep(0.01)
             await asyncio.wait_for(consumer, 5)
             assert received == [str(n).encode() for n in range(20)]
-            with pytest.raises(SubscriberTooSlow):
+            with pytest.raises(SubscriberTooSlowError):
                 async for _ in slow:
                     pass
     finally:
