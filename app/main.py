@@ -73,6 +73,7 @@ class AgentrailGraphQL(GraphQL):
             {
                 "shared": SharedSubscriptions(flush_interval=settings.live_flush_interval_ms / 1000),
                 "max_buffered_bytes": settings.subscriber_max_buffered_bytes,
+                "max_queued_results": settings.subscriber_queue_size,
             },
         )
 

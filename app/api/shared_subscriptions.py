@@ -41,7 +41,6 @@ log = structlog.get_logger(__name__)
 
 # root subscription fields that may be shared, and the argument that makes one per-subscriber (a replay)
 SHAREABLE_FIELDS: dict[str, str | None] = {"alerts": "after"}
-FALLBACK_QUEUE = 1000  # results held for a member without a frame writer before it counts as too slow
 
 Key = tuple[str, str, str | None, bytes]
 
@@ -88,18 +87,19 @@ class Outcome:
     pre_execution: PreExecutionError | None = None
     incremental: bool = False
     too_slow: bool = False
-    failure: BaseException | None = None
     closed: bool = False
 
 
 class Member:
     """One subscriber (an operation on one connection) of a shared stream."""
 
-    def __init__(self, handler: SharingTransportWSHandler, operation: Operation[Any, Any], max_buffered: int) -> None:
+    def __init__(self, handler: SharingTransportWSHandler, operation: Operation[Any, Any]) -> None:
         self.handler = handler
         self.operation = operation
         self.writer: FrameWriter | None = frame_writer(handler.websocket.ws.scope)  # type: ignore[attr-defined]
-        self.max_buffered = max_buffered
+        # how far behind it may fall: unsent bytes with a frame writer, queued results without one
+        self.max_buffered = handler.max_buffered_bytes
+        self.max_queued = handler.max_queued_results
         self.done: asyncio.Future[Outcome] = asyncio.get_running_loop().create_future()
         self.queue: deque[dict[str, Any]] = deque()
         self.pending: list[bytes] = []
@@ -110,7 +110,7 @@ class Member:
         if self.done.done():
             return False
         if self.writer is None:
-            if len(self.queue) >= FALLBACK_QUEUE:
+            if len(self.queue) >= self.max_queued:
                 self.finish(Outcome(too_slow=True))
                 return False
             self.queue.append(payload)
@@ -245,9 +245,9 @@ class SharedStream:
         except asyncio.CancelledError:
             self._finish_all(Outcome(closed=True))
             raise
-        except Exception as exc:
+        except Exception:
             log.exception("shared subscription failed")
-            self._finish_all(Outcome(failure=exc))
+            self._finish_all(Outcome())  # its members complete; they may subscribe again
         finally:
             self._on_close(self)
 
@@ -283,6 +283,7 @@ class SharingTransportWSHandler(BaseGraphQLTransportWSHandler):
 
     shared: SharedSubscriptions
     max_buffered_bytes: int
+    max_queued_results: int
 
     async def run_operation(self, operation: Operation[Any, Any]) -> None:
         key = None
@@ -303,4 +304,4 @@ class SharingTransportWSHandler(BaseGraphQLTransportWSHandler):
             )
 
         with contextlib.suppress(_OperationStreamClosed):  # strawberry closed the connection over a bad document
-            await self.shared.run(key, Member(self, operation, self.max_buffered_bytes), start)
+            await self.shared.run(key, Member(self, operation), start)
