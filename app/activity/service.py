@@ -138,13 +138,15 @@ async def count_activity(session: AsyncSession, query: ActivityQuery) -> int:
 
 
 async def stream_activity_batches(
-    session: AsyncSession, query: ActivityQuery, *, batch_size: int
+    session: AsyncSession, query: ActivityQuery, *, batch_size: int, limit: int | None = None
 ) -> AsyncIterator[list[ActivityEvent]]:
-    """Every matching event, newest first, in lists of up to `batch_size`, through a server-side cursor."""
+    """Every matching event (the first `limit`), newest first, in lists of up to `batch_size`, through a
+    server-side cursor."""
     stmt = (
         select(ActivityEvent)
         .where(*_conditions(query))
         .order_by(ActivityEvent.occurred_at.desc(), ActivityEvent.id.desc())
+        .limit(limit)
         .execution_options(yield_per=batch_size)
     )
     result = await session.stream_scalars(stmt)

@@ -5,13 +5,11 @@ so both produce the same columns and records."""
 from __future__ import annotations
 
 import dataclasses
-import json
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-import orjson
 import pyarrow as pa
 
 from app.activity import service as activity
@@ -105,11 +103,7 @@ def _json_text(value: Any) -> str | None:
 def compact_json(text: str) -> bytes:
     """A JSON text as compact JSON (orjson's output, as the API writes it); exact for integers beyond 64 bits
     (read and written by the standard library)."""
-    value = json_loads(text)
-    try:
-        return orjson.dumps(value)
-    except TypeError:  # orjson.JSONEncodeError: an integer beyond 64 bits
-        return json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode()
+    return json_text(json_loads(text)).encode()
 
 
 # (column name, arrow type, value of one event)
@@ -172,31 +166,18 @@ async def _audit_parquet(
         yield pa.RecordBatch.from_arrays(arrays, schema=AUDIT_PARQUET_SCHEMA)
 
 
-async def _activity_events(
-    session: AsyncSession, query: Any, *, batch_size: int, limit: int | None = None
-) -> AsyncIterator[list[ActivityEvent]]:
-    left = limit
-    async for events in activity.stream_activity_batches(session, query, batch_size=batch_size):
-        if left is not None:
-            events, left = events[:left], left - len(events[:left])
-        if events:
-            yield events
-        if left == 0:
-            return
-
-
 async def _activity_csv(session: AsyncSession, query: Any, **options: Any) -> AsyncIterator[tuple[int, bytes]]:
-    async for events in _activity_events(session, query, **options):
+    async for events in activity.stream_activity_batches(session, query, **options):
         yield len(events), csv_batch([activity_csv_row(e) for e in events])
 
 
 async def _activity_json(session: AsyncSession, query: Any, **options: Any) -> AsyncIterator[list[bytes]]:
-    async for events in _activity_events(session, query, **options):
+    async for events in activity.stream_activity_batches(session, query, **options):
         yield [json_text(activity_json(e)).encode() for e in events]
 
 
 async def _activity_parquet(session: AsyncSession, query: Any, **options: Any) -> AsyncIterator[pa.RecordBatch]:
-    async for events in _activity_events(session, query, **options):
+    async for events in activity.stream_activity_batches(session, query, **options):
         arrays = [pa.array([get(e) for e in events], type=kind) for _, kind, get in ACTIVITY_PARQUET]
         yield pa.RecordBatch.from_arrays(arrays, schema=ACTIVITY_PARQUET_SCHEMA)
 

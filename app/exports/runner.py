@@ -35,7 +35,8 @@ class ExportStopped(Exception):
 
 
 class _Progress:
-    """Heartbeat and progress after each batch; a live update at most every `interval` seconds."""
+    """Heartbeat (which also notices a cancel or a takeover) and a live progress update, at most every
+    `interval` seconds: one UPDATE and commit a second, not one per batch."""
 
     def __init__(self, runtime: Runtime, claim: service.Claim) -> None:
         self.runtime = runtime
@@ -47,11 +48,11 @@ class _Progress:
 
     async def report(self, rows: int) -> None:
         self.rows += rows
-        if not await service.heartbeat(self.runtime.db, self.claim, row_count=self.rows, total=self.total):
-            raise ExportStopped
         now = time.monotonic()
         if now - self._last_published >= self.interval:
             self._last_published = now
+            if not await service.heartbeat(self.runtime.db, self.claim, row_count=self.rows, total=self.total):
+                raise ExportStopped
             job = self.claim.job
             await publish_job_update(
                 self.runtime.broadcaster,

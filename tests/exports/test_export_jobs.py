@@ -32,12 +32,13 @@ from workers.settings import run_worker
 
 @pytest.fixture
 def small_batches(runtime):
-    """Small batches, so that an export of a few thousand rows takes many steps."""
+    """Small batches and a heartbeat after each, so that an export of a few thousand rows takes many visible
+    steps."""
     settings = runtime.settings
-    before = settings.export_batch_rows
-    settings.export_batch_rows = 50
+    before = settings.export_batch_rows, settings.export_progress_interval_seconds
+    settings.export_batch_rows, settings.export_progress_interval_seconds = 50, 0.0
     yield
-    settings.export_batch_rows = before
+    settings.export_batch_rows, settings.export_progress_interval_seconds = before
 
 
 async def _csv_ids(response) -> list[str]:
