@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import time
+from collections import defaultdict
+from datetime import datetime, timedelta
 from typing import Any
 
 from app.webhooks import delivery, sender
 from app.webhooks.service import enqueue_deliveries
+
+RETRY_BUCKET_SECONDS = 5
 
 CLIENT = "webhook_client"
 SWEEP_SECONDS = 50.0  # a sweep stops claiming new batches after this long (the next one starts each minute)
@@ -28,10 +32,14 @@ async def _run(ctx: dict[str, Any], ids: list[str] | None) -> delivery.BatchRepo
     report = await delivery.deliver_due(
         runtime.db, ctx[CLIENT], settings=runtime.settings, secret_key=runtime.secret_key, ids=ids
     )
-    if report.retry_at:  # one deferred job for the batch's retries (the sweeper is the safety net)
-        await enqueue_deliveries(
-            runtime.queue, [i for i, _ in report.retry_at], defer_until=max(t for _, t in report.retry_at)
-        )
+    # one deferred job per retry time (rounded up to RETRY_BUCKET_SECONDS), so that each retry runs when it is
+    # due, not when the batch's latest one is; the sweeper is the safety net
+    buckets: dict[datetime, list[str]] = defaultdict(list)
+    for delivery_id, due in report.retry_at:
+        late = -due.timestamp() % RETRY_BUCKET_SECONDS
+        buckets[due + timedelta(seconds=late)].append(delivery_id)
+    for due, ids in buckets.items():
+        await enqueue_deliveries(runtime.queue, ids, defer_until=due)
     return report
 
 

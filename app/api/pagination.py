@@ -16,6 +16,20 @@ import strawberry
 
 from app.errors import BadUserInput
 
+
+def selects_any(selections: Any, names: frozenset[str]) -> bool:
+    """True if any field named in `names` appears anywhere in a selection (`info.selected_fields`, fragments
+    included). Errs on the side of yes: a field of that name on any type counts."""
+    for selection in selections:
+        if getattr(selection, "name", None) in names:
+            return True
+        if selects_any(getattr(selection, "selections", None) or (), names):
+            return True
+    return False
+
+
+TOTAL_COUNT = frozenset({"totalCount"})
+
 MAX_PAGE_SIZE = 500
 DEFAULT_PAGE_SIZE = 50
 

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 import strawberry
 from strawberry.types import Info
 
-from app.api.pagination import Connection, build_connection, decode_cursor, page_size
+from app.api.pagination import Connection, build_connection, decode_cursor, page_size, selects_any
 from app.api.scalars import JSON
 from app.audit import followups, live, loaders, sealing, service
 from app.audit.models import CONTENT_FIELDS, AuditRecord
@@ -167,17 +167,6 @@ class AuditLog:
 
 
 CONTENT_FIELD_NAMES = frozenset(CONTENT_FIELDS)
-
-
-def _selects_any(selections: Any, names: frozenset[str]) -> bool:
-    """True if any field named in `names` appears anywhere in the selection (fragments included). Errs on the
-    side of yes: a field of that name on any type counts."""
-    for selection in selections:
-        if getattr(selection, "name", None) in names:
-            return True
-        if _selects_any(getattr(selection, "selections", None) or (), names):
-            return True
-    return False
 
 
 @strawberry.type(description="A trace: the spans of one agent run, as a tree and as a flat list.")
@@ -424,7 +413,7 @@ class AuditQuery:
         self, info: Info, trace_id: Annotated[str, strawberry.argument(description="Trace id.")]
     ) -> Trace | None:
         # the tree is this field's own (not shared through a DataLoader), so it may leave out what is not asked for
-        with_content = _selects_any(info.selected_fields, CONTENT_FIELD_NAMES)
+        with_content = selects_any(info.selected_fields, CONTENT_FIELD_NAMES)
         tree = await service.load_trace(await info.context.db(), trace_id, with_content=with_content)
         return Trace(trace_id=trace_id, tree=tree) if tree else None
 

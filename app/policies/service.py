@@ -21,7 +21,7 @@ from app.activity.service import record_activity
 from app.agents import service as agents
 from app.compliance.engine import ACTIONS, SEVERITIES, TEXT_FIELDS, RuleSpec, validate_config
 from app.compliance.packs import all_packs
-from app.db import AsyncSession, new_id, utcnow
+from app.db import AsyncSession, new_id, utcnow, within
 from app.errors import BadUserInput, Conflict, NotFound
 from app.orgs.principal import Principal
 from app.policies.models import Policy, PolicyAttachment, PolicyVersion
@@ -472,7 +472,7 @@ async def versions_created(
     stmt = (
         select(PolicyVersion, Policy.name)
         .join(Policy, Policy.id == PolicyVersion.policy_id)
-        .where(PolicyVersion.created_at >= created_from, PolicyVersion.created_at < created_to)
+        .where(*within(PolicyVersion.created_at, created_from, created_to))
         .order_by(PolicyVersion.created_at, PolicyVersion.id)
         .limit(limit)
     )

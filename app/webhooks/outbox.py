@@ -23,7 +23,7 @@ import sqlalchemy as sa
 from sqlalchemy.dialects.postgresql import ARRAY
 
 from app.activity.service import record_activity
-from app.db import AsyncSession, new_id
+from app.db import AsyncSession, iso, new_id
 from app.settings import Settings
 from app.webhooks.models import DEAD_LETTERED, DELIVERED, FAILED, WebhookAttempt, WebhookEndpoint
 from app.webhooks.sender import AttemptResult
@@ -266,5 +266,5 @@ async def _track_health(
             target_type="webhook_endpoint",
             target_id=endpoint_id,
             target_name=url,
-            metadata={"reason": reason, "failingSince": since.isoformat().replace("+00:00", "Z"), "automatic": True},
+            metadata={"reason": reason, "failingSince": iso(since), "automatic": True},
         )

@@ -9,7 +9,7 @@ from typing import Annotated
 import strawberry
 from strawberry.types import Info
 
-from app.api.pagination import Connection, build_connection, decode_cursor, page_size
+from app.api.pagination import TOTAL_COUNT, Connection, build_connection, decode_cursor, page_size, selects_any
 from app.api.scalars import JSON
 from app.webhooks import models, service
 
@@ -189,7 +189,8 @@ async def _page(info: Info, filter: WebhookDeliveryFilter | None, first: int | N
         session, query, limit=limit + 1, after=(cursor[0], cursor[1]) if cursor else None
     )
     attempts = await service.attempts_of(session, [r.id for r in rows[:limit]])
-    total = await service.count_deliveries(session, query)
+    # the outbox grows fastest of all: counted only when the page asks for it
+    total = await service.count_deliveries(session, query) if selects_any(info.selected_fields, TOTAL_COUNT) else None
     return build_connection(
         rows,
         limit=limit,
