@@ -15,7 +15,6 @@ SENDING = "SENDING"
 DELIVERED = "DELIVERED"
 FAILED = "FAILED"  # an attempt failed; another is scheduled (`next_attempt_at`)
 DEAD_LETTERED = "DEAD_LETTERED"
-STATUSES = (PENDING, SENDING, DELIVERED, FAILED, DEAD_LETTERED)
 
 
 class WebhookEndpoint(SQLModel, TenantScoped, table=True):

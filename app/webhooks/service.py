@@ -37,7 +37,6 @@ from app.webhooks.models import (
     DELIVERED,
     FAILED,
     PENDING,
-    STATUSES,
     WebhookAttempt,
     WebhookDelivery,
     WebhookEndpoint,
@@ -168,15 +167,13 @@ async def create_endpoint(
     return endpoint, secret
 
 
-async def find_endpoint(session: AsyncSession, endpoint_id: str) -> WebhookEndpoint | None:
-    return (await session.exec(select(WebhookEndpoint).where(WebhookEndpoint.id == endpoint_id))).first()
+async def find_endpoint(session: AsyncSession, endpoint_id: str, *, lock: bool = False) -> WebhookEndpoint | None:
+    query = select(WebhookEndpoint).where(WebhookEndpoint.id == endpoint_id)
+    return (await session.exec(query.with_for_update() if lock else query)).first()
 
 
 async def get_endpoint(session: AsyncSession, endpoint_id: str, *, lock: bool = False) -> WebhookEndpoint:
-    query = select(WebhookEndpoint).where(WebhookEndpoint.id == endpoint_id)
-    if lock:
-        query = query.with_for_update()
-    endpoint = (await session.exec(query)).first()
+    endpoint = await find_endpoint(session, endpoint_id, lock=lock)
     if endpoint is None:
         raise NotFound("webhook endpoint not found", id=endpoint_id)
     return endpoint
@@ -428,10 +425,7 @@ class DeliveryQuery:
 
 def _delivery_conditions(query: DeliveryQuery) -> list[Any]:
     conditions: list[Any] = []
-    if query.statuses:
-        bad = [s for s in query.statuses if s not in STATUSES]
-        if bad:
-            raise BadUserInput(f"unknown status(es): {', '.join(bad)}", field="status")
+    if query.statuses:  # GraphQL's DeliveryStatus enum admits only known ones
         conditions.append(WebhookDelivery.status.in_(query.statuses))
     if query.endpoint_id:
         conditions.append(WebhookDelivery.endpoint_id == query.endpoint_id)
@@ -472,8 +466,9 @@ async def attempts_of(session: AsyncSession, delivery_ids: Iterable[str]) -> dic
     return out
 
 
-async def find_delivery(session: AsyncSession, delivery_id: str) -> WebhookDelivery | None:
-    return (await session.exec(select(WebhookDelivery).where(WebhookDelivery.id == delivery_id))).first()
+async def find_delivery(session: AsyncSession, delivery_id: str, *, lock: bool = False) -> WebhookDelivery | None:
+    query = select(WebhookDelivery).where(WebhookDelivery.id == delivery_id)
+    return (await session.exec(query.with_for_update() if lock else query)).first()
 
 
 async def redeliver(
@@ -489,9 +484,7 @@ async def redeliver(
     or when its endpoint is disabled. Call `dispatch_emitted` after it."""
     principal.require_role("redeliver webhooks", *MANAGERS)
     now = now or utcnow()
-    delivery = (
-        await session.exec(select(WebhookDelivery).where(WebhookDelivery.id == delivery_id).with_for_update())
-    ).first()
+    delivery = await find_delivery(session, delivery_id, lock=True)
     if delivery is None:
         raise NotFound("webhook delivery not found", id=delivery_id)
     if delivery.status not in (DELIVERED, DEAD_LETTERED, FAILED):
