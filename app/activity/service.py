@@ -85,6 +85,7 @@ class ActivityQuery:
     occurred_from: datetime | None = None
     occurred_to: datetime | None = None
     search: str | None = None
+    agent_ids: list[str] | None = None  # events whose metadata names one of these agents (attachments)
 
 
 def _conditions(query: ActivityQuery) -> list[Any]:
@@ -103,6 +104,8 @@ def _conditions(query: ActivityQuery) -> list[Any]:
     if query.target_id:
         conditions.append(ActivityEvent.target_id == query.target_id)
     conditions += within(ActivityEvent.occurred_at, query.occurred_from, query.occurred_to)
+    if query.agent_ids is not None:
+        conditions.append(ActivityEvent.metadata_["agentId"].astext.in_(query.agent_ids))
     if query.search:
         pattern = f"%{_escape_like(query.search)}%"
         conditions.append(

@@ -8,7 +8,7 @@ concurrent `create_version` calls give n+1 and n+2.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -466,13 +466,20 @@ async def current_rules_for_agents(session: AsyncSession, agent_ids: Iterable[st
 
 
 async def versions_created(
-    session: AsyncSession, *, created_from: datetime, created_to: datetime, limit: int
+    session: AsyncSession,
+    *,
+    created_from: datetime,
+    created_to: datetime,
+    limit: int,
+    policy_ids: Collection[str] | None = None,
 ) -> list[tuple[PolicyVersion, str]]:
-    """Versions made in a window (deleted policies' too), oldest first, each with its policy's name."""
+    """Versions made in a window (deleted policies' too; only of `policy_ids` when given), oldest first, each
+    with its policy's name."""
     stmt = (
         select(PolicyVersion, Policy.name)
         .join(Policy, Policy.id == PolicyVersion.policy_id)
         .where(*within(PolicyVersion.created_at, created_from, created_to))
+        .where(PolicyVersion.policy_id.in_(list(policy_ids)) if policy_ids is not None else sa.true())
         .order_by(PolicyVersion.created_at, PolicyVersion.id)
         .limit(limit)
     )

@@ -381,27 +381,29 @@ def _actor(event: Any) -> str | None:
 
 
 async def policy_changes(session: AsyncSession, window: Window, _secret: str) -> Content:
+    # narrowed to the agents in SQL, before the row limit: the limit and `truncated` describe what is shown
     events = await activity.list_activity(
         session,
         activity.ActivityQuery(
-            actions=["policy.attached", "policy.detached"], occurred_from=window.start, occurred_to=window.end
+            actions=["policy.attached", "policy.detached"],
+            occurred_from=window.start,
+            occurred_to=window.end,
+            agent_ids=window.agent_ids,
         ),
         limit=MAX_ROWS + 1,
         after=None,
     )
+    relevant: set[str] | None = None
+    if window.agent_ids is not None:
+        # versions of the policies these agents run now, or were attached to or detached from in the window
+        relevant = {e.target_id for e in events if e.target_id}
+        for attached in (await policies.policies_of(session, set(window.agent_ids))).values():
+            relevant.update(p.id for p in attached)
     versions = await policies.versions_created(
-        session, created_from=window.start, created_to=window.end, limit=MAX_ROWS + 1
+        session, created_from=window.start, created_to=window.end, limit=MAX_ROWS + 1, policy_ids=relevant
     )
     truncated = len(events) > MAX_ROWS or len(versions) > MAX_ROWS
     events, versions = events[:MAX_ROWS], versions[:MAX_ROWS]
-    if window.agent_ids is not None:
-        wanted = set(window.agent_ids)
-        events = [e for e in events if (e.metadata_ or {}).get("agentId") in wanted]
-        # versions of the policies these agents run now, or were attached to or detached from in the window
-        relevant = {e.target_id for e in events}
-        for attached in (await policies.policies_of(session, wanted)).values():
-            relevant.update(p.id for p in attached)
-        versions = [(v, name) for v, name in versions if v.policy_id in relevant]
     creators = await _people(session, [v.created_by for v, _ in versions])
     agent_names = await _agent_names(session, [(e.metadata_ or {}).get("agentId") for e in events])
 
