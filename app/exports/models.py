@@ -38,7 +38,6 @@ class ExportJob(SQLModel, TenantScoped, table=True):
     filter: dict[str, Any] = json_column()
     status: str = Field(default="PENDING", max_length=12)
     row_count: int = Field(default=0, sa_type=sa.BigInteger)
-    total_rows: int | None = Field(default=None, sa_type=sa.BigInteger)
     progress: float = 0.0
     size_bytes: int | None = Field(default=None, sa_type=sa.BigInteger)
     file_id: str | None = Field(default=None, max_length=48)

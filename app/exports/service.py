@@ -282,7 +282,7 @@ async def heartbeat(db: Database, claim: Claim, *, row_count: int, total: int | 
         result = await session.execute(
             sa.update(ExportJob)
             .where(*_held(claim))
-            .values(heartbeat_at=utcnow(), row_count=row_count, progress=progress, total_rows=total)
+            .values(heartbeat_at=utcnow(), row_count=row_count, progress=progress)
             .returning(ExportJob.id)
         )
         held = result.first() is not None
@@ -302,7 +302,6 @@ async def mark_ready(runtime: Runtime, claim: Claim, *, row_count: int, size_byt
             .values(
                 status=READY,
                 row_count=row_count,
-                total_rows=row_count,
                 progress=1.0,
                 size_bytes=size_bytes,
                 completed_at=now,

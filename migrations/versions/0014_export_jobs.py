@@ -25,7 +25,6 @@ def upgrade() -> None:
         sa.Column("filter", postgresql.JSONB(), nullable=False),
         sa.Column("status", sa.String(length=12), nullable=False),
         sa.Column("row_count", sa.BigInteger(), nullable=False),
-        sa.Column("total_rows", sa.BigInteger(), nullable=True),
         sa.Column("progress", sa.Float(), nullable=False),
         sa.Column("size_bytes", sa.BigInteger(), nullable=True),
         sa.Column("file_id", sa.String(length=48), nullable=True),
