@@ -59,19 +59,6 @@ async def csv_stream(header: Sequence[str], rows: AsyncIterable[Sequence[Any]]) 
     yield buffer.getvalue().encode()
 
 
-async def json_envelope_stream(
-    kind: str, metadata: dict[str, Any], records: AsyncIterable[dict[str, Any]]
-) -> AsyncIterator[bytes]:
-    """`{apiVersion, kind, metadata, records: [...]}`, written record by record."""
-    head = orjson.dumps({"apiVersion": "agentrail/v1", "kind": kind, "metadata": metadata})
-    yield head[:-1] + b',"records":['
-    first = True
-    async for record in records:
-        yield (b"" if first else b",") + orjson.dumps(record)
-        first = False
-    yield b"]}"
-
-
 async def from_iterable(items: Iterable[Any]) -> AsyncIterator[Any]:
     for item in items:
         yield item

@@ -20,15 +20,8 @@ from app.audit import service as audit
 from app.db import iso
 from app.errors import AppError, BadUserInput, NotFound
 from app.exports import service
-from app.exports.datasets import ACTIVITY_HEADER, AUDIT_HEADER, AUDIT_LOGS, activity_csv_row, activity_json
-from app.exports.formats import (
-    ROWS_PER_CHUNK,
-    csv_header,
-    csv_stream,
-    from_iterable,
-    json_envelope_head,
-    json_envelope_stream,
-)
+from app.exports.datasets import ACTIVITY, AUDIT_LOGS, Dataset
+from app.exports.formats import ROWS_PER_CHUNK, csv_header, json_envelope_head
 from app.orgs.principal import Principal
 
 
@@ -55,10 +48,49 @@ def _many(params: Any, name: str) -> list[str] | None:
     return values or None
 
 
-def _download(chunks: AsyncIterator[bytes], fmt: str, filename: str) -> StreamingResponse:
+async def _sync_export(request: Request, principal: Principal, dataset: Dataset, fmt: str, query: Any) -> Response:
+    """Up to `export_sync_max_rows` rows streamed now, with the data set's own readers (those of the export job,
+    so both give the same bytes); above it, the same export as a background job (202)."""
+    runtime = request.app.state.runtime
+    limit = runtime.settings.export_sync_max_rows
+    async with runtime.db.tenant_session(principal.org_id) as session:
+        total = await dataset.count(session, query)
+    if total > limit:
+        return await _start_job(request, principal, dataset.name, fmt, query, total)
+
+    async def csv_chunks() -> AsyncIterator[bytes]:
+        yield csv_header(dataset.header)
+        async with runtime.db.tenant_session(principal.org_id) as session:
+            async for _, lines in dataset.csv_rows(session, query, batch_size=ROWS_PER_CHUNK, limit=limit):
+                yield lines
+
+    async def json_chunks(metadata: dict[str, Any]) -> AsyncIterator[bytes]:
+        yield json_envelope_head(dataset.kind, metadata)
+        first = True
+        async with runtime.db.tenant_session(principal.org_id) as session:
+            async for records in dataset.json_records(session, query, batch_size=ROWS_PER_CHUNK, limit=limit):
+                if records:
+                    yield (b"" if first else b",") + b",".join(records)
+                    first = False
+        yield b"]}"
+
+    now = datetime.now(UTC)
+    filename = dataset.filename(principal.org_id, now, fmt)
+    if fmt == "csv":
+        chunks = csv_chunks()
+    else:
+        metadata = {
+            "exportedAt": iso(now),
+            "from": iso(query.occurred_from),
+            "to": iso(query.occurred_to),
+            "totalRecords": total,
+            "format": "json",
+            "filters": dict(request.query_params),
+        }
+        chunks = json_chunks(metadata)
     media = "text/csv; charset=utf-8" if fmt == "csv" else "application/json"
     return StreamingResponse(
-        chunks, media_type=media, headers={"Content-Disposition": f'attachment; filename="{filename}.{fmt}"'}
+        chunks, media_type=media, headers={"Content-Disposition": f'attachment; filename="{filename}"'}
     )
 
 
@@ -83,42 +115,9 @@ async def export_audit_logs(request: Request) -> Response:
             search=params.get("search"),
             has_alerts=None if has_alerts is None else has_alerts.lower() == "true",
         )
-        runtime = request.app.state.runtime
-        limit = runtime.settings.export_sync_max_rows
-        async with runtime.db.tenant_session(principal.org_id) as session:
-            total = await audit.count_records(session, query)
-        if total > limit:
-            return await _start_job(request, principal, "AUDIT_LOGS", fmt, query, total)
+        return await _sync_export(request, principal, AUDIT_LOGS, fmt, query)
     except AppError as exc:
         return error_response(exc)
-
-    async def csv_chunks() -> AsyncIterator[bytes]:
-        yield csv_header(AUDIT_HEADER)
-        async with runtime.db.tenant_session(principal.org_id) as session:
-            async for _, lines in AUDIT_LOGS.csv_rows(session, query, batch_size=ROWS_PER_CHUNK, limit=limit):
-                yield lines
-
-    async def json_chunks(metadata: dict[str, Any]) -> AsyncIterator[bytes]:
-        yield json_envelope_head(AUDIT_LOGS.kind, metadata)
-        first = True
-        async with runtime.db.tenant_session(principal.org_id) as session:
-            async for records in AUDIT_LOGS.json_records(session, query, batch_size=ROWS_PER_CHUNK, limit=limit):
-                yield (b"" if first else b",") + b",".join(records)
-                first = False
-        yield b"]}"
-
-    filename = f"audit-log-{principal.org_id}-{datetime.now(UTC):%Y%m%d}"
-    if fmt == "csv":
-        return _download(csv_chunks(), fmt, filename)
-    metadata = {
-        "exportedAt": iso(datetime.now(UTC)),
-        "from": iso(query.occurred_from),
-        "to": iso(query.occurred_to),
-        "totalRecords": total,
-        "format": "json",
-        "filters": dict(params),
-    }
-    return _download(json_chunks(metadata), fmt, filename)
 
 
 async def export_activity(request: Request) -> Response:
@@ -136,31 +135,9 @@ async def export_activity(request: Request) -> Response:
             occurred_to=_time(params, "to"),
             search=params.get("search"),
         )
-        runtime = request.app.state.runtime
-        limit = runtime.settings.export_sync_max_rows
-        async with runtime.db.tenant_session(principal.org_id) as session:
-            total = await activity.count_activity(session, query)
-            if total > limit:
-                events = []
-            else:
-                events = await activity.list_activity(session, query, limit=limit, after=None)
-        if total > limit:
-            return await _start_job(request, principal, "ACTIVITY", fmt, query, total)
+        return await _sync_export(request, principal, ACTIVITY, fmt, query)
     except AppError as exc:
         return error_response(exc)
-    filename = f"activity-{principal.org_id}-{datetime.now(UTC):%Y%m%d}"
-    if fmt == "csv":
-        return _download(csv_stream(ACTIVITY_HEADER, from_iterable(activity_csv_row(e) for e in events)), fmt, filename)
-    metadata = {
-        "exportedAt": iso(datetime.now(UTC)),
-        "from": iso(query.occurred_from),
-        "to": iso(query.occurred_to),
-        "totalRecords": len(events),
-        "format": "json",
-        "filters": dict(params),
-    }
-    records = (activity_json(e) for e in events)
-    return _download(json_envelope_stream("ActivityExport", metadata, from_iterable(records)), fmt, filename)
 
 
 async def _start_job(
