@@ -52,12 +52,10 @@ async def deliver_due(
         token, claimed = await outbox.claim(
             session, now=now, limit=limit or settings.webhook_batch_size, settings=settings, ids=ids
         )
+        endpoints = await _endpoints(session, {c.endpoint_id for c in claimed if c.endpoint_id})
     report.claimed = len(claimed)
     if not claimed:
         return report
-    lost = [(c, now) for c in claimed if c.retaken]
-    async with db.system_session() as session:
-        endpoints = await _endpoints(session, {c.endpoint_id for c in claimed if c.endpoint_id})
     messages: list[tuple[Claimed, Message | None, str | None]] = []
     for delivery in claimed:
         messages.append(_message(delivery, endpoints.get(delivery.endpoint_id or ""), settings, secret_key, now))
@@ -69,7 +67,7 @@ async def deliver_due(
 
     outcomes = list(await asyncio.gather(*(attempt(*m) for m in messages)))
     async with db.system_session() as session:
-        applied = await outbox.record(session, token, outcomes, settings=settings, now=now, lost=lost)
+        applied = await outbox.record(session, token, outcomes, settings=settings, now=now)
     for outcome in applied:
         if outcome.status == "DELIVERED":
             report.delivered += 1

@@ -158,11 +158,11 @@ async def record(
     *,
     settings: Settings,
     now: datetime,
-    lost: Sequence[tuple[Claimed, datetime]] = (),
 ) -> list[Outcome]:
     """Writes the outcomes of one claim set-based and commits: the deliveries' new states (only while this
-    claim still holds them), every attempt made (plus the attempts `lost` by a crashed worker), the endpoints'
-    health, and disables endpoints that have been failing for too long. Returns the outcomes applied."""
+    claim still holds them), every attempt made (plus, for a delivery retaken after its lease expired, the
+    attempt its crashed worker lost), the endpoints' health, and disables endpoints that have been failing for
+    too long. Returns the outcomes applied."""
     for outcome in outcomes:
         decide(outcome, settings)
     applied: set[str] = set()
@@ -185,14 +185,14 @@ async def record(
             "id": new_id("wha"),
             "org_id": claimed.org_id,
             "delivery_id": claimed.id,
-            "attempted_at": claimed_at,
+            "attempted_at": now,
             "succeeded": False,
             "status_code": None,
             "latency_ms": None,
             "error": "no outcome: the worker was lost during the attempt (lease expired)",
             "response_body": None,
         }
-        for claimed, claimed_at in lost
+        for claimed in (o.delivery for o in outcomes if o.delivery.retaken)
     ]
     attempts += [
         {
