@@ -26,7 +26,7 @@ from app.errors import BadUserInput, Conflict, NotFound
 from app.exports.datasets import DATASETS, Dataset, query_to_json
 from app.exports.formats import FILE_TYPES
 from app.exports.models import ExportJob
-from app.jobs.service import JobUpdate, publish_job_update, signed_download_url
+from app.jobs.service import JobUpdate, lock_claimable, publish_job_update, signed_download_url
 from app.orgs.principal import Principal
 from app.runtime.resources import Runtime
 from app.webhooks import service as webhooks
@@ -249,14 +249,10 @@ async def claim(runtime: Runtime, org_id: str, job_id: str) -> Claim | None:
     it). Each attempt gets a new file id; the previous attempt's partial file is deleted."""
     timeout = timedelta(seconds=runtime.settings.export_heartbeat_timeout_seconds)
     async with runtime.db.tenant_session(org_id) as session:
-        stmt = select(ExportJob).where(ExportJob.id == job_id).with_for_update(skip_locked=True)
-        job = (await session.exec(stmt)).first()
-        now = utcnow()
+        job = await lock_claimable(session, ExportJob, job_id, lease="heartbeat_at", lease_timeout=timeout)
         if job is None:
             return None
-        stale = job.status == RUNNING and (job.heartbeat_at is None or job.heartbeat_at < now - timeout)
-        if job.status != PENDING and not stale:
-            return None
+        now = utcnow()
         previous_file = job.file_id
         token = new_id("claim")
         job.status = RUNNING

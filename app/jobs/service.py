@@ -1,4 +1,5 @@
-"""Live job updates: each change of an export's or report's status is published to the user who asked for it.
+"""Background jobs of exports and reports: claiming a job's row, and live updates. Each change of an export's
+or report's status is published to the user who asked for it.
 
 Updates travel through Redis pub/sub (any API node serves the subscription). They are best effort: the job's
 row is the truth, and a client that reconnects reads it with `exportJob(id)` / `report(id)`.
@@ -12,8 +13,9 @@ from typing import Any
 
 import orjson
 import structlog
+from sqlmodel import select
 
-from app.db import iso, utcnow
+from app.db import AsyncSession, iso, utcnow
 from app.runtime.redis import Broadcaster
 from app.runtime.signed_links import sign_path
 from app.settings import Settings
@@ -31,6 +33,20 @@ class JobUpdate:
     download_url: str | None = None
     error: str | None = None
     updated_at: str = field(default_factory=lambda: iso(utcnow()) or "")
+
+
+async def lock_claimable(
+    session: AsyncSession, model: Any, row_id: str, *, lease: str, lease_timeout: timedelta
+) -> Any:
+    """The job's row, locked for this worker, if it may be claimed: PENDING, or RUNNING with its lease (the
+    column `lease`: last heartbeat or claim) older than `lease_timeout`, its worker having died. None otherwise, and
+    for a row another worker is claiming right now (SKIP LOCKED)."""
+    row = (await session.exec(select(model).where(model.id == row_id).with_for_update(skip_locked=True))).first()
+    if row is None:
+        return None
+    leased_at = getattr(row, lease)
+    stale = row.status == "RUNNING" and (leased_at is None or leased_at < utcnow() - lease_timeout)
+    return row if row.status == "PENDING" or stale else None
 
 
 def job_updates_channel(org_id: str, requester_id: str) -> str:

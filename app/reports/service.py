@@ -23,7 +23,7 @@ from app.activity.service import record_activity
 from app.agents import service as agents
 from app.db import AsyncSession, Database, iso, new_id, utcnow
 from app.errors import AppError, BadUserInput, NotFound
-from app.jobs.service import JobUpdate, publish_job_update, signed_download_url
+from app.jobs.service import JobUpdate, lock_claimable, publish_job_update, signed_download_url
 from app.orgs import service as orgs
 from app.orgs.principal import Principal
 from app.reports import data, render
@@ -217,18 +217,12 @@ async def claim(db: Database, org_id: str, report_id: str, settings: Settings) -
     """Takes the report for this worker: PENDING (or RUNNING past the timeout) → RUNNING, attempts + 1.
     None when it is gone, finished, being built, or locked by another worker claiming it right now."""
     async with db.tenant_session(org_id) as session:
-        query = select(Report).where(Report.id == report_id).with_for_update(skip_locked=True)
-        report = (await session.exec(query)).first()
+        timeout = timedelta(seconds=settings.report_timeout_seconds)
+        report = await lock_claimable(session, Report, report_id, lease="claimed_at", lease_timeout=timeout)
         if report is None:
             return None
-        now = utcnow()
-        stale = report.status == "RUNNING" and (
-            report.claimed_at is None or report.claimed_at < now - timedelta(seconds=settings.report_timeout_seconds)
-        )
-        if report.status != "PENDING" and not stale:
-            return None
         report.status = "RUNNING"
-        report.claimed_at = now
+        report.claimed_at = utcnow()
         report.attempts += 1
         report.error = None
         await session.commit()
