@@ -211,12 +211,17 @@ def _scope_orm_statements(state: ORMExecuteState) -> None:
         if any(issubclass(m.class_, TenantScoped) for m in state.all_mappers):
             raise TenancyError("tenant table queried from a session without a declared organisation scope")
         return
-    # added to every statement, not only those whose top level names a tenant table: the criteria
-    # also reach tenant tables inside subqueries, CTEs and joins
+    state.statement = tenant_scoped(state.statement, org_id)
+
+
+def tenant_scoped(statement: Any, org_id: str) -> Any:
+    """`statement` limited to one organisation's rows of every tenant table it reads. Added to every
+    statement, not only those whose top level names a tenant table: the criteria also reach tenant tables
+    inside subqueries, CTEs and joins. Applied to every ORM statement of a tenant session (above) and to
+    the statements that run outside the ORM's execution (`app.runtime.copy_out`)."""
     for cls in _tenant_classes():
-        state.statement = state.statement.options(
-            with_loader_criteria(cls, lambda c: c.org_id == org_id, include_aliases=True)
-        )
+        statement = statement.options(with_loader_criteria(cls, lambda c: c.org_id == org_id, include_aliases=True))
+    return statement
 
 
 @event.listens_for(Session, "before_flush")

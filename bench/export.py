@@ -51,6 +51,10 @@ SELECT 'log_' || :tag || '_' || lpad(g::text, 8, '0'), :org, 'trace-' || (g / 10
        (ARRAY['LOW', 'MEDIUM', 'HIGH'])[1 + g % 3], false, 'sha256:' || md5(g::text) || md5(g::text)
 FROM generate_series(1, :n) AS g
 """
+SEED_SEARCH = """
+INSERT INTO audit_search (log_id, org_id, document)
+SELECT id, org_id, ''::tsvector FROM audit_logs WHERE org_id = :org AND id LIKE :prefix || '%'
+"""
 
 
 async def seed(database_url: str, org_id: str, records: int, tag: str) -> float:
@@ -58,6 +62,9 @@ async def seed(database_url: str, org_id: str, records: int, tag: str) -> float:
     started = time.perf_counter()
     async with engine.begin() as conn:
         await conn.execute(sa.text(SEED_RECORDS), {"org": org_id, "n": records, "tag": tag})
+        # seeded rows count as search-indexed (empty documents): otherwise the API's search sweeper indexes
+        # the million rows during the exports and the figures measure it, not the export
+        await conn.execute(sa.text(SEED_SEARCH), {"org": org_id, "prefix": f"log_{tag}_"})
     async with engine.begin() as conn:
         await conn.execute(sa.text("ANALYZE audit_logs"))
     await engine.dispose()
@@ -161,7 +168,7 @@ async def sync_ttfb(base_url: str, reads: int) -> dict:
     async with httpx.AsyncClient(base_url=base_url, timeout=120) as client:
         body = {"query": register, "variables": {"email": email}}
         data = (await client.post("/graphql", json=body)).json()["data"]["register"]
-        await seed(os.environ["DATABASE_URL"], data["organization"]["id"], 10_000, "sync")
+        await seed(os.environ["DATABASE_URL"], data["organization"]["id"], 10_000, f"sync{random.randrange(10**9)}")
         headers = {"Authorization": f"Bearer {data['accessToken']}"}
         first_byte, total = [], []
         for i in range(reads + 2):
@@ -205,7 +212,8 @@ async def main() -> None:
             async with httpx.AsyncClient(base_url=server.url, headers=headers, timeout=120) as client:
                 me = (await client.post("/graphql", json={"query": "{ me { organization { id } } }"})).json()
                 org_id = me["data"]["me"]["organization"]["id"]
-                seed_seconds = await seed(os.environ["DATABASE_URL"], org_id, args.records, "bench")
+                tag = f"bench{random.randrange(10**9)}"  # a database used before keeps its rows
+                seed_seconds = await seed(os.environ["DATABASE_URL"], org_id, args.records, tag)
                 exports = [await export_once(client, fmt) for fmt in args.formats.split(",")]
             ttfb = await sync_ttfb(server.url, args.reads)
         print(

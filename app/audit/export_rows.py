@@ -1,6 +1,7 @@
-"""The audit record as exports read it: the columns of a CSV row, a JSON record and a Parquet row, selected so
-that PostgreSQL does the per-row formatting it does well (UTC timestamps in ISO 8601 with `Z`, JSON records)
-and the exporting process only stitches batches together. Used with `service.stream_rows`."""
+"""The audit record as exports read it: a whole CSV row and a whole JSON record built by PostgreSQL (read with
+COPY, `app.runtime.copy_out`), and the columns of a Parquet row (read with `service.stream_rows`). PostgreSQL
+does the per-row formatting (UTC timestamps in ISO 8601 with `Z`, quoting, JSON escapes); the exporting
+process only passes text through."""
 
 from __future__ import annotations
 
@@ -37,17 +38,18 @@ _CSV_HEAD = [
 ]
 
 
-def csv_parts(text_cell: Callable[[Any], Any]) -> list[Any]:
-    """A CSV row in five parts: the cells up to governanceStatus (formatted and joined by PostgreSQL with
-    `text_cell`), durationMs (a number), prompt and response (formatted and joined), metadata (JSON), checksum
-    (formatted). The number and the JSON are left to the caller, which formats them as the API does."""
-    return [
-        sa.func.concat_ws(",", *[text_cell(column) for column in _CSV_HEAD]),
-        AuditLog.duration_ms,
-        sa.func.concat_ws(",", text_cell(AuditLog.prompt), text_cell(AuditLog.response)),
-        AuditLog.metadata_,
-        text_cell(AuditLog.checksum),
+def csv_line(text_cell: Callable[[Any], Any]) -> Any:
+    """A whole CSV row (without its line end) as one text, every cell formatted by PostgreSQL with `text_cell`:
+    durationMs as PostgreSQL writes the number (`300`, `12.25`), metadata as its JSON text."""
+    cells = [
+        *_CSV_HEAD,
+        sa.cast(AuditLog.duration_ms, sa.Text),
+        AuditLog.prompt,
+        AuditLog.response,
+        sa.cast(AuditLog.metadata_, sa.Text),
+        AuditLog.checksum,
     ]
+    return sa.func.concat_ws(",", *[text_cell(cell) for cell in cells])
 
 
 # one record as the REST API shows it (app.audit.routes.record_to_json), keys in the same order
@@ -79,11 +81,27 @@ _JSON_FIELDS: list[tuple[str, Any]] = [
     ("credentialMasked", AuditLog.credential_masked),
     ("checksum", AuditLog.checksum),
 ]
-JSON_RECORD = [
-    sa.func.json_build_object(
-        *[part for name, column in _JSON_FIELDS for part in (sa.literal_column(f"'{name}'"), column)]
-    ).cast(sa.Text)
-]
+
+
+def _json_value(column: Any) -> Any:
+    """One JSON value as text: `null`, or the value as PostgreSQL writes it in JSON (escaped text, numbers
+    exact, jsonb as stored)."""
+    return sa.func.coalesce(sa.cast(sa.func.to_json(column), sa.Text), "null")
+
+
+def _json_record() -> Any:
+    """The whole record as one compact JSON text, built by PostgreSQL: `{"id":…,"traceId":…}` in the REST
+    order. The exporting process writes it as it comes, with no per-record parsing. Nested jsonb values
+    (metadata, args, result) keep PostgreSQL's spacing (`{"k": 1}`): the same JSON, a few bytes longer."""
+    parts: list[Any] = []
+    for n, (name, column) in enumerate(_JSON_FIELDS):
+        parts.append(sa.literal(("{" if n == 0 else ",") + f'"{name}":', sa.Text))
+        parts.append(_json_value(column))
+    parts.append(sa.literal("}", sa.Text))
+    return sa.func.concat(*parts)
+
+
+JSON_RECORD = [_json_record()]
 
 # Parquet: (name, kind, column); kind "timestamp" is read as microseconds since the epoch, "json" as JSON text
 PARQUET_FIELDS: list[tuple[str, str, Any]] = [

@@ -532,14 +532,17 @@ async def stream_records(session: AsyncSession, query: AuditLogQuery, *, limit: 
             yield record_from_row(row)
 
 
+def export_statement(query: AuditLogQuery, columns: Sequence[Any], *, limit: int | None = None) -> Any:
+    """The given columns of every matching record, newest first (at most `limit`)."""
+    stmt = _filtered(query).with_only_columns(*columns).order_by(AuditLog.occurred_at.desc(), AuditLog.id.desc())
+    return stmt if limit is None else stmt.limit(limit)
+
+
 async def stream_rows(
     session: AsyncSession, query: AuditLogQuery, columns: Sequence[Any], *, batch_size: int, limit: int | None = None
 ) -> AsyncIterator[Sequence[Any]]:
     """The given columns (expressions over AuditLog) of every matching record, newest first, in batches of up to
     `batch_size` rows through a server-side cursor: memory stays flat whatever the row count (exports)."""
-    stmt = _filtered(query).with_only_columns(*columns).order_by(AuditLog.occurred_at.desc(), AuditLog.id.desc())
-    if limit is not None:
-        stmt = stmt.limit(limit)
-    result = await session.stream(stmt.execution_options(yield_per=batch_size))
+    result = await session.stream(export_statement(query, columns, limit=limit).execution_options(yield_per=batch_size))
     async for partition in result.partitions(batch_size):
         yield partition

@@ -16,8 +16,9 @@ from app.activity import service as activity
 from app.activity.models import ActivityEvent
 from app.audit import export_rows
 from app.audit import service as audit
-from app.db import AsyncSession, iso, json_loads
-from app.exports.formats import csv_batch, csv_cell, csv_quoted, csv_text_sql, json_text
+from app.db import AsyncSession, iso
+from app.exports.formats import csv_batch, csv_text_sql, json_text
+from app.runtime.copy_out import copy_lines
 
 AUDIT_HEADER = (
     "id",
@@ -100,12 +101,6 @@ def _json_text(value: Any) -> str | None:
     return None if value is None else json_text(value)
 
 
-def compact_json(text: str) -> bytes:
-    """A JSON text as compact JSON (orjson's output, as the API writes it); exact for integers beyond 64 bits
-    (read and written by the standard library)."""
-    return json_text(json_loads(text)).encode()
-
-
 # (column name, arrow type, value of one event)
 ACTIVITY_PARQUET: list[tuple[str, pa.DataType, Callable[[ActivityEvent], Any]]] = [
     ("id", pa.string(), lambda e: e.id),
@@ -128,26 +123,24 @@ ACTIVITY_PARQUET_SCHEMA = pa.schema([pa.field(name, kind) for name, kind, _ in A
 
 
 # --- reading a data set in batches, shaped for each format ---------------------------------------------
-# Every reader: (session, query, *, batch_size, limit=None) -> batches, newest first, through a server-side cursor.
-_AUDIT_CSV = export_rows.csv_parts(csv_text_sql)
+# Every reader: (session, query, *, batch_size, limit=None) -> batches, newest first: CSV rows and JSON lines
+# as (rows, bytes), Parquet as Arrow record batches. Audit CSV and JSON stream with COPY (`batch_size` does
+# not apply: PostgreSQL sends as it goes); the rest through a server-side cursor. The generators are handed
+# out as they are (not wrapped in another), so closing the reader closes the COPY before its session ends.
+_AUDIT_CSV_LINE = [export_rows.csv_line(csv_text_sql)]
 
 
-async def _audit_csv(
+def _audit_csv(
     session: AsyncSession, query: Any, *, batch_size: int, limit: int | None = None
 ) -> AsyncIterator[tuple[int, bytes]]:
-    async for rows in audit.stream_rows(session, query, _AUDIT_CSV, batch_size=batch_size, limit=limit):
-        lines = [
-            f"{head},{csv_quoted(csv_cell(duration))},{texts},{csv_quoted(csv_cell(metadata))},{checksum}\r\n"
-            for head, duration, texts, metadata, checksum in rows
-        ]
-        yield len(lines), "".join(lines).encode()
+    statement = audit.export_statement(query, _AUDIT_CSV_LINE, limit=limit)
+    return copy_lines(session, statement, line_end=b"\r\n")
 
 
-async def _audit_json(
+def _audit_json(
     session: AsyncSession, query: Any, *, batch_size: int, limit: int | None = None
-) -> AsyncIterator[list[bytes]]:
-    async for rows in audit.stream_rows(session, query, export_rows.JSON_RECORD, batch_size=batch_size, limit=limit):
-        yield [compact_json(text) for (text,) in rows]
+) -> AsyncIterator[tuple[int, bytes]]:
+    return copy_lines(session, audit.export_statement(query, export_rows.JSON_RECORD, limit=limit))
 
 
 async def _audit_parquet(
@@ -171,9 +164,9 @@ async def _activity_csv(session: AsyncSession, query: Any, **options: Any) -> As
         yield len(events), csv_batch([activity_csv_row(e) for e in events])
 
 
-async def _activity_json(session: AsyncSession, query: Any, **options: Any) -> AsyncIterator[list[bytes]]:
+async def _activity_json(session: AsyncSession, query: Any, **options: Any) -> AsyncIterator[tuple[int, bytes]]:
     async for events in activity.stream_activity_batches(session, query, **options):
-        yield [json_text(activity_json(e)).encode() for e in events]
+        yield len(events), "".join([json_text(activity_json(e)) + "\n" for e in events]).encode()
 
 
 async def _activity_parquet(session: AsyncSession, query: Any, **options: Any) -> AsyncIterator[pa.RecordBatch]:
@@ -191,7 +184,7 @@ class Dataset:
     header: Sequence[str]
     count: Callable[[AsyncSession, Any], Any]
     csv_rows: Callable[..., AsyncIterator[tuple[int, bytes]]]  # (rows, their CSV lines), a batch at a time
-    json_records: Callable[..., AsyncIterator[list[bytes]]]  # each record as compact JSON
+    json_lines: Callable[..., AsyncIterator[tuple[int, bytes]]]  # (rows, their records as JSON lines)
     parquet_schema: pa.Schema
     parquet_batches: Callable[..., AsyncIterator[pa.RecordBatch]]
     users_only: bool
@@ -208,7 +201,7 @@ AUDIT_LOGS = Dataset(
     header=AUDIT_HEADER,
     count=audit.count_records,
     csv_rows=_audit_csv,
-    json_records=_audit_json,
+    json_lines=_audit_json,
     parquet_schema=AUDIT_PARQUET_SCHEMA,
     parquet_batches=_audit_parquet,
     users_only=False,
@@ -221,7 +214,7 @@ ACTIVITY = Dataset(
     header=ACTIVITY_HEADER,
     count=activity.count_activity,
     csv_rows=_activity_csv,
-    json_records=_activity_json,
+    json_lines=_activity_json,
     parquet_schema=ACTIVITY_PARQUET_SCHEMA,
     parquet_batches=_activity_parquet,
     users_only=True,

@@ -135,13 +135,21 @@ def csv_text_sql(column: Any) -> Any:
     return sa.func.coalesce(quoted, "")
 
 
-def csv_quoted(text: str) -> str:
-    """The csv module's minimal quoting of one cell."""
-    if '"' in text:
-        return '"' + text.replace('"', '""') + '"'
-    if "," in text or "\n" in text or "\r" in text:
-        return '"' + text + '"'
-    return text
+class JsonArrayItems:
+    """JSON lines (one record per line, each ending with a newline, none inside: JSON escapes it) → the items
+    of a JSON array, comma-separated across however many pieces they come in."""
+
+    def __init__(self) -> None:
+        self._more = False
+
+    def convert(self, lines: bytes) -> bytes:
+        if not lines:
+            return b""
+        items = lines[:-1].replace(b"\n", b",")
+        if self._more:
+            items = b"," + items
+        self._more = True
+        return items
 
 
 def json_envelope_head(kind: str, metadata: dict[str, Any]) -> bytes:

@@ -21,7 +21,7 @@ from app.db import iso
 from app.errors import AppError, BadUserInput, NotFound
 from app.exports import service
 from app.exports.datasets import ACTIVITY, AUDIT_LOGS, Dataset
-from app.exports.formats import ROWS_PER_CHUNK, csv_header, json_envelope_head
+from app.exports.formats import ROWS_PER_CHUNK, JsonArrayItems, csv_header, json_envelope_head
 from app.orgs.principal import Principal
 
 
@@ -66,12 +66,10 @@ async def _sync_export(request: Request, principal: Principal, dataset: Dataset,
 
     async def json_chunks(metadata: dict[str, Any]) -> AsyncIterator[bytes]:
         yield json_envelope_head(dataset.kind, metadata)
-        first = True
+        items = JsonArrayItems()
         async with runtime.db.tenant_session(principal.org_id) as session:
-            async for records in dataset.json_records(session, query, batch_size=ROWS_PER_CHUNK, limit=limit):
-                if records:
-                    yield (b"" if first else b",") + b",".join(records)
-                    first = False
+            async for _, lines in dataset.json_lines(session, query, batch_size=ROWS_PER_CHUNK, limit=limit):
+                yield items.convert(lines)
         yield b"]}"
 
     now = datetime.now(UTC)

@@ -22,7 +22,7 @@ import structlog
 from app.db import iso, utcnow
 from app.exports import service
 from app.exports.datasets import DATASETS, Dataset, public_filter, query_from_json
-from app.exports.formats import FILE_TYPES, ParquetSink, csv_header, json_envelope_head
+from app.exports.formats import FILE_TYPES, JsonArrayItems, ParquetSink, csv_header, json_envelope_head
 from app.jobs.service import JobUpdate, publish_job_update
 from app.runtime.files import FileWriter
 from app.runtime.resources import Runtime
@@ -103,18 +103,21 @@ class _Csv(_Format):
 
 
 class _Json(_Format):
-    first = True
+    """The envelope, its records as the items of `records`."""
 
     def batches(self, session: Any, query: Any, batch_size: int) -> AsyncGenerator[Any, None]:
-        return self.dataset.json_records(session, query, batch_size=batch_size)
+        return self.dataset.json_lines(session, query, batch_size=batch_size)
+
+    @staticmethod
+    def rows(batch: Any) -> int:
+        return int(batch[0])
 
     async def begin(self) -> None:
+        self.items = JsonArrayItems()
         await self.out.write(json_envelope_head(self.dataset.kind, self.metadata))
 
     async def write(self, batch: Any) -> None:
-        if batch:
-            await self.out.write((b"" if self.first else b",") + b",".join(batch))
-            self.first = False
+        await self.out.write(self.items.convert(batch[1]))
 
     async def end(self) -> None:
         await self.out.write(b"]}")
@@ -125,8 +128,7 @@ class _Ndjson(_Json):
         return None
 
     async def write(self, batch: Any) -> None:
-        if batch:
-            await self.out.write(b"\n".join(batch) + b"\n")
+        await self.out.write(batch[1])
 
     async def end(self) -> None:
         return None

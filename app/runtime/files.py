@@ -19,6 +19,7 @@ from, never an object that nothing points to.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import threading
 from collections.abc import AsyncIterator, Callable, Sequence
@@ -374,8 +375,10 @@ class _MultipartUpload:
 class FileWriter:
     """`async with store.writer(...) as writer: await writer.write(data)`; `writer.file` afterwards.
 
-    Buffers at most one part (the backend's `part_size`) beyond the data handed to one `write`. Leaving
-    the block with an exception deletes what was written.
+    Buffers at most one part (the backend's `part_size`) beyond the data handed to one `write`, plus one
+    part on its way to the backend: that upload (and the part's SHA-256, on a thread) runs while the caller
+    produces the next part, so writing the file overlaps making it. Leaving the block with an exception
+    deletes what was written.
     """
 
     def __init__(
@@ -398,6 +401,7 @@ class FileWriter:
         )
         self._backend.prepare(self.file)
         self._upload: Upload | None = None
+        self._in_flight: asyncio.Task[None] | None = None  # the part being uploaded, at most one
 
     @property
     def bytes_written(self) -> int:
@@ -420,11 +424,20 @@ class FileWriter:
         while len(self._buffer) > size:
             part = bytes(self._buffer[:size])
             del self._buffer[:size]
-            await self._upload.part(part)
+            await self._settle()  # the previous part is stored (or its error raised) before the next starts
             self._count(part)
+            self._in_flight = asyncio.create_task(self._send(part))
+
+    async def _send(self, part: bytes) -> None:
+        assert self._upload is not None
+        await asyncio.gather(self._upload.part(part), asyncio.to_thread(self._digest.update, part))
+
+    async def _settle(self) -> None:
+        if self._in_flight is not None:
+            in_flight, self._in_flight = self._in_flight, None
+            await in_flight
 
     def _count(self, part: bytes) -> None:
-        self._digest.update(part)
         self.file.chunk_count += 1
         self.file.size_bytes += len(part)
 
@@ -442,11 +455,13 @@ class FileWriter:
 
     async def _complete(self) -> None:
         assert self._upload is not None
+        await self._settle()
         last = bytes(self._buffer)
         self._buffer.clear()
         await self._upload.finish(last)
         if last or self.file.chunk_count == 0:
             self._count(last)
+            self._digest.update(last)
         self.file.sha256 = self._digest.hexdigest()
         self.file.complete = True
         async with self._store.db.tenant_session(self._org_id) as session:
@@ -464,6 +479,11 @@ class FileWriter:
 
     async def _discard(self) -> None:
         assert self._upload is not None
+        if self._in_flight is not None:
+            self._in_flight.cancel()
+            with contextlib.suppress(BaseException):
+                await self._in_flight
+            self._in_flight = None
         try:
             await self._upload.abort()
         finally:

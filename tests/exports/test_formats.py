@@ -17,7 +17,7 @@ from app.exports.datasets import AUDIT_HEADER
 from app.exports.formats import csv_batch, csv_stream, from_iterable
 from support import register
 
-ALPHABET = "ab,\"\r\n=+-@\t 'x1ü€😀"
+ALPHABET = "ab,\"\r\n=+-@\t 'x1ü€😀\\\b\f\v\x01"
 
 
 def _value(rng: random.Random):
@@ -49,8 +49,10 @@ def test_csv_batch_writes_exactly_what_the_csv_module_writes():
     )
 
 
-def _reference_audit_row(r) -> list:
-    """The CSV row of one record as the original, cell-by-cell implementation built it."""
+def _reference_audit_row(r, as_text: dict) -> list:
+    """The CSV row of one record, cell by cell: durationMs and metadata as PostgreSQL writes them as text
+    (`300`, `{"k": [1, 2]}`), every cell through csv_cell and the csv module."""
+    duration_text, metadata_text = as_text[r.id]
     return [
         r.id,
         iso(r.occurred_at),
@@ -63,10 +65,10 @@ def _reference_audit_row(r) -> list:
         r.provider,
         r.risk_level,
         r.governance_status,
-        r.duration_ms,
+        duration_text,
         r.prompt,
         r.response,
-        r.metadata,
+        metadata_text,
         r.checksum,
     ]
 
@@ -119,9 +121,18 @@ async def test_audit_csv_formatted_by_postgresql_matches_the_reference_on_hostil
         )
     async with runtime.db.tenant_session(account.org_id) as session:
         records = await audit.list_records(session, audit.AuditLogQuery(), limit=1000, after=None)
-    expected = b"".join(
-        [chunk async for chunk in csv_stream(AUDIT_HEADER, from_iterable(_reference_audit_row(r) for r in records))]
-    )
+        as_text = {
+            row.id: (row.duration, row.metadata)
+            for row in await session.execute(
+                sa.text(
+                    "SELECT id, duration_ms::text AS duration, metadata::text AS metadata FROM audit_logs"
+                    " WHERE org_id = :org"
+                ),
+                {"org": account.org_id},
+            )
+        }
+    reference_rows = (_reference_audit_row(r, as_text) for r in records)
+    expected = b"".join([chunk async for chunk in csv_stream(AUDIT_HEADER, from_iterable(reference_rows))])
     headers = {"Authorization": f"Bearer {account.token}"}
     synchronous = await client.get("/api/v1/audit-logs/export", headers=headers)
     assert synchronous.content == expected
