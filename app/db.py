@@ -9,8 +9,11 @@ session's organisation. A session that declared neither refuses to touch tenant 
 
 from __future__ import annotations
 
+import base64
 import json
+import random
 import re
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
@@ -24,15 +27,29 @@ from sqlalchemy.ext.asyncio import AsyncSession as SQLAlchemyAsyncSession
 from sqlalchemy.orm import ORMExecuteState, Session, with_loader_criteria
 from sqlmodel import Field, SQLModel
 from sqlmodel.ext.asyncio.session import AsyncSession as SQLModelAsyncSession
-from ulid import ULID
 
 TENANT_KEY = "org_id"
 SYSTEM = "__system__"
 
 
+# base32 (RFC 4648) → lower-case Crockford, the ULID alphabet
+_CROCKFORD = bytes.maketrans(b"ABCDEFGHIJKLMNOPQRSTUVWXYZ234567", b"0123456789abcdefghjkmnpqrstvwxyz")
+
+
+_last_id = [0]  # the last ULID made here, as an integer: ids made in one millisecond keep their order
+
+
 def new_id(prefix: str) -> str:
-    """Prefixed, time-ordered id: `org_01jd…` (ULID, lower-case Crockford base32)."""
-    return f"{prefix}_{str(ULID()).lower()}"
+    """Prefixed, time-ordered id: `org_01jd…` (a ULID: 48 bits of milliseconds, 80 random bits, lower-case
+    Crockford base32). Monotonic within the process, as the ULID spec's monotonic generator: within one
+    millisecond the next id is the last one plus one, so rows made in one go sort by id in the order they
+    were made. Encoded with the standard library's base32 (in C): ingest makes one per record."""
+    value = (time.time_ns() // 1_000_000) << 80 | random.getrandbits(80)
+    if value >> 80 <= _last_id[0] >> 80:  # same millisecond (or the clock stepped back)
+        value = _last_id[0] + 1
+    _last_id[0] = value
+    # 20 bytes = 32 base32 digits, of which the last 26 hold the 128 bits (the first 6 are zeros)
+    return f"{prefix}_{base64.b32encode(value.to_bytes(20)).translate(_CROCKFORD)[6:].decode()}"
 
 
 def utcnow() -> datetime:

@@ -31,6 +31,7 @@ from app.api.schema import build_schema
 from app.api.shared_subscriptions import SharedSubscriptions, SharingTransportWSHandler
 from app.billing.middleware import BillingMiddleware
 from app.compliance import service as compliance
+from app.db import json_loads
 from app.errors import AppError, PayloadTooLarge
 from app.orgs.credentials import TokenSigner
 from app.runtime.resources import Runtime
@@ -79,6 +80,10 @@ class AgentrailGraphQL(GraphQL):
 
     def encode_json(self, data: object) -> bytes:
         return orjson.dumps(data)
+
+    def decode_json(self, data: str | bytes) -> object:
+        # orjson, several times faster than the standard library on large batches, and exactly as lenient
+        return json_loads(data)
 
     async def get_context(self, request: HTTPConnection, response: Any) -> Context:
         state = request.app.state
