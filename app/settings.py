@@ -69,10 +69,6 @@ class Settings(BaseSettings):
     files_s3_addressing_style: Literal["auto", "path", "virtual"] = "auto"  # "path" for most MinIO setups
     files_s3_part_size: int = Field(default=8 * 1024 * 1024, ge=5 * 1024 * 1024, le=5 * 1024**3)
     files_s3_max_concurrency: int = Field(default=16, ge=1)  # S3 calls in flight per process (threads)
-    # full-text search indexing (app/audit/search.py): the share of the time an indexing job may keep
-    # PostgreSQL busy while a backlog lasts (it rests in between, like autovacuum's cost delay), so that
-    # ingest keeps the CPU during a burst; 1.0 indexes flat out
-    search_index_duty_cycle: float = Field(default=0.5, gt=0.0, le=1.0)
     # asynchronous exports
     export_retention_hours: int = 168  # a finished export's file is kept (and downloadable) this long
     export_batch_rows: int = 2000  # rows fetched from the server-side cursor per batch

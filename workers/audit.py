@@ -16,9 +16,7 @@ async def seal_audit_trail(ctx: dict[str, Any]) -> int:
 async def index_audit_search(ctx: dict[str, Any], org_id: str) -> int:
     """Queued after ingest (one per organisation and quarter second): makes the new records searchable."""
     runtime = ctx["runtime"]
-    return await search.drain_pending(
-        runtime.db, runtime.redis, org_id, duty_cycle=runtime.settings.search_index_duty_cycle
-    )
+    return await search.drain_pending(runtime.db, runtime.redis, org_id)
 
 
 async def sweep_audit_search(ctx: dict[str, Any]) -> int:

@@ -6,7 +6,6 @@ whatever a lost job (Redis flushed, worker killed) left out, so every record bec
 
 from __future__ import annotations
 
-import asyncio
 import time
 from typing import Any
 
@@ -18,7 +17,6 @@ from app.db import Database
 TEXT_CONFIG = "simple"  # language-neutral: prompts come in every language, and no stemming surprises
 MAX_INDEXED_CHARS = 100_000  # per field: a tsvector is capped at 1 MB, and later text adds little
 SWEEP_CHUNK = 5_000
-INDEX_CHUNK = 500  # ids per statement of an indexing job (~70 ms of PostgreSQL time for 2 KB records)
 SWEEP_LAG_SECONDS = 120  # longer than any ingest transaction runs: no record commits behind the sweeper
 
 _DOCUMENT = (
@@ -90,19 +88,11 @@ async def queue_for_indexing(runtime: Any, created_ids_by_org: dict[str, list[st
         )
 
 
-async def drain_pending(
-    db: Database, redis: Any, org_id: str, *, chunk: int = INDEX_CHUNK, duty_cycle: float = 1.0
-) -> int:
-    """The job: indexes every id waiting for the organisation, `chunk` at a time. Indexing is mostly
-    PostgreSQL's text parser (about 70 ns a character) and the records are already stored and readable:
-    with a `duty_cycle` below 1 the job rests after each full chunk, in proportion to how long it took,
-    so that during an ingest burst the ingest gets the CPU first and the index follows shortly after."""
+async def drain_pending(db: Database, redis: Any, org_id: str, *, chunk: int = SWEEP_CHUNK) -> int:
+    """The job: indexes every id waiting for the organisation."""
     total = 0
     while raw := await redis.lpop(pending_key(org_id), chunk):
-        started = time.monotonic()
         total += await index_records(db, org_id, [i.decode() if isinstance(i, bytes) else i for i in raw])
-        if duty_cycle < 1.0 and len(raw) == chunk:  # a full chunk: more are probably waiting
-            await asyncio.sleep((time.monotonic() - started) * (1.0 - duty_cycle) / duty_cycle)
     return total
 
 
