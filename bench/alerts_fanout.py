@@ -128,6 +128,11 @@ def subscribers(addresses: list[tuple[str, int]], token: str, count: int, ready,
         sock.close()
 
 
+def _own_cpu_seconds() -> float:
+    times = os.times()
+    return times.user + times.system
+
+
 def _read_arrivals(path: str) -> list[tuple[str, float]]:
     with open(path) as source:
         arrivals = json.load(source)
@@ -186,6 +191,7 @@ async def main() -> None:
             # requests start on a fixed schedule, whether or not earlier ones have answered
             requests = []
             cpu_before = sum(process_cpu_seconds(pid) for pid in pids)
+            client_cpu_before = process_cpu_seconds(process.pid) + _own_cpu_seconds()
             started = time.perf_counter()
             n = 0
             while time.perf_counter() - started < args.seconds:
@@ -195,6 +201,8 @@ async def main() -> None:
             await asyncio.gather(*requests)
             await asyncio.sleep(3.0)  # let deliveries drain
             server_cpu = sum(process_cpu_seconds(pid) for pid in pids) - cpu_before
+            # what the measuring side itself took of the machine's cores (subscribers and load generator)
+            client_cpu = process_cpu_seconds(process.pid) + _own_cpu_seconds() - client_cpu_before
             peak_rss_mb = server.peak_rss_mb()
             stop.set()
             await asyncio.to_thread(process.join, 60)
@@ -219,6 +227,8 @@ async def main() -> None:
                 "server_cpu_ms_per_alert": round(server_cpu * 1000 / max(1, len(sent)), 2),
                 "server_cpu_cores_used": round(server_cpu / (args.seconds + 3.0), 2),
                 "server_peak_rss_mb": peak_rss_mb,
+                "client_cpu_cores_used": round(client_cpu / (args.seconds + 3.0), 2),
+                "cpus": os.cpu_count(),
                 "target_p99_ms": 100,
             },
             indent=2,
