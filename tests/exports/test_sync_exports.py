@@ -138,3 +138,33 @@ async def test_above_the_limit_the_export_runs_as_a_job(client, runtime):
     assert activity.status_code == 202 and activity.json()["dataset"] == "ACTIVITY"
     trail = (await client.get("/api/v1/activity/export", headers=headers)).text
     assert trail.count("export.started") == 2
+
+
+async def test_every_filter_reaches_the_streamed_export(client, runtime):
+    """Lists, times, full-text search and the alert condition all pass through the COPY path's SQL."""
+    from app.audit import search
+
+    account = await register(client)
+    bot = (await gql(client, "CreateAgent", {"input": {"name": "bot"}}, token=account.token))["data"]["createAgent"]
+    await _log(client, account, prompt="quarterly revenue forecast", agentId=bot["id"], status="ERROR")
+    await _log(client, account, prompt="quarterly revenue forecast", status="OK", action="tool_use")
+    await _log(client, account, prompt="lunch menu", agentId=bot["id"], status="ERROR")
+    await search.drain_pending(runtime.db, runtime.redis, account.org_id)
+    headers = {"Authorization": f"Bearer {account.token}"}
+    params = {
+        "format": "json",
+        "search": "revenue",
+        "agentId": f"{bot['id']},agt_unknown",
+        "status": "error,blocked",
+        "action": "llm_call",
+        "from": "2020-01-01T00:00:00Z",
+        "to": "2999-01-01T00:00:00Z",
+        "hasAlerts": "false",
+    }
+    body = (await client.get("/api/v1/audit-logs/export", params=params, headers=headers)).json()
+    assert [r["prompt"] for r in body["records"]] == ["quarterly revenue forecast"]
+    assert body["records"][0]["agentId"] == bot["id"] and body["metadata"]["totalRecords"] == 1
+    csv_rows = (await client.get("/api/v1/audit-logs/export", params={**params, "format": "csv"}, headers=headers)).text
+    assert len(list(csv.reader(io.StringIO(csv_rows)))) == 2
+    none = await client.get("/api/v1/audit-logs/export", params={**params, "hasAlerts": "true"}, headers=headers)
+    assert none.json()["records"] == []
