@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from contextvars import ContextVar
 from dataclasses import dataclass
 from datetime import datetime
@@ -138,6 +138,17 @@ async def list_activity(
 async def count_activity(session: AsyncSession, query: ActivityQuery) -> int:
     stmt = sa.select(sa.func.count()).select_from(ActivityEvent).where(*_conditions(query))
     return int((await session.execute(stmt)).scalar_one())
+
+
+def export_statement(query: ActivityQuery, columns: Sequence[Any], *, limit: int | None = None) -> Any:
+    """The given columns of every matching event, newest first (at most `limit`)."""
+    stmt = (
+        sa.select(*columns)
+        .select_from(ActivityEvent)
+        .where(*_conditions(query))
+        .order_by(ActivityEvent.occurred_at.desc(), ActivityEvent.id.desc())
+    )
+    return stmt if limit is None else stmt.limit(limit)
 
 
 async def stream_activity_batches(

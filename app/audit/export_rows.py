@@ -11,12 +11,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from app.audit.models import AuditLog
-
-ISO_MS = 'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"'  # the same text as app.db.iso: UTC, milliseconds, `Z`
-
-
-def iso_text(column: Any) -> Any:
-    return sa.func.to_char(sa.func.timezone("UTC", column), ISO_MS)
+from app.runtime.copy_out import iso_text, json_object_text
 
 
 def epoch_micros(column: Any) -> Any:
@@ -83,25 +78,8 @@ _JSON_FIELDS: list[tuple[str, Any]] = [
 ]
 
 
-def _json_value(column: Any) -> Any:
-    """One JSON value as text: `null`, or the value as PostgreSQL writes it in JSON (escaped text, numbers
-    exact, jsonb as stored)."""
-    return sa.func.coalesce(sa.cast(sa.func.to_json(column), sa.Text), "null")
-
-
-def _json_record() -> Any:
-    """The whole record as one compact JSON text, built by PostgreSQL: `{"id":…,"traceId":…}` in the REST
-    order. The exporting process writes it as it comes, with no per-record parsing. Nested jsonb values
-    (metadata, args, result) keep PostgreSQL's spacing (`{"k": 1}`): the same JSON, a few bytes longer."""
-    parts: list[Any] = []
-    for n, (name, column) in enumerate(_JSON_FIELDS):
-        parts.append(sa.literal(("{" if n == 0 else ",") + f'"{name}":', sa.Text))
-        parts.append(_json_value(column))
-    parts.append(sa.literal("}", sa.Text))
-    return sa.func.concat(*parts)
-
-
-JSON_RECORD = [_json_record()]
+# the whole record as one compact JSON text
+JSON_RECORD = [json_object_text(_JSON_FIELDS)]
 
 # Parquet: (name, kind, column); kind "timestamp" is read as microseconds since the epoch, "json" as JSON text
 PARQUET_FIELDS: list[tuple[str, str, Any]] = [

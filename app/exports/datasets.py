@@ -12,12 +12,13 @@ from typing import Any
 
 import pyarrow as pa
 
+from app.activity import export_rows as activity_rows
 from app.activity import service as activity
 from app.activity.models import ActivityEvent
 from app.audit import export_rows
 from app.audit import service as audit
 from app.db import AsyncSession, iso
-from app.exports.formats import csv_batch, csv_text_sql, json_text
+from app.exports.formats import csv_text_sql, json_text
 from app.runtime.copy_out import copy_lines
 
 AUDIT_HEADER = (
@@ -51,38 +52,6 @@ ACTIVITY_HEADER = (
     "checksum",
 )
 _TIME_FIELDS = ("occurred_from", "occurred_to")
-
-
-def activity_csv_row(e: ActivityEvent) -> list[Any]:
-    return [
-        e.id,
-        e.org_id,
-        e.actor_email or e.actor_name or e.actor_id,
-        e.action,
-        e.target_type,
-        e.target_id,
-        e.metadata_,
-        iso(e.occurred_at),
-        e.source_ip,
-        e.checksum,
-    ]
-
-
-def activity_json(e: ActivityEvent) -> dict[str, Any]:
-    return {
-        "id": e.id,
-        "orgId": e.org_id,
-        "actor": {"type": e.actor_type, "id": e.actor_id, "name": e.actor_name, "email": e.actor_email},
-        "action": e.action,
-        "targetType": e.target_type,
-        "targetId": e.target_id,
-        "targetName": e.target_name,
-        "metadata": e.metadata_,
-        "occurredAt": iso(e.occurred_at),
-        "sourceIp": e.source_ip,
-        "userAgent": e.user_agent,
-        "checksum": e.checksum,
-    }
 
 
 # --- Parquet: typed columns (timestamps, numbers, booleans); JSON values as JSON text -------------------
@@ -124,10 +93,11 @@ ACTIVITY_PARQUET_SCHEMA = pa.schema([pa.field(name, kind) for name, kind, _ in A
 
 # --- reading a data set in batches, shaped for each format ---------------------------------------------
 # Every reader: (session, query, *, batch_size, limit=None) -> batches, newest first: CSV rows and JSON lines
-# as (rows, bytes), Parquet as Arrow record batches. Audit CSV and JSON stream with COPY (`batch_size` does
-# not apply: PostgreSQL sends as it goes); the rest through a server-side cursor. The generators are handed
+# as (rows, bytes), Parquet as Arrow record batches. CSV and JSON stream with COPY (`batch_size` does not
+# apply: PostgreSQL sends as it goes); Parquet through a server-side cursor. The generators are handed
 # out as they are (not wrapped in another), so closing the reader closes the COPY before its session ends.
 _AUDIT_CSV_LINE = [export_rows.csv_line(csv_text_sql)]
+_ACTIVITY_CSV_LINE = [activity_rows.csv_line(csv_text_sql)]
 
 
 def _audit_csv(
@@ -159,14 +129,17 @@ async def _audit_parquet(
         yield pa.RecordBatch.from_arrays(arrays, schema=AUDIT_PARQUET_SCHEMA)
 
 
-async def _activity_csv(session: AsyncSession, query: Any, **options: Any) -> AsyncIterator[tuple[int, bytes]]:
-    async for events in activity.stream_activity_batches(session, query, **options):
-        yield len(events), csv_batch([activity_csv_row(e) for e in events])
+def _activity_csv(
+    session: AsyncSession, query: Any, *, batch_size: int, limit: int | None = None
+) -> AsyncIterator[tuple[int, bytes]]:
+    statement = activity.export_statement(query, _ACTIVITY_CSV_LINE, limit=limit)
+    return copy_lines(session, statement, line_end=b"\r\n")
 
 
-async def _activity_json(session: AsyncSession, query: Any, **options: Any) -> AsyncIterator[tuple[int, bytes]]:
-    async for events in activity.stream_activity_batches(session, query, **options):
-        yield len(events), "".join([json_text(activity_json(e)) + "\n" for e in events]).encode()
+def _activity_json(
+    session: AsyncSession, query: Any, *, batch_size: int, limit: int | None = None
+) -> AsyncIterator[tuple[int, bytes]]:
+    return copy_lines(session, activity.export_statement(query, activity_rows.JSON_RECORD, limit=limit))
 
 
 async def _activity_parquet(session: AsyncSession, query: Any, **options: Any) -> AsyncIterator[pa.RecordBatch]:

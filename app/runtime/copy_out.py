@@ -15,10 +15,43 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass
 from typing import Any
 
+import sqlalchemy as sa
+
 from app.db import SYSTEM, AsyncSession, TenancyError, session_org, tenant_scoped
+
+ISO_MS = 'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"'  # the same text as app.db.iso: UTC, milliseconds, `Z`
+
+
+# --- rows as text, built by PostgreSQL ---------------------------------------------------------------
+def iso_text(column: Any) -> Any:
+    """A timestamp as the API writes it (`app.db.iso`)."""
+    return sa.func.to_char(sa.func.timezone("UTC", column), ISO_MS)
+
+
+@dataclass(frozen=True)
+class JsonText:
+    """A value that is JSON text already (a nested `json_object_text`): put in as it is, not quoted."""
+
+    expression: Any
+
+
+def json_object_text(fields: Sequence[tuple[str, Any]]) -> Any:
+    """`{"name":value,…}` as one compact JSON text, keys in the given order: each value `null` or as
+    PostgreSQL writes it in JSON (escaped text, exact numbers, jsonb as stored: `{"k": [1, 2]}`)."""
+    parts: list[Any] = []
+    for n, (name, value) in enumerate(fields):
+        parts.append(sa.literal(("{" if n == 0 else ",") + f'"{name}":', sa.Text))
+        text = value.expression if isinstance(value, JsonText) else sa.cast(sa.func.to_json(value), sa.Text)
+        parts.append(sa.func.coalesce(text, "null"))
+    parts.append(sa.literal("}", sa.Text))
+    return sa.func.concat(*parts)
+
+
+# --- COPY --------------------------------------------------------------------------------------------
 
 # COPY's text format escapes, in the order that undoes them: the escaped backslash first (to a byte that
 # PostgreSQL text never holds), then the control characters, then the backslash back

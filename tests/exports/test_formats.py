@@ -1,9 +1,10 @@
-"""The bulk CSV writers (Arrow columns; PostgreSQL-formatted cells) against the reference one (csv_cell and the
-csv module, cell by cell), on hostile input."""
+"""CSV and JSON lines built by PostgreSQL against a reference written cell by cell with the csv module, on
+hostile input; the activity trail's lines too."""
 
 from __future__ import annotations
 
-import asyncio
+import csv
+import io
 import json
 import random
 from datetime import UTC, datetime, timedelta
@@ -14,44 +15,32 @@ from export_support import export_job, fetch_link, run_jobs, start_export
 from app.audit import service as audit
 from app.db import iso
 from app.exports.datasets import AUDIT_HEADER
-from app.exports.formats import csv_batch, csv_stream, from_iterable
 from support import register
 
 ALPHABET = "ab,\"\r\n=+-@\t 'x1ü€😀\\\b\f\v\x01"
 
 
-def _value(rng: random.Random):
-    kind = rng.random()
-    if kind < 0.1:
-        return None
-    if kind < 0.15:
-        return rng.choice([True, False])
-    if kind < 0.25:
-        return rng.choice([1.5, -3.0, 100.0, 1e16, 1e-5, 0.1 + 0.2, -0.0, 7, -12])
-    if kind < 0.3:
-        return rng.choice([{"k": [1, 'a,"b'], "n": None}, [], {}, ["=1"]])
-    return "".join(rng.choice(ALPHABET) for _ in range(rng.randint(0, 8)))
+def _csv_cell(value) -> str:
+    """The reference for one cell: text a spreadsheet would run as a formula gets a leading apostrophe."""
+    if value is None:
+        return ""
+    text = value if isinstance(value, str) else str(value)
+    return "'" + text if text.startswith(("=", "+", "-", "@", "\t", "\r")) else text
 
 
-async def _reference(rows) -> bytes:
-    return b"".join([chunk async for chunk in csv_stream([], from_iterable(rows))])[2:]  # without the empty header
-
-
-def test_csv_batch_writes_exactly_what_the_csv_module_writes():
-    rng = random.Random(20261130)
-    for _ in range(400):
-        width = rng.randint(2, 7)
-        rows = [tuple(_value(rng) for _ in range(width)) for _ in range(rng.randint(1, 25))]
-        assert csv_batch(rows) == asyncio.run(_reference(rows)), rows
-    assert csv_batch([]) == b""
-    assert csv_batch([("=1+1", "-2", "@x", "\tt", "\rr", "+3", "a,b", 'q"q', "l\nl")]) == (
-        b'\'=1+1,\'-2,\'@x,\'\tt,"\'\rr",\'+3,"a,b","q""q","l\nl"\r\n'
-    )
+def _reference_csv(header, rows) -> bytes:
+    """The csv module's minimal quoting and CRLF, cell by cell: what PostgreSQL's CSV lines must equal."""
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\r\n")
+    writer.writerow(header)
+    for row in rows:
+        writer.writerow([_csv_cell(v) for v in row])
+    return buffer.getvalue().encode()
 
 
 def _reference_audit_row(r, as_text: dict) -> list:
     """The CSV row of one record, cell by cell: durationMs and metadata as PostgreSQL writes them as text
-    (`300`, `{"k": [1, 2]}`), every cell through csv_cell and the csv module."""
+    (`300`, `{"k": [1, 2]}`), every cell through the reference writer."""
     duration_text, metadata_text = as_text[r.id]
     return [
         r.id,
@@ -74,7 +63,7 @@ def _reference_audit_row(r, as_text: dict) -> list:
 
 
 async def test_audit_csv_formatted_by_postgresql_matches_the_reference_on_hostile_text(client, runtime):
-    """Text cells are guarded and quoted in SQL: compare byte for byte with csv_cell + the csv module."""
+    """Text cells are guarded and quoted in SQL: compare byte for byte with the reference writer."""
     account = await register(client)
     rng = random.Random(7)
 
@@ -131,8 +120,7 @@ async def test_audit_csv_formatted_by_postgresql_matches_the_reference_on_hostil
                 {"org": account.org_id},
             )
         }
-    reference_rows = (_reference_audit_row(r, as_text) for r in records)
-    expected = b"".join([chunk async for chunk in csv_stream(AUDIT_HEADER, from_iterable(reference_rows))])
+    expected = _reference_csv(AUDIT_HEADER, [_reference_audit_row(r, as_text) for r in records])
     headers = {"Authorization": f"Bearer {account.token}"}
     synchronous = await client.get("/api/v1/audit-logs/export", headers=headers)
     assert synchronous.content == expected
@@ -150,3 +138,89 @@ async def test_audit_csv_formatted_by_postgresql_matches_the_reference_on_hostil
         assert by_id[row["id"]]["metadata"] == json.loads(row["metadata"])
         assert by_id[row["id"]]["durationMs"] == row["duration"]
     assert any(r["metadata"].get("big") == 2**70 for r in by_id.values())
+
+
+async def test_activity_lines_built_by_postgresql_match_the_reference(client, runtime):
+    account = await register(client)
+    rng = random.Random(11)
+
+    def text(low: int, high: int) -> str | None:
+        return None if rng.random() < 0.2 else "".join(rng.choice(ALPHABET) for _ in range(rng.randint(low, high)))
+
+    rows = [
+        {
+            "id": f"act_hostile_{n:04d}",
+            "org": account.org_id,
+            "actor_type": "user",
+            "actor_id": text(1, 8),
+            "actor_name": text(0, 10),
+            "actor_email": text(0, 10),
+            "action": (text(1, 10) or "x.y")[:80],
+            "target_type": text(0, 8),
+            "target_id": text(0, 8),
+            "target_name": text(0, 10),
+            "metadata": json.dumps(rng.choice([{}, {"k": [1, 'a,"b'], "n": None, "ü": "=x\r\n"}, {"big": 2**70}])),
+            "at": datetime(2026, 1, 1, tzinfo=UTC) + timedelta(microseconds=rng.randint(0, 10**12)),
+            "ip": text(0, 8),
+            "agent": text(0, 8),
+            "checksum": text(0, 12),
+        }
+        for n in range(200)
+    ]
+    async with runtime.db.engine.begin() as conn:
+        await conn.execute(
+            sa.text(
+                "INSERT INTO activity_events (id, org_id, actor_type, actor_id, actor_name, actor_email, action,"
+                " target_type, target_id, target_name, metadata, occurred_at, source_ip, user_agent, checksum)"
+                " VALUES (:id, :org, :actor_type, :actor_id, :actor_name, :actor_email, :action, :target_type,"
+                " :target_id, :target_name, CAST(:metadata AS jsonb), :at, :ip, :agent, :checksum)"
+            ),
+            rows,
+        )
+        stored = {
+            r.id: r
+            for r in await conn.execute(
+                sa.text("SELECT *, metadata::text AS metadata_text FROM activity_events WHERE org_id = :o"),
+                {"o": account.org_id},
+            )
+        }
+    newest_first = sorted(stored.values(), key=lambda r: (r.occurred_at, r.id), reverse=True)
+    header = ["id", "orgId", "actor", "action", "targetType", "targetId", "metadata", "occurredAt", "sourceIp"]
+    expected = _reference_csv(
+        [*header, "checksum"],
+        [
+            [
+                r.id,
+                r.org_id,
+                r.actor_email or r.actor_name or r.actor_id,
+                r.action,
+                r.target_type,
+                r.target_id,
+                r.metadata_text,
+                iso(r.occurred_at),
+                r.source_ip,
+                r.checksum,
+            ]
+            for r in newest_first
+        ],
+    )
+    headers = {"Authorization": f"Bearer {account.token}"}
+    assert (await client.get("/api/v1/activity/export", headers=headers)).content == expected
+    records = (await client.get("/api/v1/activity/export", params={"format": "json"}, headers=headers)).json()
+    assert [r["id"] for r in records["records"]] == [r.id for r in newest_first]
+    for record in records["records"]:
+        row = stored[record["id"]]
+        assert record == {
+            "id": row.id,
+            "orgId": row.org_id,
+            "actor": {"type": row.actor_type, "id": row.actor_id, "name": row.actor_name, "email": row.actor_email},
+            "action": row.action,
+            "targetType": row.target_type,
+            "targetId": row.target_id,
+            "targetName": row.target_name,
+            "metadata": row.metadata,
+            "occurredAt": iso(row.occurred_at),
+            "sourceIp": row.source_ip,
+            "userAgent": row.user_agent,
+            "checksum": row.checksum,
+        }
