@@ -13,8 +13,8 @@ from app.runtime.copy_out import JsonText, iso_text, json_object_text
 
 
 def csv_line(text_cell: Callable[[Any], Any]) -> Any:
-    """id, orgId, actor (email, else name, else id; empty counts as missing), action, targetType, targetId, metadata (its JSON text),
-    occurredAt, sourceIp, checksum; every cell formatted with `text_cell`."""
+    """id, orgId, actor (email, else name, else id; empty counts as missing), action, targetType, targetId,
+    metadata (its JSON text), occurredAt, sourceIp, checksum; every cell formatted with `text_cell`."""
     cells = [
         ActivityEvent.id,
         ActivityEvent.org_id,

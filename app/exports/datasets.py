@@ -96,21 +96,25 @@ ACTIVITY_PARQUET_SCHEMA = pa.schema([pa.field(name, kind) for name, kind, _ in A
 # as (rows, bytes), Parquet as Arrow record batches. CSV and JSON stream with COPY (`batch_size` does not
 # apply: PostgreSQL sends as it goes); Parquet through a server-side cursor. The generators are handed
 # out as they are (not wrapped in another), so closing the reader closes the COPY before its session ends.
-_AUDIT_CSV_LINE = [export_rows.csv_line(csv_text_sql)]
-_ACTIVITY_CSV_LINE = [activity_rows.csv_line(csv_text_sql)]
 
 
-def _audit_csv(
-    session: AsyncSession, query: Any, *, batch_size: int, limit: int | None = None
-) -> AsyncIterator[tuple[int, bytes]]:
-    statement = audit.export_statement(query, _AUDIT_CSV_LINE, limit=limit)
-    return copy_lines(session, statement, line_end=b"\r\n")
+def _copy_reader(
+    export_statement: Callable[..., Any], columns: list[Any], *, line_end: bytes = b"\n"
+) -> Callable[..., AsyncIterator[tuple[int, bytes]]]:
+    """A reader of (rows, lines) that streams the data set's `export_statement` over `columns` with COPY."""
+
+    def read(
+        session: AsyncSession, query: Any, *, batch_size: int, limit: int | None = None
+    ) -> AsyncIterator[tuple[int, bytes]]:
+        return copy_lines(session, export_statement(query, columns, limit=limit), line_end=line_end)
+
+    return read
 
 
-def _audit_json(
-    session: AsyncSession, query: Any, *, batch_size: int, limit: int | None = None
-) -> AsyncIterator[tuple[int, bytes]]:
-    return copy_lines(session, audit.export_statement(query, export_rows.JSON_RECORD, limit=limit))
+_audit_csv = _copy_reader(audit.export_statement, [export_rows.csv_line(csv_text_sql)], line_end=b"\r\n")
+_audit_json = _copy_reader(audit.export_statement, export_rows.JSON_RECORD)
+_activity_csv = _copy_reader(activity.export_statement, [activity_rows.csv_line(csv_text_sql)], line_end=b"\r\n")
+_activity_json = _copy_reader(activity.export_statement, activity_rows.JSON_RECORD)
 
 
 async def _audit_parquet(
@@ -127,19 +131,6 @@ async def _audit_parquet(
             else:
                 arrays.append(pa.array(values, type=_ARROW_TYPES[kind]))
         yield pa.RecordBatch.from_arrays(arrays, schema=AUDIT_PARQUET_SCHEMA)
-
-
-def _activity_csv(
-    session: AsyncSession, query: Any, *, batch_size: int, limit: int | None = None
-) -> AsyncIterator[tuple[int, bytes]]:
-    statement = activity.export_statement(query, _ACTIVITY_CSV_LINE, limit=limit)
-    return copy_lines(session, statement, line_end=b"\r\n")
-
-
-def _activity_json(
-    session: AsyncSession, query: Any, *, batch_size: int, limit: int | None = None
-) -> AsyncIterator[tuple[int, bytes]]:
-    return copy_lines(session, activity.export_statement(query, activity_rows.JSON_RECORD, limit=limit))
 
 
 async def _activity_parquet(session: AsyncSession, query: Any, **options: Any) -> AsyncIterator[pa.RecordBatch]:

@@ -38,6 +38,12 @@ def _reference_csv(header, rows) -> bytes:
     return buffer.getvalue().encode()
 
 
+async def _insert(runtime, statement: str, rows: list[dict]) -> None:
+    """Rows written as they are (hostile text included), past the API's own checks."""
+    async with runtime.db.engine.begin() as conn:
+        await conn.execute(sa.text(statement), rows)
+
+
 def _reference_audit_row(r, as_text: dict) -> list:
     """The CSV row of one record, cell by cell: durationMs and metadata as PostgreSQL writes them as text
     (`300`, `{"k": [1, 2]}`), every cell through the reference writer."""
@@ -97,17 +103,15 @@ async def test_audit_csv_formatted_by_postgresql_matches_the_reference_on_hostil
                 "checksum": text(0, 12) or "sha256:x",
             }
         )
-    async with runtime.db.engine.begin() as conn:
-        await conn.execute(
-            sa.text(
-                "INSERT INTO audit_logs (id, org_id, trace_id, span_id, parent_span_id, action, status, verb, provider,"
-                " risk_level, governance_status, duration_ms, prompt, response, metadata, occurred_at, received_at,"
-                " credential_masked, checksum) VALUES (:id, :org, :trace, :span, :parent, :action, :status, :verb,"
-                " :provider, :risk, :governance, :duration, :prompt, :response, CAST(:metadata AS jsonb), :at, :at,"
-                " false, :checksum)"
-            ),
-            rows,
-        )
+    await _insert(
+        runtime,
+        "INSERT INTO audit_logs (id, org_id, trace_id, span_id, parent_span_id, action, status, verb, provider,"
+        " risk_level, governance_status, duration_ms, prompt, response, metadata, occurred_at, received_at,"
+        " credential_masked, checksum) VALUES (:id, :org, :trace, :span, :parent, :action, :status, :verb,"
+        " :provider, :risk, :governance, :duration, :prompt, :response, CAST(:metadata AS jsonb), :at, :at,"
+        " false, :checksum)",
+        rows,
+    )
     async with runtime.db.tenant_session(account.org_id) as session:
         records = await audit.list_records(session, audit.AuditLogQuery(), limit=1000, after=None)
         as_text = {
@@ -167,16 +171,15 @@ async def test_activity_lines_built_by_postgresql_match_the_reference(client, ru
         }
         for n in range(200)
     ]
+    await _insert(
+        runtime,
+        "INSERT INTO activity_events (id, org_id, actor_type, actor_id, actor_name, actor_email, action,"
+        " target_type, target_id, target_name, metadata, occurred_at, source_ip, user_agent, checksum)"
+        " VALUES (:id, :org, :actor_type, :actor_id, :actor_name, :actor_email, :action, :target_type,"
+        " :target_id, :target_name, CAST(:metadata AS jsonb), :at, :ip, :agent, :checksum)",
+        rows,
+    )
     async with runtime.db.engine.begin() as conn:
-        await conn.execute(
-            sa.text(
-                "INSERT INTO activity_events (id, org_id, actor_type, actor_id, actor_name, actor_email, action,"
-                " target_type, target_id, target_name, metadata, occurred_at, source_ip, user_agent, checksum)"
-                " VALUES (:id, :org, :actor_type, :actor_id, :actor_name, :actor_email, :action, :target_type,"
-                " :target_id, :target_name, CAST(:metadata AS jsonb), :at, :ip, :agent, :checksum)"
-            ),
-            rows,
-        )
         stored = {
             r.id: r
             for r in await conn.execute(
