@@ -523,15 +523,6 @@ async def trace_counts_by_agent(
     return per_agent, total
 
 
-async def stream_records(session: AsyncSession, query: AuditLogQuery, *, limit: int) -> AsyncIterator[AuditRecord]:
-    """Newest first, through a server-side cursor: memory stays flat whatever the row count."""
-    stmt = _filtered(query).order_by(AuditLog.occurred_at.desc(), AuditLog.id.desc()).limit(limit)
-    result = await session.stream(stmt.execution_options(yield_per=500))
-    async for partition in result.partitions(500):
-        for row in partition:
-            yield record_from_row(row)
-
-
 def export_statement(query: AuditLogQuery, columns: Sequence[Any], *, limit: int | None = None) -> Any:
     """The given columns of every matching record, newest first (at most `limit`)."""
     stmt = _filtered(query).with_only_columns(*columns).order_by(AuditLog.occurred_at.desc(), AuditLog.id.desc())

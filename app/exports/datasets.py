@@ -92,9 +92,9 @@ ACTIVITY_PARQUET_SCHEMA = pa.schema([pa.field(name, kind) for name, kind, _ in A
 
 
 # --- reading a data set in batches, shaped for each format ---------------------------------------------
-# Every reader: (session, query, *, batch_size, limit=None) -> batches, newest first: CSV rows and JSON lines
-# as (rows, bytes), Parquet as Arrow record batches. CSV and JSON stream with COPY (`batch_size` does not
-# apply: PostgreSQL sends as it goes); Parquet through a server-side cursor. The generators are handed
+# Every reader gives the rows newest first. CSV and JSON: (session, query, *, limit=None) -> (rows, lines),
+# streamed with COPY as PostgreSQL sends them. Parquet: (session, query, *, batch_size, limit=None) -> Arrow
+# record batches, through a server-side cursor. The generators are handed
 # out as they are (not wrapped in another), so closing the reader closes the COPY before its session ends.
 
 
@@ -103,9 +103,7 @@ def _copy_reader(
 ) -> Callable[..., AsyncIterator[tuple[int, bytes]]]:
     """A reader of (rows, lines) that streams the data set's `export_statement` over `columns` with COPY."""
 
-    def read(
-        session: AsyncSession, query: Any, *, batch_size: int, limit: int | None = None
-    ) -> AsyncIterator[tuple[int, bytes]]:
+    def read(session: AsyncSession, query: Any, *, limit: int | None = None) -> AsyncIterator[tuple[int, bytes]]:
         return copy_lines(session, export_statement(query, columns, limit=limit), line_end=line_end)
 
     return read
@@ -147,7 +145,7 @@ class Dataset:
     query_type: type
     header: Sequence[str]
     count: Callable[[AsyncSession, Any], Any]
-    csv_rows: Callable[..., AsyncIterator[tuple[int, bytes]]]  # (rows, their CSV lines), a batch at a time
+    csv_rows: Callable[..., AsyncIterator[tuple[int, bytes]]]  # (rows, their CSV lines), piece by piece
     json_lines: Callable[..., AsyncIterator[tuple[int, bytes]]]  # (rows, their records as JSON lines)
     parquet_schema: pa.Schema
     parquet_batches: Callable[..., AsyncIterator[pa.RecordBatch]]

@@ -18,7 +18,6 @@ import sqlalchemy as sa
 pa.set_memory_pool(pa.system_memory_pool())
 
 FORMULA_PREFIXES = ("=", "+", "-", "@", "\t", "\r")
-ROWS_PER_CHUNK = 500
 
 
 def json_text(value: Any) -> str:

@@ -21,7 +21,7 @@ from app.db import iso
 from app.errors import AppError, BadUserInput, NotFound
 from app.exports import service
 from app.exports.datasets import ACTIVITY, AUDIT_LOGS, Dataset
-from app.exports.formats import ROWS_PER_CHUNK, JsonArrayItems, csv_header, json_envelope_head
+from app.exports.formats import JsonArrayItems, csv_header, json_envelope_head
 from app.orgs.principal import Principal
 
 
@@ -61,14 +61,14 @@ async def _sync_export(request: Request, principal: Principal, dataset: Dataset,
     async def csv_chunks() -> AsyncIterator[bytes]:
         yield csv_header(dataset.header)
         async with runtime.db.tenant_session(principal.org_id) as session:
-            async for _, lines in dataset.csv_rows(session, query, batch_size=ROWS_PER_CHUNK, limit=limit):
+            async for _, lines in dataset.csv_rows(session, query, limit=limit):
                 yield lines
 
     async def json_chunks(metadata: dict[str, Any]) -> AsyncIterator[bytes]:
         yield json_envelope_head(dataset.kind, metadata)
         items = JsonArrayItems()
         async with runtime.db.tenant_session(principal.org_id) as session:
-            async for _, lines in dataset.json_lines(session, query, batch_size=ROWS_PER_CHUNK, limit=limit):
+            async for _, lines in dataset.json_lines(session, query, limit=limit):
                 yield items.convert(lines)
         yield b"]}"
 

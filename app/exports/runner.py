@@ -89,7 +89,7 @@ class _Format:
 
 class _Csv(_Format):
     def batches(self, session: Any, query: Any, batch_size: int) -> AsyncGenerator[Any, None]:
-        return self.dataset.csv_rows(session, query, batch_size=batch_size)
+        return self.dataset.csv_rows(session, query)
 
     async def begin(self) -> None:
         await self.out.write(csv_header(self.dataset.header))
@@ -106,7 +106,7 @@ class _Json(_Format):
     """The envelope, its records as the items of `records`."""
 
     def batches(self, session: Any, query: Any, batch_size: int) -> AsyncGenerator[Any, None]:
-        return self.dataset.json_lines(session, query, batch_size=batch_size)
+        return self.dataset.json_lines(session, query)
 
     @staticmethod
     def rows(batch: Any) -> int:
@@ -139,7 +139,8 @@ class _Parquet(_Format):
     and drained from the sink into the file store after each one."""
 
     def batches(self, session: Any, query: Any, batch_size: int) -> AsyncGenerator[Any, None]:
-        return self.dataset.parquet_batches(session, query, batch_size=batch_size)
+        # a cursor waits for each FETCH: read ahead while this batch is encoded (COPY readers run ahead already)
+        return _prefetched(self.dataset.parquet_batches(session, query, batch_size=batch_size))
 
     async def begin(self) -> None:
         self.sink = ParquetSink()
@@ -260,7 +261,7 @@ async def _write(
         writer = FORMATS[job.format](dataset, out, metadata, runtime)
         await writer.begin()
         await progress.report(0)
-        batches = _prefetched(writer.batches(session, query, runtime.settings.export_batch_rows))
+        batches = writer.batches(session, query, runtime.settings.export_batch_rows)
         async with contextlib.aclosing(batches):  # stopping early stops the reader before the session closes
             async for batch in batches:
                 await writer.write(batch)
