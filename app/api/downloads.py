@@ -9,12 +9,14 @@ from starlette.responses import Response
 
 from app.api.rest import error_response, require_principal, stored_file_response
 from app.errors import AppError, Forbidden, NotFound
+from app.orgs.principal import Principal
 from app.runtime.resources import Runtime
 from app.runtime.signed_links import verify_path
 
-# (runtime, org_id, resource id) -> the stored file's id when the resource is ready for download, else None;
-# the domain looks the resource up in a tenant session, so another organisation's id finds nothing
-FileOf = Callable[[Runtime, str, str], Awaitable[str | None]]
+# (runtime, org_id, principal, resource id) -> the stored file's id when the resource is ready for download
+# and the caller may have it, else None. The principal is None for a signed link (whoever was given the link
+# may download). The domain looks the resource up in a tenant session: another organisation's id finds nothing.
+FileOf = Callable[[Runtime, str, Principal | None, str], Awaitable[str | None]]
 
 
 async def download(request: Request, resource_id: str, file_of: FileOf) -> Response:
@@ -28,9 +30,11 @@ async def download(request: Request, resource_id: str, file_of: FileOf) -> Respo
             ):
                 raise Forbidden("this download link is invalid or has expired; ask for a new one")
             assert org_id is not None
+            principal = None
         else:
-            org_id = (await require_principal(request)).org_id
-        file_id = await file_of(runtime, org_id, resource_id)
+            principal = await require_principal(request)
+            org_id = principal.org_id
+        file_id = await file_of(runtime, org_id, principal, resource_id)
         file = await runtime.files.get(org_id, file_id) if file_id else None
         if file is None:
             raise NotFound(f"no downloadable file for {resource_id!r}")

@@ -13,7 +13,6 @@ from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
 
 from app.activity import service as activity
-from app.api.auth import read_credential
 from app.api.downloads import download
 from app.api.rest import JSONResponse, error_response, require_principal
 from app.audit import service as audit
@@ -167,22 +166,9 @@ async def export_job_status(request: Request) -> Response:
         return error_response(exc)
 
 
-def _sent_api_key(request: Request) -> bool:
-    try:
-        credential = read_credential({k.lower(): v for k, v in request.headers.items()})
-    except AppError:
-        return False  # `download` answers 401 for it
-    return credential is not None and credential[0] == "api_key"
-
-
 async def download_export(request: Request) -> Response:
     """The export's file: Content-Type per format, Content-Length, `audit-log-{orgId}-{YYYYMMDD}.{ext}`."""
-    by_api_key = "signature" not in request.query_params and _sent_api_key(request)
-
-    async def file_of(runtime: Any, org_id: str, job_id: str) -> str | None:
-        return await service.file_of(runtime, org_id, job_id, by_api_key=by_api_key)
-
-    return await download(request, request.path_params["job_id"], file_of)
+    return await download(request, request.path_params["job_id"], service.file_of)
 
 
 routes = [

@@ -150,15 +150,12 @@ async def list_jobs(
     return list((await session.exec(stmt)).all())
 
 
-async def file_of(runtime: Runtime, org_id: str, job_id: str, *, by_api_key: bool) -> str | None:
-    """The stored file of a READY export of this organisation, for `app.api.downloads.download`."""
+async def file_of(runtime: Runtime, org_id: str, principal: Principal | None, job_id: str) -> str | None:
+    """The stored file of a READY export of this organisation, for `app.api.downloads.download`: with
+    credentials, only an export the caller may see (`find_job`); with a signed link, any."""
     async with runtime.db.tenant_session(org_id) as session:
-        job = await session.get(ExportJob, job_id)
-    if job is None or job.status != READY:
-        return None
-    if by_api_key and DATASETS[job.dataset].users_only:
-        return None
-    return job.file_id
+        job = await find_job(session, principal, job_id) if principal else await session.get(ExportJob, job_id)
+    return job.file_id if job is not None and job.status == READY else None
 
 
 def job_to_json(runtime: Runtime, job: ExportJob) -> dict[str, Any]:

@@ -7,11 +7,14 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from app.api.downloads import download
+from app.orgs.principal import Principal
 from app.reports import service
 from app.runtime.resources import Runtime
 
 
-async def _file_of(runtime: Runtime, org_id: str, report_id: str) -> str | None:
+async def _file_of(runtime: Runtime, org_id: str, principal: Principal | None, report_id: str) -> str | None:
+    if principal is not None and not principal.is_user:
+        return None  # reports are for users: an API key finds none, as in GraphQL
     return await service.file_of(runtime.db, org_id, report_id)
 
 

@@ -119,6 +119,9 @@ async def test_downloads_are_refused_to_other_organisations_and_after_expiry(cli
     assert error_code(await gql(client, "DeleteReport", {"id": report["id"]}, token=mallory.token)) == "NOT_FOUND"
     # without credentials or a signature
     assert (await client.get(path)).status_code == 401
+    # an API key of the same organisation: reports are for users, the file is not there for it either
+    secret, _ = await create_api_key(client, alice)
+    assert (await client.get(path, headers={"X-API-Key": secret})).status_code == 404
     # the signed link works without credentials; it is bound to its organisation and path
     assert (await download(client, report)).status_code == 200
     signed = local(report["downloadUrl"])
