@@ -156,13 +156,7 @@ async def stream_activity_batches(
 ) -> AsyncIterator[list[ActivityEvent]]:
     """Every matching event (the first `limit`), newest first, in lists of up to `batch_size`, through a
     server-side cursor."""
-    stmt = (
-        select(ActivityEvent)
-        .where(*_conditions(query))
-        .order_by(ActivityEvent.occurred_at.desc(), ActivityEvent.id.desc())
-        .limit(limit)
-        .execution_options(yield_per=batch_size)
-    )
+    stmt = export_statement(query, [ActivityEvent], limit=limit).execution_options(yield_per=batch_size)
     result = await session.stream_scalars(stmt)
     async for partition in result.partitions(batch_size):
         yield list(partition)

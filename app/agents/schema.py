@@ -9,7 +9,7 @@ import strawberry
 from strawberry.types import Info
 
 from app.agents import models, service
-from app.api.pagination import Connection, build_connection, decode_cursor, page_size
+from app.api.pagination import TOTAL_COUNT, Connection, build_connection, decode_cursor, page_size, selects_any
 from app.api.scalars import JSON
 from app.audit.schema import AuditLogConnection, AuditLogFilter, TraceConnection
 from app.compliance.schema import AlertConnection
@@ -209,11 +209,15 @@ class AgentsQuery:
             limit=limit + 1,
             after=(cursor[0], cursor[1]) if cursor else None,
         )
-        total = await service.count_agents(
-            session,
-            search=filter.search,
-            include_deleted=filter.include_deleted,
-            has_open_alerts=filter.has_open_alerts,
+        total = (
+            await service.count_agents(
+                session,
+                search=filter.search,
+                include_deleted=filter.include_deleted,
+                has_open_alerts=filter.has_open_alerts,
+            )
+            if selects_any(info.selected_fields, TOTAL_COUNT)
+            else None
         )
         return build_connection(
             rows,

@@ -75,8 +75,7 @@ async def record_loader(context: Any) -> DataLoader[str, AuditRecord | None]:
     session = await context.db()
 
     async def load(ids: list[str]) -> list[AuditRecord | None]:
-        rows = (await session.execute(sa.select(*RECORD_COLUMNS).where(AuditLog.id.in_(ids)))).all()
-        by_id = {r.id: r for r in map(record_from_row, rows)}
+        by_id = {r.id: r for r in await service.records_by_ids(session, ids)}
         return [by_id.get(i) for i in ids]
 
     return context.loader("audit.record", lambda: DataLoader(load_fn=load))

@@ -10,6 +10,7 @@ import sqlalchemy as sa
 from sqlalchemy.dialects.postgresql import JSONB, TSVECTOR
 from sqlmodel import Field, SQLModel
 
+from app.audit.masking import CONTENT_FIELDS
 from app.db import TenantScoped, timestamp_column
 
 
@@ -187,12 +188,11 @@ RECORD_COLUMNS = [
 ]
 
 
-# the text and JSON content of a record: most of its bytes, and not needed to draw a trace's tree
-CONTENT_FIELDS = ("prompt", "response", "metadata", "args", "result")
-# RECORD_COLUMNS with the content left out (NULL in its place): for reads that select none of it
+# RECORD_COLUMNS with the content (CONTENT_FIELDS: most of a record's bytes, and not needed to draw a trace's
+# tree) left out, NULL in its place: for reads that select none of it
+_CONTENT_KEYS = {"metadata_" if name == "metadata" else name for name in CONTENT_FIELDS}
 LIGHT_RECORD_COLUMNS = [
-    sa.null().label(column.key) if column.key in {"prompt", "response", "metadata_", "args", "result"} else column
-    for column in RECORD_COLUMNS
+    sa.null().label(column.key) if column.key in _CONTENT_KEYS else column for column in RECORD_COLUMNS
 ]
 
 

@@ -13,7 +13,8 @@ from strawberry.types import Info
 from app.api.pagination import Connection, build_connection, decode_cursor, page_size, selects_any
 from app.api.scalars import JSON
 from app.audit import followups, live, loaders, sealing, service
-from app.audit.models import CONTENT_FIELDS, AuditRecord
+from app.audit.masking import CONTENT_FIELDS
+from app.audit.models import AuditRecord
 from app.audit.traces import SpanNode, TraceTree
 from app.audit.validation import check_records
 

@@ -388,8 +388,7 @@ async def chain(session: AsyncSession, record: AuditRecord, *, max_depth: int = 
     if not rows:
         return []
     ids = [r.id for r in rows]
-    found = await session.execute(sa.select(*RECORD_COLUMNS).where(AuditLog.id.in_(ids)))
-    by_id = {r.id: r for r in map(record_from_row, found.all())}
+    by_id = {r.id: r for r in await records_by_ids(session, ids)}
     return [by_id[i] for i in ids if i in by_id]
 
 

@@ -180,6 +180,9 @@ class UpdateWebhookEndpointInput:
     )
 
 
+_ATTEMPTS = frozenset({"attempts"})
+
+
 async def _page(info: Info, filter: WebhookDeliveryFilter | None, first: int | None, after: str | None):
     query = (filter or WebhookDeliveryFilter()).to_query()
     limit = page_size(first)
@@ -188,9 +191,11 @@ async def _page(info: Info, filter: WebhookDeliveryFilter | None, first: int | N
     rows = await service.list_deliveries(
         session, query, limit=limit + 1, after=(cursor[0], cursor[1]) if cursor else None
     )
-    attempts = await service.attempts_of(session, [r.id for r in rows[:limit]])
-    # the outbox grows fastest of all: counted only when the page asks for it
-    total = await service.count_deliveries(session, query) if selects_any(info.selected_fields, TOTAL_COUNT) else None
+    # attempts (each with its stored response body) and the count only when the page asks for them
+    wanted = info.selected_fields
+    page_ids = [r.id for r in rows[:limit]]
+    attempts = await service.attempts_of(session, page_ids) if selects_any(wanted, _ATTEMPTS) else {}
+    total = await service.count_deliveries(session, query) if selects_any(wanted, TOTAL_COUNT) else None
     return build_connection(
         rows,
         limit=limit,
