@@ -34,6 +34,7 @@ from strawberry.subscriptions.protocols.graphql_transport_ws.handlers import (
 from strawberry.types.execution import ExecutionResult, PreExecutionError
 from strawberry.utils.aio import aclosing
 
+from app.api.errors import format_error
 from app.errors import SubscriberTooSlowError
 from app.runtime.websocket import FrameWriter, frame_writer, text_frame
 
@@ -85,7 +86,6 @@ class Outcome:
     """How a member's subscription ended."""
 
     pre_execution: PreExecutionError | None = None
-    incremental: bool = False
     too_slow: bool = False
     closed: bool = False
 
@@ -155,12 +155,11 @@ class Member:
             self.handler.operations.pop(op.id, None)
         elif outcome.pre_execution is not None:
             await self.handler._handle_pre_execution_error(op, outcome.pre_execution)
-        elif outcome.incremental:
-            await op.send_initial_errors([GraphQLError("Incremental delivery is not supported here")])
         else:
             if outcome.too_slow:
                 error = SubscriberTooSlowError()
-                payload = {"data": None, "errors": [{"message": error.message, "extensions": {"code": error.code}}]}
+                formatted = format_error(GraphQLError(error.message, original_error=error), "").formatted
+                payload = {"data": None, "errors": [formatted]}
                 await op.send_operation_message({"id": op.id, "type": "next", "payload": payload})  # type: ignore[typeddict-item]
             await op.send_operation_message({"id": op.id, "type": "complete"})
 
@@ -225,9 +224,8 @@ class SharedStream:
                         self._finish_all(Outcome(pre_execution=result))
                         return
                     first = False
-                    if not isinstance(result, ExecutionResult):
-                        self._finish_all(Outcome(incremental=True))
-                        return
+                    # the schema offers no incremental delivery (@defer/@stream): every result is whole
+                    assert isinstance(result, ExecutionResult)
                     payload: dict[str, Any] = {"data": result.data}
                     if result.errors:
                         payload["errors"] = [error.formatted for error in result.errors]

@@ -23,7 +23,6 @@ from app.db import iso, utcnow
 from app.exports import service
 from app.exports.datasets import DATASETS, Dataset, public_filter, query_from_json
 from app.exports.formats import FILE_TYPES, JsonArrayItems, ParquetSink, csv_header, json_envelope_head
-from app.jobs.service import JobUpdate, publish_job_update
 from app.runtime.files import FileWriter
 from app.runtime.resources import Runtime
 
@@ -53,15 +52,7 @@ class _Progress:
             self._last_published = now
             if not await service.heartbeat(self.runtime.db, self.claim, row_count=self.rows, total=self.total):
                 raise ExportStopped
-            job = self.claim.job
-            await publish_job_update(
-                self.runtime.broadcaster,
-                job.org_id,
-                job.requested_by_id,
-                JobUpdate(
-                    job_id=job.id, kind="export", status=service.RUNNING, progress=job.progress, row_count=self.rows
-                ),
-            )
+            await service.publish(self.runtime, self.claim.job)  # RUNNING, with the progress just recorded
 
 
 class _Format:
@@ -75,7 +66,8 @@ class _Format:
 
     @staticmethod
     def rows(batch: Any) -> int:
-        return len(batch)
+        """Rows in a batch: CSV and JSON readers give (rows, bytes)."""
+        return int(batch[0])
 
     async def begin(self) -> None:
         return None
@@ -94,10 +86,6 @@ class _Csv(_Format):
     async def begin(self) -> None:
         await self.out.write(csv_header(self.dataset.header))
 
-    @staticmethod
-    def rows(batch: Any) -> int:
-        return int(batch[0])
-
     async def write(self, batch: Any) -> None:
         await self.out.write(batch[1])
 
@@ -107,10 +95,6 @@ class _Json(_Format):
 
     def batches(self, session: Any, query: Any, batch_size: int) -> AsyncGenerator[Any, None]:
         return self.dataset.json_lines(session, query)
-
-    @staticmethod
-    def rows(batch: Any) -> int:
-        return int(batch[0])
 
     async def begin(self) -> None:
         self.items = JsonArrayItems()
@@ -137,6 +121,10 @@ class _Ndjson(_Json):
 class _Parquet(_Format):
     """Row groups of `export_parquet_row_group_rows`, built from Arrow batches (compact, not Python objects)
     and drained from the sink into the file store after each one."""
+
+    @staticmethod
+    def rows(batch: Any) -> int:
+        return int(batch.num_rows)
 
     def batches(self, session: Any, query: Any, batch_size: int) -> AsyncGenerator[Any, None]:
         # a cursor waits for each FETCH: read ahead while this batch is encoded (COPY readers run ahead already)

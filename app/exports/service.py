@@ -34,7 +34,6 @@ from app.webhooks import service as webhooks
 log = structlog.get_logger(__name__)
 
 PENDING, RUNNING, READY, FAILED, EXPIRED, CANCELLED = "PENDING", "RUNNING", "READY", "FAILED", "EXPIRED", "CANCELLED"
-STATUSES = (PENDING, RUNNING, READY, FAILED, EXPIRED, CANCELLED)
 ACTIVE = (PENDING, RUNNING)
 JOB_FUNCTION = "run_export"
 

@@ -33,7 +33,6 @@ from app.webhooks import service as webhooks
 
 log = structlog.get_logger(__name__)
 
-STATUSES = ("PENDING", "RUNNING", "READY", "FAILED")
 FORMATS = ("PDF", "JSON", "CSV")
 MAX_AGENT_IDS = 100
 PENDING_GRACE = timedelta(minutes=1)  # a PENDING row older than this has its job queued again

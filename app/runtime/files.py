@@ -495,7 +495,6 @@ class FileStore:
 
     def __init__(self, db: Database, *, chunk_size: int = DEFAULT_CHUNK_SIZE, s3: S3Objects | None = None) -> None:
         self.db = db
-        self.chunk_size = chunk_size
         self.backends: dict[str, Backend] = {POSTGRES: PostgresChunks(db, chunk_size)}
         if s3 is not None:
             self.backends[S3] = s3
