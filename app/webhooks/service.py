@@ -295,8 +295,18 @@ async def rotate_secret(
 # --- emitting events (the outbox) ----------------------------------------------------------------
 def event_body(event_id: str, event_type: str, data: dict[str, Any], created_at: datetime) -> str:
     """`{id, type, createdAt, data}`: serialised once, so every attempt sends (and signs) the same bytes."""
-    envelope = {"id": event_id, "type": event_type, "createdAt": iso(created_at), "data": data}
-    return orjson.dumps(envelope, option=orjson.OPT_UTC_Z | orjson.OPT_NON_STR_KEYS).decode()
+    envelope = {"id": event_id, "type": event_type, "createdAt": created_at, "data": data}
+    return orjson.dumps(envelope, default=_time_text, option=_EVENT_OPTIONS).decode()
+
+
+# every time in an event, wherever in `data` it is, written as the API writes times (`app.db.iso`)
+_EVENT_OPTIONS = orjson.OPT_PASSTHROUGH_DATETIME | orjson.OPT_NON_STR_KEYS
+
+
+def _time_text(value: Any) -> str:
+    if isinstance(value, datetime):
+        return iso(value)  # type: ignore[return-value]
+    raise TypeError(f"{type(value).__name__} is not JSON")
 
 
 async def emit_events(

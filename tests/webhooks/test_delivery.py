@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 from datetime import timedelta
 
 import orjson
@@ -89,6 +90,9 @@ async def test_alert_created_end_to_end_through_the_worker_with_a_verified_signa
     assert payload["type"] == "alert.created" and payload["id"] == request.headers["webhook-id"]
     assert payload["id"].startswith("evt_") and payload["createdAt"].endswith("Z")
     alert = payload["data"]["alert"]
+    # every time in the event as the API writes times: UTC, milliseconds, `Z`
+    iso_ms = r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z"
+    assert re.fullmatch(iso_ms, payload["createdAt"]) and re.fullmatch(iso_ms, alert["createdAt"])
     assert alert["auditLogId"] == record_id and alert["ruleName"] == "No codes" and alert["severity"] == "HIGH"
     assert "bluebird" not in request.body.decode()  # the excerpt is redacted, as on the alert
     assert abs(int(request.headers["webhook-timestamp"]) - utcnow().timestamp()) < 60
