@@ -17,7 +17,6 @@ from app.compliance.models import Alert as AlertRow
 from app.compliance.models import ComplianceRule as RuleRow
 from app.compliance.packs import Pack, PackRule
 from app.errors import AppError
-from app.webhooks import service as webhooks
 
 if TYPE_CHECKING:
     from app.agents.schema import Agent
@@ -397,7 +396,6 @@ class ComplianceMutation:
         ctx = info.context
         session = await ctx.db()
         alert = await service.resolve_alert(session, await ctx.principal(), str(id), note=note, source_ip=ctx.source_ip)
-        await webhooks.dispatch_emitted(ctx.runtime, session)
         return Alert.from_model(alert)
 
     @strawberry.mutation(description="Reopen a resolved alert (idempotent). Users only.")

@@ -15,7 +15,6 @@ from app.compliance.schema import RecordField, RuleAction, RuleKind, Severity
 from app.errors import AppError
 from app.policies import analytics as policy_analytics
 from app.policies import loaders, models, service
-from app.webhooks import service as webhooks
 
 if TYPE_CHECKING:
     from app.agents.schema import Agent
@@ -347,7 +346,6 @@ class PoliciesMutation:
             rules=[r.to_service() for r in input.rules],
             source_ip=ctx.source_ip,
         )
-        await webhooks.dispatch_emitted(ctx.runtime, session)
         return Policy.of(policy)
 
     @strawberry.mutation(description="Change a policy's name or description. Owners and admins.")
@@ -395,7 +393,6 @@ class PoliciesMutation:
             note=note or "",
             source_ip=ctx.source_ip,
         )
-        await webhooks.dispatch_emitted(ctx.runtime, session)
         await _changed(info)
         return PolicyVersion.of(version)
 
@@ -411,7 +408,6 @@ class PoliciesMutation:
         version = await service.restore_version(
             session, await ctx.principal(), str(policy_id), version_number, source_ip=ctx.source_ip
         )
-        await webhooks.dispatch_emitted(ctx.runtime, session)
         await _changed(info)
         return PolicyVersion.of(version)
 
@@ -443,5 +439,4 @@ class PoliciesMutation:
         ctx = info.context
         session = await ctx.db()
         policy = await service.clone_pack(session, await ctx.principal(), str(pack_id), name, source_ip=ctx.source_ip)
-        await webhooks.dispatch_emitted(ctx.runtime, session)
         return Policy.of(policy)

@@ -351,7 +351,6 @@ class WebhooksMutation:
             settings=info.context.runtime.settings,
             source_ip=info.context.source_ip,
         )
-        await service.dispatch_emitted(info.context.runtime, session)
         return WebhookDelivery.from_model(delivery)
 
     @strawberry.mutation(
@@ -366,6 +365,5 @@ class WebhooksMutation:
         principal = await info.context.principal()
         session = await info.context.db()
         delivery = await service.redeliver(session, principal, str(delivery_id), source_ip=info.context.source_ip)
-        await service.dispatch_emitted(info.context.runtime, session)
         attempts = await service.attempts_of(session, [delivery.id])
         return WebhookDelivery.from_model(delivery, attempts[delivery.id])

@@ -59,6 +59,7 @@ MAX_DESCRIPTION_LENGTH = 500
 MAX_TEST_PAYLOAD_BYTES = 64 * 1024
 DELIVERY_JOB = "deliver_webhooks"
 _EMITTED = "agentrail.webhooks.emitted"  # session.info: delivery ids written in the open transaction
+_COMMITTED = "agentrail.webhooks.committed"  # session.info: those of committed transactions, not yet queued
 
 
 # --- validation --------------------------------------------------------------------------------
@@ -397,8 +398,15 @@ def _note_emitted(session: AsyncSession, ids: Sequence[str]) -> None:
 
 
 def take_emitted(session: AsyncSession) -> list[str]:
-    """The delivery ids emitted through this session since the last call (call after the commit)."""
-    return list(session.info.pop(_EMITTED, None) or [])
+    """The delivery ids that this session's committed transactions emitted since the last call."""
+    return list(session.info.pop(_COMMITTED, None) or [])
+
+
+@event.listens_for(Session, "after_commit")
+def _emitted_committed(session: Session) -> None:
+    """Written for good: these may be queued (what a later, still open transaction emits may not)."""
+    if ids := session.info.pop(_EMITTED, None):
+        session.info.setdefault(_COMMITTED, []).extend(ids)
 
 
 @event.listens_for(Session, "after_rollback")
@@ -518,8 +526,8 @@ async def redeliver(
         metadata={"eventType": delivery.event_type, "endpointId": delivery.endpoint_id, "previousStatus": previous},
         source_ip=source_ip,
     )
+    _note_emitted(session, [delivery.id])  # queued once this commits
     await session.commit()
-    _note_emitted(session, [delivery.id])
     return delivery
 
 
@@ -564,8 +572,8 @@ async def send_test(
         metadata={"endpointId": endpoint_id, "url": checked_url},
         source_ip=source_ip,
     )
+    _note_emitted(session, [delivery.id])  # queued once this commits
     await session.commit()
-    _note_emitted(session, [delivery.id])
     return delivery
 
 
