@@ -20,6 +20,7 @@ from sqlmodel import select
 
 from app.activity.service import record_activity
 from app.agents.models import NAME_UNIQUE_INDEX, Agent
+from app.api.inputs import check_json_object
 from app.db import AsyncSession, new_id, utcnow
 from app.errors import BadUserInput, Conflict, NotFound
 from app.orgs.principal import Principal
@@ -51,33 +52,7 @@ def check_description(value: str) -> str:
 
 
 def check_metadata(value: Any) -> dict[str, Any]:
-    """A JSON object of at most 64 KB serialised; PostgreSQL's jsonb must be able to store it."""
-    if not isinstance(value, dict):
-        raise BadUserInput("metadata must be a JSON object", field="metadata")
-    try:
-        serialised = json.dumps(value, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
-    except (TypeError, ValueError, RecursionError):
-        raise BadUserInput("metadata must be plain JSON (no NaN or Infinity)", field="metadata") from None
-    if len(serialised.encode()) > MAX_METADATA_BYTES:
-        raise BadUserInput(f"metadata must be at most {MAX_METADATA_BYTES} bytes as JSON", field="metadata")
-    if _contains_nul(value):
-        raise BadUserInput("metadata must not contain NUL characters", field="metadata")  # jsonb refuses them
-    return value
-
-
-def _contains_nul(value: Any) -> bool:
-    pending = [value]
-    while pending:
-        item = pending.pop()
-        if isinstance(item, str):
-            if "\x00" in item:
-                return True
-        elif isinstance(item, dict):
-            pending.extend(item.keys())
-            pending.extend(item.values())
-        elif isinstance(item, list):
-            pending.extend(item)
-    return False
+    return check_json_object(value, field="metadata", max_bytes=MAX_METADATA_BYTES)
 
 
 def _canonical(value: Any) -> str:

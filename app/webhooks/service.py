@@ -26,6 +26,7 @@ from sqlalchemy.orm import Session
 from sqlmodel import select
 
 from app.activity.service import record_activity
+from app.api.inputs import check_json_object
 from app.billing import quota as billing_quota
 from app.db import SYSTEM, AsyncSession, TenancyError, iso, new_id, session_org, utcnow, within
 from app.errors import BadUserInput, Conflict, NotFound
@@ -105,15 +106,7 @@ async def check_url(url: str, settings: Settings, *, resolver: ssrf.Resolver = s
 def _payload_data(value: Any) -> dict[str, Any]:
     if value is None:
         return {"message": "A test event from Agentrail."}
-    if not isinstance(value, dict):
-        raise BadUserInput("payload must be a JSON object", field="payload")
-    try:
-        size = len(orjson.dumps(value))
-    except (TypeError, orjson.JSONEncodeError):
-        raise BadUserInput("payload must be plain JSON", field="payload") from None
-    if size > MAX_TEST_PAYLOAD_BYTES:
-        raise BadUserInput(f"payload must be at most {MAX_TEST_PAYLOAD_BYTES} bytes as JSON", field="payload")
-    return value
+    return check_json_object(value, field="payload", max_bytes=MAX_TEST_PAYLOAD_BYTES)
 
 
 # --- endpoints ---------------------------------------------------------------------------------
