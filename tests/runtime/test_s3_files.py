@@ -260,7 +260,7 @@ async def test_download_over_http_streams_from_the_bucket(client, runtime, store
     async with store.writer(alice.org_id, file_id, filename='rep"ort.pdf', content_type="application/pdf") as w:
         await w.write(payload)
 
-    async def file_of(rt, org_id, resource_id):
+    async def file_of(rt, org_id, principal, resource_id):
         return resource_id  # the resource is the file itself
 
     async def route(request):
