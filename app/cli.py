@@ -243,6 +243,7 @@ def _with_database(args: argparse.Namespace, action: Any) -> Any:
     """Runs `action(db, secret)` against the configured (or embedded) database."""
     settings = _settings_from(args)
     configure_logging(settings)
+    import app.models  # noqa: F401  every table known before the first session, so foreign keys resolve
     from app.db import Database
     from app.runtime.secrets import resolve_secret_key
 

@@ -146,8 +146,6 @@ class Database:
     """Owns the engine and hands out sessions."""
 
     def __init__(self, url: str, *, pool_size: int = 10, max_overflow: int = 10, echo: bool = False) -> None:
-        import app.models  # noqa: F401  every table known, so foreign keys resolve whoever opened the DB
-
         self.url = to_async_url(url)
         self.engine: AsyncEngine = create_async_engine(
             self.url,

@@ -24,15 +24,16 @@ from strawberry.exceptions import ConnectionRejectionError
 from strawberry.http.exceptions import WebSocketDisconnected
 from strawberry.subscriptions import GRAPHQL_TRANSPORT_WS_PROTOCOL
 
+import app.models  # noqa: F401  every table known before the first session, so foreign keys resolve
 from app.activity.service import REQUEST_ORIGIN
 from app.api.context import Context
 from app.api.rest import JSONResponse, error_response
 from app.api.schema import build_schema
 from app.api.shared_subscriptions import SharedSubscriptions, SharingTransportWSHandler
 from app.billing.middleware import BillingMiddleware
-from app.compliance import service as compliance
 from app.db import json_loads
 from app.errors import AppError, PayloadTooLarge
+from app.guardrails.cache import listen_for_rule_changes
 from app.orgs.credentials import TokenSigner
 from app.runtime.resources import Runtime
 from app.runtime.telemetry import HTTP_LATENCY, HTTP_REQUESTS, POOL_COLLECTOR, REGISTRY
@@ -250,7 +251,7 @@ def create_app(settings: Settings, *, runtime: Runtime | None = None, urls: tupl
         )
         pool = current.db.engine.pool
         POOL_COLLECTOR.pools.append(pool)
-        listener = asyncio.create_task(compliance.listen_for_rule_changes(current.broadcaster), name="rule-changes")
+        listener = asyncio.create_task(listen_for_rule_changes(current.broadcaster), name="rule-changes")
         try:
             yield
         finally:

@@ -4,15 +4,16 @@ from sqlmodel import SQLModel
 
 from app.activity import models as activity_models  # noqa: F401
 from app.agents import models as agents_models  # noqa: F401
+from app.alerts import models as alerts_models  # noqa: F401
 from app.audit import models as audit_models  # noqa: F401
 from app.billing import models as billing_models  # noqa: F401
 from app.compliance import models as compliance_models  # noqa: F401
 from app.exports import models as exports_models  # noqa: F401
+from app.files import models as files_models  # noqa: F401
 from app.metrics import models as metrics_models  # noqa: F401
 from app.orgs import models as orgs_models  # noqa: F401
 from app.policies import models as policies_models  # noqa: F401
 from app.reports import models as reports_models  # noqa: F401
-from app.runtime import files as files_models  # noqa: F401
 from app.webhooks import models as webhooks_models  # noqa: F401
 
 metadata = SQLModel.metadata

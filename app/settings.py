@@ -57,7 +57,7 @@ class Settings(BaseSettings):
     report_timeout_seconds: int = 900
     report_max_attempts: int = 3
     report_max_bytes: int = 50 * 1024 * 1024
-    # file storage (app/runtime/files.py): exports and reports in PostgreSQL chunks, or, with a bucket, one
+    # file storage (app/files/store.py): exports and reports in PostgreSQL chunks, or, with a bucket, one
     # object each in an S3-compatible store (AWS S3, MinIO, R2, …); stored_files in PostgreSQL stays the index.
     # Credentials: these two, or else boto3's standard chain (AWS_* variables, shared files, instance role).
     files_s3_bucket: str | None = None

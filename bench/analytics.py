@@ -23,6 +23,7 @@ import sqlalchemy as sa
 from _server import running_server
 from sqlalchemy.ext.asyncio import create_async_engine
 
+import app.models  # noqa: F401  every table known before the first session
 from app.db import to_async_url
 from app.runtime.embedded import EmbeddedServers
 

@@ -35,6 +35,7 @@ sys.path.insert(0, str(ROOT))
 
 from _server import running_server  # noqa: E402
 
+import app.models  # noqa: E402, F401  every table known before the first session
 from app.db import Database, to_async_url  # noqa: E402
 from app.metrics import service  # noqa: E402
 

@@ -7,6 +7,7 @@ from typing import Any
 from arq import cron, func
 from arq.worker import Worker
 
+import app.models  # noqa: F401  every table known before the first session, so foreign keys resolve
 from app.runtime.resources import ARQ_QUEUE, Runtime, arq_redis_settings
 from workers.audit import index_audit_search, seal_audit_trail, sweep_audit_search
 from workers.exports import expire_export_jobs, run_export, sweep_export_jobs

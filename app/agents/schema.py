@@ -9,10 +9,12 @@ import strawberry
 from strawberry.types import Info
 
 from app.agents import models, service
+from app.alerts.analytics import alert_counts_by_severity
+from app.alerts.schema import AlertConnection, alert_page
+from app.alerts.service import AlertQuery
 from app.api.pagination import TOTAL_COUNT, Connection, build_connection, decode_cursor, page_size, selects_any
 from app.api.scalars import JSON
 from app.audit.schema import AuditLogConnection, AuditLogFilter, TraceConnection
-from app.compliance.schema import AlertConnection
 
 if TYPE_CHECKING:
     from app.policies.schema import Policy
@@ -94,9 +96,6 @@ class Agent:
         first: Annotated[int | None, strawberry.argument(description="Page size, at most 500.")] = None,
         after: Annotated[str | None, strawberry.argument(description="Cursor of the previous page.")] = None,
     ) -> AlertConnection:
-        from app.compliance.schema import alert_page
-        from app.compliance.service import AlertQuery
-
         return await alert_page(info, AlertQuery(agent_ids=[str(self.id)], resolved=resolved), first, after)
 
     @strawberry.field(description="Activity figures over a window (computed in SQL).")
@@ -107,7 +106,6 @@ class Agent:
         to: Annotated[datetime | None, strawberry.argument(description="Records before.")] = None,
     ) -> AgentStats:
         from app.audit.service import agent_stats
-        from app.compliance.service import alert_counts_by_severity
 
         session = await info.context.db()
         figures = await agent_stats(session, str(self.id), occurred_from=from_, occurred_to=to)

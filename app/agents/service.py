@@ -20,6 +20,7 @@ from sqlmodel import select
 
 from app.activity.service import record_activity
 from app.agents.models import NAME_UNIQUE_INDEX, Agent
+from app.alerts.service import agent_has_open_alerts
 from app.api.inputs import check_json_object
 from app.db import AsyncSession, new_id, utcnow
 from app.errors import BadUserInput, Conflict, NotFound
@@ -287,8 +288,6 @@ async def get_agent(session: AsyncSession, agent_id: str, *, include_deleted: bo
 
 def _filtered(query: Any, *, search: str | None, include_deleted: bool, has_open_alerts: bool | None = None) -> Any:
     if has_open_alerts is not None:
-        from app.compliance.service import agent_has_open_alerts
-
         condition = agent_has_open_alerts(Agent.id)
         query = query.where(condition if has_open_alerts else sa.not_(condition))
     if not include_deleted:

@@ -10,8 +10,9 @@ from starlette.responses import Response, StreamingResponse
 
 from app.api.auth import authenticate
 from app.errors import AppError, RateLimited, Unauthenticated
+from app.files.models import StoredFile
+from app.files.store import FileStore
 from app.orgs.principal import Principal
-from app.runtime.files import FileStore, StoredFile
 
 
 class JSONResponse(Response):

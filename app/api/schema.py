@@ -19,12 +19,13 @@ from strawberry.types.execution import ExecutionContext
 
 from app.activity.schema import ActivityQuery
 from app.agents.schema import AgentsMutation, AgentsQuery
+from app.alerts.schema import AlertsMutation, AlertsQuery, AlertsSubscription
 from app.api.errors import DocumentCache, ErrorCodes
 from app.api.execution import FastLeafExecutionContext
 from app.api.scalars import DateTime
 from app.audit.schema import AuditMutation, AuditQuery, AuditSubscription
 from app.billing.schema import BillingMutation, BillingQuery
-from app.compliance.schema import ComplianceMutation, ComplianceQuery, ComplianceSubscription
+from app.compliance.schema import ComplianceMutation, ComplianceQuery
 from app.exports.schema import ExportsMutation, ExportsQuery
 from app.jobs.schema import JobsSubscription
 from app.metrics.schema import MetricsQuery
@@ -41,6 +42,7 @@ class Query(
     AgentsQuery,
     AuditQuery,
     ComplianceQuery,
+    AlertsQuery,
     BillingQuery,
     ActivityQuery,
     MetricsQuery,
@@ -58,6 +60,7 @@ class Mutation(
     AgentsMutation,
     AuditMutation,
     ComplianceMutation,
+    AlertsMutation,
     BillingMutation,
     PoliciesMutation,
     WebhooksMutation,
@@ -68,7 +71,7 @@ class Mutation(
 
 
 @strawberry.type(description="Live updates over WebSocket (graphql-transport-ws).")
-class Subscription(AuditSubscription, ComplianceSubscription, JobsSubscription):
+class Subscription(AuditSubscription, AlertsSubscription, JobsSubscription):
     pass
 
 

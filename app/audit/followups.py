@@ -12,10 +12,10 @@ from collections.abc import Sequence
 
 import structlog
 
+from app.alerts import live as live_alerts
+from app.alerts.models import Alert
 from app.audit import live, search
 from app.audit.models import AuditRecord
-from app.compliance import service as compliance
-from app.compliance.models import Alert
 from app.runtime.resources import Runtime
 from app.webhooks import service as webhooks
 
@@ -34,7 +34,7 @@ async def after_commit(
     await webhooks.enqueue_deliveries(runtime.queue, webhook_deliveries)
     if alerts:
         try:
-            await compliance.publish_alerts(runtime.broadcaster, alerts)
+            await live_alerts.publish_alerts(runtime.broadcaster, alerts)
         except Exception:
             log.warning("could not publish live alerts; subscribers resume from their cursor", exc_info=True)
     try:

@@ -20,7 +20,7 @@ from app.audit.validation import check_records
 
 if TYPE_CHECKING:
     from app.agents.schema import Agent
-    from app.compliance.schema import Alert
+    from app.alerts.schema import Alert
 
 
 @strawberry.enum(description="Risk of an action, as the agent runtime judged it.")
@@ -149,9 +149,9 @@ class AuditLog:
         return Trace(trace_id=self.record.trace_id)
 
     @strawberry.field(description="Alerts this record raised.")
-    async def alerts(self, info: Info) -> list[Annotated[Alert, strawberry.lazy("app.compliance.schema")]]:
-        from app.compliance.loaders import alerts_by_record_loader
-        from app.compliance.schema import Alert
+    async def alerts(self, info: Info) -> list[Annotated[Alert, strawberry.lazy("app.alerts.schema")]]:
+        from app.alerts.loaders import alerts_by_record_loader
+        from app.alerts.schema import Alert
 
         rows = await (await alerts_by_record_loader(info.context)).load(self.record.id)
         return [Alert.from_model(a) for a in rows]
@@ -240,7 +240,7 @@ class Trace:
 
     @strawberry.field(description="How many alerts the trace's spans raised.")
     async def alert_count(self, info: Info) -> int:
-        from app.compliance.loaders import alert_count_loader
+        from app.alerts.loaders import alert_count_loader
 
         return await (await alert_count_loader(info.context)).load(self.trace_id)
 

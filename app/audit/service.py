@@ -15,6 +15,9 @@ import orjson
 import sqlalchemy as sa
 
 from app.agents import service as agents
+from app.alerts import writing as alert_writing
+from app.alerts.models import Alert
+from app.alerts.service import has_alerts_condition
 from app.audit import search
 from app.audit.integrity import checksum_content, record_checksum
 from app.audit.masking import mask_record
@@ -22,10 +25,9 @@ from app.audit.models import LIGHT_RECORD_COLUMNS, RECORD_COLUMNS, AuditLog, Aud
 from app.audit.traces import TraceTree, build_tree
 from app.audit.validation import AuditLogDraft
 from app.billing import quota as billing_quota
-from app.compliance import service as compliance
-from app.compliance.models import Alert
 from app.db import AsyncSession, TenancyError, new_id, session_org, within
 from app.errors import NotFound
+from app.guardrails import service as guardrails
 from app.orgs.principal import Principal
 from app.webhooks import service as webhooks
 
@@ -171,7 +173,7 @@ async def ingest(session: AsyncSession, principal: Principal, drafts: Sequence[A
         rows.append(_prepare(draft, org_id, now))
 
     # rules see what will be stored (masked); BLOCK marks a row before its checksum seals it
-    alert_drafts = await compliance.assess(session, rows)
+    alert_drafts = await guardrails.assess(session, rows)
     for row in rows:
         row["checksum"] = record_checksum(checksum_content(row))
 
@@ -206,7 +208,7 @@ async def ingest(session: AsyncSession, principal: Principal, drafts: Sequence[A
             record = existing[row["idempotency_key"]]
         resolved.append(record)
 
-    alerts = await compliance.write_alerts(
+    alerts = await alert_writing.write_alerts(
         session, [d for d in alert_drafts if rows[d.row_index]["id"] in inserted], rows
     )
     if created:
@@ -289,7 +291,7 @@ def _filtered(query: AuditLogQuery) -> Any:
     if query.search:
         conditions.append(search.matches(query.search))
     if query.has_alerts is not None:
-        condition = compliance.has_alerts_condition(AuditLog.id)
+        condition = has_alerts_condition(AuditLog.id)
         conditions.append(condition if query.has_alerts else sa.not_(condition))
     return stmt.where(*conditions)
 
@@ -450,7 +452,7 @@ async def list_traces(
         with_agent = sa.select(AuditLog.trace_id).where(AuditLog.agent_id.in_(query.agent_ids))
         stmt = stmt.where(AuditLog.trace_id.in_(with_agent))
     if query.has_alerts is not None:
-        alerted = sa.select(AuditLog.trace_id).where(compliance.has_alerts_condition(AuditLog.id))
+        alerted = sa.select(AuditLog.trace_id).where(has_alerts_condition(AuditLog.id))
         stmt = stmt.where(AuditLog.trace_id.in_(alerted) if query.has_alerts else AuditLog.trace_id.not_in(alerted))
     having = []
     having += within(started, query.started_from, query.started_to)

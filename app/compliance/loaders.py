@@ -7,8 +7,7 @@ from typing import Any
 from sqlmodel import select
 from strawberry.dataloader import DataLoader
 
-from app.compliance import service
-from app.compliance.models import Alert, ComplianceRule
+from app.compliance.models import ComplianceRule
 
 
 async def rule_loader(context: Any) -> DataLoader[str, ComplianceRule | None]:
@@ -20,23 +19,3 @@ async def rule_loader(context: Any) -> DataLoader[str, ComplianceRule | None]:
         return [by_id.get(i) for i in ids]
 
     return context.loader("compliance.rule", lambda: DataLoader(load_fn=load))
-
-
-async def alerts_by_record_loader(context: Any) -> DataLoader[str, list[Alert]]:
-    session = await context.db()
-
-    async def load(record_ids: list[str]) -> list[list[Alert]]:
-        found = await service.alerts_by_record(session, record_ids)
-        return [found.get(i, []) for i in record_ids]
-
-    return context.loader("compliance.alerts_by_record", lambda: DataLoader(load_fn=load))
-
-
-async def alert_count_loader(context: Any) -> DataLoader[str, int]:
-    session = await context.db()
-
-    async def load(trace_ids: list[str]) -> list[int]:
-        found = await service.alert_counts_by_trace(session, trace_ids)
-        return [found.get(t, 0) for t in trace_ids]
-
-    return context.loader("compliance.alert_count", lambda: DataLoader(load_fn=load))

@@ -1,4 +1,4 @@
-"""Tables of the compliance domain: rules, installed packs, and the alerts rules raise."""
+"""Tables of the compliance domain: rules and installed packs."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import sqlalchemy as sa
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlmodel import Field, SQLModel
 
-from app.db import TenantScoped, json_column, optional_timestamp_column, timestamp_column
+from app.db import TenantScoped, json_column, timestamp_column
 
 
 class ComplianceRule(SQLModel, TenantScoped, table=True):
@@ -51,45 +51,3 @@ class InstalledPack(SQLModel, TenantScoped, table=True):
     pack_id: str = Field(primary_key=True, max_length=40)
     installed_at: datetime = timestamp_column()
     installed_by: str | None = Field(default=None, max_length=40)
-
-
-class Alert(SQLModel, TenantScoped, table=True):
-    """A rule matched a record. Keeps where and a redacted excerpt, never the matched text itself.
-
-    The rule's name, kind and severity are copied in: alerts outlive rule edits and deletions.
-    `seq` orders alerts for cursors and live replay.
-    """
-
-    __tablename__ = "alerts"
-    __table_args__ = (
-        sa.Index("ix_alerts_org_seq", "org_id", "seq"),
-        sa.Index("ix_alerts_org_log", "org_id", "audit_log_id"),
-        sa.Index("ix_alerts_org_trace", "org_id", "trace_id"),
-        sa.Index("ix_alerts_org_agent", "org_id", "agent_id", "seq"),
-        sa.Index("ix_alerts_org_rule", "org_id", "rule_id", "seq"),
-    )
-
-    id: str = Field(primary_key=True, max_length=40)
-    org_id: str = Field(foreign_key="organizations.id", max_length=40)
-    seq: int | None = Field(
-        default=None, sa_column=sa.Column(sa.BigInteger, sa.Identity(always=True), nullable=False, unique=True)
-    )
-    rule_id: str = Field(max_length=40)
-    rule_name: str = Field(max_length=200)
-    rule_kind: str = Field(max_length=32)
-    policy_id: str | None = Field(default=None, max_length=40)
-    policy_version: int | None = None
-    severity: str = Field(max_length=16)
-    action: str = Field(max_length=16)
-    message: str = Field(max_length=500)
-    field: str = Field(max_length=32)
-    excerpt: str = Field(max_length=200)
-    start_offset: int | None = None
-    end_offset: int | None = None
-    audit_log_id: str = Field(foreign_key="audit_logs.id", max_length=40)
-    trace_id: str = Field(max_length=64)
-    agent_id: str | None = Field(default=None, max_length=40)
-    created_at: datetime = timestamp_column()
-    resolved_at: datetime | None = optional_timestamp_column()
-    resolved_by: str | None = Field(default=None, max_length=40)
-    resolution_note: str | None = Field(default=None, max_length=2000)

@@ -23,7 +23,7 @@ from app.db import iso, utcnow
 from app.exports import service
 from app.exports.datasets import DATASETS, Dataset, public_filter, query_from_json
 from app.exports.formats import FILE_TYPES, JsonArrayItems, ParquetSink, csv_header, json_envelope_head
-from app.runtime.files import FileWriter
+from app.files.store import FileWriter
 from app.runtime.resources import Runtime
 
 log = structlog.get_logger(__name__)

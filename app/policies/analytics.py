@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 
-from app.compliance import service as compliance
+from app.alerts.analytics import alert_breakdown
 from app.db import AsyncSession
 from app.errors import BadUserInput
 from app.metrics import service as metrics
@@ -86,7 +86,7 @@ async def analytics(
         await policies.get_policy(session, policy_id)
         agent_ids = (await policies.agents_of(session, [policy_id]))[policy_id]
     records = await _record_counts(session, start, end, agent_ids)
-    alerts = await compliance.alert_breakdown(session, created_from=start, created_to=end, policy_id=policy_id)
+    alerts = await alert_breakdown(session, created_from=start, created_to=end, policy_id=policy_id)
     days: list[date] = []
     day = start.astimezone(UTC).date()
     while day <= (end - timedelta(microseconds=1)).astimezone(UTC).date():

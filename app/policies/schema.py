@@ -10,9 +10,9 @@ from strawberry.types import Info
 
 from app.api.pagination import Connection, build_connection, decode_cursor, page_size
 from app.api.scalars import JSON
-from app.compliance import service as compliance
 from app.compliance.schema import RecordField, RuleAction, RuleKind, Severity
 from app.errors import AppError
+from app.guardrails.cache import announce_rules_changed
 from app.policies import analytics as policy_analytics
 from app.policies import loaders, models, service
 
@@ -327,7 +327,7 @@ async def _set_attached(info: Info, policy_id: strawberry.ID, agent_id: strawber
 
 async def _changed(info: Info) -> None:
     principal = await info.context.principal()
-    await compliance.announce_rules_changed(info.context.runtime.broadcaster, principal.org_id)
+    await announce_rules_changed(info.context.runtime.broadcaster, principal.org_id)
 
 
 @strawberry.type

@@ -15,9 +15,9 @@ from typing import Any
 
 from app.activity import service as activity
 from app.agents import service as agents
+from app.alerts import analytics as alerts
 from app.audit import sealing
 from app.audit import service as audit
-from app.compliance import service as compliance
 from app.compliance.engine import SEVERITIES
 from app.db import AsyncSession, iso
 from app.metrics import service as metrics
@@ -115,10 +115,10 @@ async def _agent_names(session: AsyncSession, ids: Sequence[str | None]) -> dict
 
 # --- compliance_summary ------------------------------------------------------------------------
 async def compliance_summary(session: AsyncSession, window: Window, _secret: str) -> Content:
-    breakdown = await compliance.alert_breakdown(
+    breakdown = await alerts.alert_breakdown(
         session, created_from=window.start, created_to=window.end, agent_ids=window.agent_ids
     )
-    resolution = await compliance.alert_resolution(
+    resolution = await alerts.alert_resolution(
         session, created_from=window.start, created_to=window.end, agent_ids=window.agent_ids
     )
     names = await _agent_names(session, list(resolution.by_agent))

@@ -9,7 +9,7 @@ from arq.connections import RedisSettings
 from redis.asyncio import ConnectionPool, Redis
 
 from app.db import Database
-from app.runtime.files import FileStore
+from app.files.store import FileStore
 from app.runtime.redis import Broadcaster, create_redis
 from app.settings import Settings
 

@@ -12,7 +12,7 @@ from urllib.parse import urlsplit
 import sqlalchemy as sa
 
 from app.exports.models import ExportJob
-from app.runtime.files import StoredFile
+from app.files.models import StoredFile
 from support import gql
 from workers.settings import run_worker
 

@@ -10,8 +10,9 @@ import pytest
 import sqlalchemy as sa
 
 from app.db import new_id, utcnow
+from app.files.models import StoredFileChunk
+from app.files.store import FileStore
 from app.jobs.service import JobUpdate, publish_job_update, signed_download_url
-from app.runtime.files import FileStore, StoredFileChunk
 from app.runtime.signed_links import sign_path, verify_path
 from support import GraphQLWebSocket, register
 

@@ -18,8 +18,9 @@ from starlette.routing import Route
 
 from app.api.downloads import download
 from app.db import new_id, utcnow
-from app.runtime import files as files_module
-from app.runtime.files import S3_MIN_PART_SIZE, FileStore, S3Objects, StoredFile, StoredFileChunk
+from app.files import store as files_module
+from app.files.models import StoredFile, StoredFileChunk
+from app.files.store import S3_MIN_PART_SIZE, FileStore, S3Objects
 from app.runtime.signed_links import sign_path
 from app.settings import ConfigurationError, Settings
 from support import register

@@ -1,0 +1,219 @@
+"""GraphQL types and operations of the alerts domain: alerts, their resolution, live alerts."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncGenerator
+from datetime import datetime
+from typing import TYPE_CHECKING, Annotated
+
+import strawberry
+from strawberry.types import Info
+
+from app.alerts import live, service
+from app.alerts.models import Alert as AlertRow
+from app.api.pagination import Connection, build_connection, decode_cursor, encode_cursor, page_size
+from app.compliance import loaders as compliance_loaders
+from app.compliance.schema import ComplianceRule, RuleAction, RuleKind, Severity
+from app.errors import AppError
+
+if TYPE_CHECKING:
+    from app.agents.schema import Agent
+    from app.audit.schema import AuditLog
+
+MAX_REPLAY = 10_000
+
+
+@strawberry.type(description="A rule matched a record. Holds where and a redacted excerpt, never the matched text.")
+class Alert:
+    row: strawberry.Private[AlertRow]
+    id: strawberry.ID = strawberry.field(description="Alert id (`alrt_…`).")
+    cursor: str = strawberry.field(description="Pass as `after` to `alerts` (subscription) to resume after it.")
+    rule_id: str = strawberry.field(description="The rule that matched (it may since have been deleted).")
+    rule_name: str = strawberry.field(description="The rule's name when it matched.")
+    rule_kind: RuleKind = strawberry.field(description="The rule's kind.")
+    policy_id: str | None = strawberry.field(description="The policy whose rule matched, if it came from one.")
+    policy_version: int | None = strawberry.field(description="The policy version that matched.")
+    severity: Severity = strawberry.field(description="Severity.")
+    action: RuleAction = strawberry.field(description="ALERT, or BLOCK when the record was stored as blocked.")
+    message: str = strawberry.field(description="What matched, in words.")
+    field: str = strawberry.field(description="The record field that matched (prompt, response, metadata …).")
+    excerpt: str = strawberry.field(description="Redacted excerpt of the match (e.g. ***-**-6789).")
+    start_offset: int | None = strawberry.field(description="Character offset of the match in the field.")
+    end_offset: int | None = strawberry.field(description="End offset of the match in the field.")
+    audit_log_id: str = strawberry.field(description="The record that matched.")
+    trace_id: str = strawberry.field(description="The trace of that record.")
+    agent_id: str | None = strawberry.field(description="The agent of that record.")
+    created_at: datetime = strawberry.field(description="When the alert was raised.")
+    resolved_at: datetime | None = strawberry.field(description="When it was resolved; null while open.")
+    resolved_by: str | None = strawberry.field(description="Who resolved it (user id).")
+    resolution_note: str | None = strawberry.field(description="Why it was resolved.")
+
+    @classmethod
+    def from_model(cls, alert: AlertRow) -> Alert:
+        return cls(
+            row=alert,
+            id=strawberry.ID(alert.id),
+            cursor=encode_cursor([alert.seq]),
+            rule_id=alert.rule_id,
+            rule_name=alert.rule_name,
+            rule_kind=RuleKind(alert.rule_kind),
+            policy_id=alert.policy_id,
+            policy_version=alert.policy_version,
+            severity=Severity(alert.severity),
+            action=RuleAction(alert.action),
+            message=alert.message,
+            field=alert.field,
+            excerpt=alert.excerpt,
+            start_offset=alert.start_offset,
+            end_offset=alert.end_offset,
+            audit_log_id=alert.audit_log_id,
+            trace_id=alert.trace_id,
+            agent_id=alert.agent_id,
+            created_at=alert.created_at,
+            resolved_at=alert.resolved_at,
+            resolved_by=alert.resolved_by,
+            resolution_note=alert.resolution_note,
+        )
+
+    @strawberry.field(description="True once resolved.")
+    def resolved(self) -> bool:
+        return self.row.resolved_at is not None
+
+    @strawberry.field(description="The record (span) that matched; from it, its trace.")
+    async def audit_log(self, info: Info) -> Annotated[AuditLog, strawberry.lazy("app.audit.schema")] | None:
+        from app.audit.loaders import record_loader
+        from app.audit.schema import AuditLog
+
+        record = await (await record_loader(info.context)).load(self.row.audit_log_id)
+        return AuditLog.of(record) if record else None
+
+    @strawberry.field(description="The agent of the record.")
+    async def agent(self, info: Info) -> Annotated[Agent, strawberry.lazy("app.agents.schema")] | None:
+        if self.row.agent_id is None:
+            return None
+        from app.agents.loaders import agent_loader
+        from app.agents.schema import Agent
+
+        agent = await (await agent_loader(info.context)).load(self.row.agent_id)
+        return Agent.from_model(agent) if agent else None
+
+    @strawberry.field(description="The rule, unless it has been deleted since.")
+    async def rule(self, info: Info) -> ComplianceRule | None:
+        rule = await (await compliance_loaders.rule_loader(info.context)).load(self.row.rule_id)
+        return ComplianceRule.from_model(rule) if rule else None
+
+
+@strawberry.input(description="Which alerts. All conditions must hold.")
+class AlertFilter:
+    resolved: bool | None = strawberry.field(default=None, description="Only resolved (true) or open (false).")
+    severity: list[Severity] | None = strawberry.field(default=None, description="Any of these severities.")
+    agent_id: list[strawberry.ID] | None = strawberry.field(default=None, description="Any of these agents.")
+    rule_id: list[strawberry.ID] | None = strawberry.field(default=None, description="Any of these rules.")
+    from_: datetime | None = strawberry.field(default=None, name="from", description="Raised at or after.")
+    to: datetime | None = strawberry.field(default=None, description="Raised before.")
+
+    def to_query(self) -> service.AlertQuery:
+        return service.AlertQuery(
+            resolved=self.resolved,
+            severities=[s.value for s in self.severity] if self.severity else None,
+            agent_ids=[str(a) for a in self.agent_id] if self.agent_id else None,
+            rule_ids=[str(r) for r in self.rule_id] if self.rule_id else None,
+            created_from=self.from_,
+            created_to=self.to,
+        )
+
+
+AlertConnection = Connection[Alert]
+
+
+async def alert_page(info: Info, query: service.AlertQuery, first: int | None, after: str | None) -> AlertConnection:
+    """One page of alerts, newest first (shared by `alerts` and `Agent.alerts`)."""
+    limit = page_size(first)
+    cursor = decode_cursor(after, (int,))
+    rows = await service.list_alerts(
+        await info.context.db(), query, limit=limit + 1, before_seq=cursor[0] if cursor else None
+    )
+    return build_connection(rows, limit=limit, to_node=Alert.from_model, sort_key=service.alert_cursor_values)
+
+
+@strawberry.type
+class AlertsQuery:
+    @strawberry.field(description="Alerts, newest first.")
+    async def alerts(
+        self,
+        info: Info,
+        filter: Annotated[AlertFilter | None, strawberry.argument(description="Conditions.")] = None,
+        first: Annotated[int | None, strawberry.argument(description="Page size, at most 500.")] = None,
+        after: Annotated[str | None, strawberry.argument(description="Cursor of the previous page.")] = None,
+    ) -> AlertConnection:
+        return await alert_page(info, (filter or AlertFilter()).to_query(), first, after)
+
+    @strawberry.field(description="One alert; null when it does not exist in your organisation.")
+    async def alert(
+        self, info: Info, id: Annotated[strawberry.ID, strawberry.argument(description="Alert id.")]
+    ) -> Alert | None:
+        try:
+            return Alert.from_model(await service.get_alert(await info.context.db(), str(id)))
+        except AppError:
+            return None
+
+
+@strawberry.type
+class AlertsMutation:
+    @strawberry.mutation(description="Mark an alert resolved (idempotent). Users only.")
+    async def resolve_alert(
+        self,
+        info: Info,
+        id: Annotated[strawberry.ID, strawberry.argument(description="Alert id.")],
+        note: Annotated[str | None, strawberry.argument(description="Why (≤ 2,000 characters).")] = None,
+    ) -> Alert:
+        ctx = info.context
+        session = await ctx.db()
+        alert = await service.resolve_alert(session, await ctx.principal(), str(id), note=note, source_ip=ctx.source_ip)
+        return Alert.from_model(alert)
+
+    @strawberry.mutation(description="Reopen a resolved alert (idempotent). Users only.")
+    async def reopen_alert(
+        self, info: Info, id: Annotated[strawberry.ID, strawberry.argument(description="Alert id.")]
+    ) -> Alert:
+        ctx = info.context
+        alert = await service.reopen_alert(await ctx.db(), await ctx.principal(), str(id), source_ip=ctx.source_ip)
+        return Alert.from_model(alert)
+
+
+@strawberry.type
+class AlertsSubscription:
+    @strawberry.subscription(
+        description="Alerts of your organisation as they are raised. With `after` (an alert's cursor), first "
+        "the stored alerts after it, then live: no gap, no duplicate."
+    )
+    async def alerts(
+        self,
+        info: Info,
+        filter: Annotated[AlertFilter | None, strawberry.argument(description="Conditions.")] = None,
+        after: Annotated[str | None, strawberry.argument(description="Resume after this alert's cursor.")] = None,
+    ) -> AsyncGenerator[Alert, None]:
+        ctx = info.context
+        principal = await ctx.principal()
+        query = (filter or AlertFilter()).to_query()
+        cursor = decode_cursor(after, (int,))
+        replayed: set[str] = set()
+        # subscribe before replaying: what is raised during the replay waits in the queue. Live alerts are
+        # told apart from replayed ones by id, not by seq: an alert can commit after one with a higher seq.
+        async with ctx.runtime.broadcaster.subscribe(live.alerts_channel(principal.org_id)) as messages:
+            if cursor is not None:
+                last_seq = cursor[0]
+                while len(replayed) < MAX_REPLAY:
+                    async with ctx.runtime.db.tenant_session(principal.org_id) as session:
+                        batch = await service.alerts_after(session, query, after_seq=last_seq, limit=500)
+                    for alert in batch:
+                        last_seq = alert.seq
+                        replayed.add(alert.id)
+                        yield Alert.from_model(alert)
+                    if len(batch) < 500:
+                        break
+            async for message in messages:
+                for alert in live.decode_alerts(message):
+                    if alert.org_id != principal.org_id or alert.id in replayed or not query.matches(alert):
+                        continue
+                    yield Alert.from_model(alert)

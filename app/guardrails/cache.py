@@ -1,0 +1,67 @@
+"""Compiled rule sets, cached per process and dropped everywhere at once (through Redis) when rules change."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import structlog
+
+from app.compliance.engine import RuleSet
+from app.runtime.redis import Broadcaster
+
+log = structlog.get_logger(__name__)
+
+RULES_CHANGED_CHANNEL = "agentrail:compliance:rules-changed"
+CACHE_TTL_SECONDS = 60.0  # a safety net: changes are announced through Redis at once
+
+
+class RuleCache:
+    """Compiled rule sets per (organisation, agent): the organisation's rules plus those of the current
+    version of every policy attached to the agent (agent None: the organisation's rules alone)."""
+
+    def __init__(self) -> None:
+        self._entries: dict[tuple[str, str | None], tuple[float, RuleSet]] = {}
+
+    def get(self, org_id: str, agent_id: str | None = None) -> RuleSet | None:
+        entry = self._entries.get((org_id, agent_id))
+        if entry is None or time.monotonic() - entry[0] > CACHE_TTL_SECONDS:
+            return None
+        return entry[1]
+
+    def put(self, org_id: str, ruleset: RuleSet, agent_id: str | None = None) -> None:
+        self._entries[(org_id, agent_id)] = (time.monotonic(), ruleset)
+
+    def invalidate(self, org_id: str | None = None) -> None:
+        if org_id is None:
+            self._entries.clear()
+        else:
+            for key in [k for k in self._entries if k[0] == org_id]:
+                del self._entries[key]
+
+
+RULES = RuleCache()
+
+
+async def announce_rules_changed(broadcaster: Broadcaster, org_id: str) -> None:
+    """After a commit that changed rules (or policies): every process drops its compiled copy."""
+    RULES.invalidate(org_id)
+    try:
+        await broadcaster.publish(RULES_CHANGED_CHANNEL, org_id.encode())
+    except Exception:
+        log.warning("could not announce a rule change; other processes refresh within a minute", exc_info=True)
+
+
+async def listen_for_rule_changes(broadcaster: Broadcaster) -> None:
+    """Runs for the life of the process."""
+    while True:
+        try:
+            async with broadcaster.subscribe(RULES_CHANGED_CHANNEL) as messages:
+                RULES.invalidate()  # anything could have changed while we were not listening
+                async for message in messages:
+                    RULES.invalidate(message.decode())
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.warning("rule-change listener lost Redis; retrying", exc_info=True)
+        await asyncio.sleep(1.0)
