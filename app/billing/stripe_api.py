@@ -6,6 +6,7 @@ retried by the library on network errors with the same idempotency key.
 
 from __future__ import annotations
 
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -57,11 +58,21 @@ async def stripe_client(settings: Settings) -> AsyncIterator[stripe.StripeClient
 
 
 def verify_event(payload: bytes, signature: str | None, settings: Settings) -> None:
-    """Raises stripe.SignatureVerificationError (bad, missing or too old signature) or ValueError (not JSON)."""
+    """Raises stripe.SignatureVerificationError (bad, missing, too old or too far in the future signature) or
+    ValueError (not JSON)."""
     assert settings.stripe_webhook_secret is not None
-    stripe.Webhook.construct_event(
-        payload,
-        signature,
-        settings.stripe_webhook_secret.get_secret_value(),
-        tolerance=settings.stripe_webhook_tolerance_seconds,
-    )
+    tolerance = settings.stripe_webhook_tolerance_seconds
+    stripe.Webhook.construct_event(payload, signature, settings.stripe_webhook_secret.get_secret_value(), tolerance)
+    # the library only refuses signatures older than the tolerance; one dated ahead would stay replayable
+    # until that date plus the tolerance, so the window applies both ways
+    signed_at = _signed_at(signature or "")
+    if signed_at is not None and signed_at > time.time() + tolerance:
+        raise stripe.SignatureVerificationError("timestamp is in the future", signature, payload)
+
+
+def _signed_at(header: str) -> int | None:
+    for item in header.split(","):
+        key, _, value = item.strip().partition("=")
+        if key == "t" and value.isdigit():
+            return int(value)
+    return None

@@ -1,10 +1,11 @@
 """Keeping webhook requests away from internal networks (SSRF).
 
 A target is refused when ANY address its host resolves to is loopback, private, link-local, multicast,
-reserved, unspecified, shared (CGNAT) or otherwise not globally routable, or a cloud metadata address;
-IPv4-mapped IPv6 addresses are judged as the IPv4 address they carry. `AGENTRAIL_WEBHOOK_ALLOW_PRIVATE_TARGETS`
-(self-hosted installs) lets loopback, private and link-local addresses through; metadata, multicast and
-unspecified addresses are refused regardless.
+reserved, unspecified, shared (CGNAT) or otherwise not globally routable, or a cloud metadata address.
+An IPv6 address that carries an IPv4 one (IPv4-mapped, IPv4-compatible, 6to4, NAT64 64:ff9b::/96) is judged as
+the IPv4 address it carries; Teredo and local-use NAT64 (64:ff9b:1::/48) addresses are refused whole.
+`AGENTRAIL_WEBHOOK_ALLOW_PRIVATE_TARGETS` (self-hosted installs) lets loopback, private and link-local addresses
+through; metadata, multicast and unspecified addresses are refused regardless.
 
 Against DNS rebinding the check is made again when a connection is opened, by
 `app.webhooks.transport.PinnedNetworkBackend`: it resolves the host, checks every address, and connects to a
@@ -37,10 +38,36 @@ class UnsafeTarget(Exception):
     """The URL may not be requested: bad scheme, or an address on an internal network."""
 
 
+_NAT64 = ipaddress.ip_network("64:ff9b::/96")  # RFC 6052 well-known prefix: the IPv4 address is the last 32 bits
+_NAT64_LOCAL = ipaddress.ip_network("64:ff9b:1::/48")  # RFC 8215 local use: where the IPv4 address sits varies
+_IPV4_COMPATIBLE = ipaddress.ip_network("::/96")  # deprecated ::a.b.c.d (:: and ::1 are judged as themselves)
+
+
+def embedded_ipv4(address: ipaddress.IPv6Address) -> ipaddress.IPv4Address | None:
+    """The IPv4 address an IPv6 address carries and that a packet to it would reach (mapped, compatible, 6to4,
+    NAT64), or None."""
+    if address.ipv4_mapped is not None:
+        return address.ipv4_mapped
+    if address.sixtofour is not None:
+        return address.sixtofour
+    if address in _NAT64 or (address in _IPV4_COMPATIBLE and int(address) > 1):
+        return ipaddress.IPv4Address(int(address) & 0xFFFFFFFF)
+    return None
+
+
 def address_problem(address: IPAddress, *, allow_private: bool = False) -> str | None:
     """Why this address may not be connected to, or None when it may."""
-    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
-        return address_problem(address.ipv4_mapped, allow_private=allow_private)
+    if isinstance(address, ipaddress.IPv6Address):
+        # an address that embeds an IPv4 one is judged as that address, so no IPv6 form of a refused IPv4
+        # address gets through; tunnels whose far end cannot be judged here are refused whole
+        if address.teredo is not None:
+            return "a Teredo tunnel address"
+        if address in _NAT64_LOCAL:
+            return "a local-use NAT64 address"
+        carried = embedded_ipv4(address)
+        if carried is not None:
+            problem = address_problem(carried, allow_private=allow_private)
+            return None if problem is None else f"{problem} (as {carried})"
     if address in METADATA_ADDRESSES:
         return "a cloud metadata address"
     if address.is_unspecified:

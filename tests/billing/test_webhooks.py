@@ -227,6 +227,8 @@ async def test_bad_signatures_are_rejected_and_nothing_is_written(make_client, r
         "garbage": {"Stripe-Signature": "nonsense"},
         "wrong secret": {"Stripe-Signature": sign(payload, secret="whsec_other")},
         "too old": {"Stripe-Signature": sign(payload, timestamp=now() - 301)},
+        # the tolerance applies both ways: a signature dated ahead would otherwise stay replayable
+        "ten minutes ahead": {"Stripe-Signature": sign(payload, timestamp=now() + 600)},
         "tampered": {"Stripe-Signature": sign(payload.replace(b"sub_1", b"sub_2"))},
         "no v1": {"Stripe-Signature": sign(payload).replace("v1=", "v0=")},
     }

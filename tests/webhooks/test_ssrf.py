@@ -34,8 +34,19 @@ REFUSED = {
     "::ffff:127.0.0.1": "loopback",  # IPv4-mapped IPv6 is judged as the IPv4 address
     "::ffff:10.0.0.1": "private",
     "::ffff:169.254.169.254": "metadata",
+    # every other IPv6 form that carries a refused IPv4 address is judged as that address
+    "2002:7f00:1::": "loopback",  # 6to4 of 127.0.0.1
+    "2002:a9fe:a9fe::1": "metadata",  # 6to4 of 169.254.169.254
+    "2002:a00:1::": "private",  # 6to4 of 10.0.0.1
+    "64:ff9b::7f00:1": "loopback",  # NAT64 (RFC 6052) of 127.0.0.1
+    "64:ff9b::a9fe:a9fe": "metadata",
+    "::127.0.0.1": "loopback",  # IPv4-compatible (deprecated)
+    "::10.0.0.1": "private",
+    "64:ff9b:1::7f00:1": "local-use NAT64",  # RFC 8215: where the IPv4 address sits varies
+    "2001:0:4136:e378:8000:63bf:3fff:fdd2": "Teredo",
+    "2001:0:7f00:1::": "Teredo",
 }
-PUBLIC = ["93.184.216.34", "1.1.1.1", "2606:4700:4700::1111", "::ffff:8.8.8.8"]
+PUBLIC = ["93.184.216.34", "1.1.1.1", "2606:4700:4700::1111", "::ffff:8.8.8.8", "2002:808:808::", "64:ff9b::808:808"]
 
 
 @pytest.mark.parametrize("address", sorted(REFUSED))
@@ -52,7 +63,16 @@ def test_public_addresses_pass(address):
 def test_the_self_hosted_setting_allows_private_but_never_metadata():
     for allowed in ("127.0.0.1", "::1", "10.1.2.3", "192.168.1.1", "169.254.10.10", "::ffff:127.0.0.1"):
         assert address_problem(ipaddress.ip_address(allowed), allow_private=True) is None
-    for refused in ("169.254.169.254", "fd00:ec2::254", "224.0.0.1", "0.0.0.0", "::ffff:169.254.169.254"):
+    for refused in (
+        "169.254.169.254",
+        "fd00:ec2::254",
+        "224.0.0.1",
+        "0.0.0.0",
+        "::ffff:169.254.169.254",
+        "2002:a9fe:a9fe::",
+        "64:ff9b::a9fe:a9fe",
+        "2001:0:7f00:1::",
+    ):
         assert address_problem(ipaddress.ip_address(refused), allow_private=True) is not None
 
 
@@ -103,6 +123,7 @@ async def test_endpoints_with_internal_targets_are_refused_and_nothing_is_writte
         "http://169.254.169.254/latest/meta-data/",
         "http://[fd00:ec2::254]/",
         "http://[::ffff:127.0.0.1]/",
+        "http://[2002:7f00:1::]/",
         "http://0.0.0.0/",
         "http://224.0.0.1/",
         "http://does-not-exist.invalid/hook",
