@@ -73,12 +73,26 @@ def within(column: Any, start: datetime | None, end: datetime | None) -> list[An
     return conditions
 
 
+class UTCDateTime(sa.types.TypeDecorator):
+    """timestamptz read as an aware UTC datetime, always. asyncpg reads PostgreSQL's -infinity and infinity as
+    naive datetime.min and datetime.max; a legacy row holding one would otherwise break every comparison with
+    aware values (sealing, rollups, the API's formatting)."""
+
+    impl = sa.DateTime(timezone=True)
+    cache_ok = True
+
+    def process_result_value(self, value: datetime | None, dialect: Any) -> datetime | None:
+        if value is not None and value.tzinfo is None:
+            return value.replace(tzinfo=UTC)
+        return value
+
+
 def timestamp_column(**kwargs: Any) -> Any:
-    return Field(default_factory=utcnow, sa_type=sa.DateTime(timezone=True), nullable=False, **kwargs)
+    return Field(default_factory=utcnow, sa_type=UTCDateTime, nullable=False, **kwargs)
 
 
 def optional_timestamp_column(**kwargs: Any) -> Any:
-    return Field(default=None, sa_type=sa.DateTime(timezone=True), nullable=True, **kwargs)
+    return Field(default=None, sa_type=UTCDateTime, nullable=True, **kwargs)
 
 
 def json_column(**kwargs: Any) -> Any:

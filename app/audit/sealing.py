@@ -29,6 +29,7 @@ from app.audit.integrity import (
 from app.audit.models import RECORD_COLUMNS, AuditDigest, AuditLog, record_from_row
 from app.audit.service import INGEST_LOCK_NAMESPACE
 from app.db import AsyncSession, Database, new_id, session_org, within
+from app.runtime.isolation import each_organization
 
 MAX_RECORDS_PER_DIGEST = 100_000
 VERIFY_CHUNK = 2_000
@@ -58,6 +59,7 @@ async def orgs_with_unsealed_records(db: Database) -> list[str]:
             WHERE a.org_id = o.id
               AND a.seq > COALESCE((SELECT max(d.to_seq) FROM audit_digests d WHERE d.org_id = o.id), 0)
         )
+        ORDER BY o.id
         """
     )
     async with db.system_session() as session:
@@ -112,19 +114,22 @@ async def seal_organization(
 
 
 async def seal_all(db: Database, secret: str) -> int:
-    """Seals every organisation with unsealed records; returns how many digests were written."""
+    """Seals every organisation with unsealed records; returns how many digests were written. An
+    organisation that fails is skipped (and retried on the next run): the others are sealed still."""
     key = digest_signing_key(secret)
-    written = 0
-    for org_id in await orgs_with_unsealed_records(db):
+
+    async def seal(org_id: str) -> int:
+        written = 0
         while True:
             async with db.tenant_session(org_id) as session:
                 digest = await seal_organization(session, key)
             if digest is None:
-                break
+                return written
             written += 1
             if digest.record_count < MAX_RECORDS_PER_DIGEST:
-                break
-    return written
+                return written
+
+    return sum(await each_organization("seal_audit_trail", await orgs_with_unsealed_records(db), seal))
 
 
 @dataclass

@@ -13,6 +13,7 @@ import sqlalchemy as sa
 
 from app.audit.models import AuditLog, AuditSearch
 from app.db import Database
+from app.runtime.isolation import each_organization
 
 TEXT_CONFIG = "simple"  # language-neutral: prompts come in every language, and no stemming surprises
 MAX_INDEXED_CHARS = 100_000  # per field: a tsvector is capped at 1 MB, and later text adds little
@@ -114,8 +115,10 @@ async def sweep(db: Database, *, lag_seconds: float = SWEEP_LAG_SECONDS) -> int:
                 )
             )
         ).all()
-    total = 0
-    for org_id, swept in orgs:
+    swept_by_org = dict(orgs)
+
+    async def sweep_one(org_id: str) -> int:
+        swept, found = swept_by_org[org_id], 0
         while True:
             async with db.tenant_session(org_id) as session:
                 row = (
@@ -124,8 +127,8 @@ async def sweep(db: Database, *, lag_seconds: float = SWEEP_LAG_SECONDS) -> int:
                     )
                 ).one()
                 if not row.checked:
-                    break
-                total += int(row.indexed)
+                    return found
+                found += int(row.indexed)
                 swept = int(row.last_seq)
                 await session.execute(
                     sa.text(
@@ -136,8 +139,10 @@ async def sweep(db: Database, *, lag_seconds: float = SWEEP_LAG_SECONDS) -> int:
                 )
                 await session.commit()
             if row.checked < SWEEP_CHUNK:
-                break
-    return total
+                return found
+
+    # one organisation that fails is skipped (and retried on the next run)
+    return sum(await each_organization("sweep_audit_search", swept_by_org, sweep_one))
 
 
 def matches(query: str) -> Any:

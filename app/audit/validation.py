@@ -21,6 +21,8 @@ MAX_JSON_BYTES = 256 * 1024  # metadata, args, result (serialised)
 MAX_DEPTH = 32
 MAX_SHORT = 255  # executionId, verb, provider, tenantId, idempotencyKey
 MAX_FUTURE = timedelta(hours=1)
+# earliest occurredAt accepted: older is a client bug (0001-01-01 is stored as -infinity), not an event
+EARLIEST = datetime(2000, 1, 1, tzinfo=UTC)
 STATUSES = ("ok", "error", "blocked")
 RISK_LEVELS = ("LOW", "MEDIUM", "HIGH", "CRITICAL")
 GOVERNANCE_STATUS = re.compile(r"^[a-z][a-z0-9_]{0,31}$")
@@ -171,6 +173,9 @@ def _timestamp(raw: dict[str, Any], problems: _Problems, index: int | None, now:
         value = value.replace(tzinfo=UTC)
     if value > now + MAX_FUTURE:
         problems.add(index, "occurredAt", "is more than an hour in the future")
+        return None
+    if value < EARLIEST:
+        problems.add(index, "occurredAt", "is before 2000-01-01")
         return None
     return value.astimezone(UTC)
 

@@ -27,6 +27,7 @@ from app.audit.service import INGEST_LOCK_NAMESPACE
 from app.db import AsyncSession, Database, session_org, utcnow
 from app.errors import BadUserInput
 from app.metrics import histogram
+from app.runtime.isolation import each_organization
 
 METRICS_LOCK_NAMESPACE = 0x4D455452  # "METR": one rollup run per organisation at a time
 MAX_RANGE = timedelta(days=400)
@@ -201,7 +202,9 @@ async def rollup_organization(db: Database, org_id: str, *, now: datetime | None
 
 
 async def rollup_all(db: Database, *, now: datetime | None = None) -> list[RollupResult]:
-    return [await rollup_organization(db, org_id, now=now) for org_id in await orgs_to_roll_up(db, now=now)]
+    """Every organisation due; one that fails is skipped (and retried on the next run)."""
+    orgs = await orgs_to_roll_up(db, now=now)
+    return await each_organization("rollup_metrics", orgs, lambda org_id: rollup_organization(db, org_id, now=now))
 
 
 # --- queries -----------------------------------------------------------------------------------

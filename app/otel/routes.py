@@ -111,6 +111,10 @@ async def export_traces(request: Request) -> Response:
     ):
         if value:
             SPANS.labels(outcome=label).inc(value)
+    if outcome.rejected and outcome.rejected == outcome.received:
+        # nothing accepted: a permanent failure, which the specification answers with 400 (partial success
+        # is for requests of which some spans were stored)
+        return _error(400, outcome.error_message(), encoding, code="BAD_USER_INPUT")
     return _respond(decode.export_response(outcome.rejected, outcome.error_message(), encoding))
 
 
