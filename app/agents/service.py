@@ -99,9 +99,8 @@ async def create_agent(
         source_ip=source_ip,
     )
     try:
-        await session.commit()
+        await session.flush()
     except IntegrityError as exc:
-        await session.rollback()
         if _is_duplicate_name(exc):
             raise _duplicate(agent.name) from None
         raise
@@ -151,9 +150,8 @@ async def update_agent(
         source_ip=source_ip,
     )
     try:
-        await session.commit()
+        await session.flush()
     except IntegrityError as exc:
-        await session.rollback()
         if _is_duplicate_name(exc) and new_name is not None:
             raise _duplicate(new_name) from None
         raise
@@ -187,7 +185,7 @@ async def delete_agent(
         metadata={"name": agent.name},
         source_ip=source_ip,
     )
-    await session.commit()
+    await session.flush()
     return agent
 
 
@@ -205,7 +203,7 @@ async def ensure_agents_by_name(
     call it. Each agent registered here writes one `agent.created` activity event (metadata says
     `autoRegistered` and the `source`) by the calling principal, in the same transaction. Concurrent
     callers registering the same name race safely: the insert is `ON CONFLICT DO NOTHING` on the
-    partial unique index, and the loser reads the winner's row. Commits. Names must pass `check_name`
+    partial unique index, and the loser reads the winner's row. Names must pass `check_name`
     (BAD_USER_INPUT otherwise). Returns {name as given: agent id}.
     """
     from sqlalchemy.dialects.postgresql import insert as pg_insert
@@ -224,7 +222,6 @@ async def ensure_agents_by_name(
     ).all()
     by_lower = {name.lower(): agent_id for agent_id, name in rows}
     resolved: dict[str, str] = {}
-    created = False
     for name in wanted:  # a stable order: concurrent registrations take index locks in the same order
         agent_id = by_lower.get(name.lower())
         if agent_id is None:
@@ -247,7 +244,6 @@ async def ensure_agents_by_name(
             )
             agent_id = (await session.execute(statement)).scalar_one_or_none()
             if agent_id is not None:
-                created = True
                 record_activity(
                     session,
                     principal,
@@ -266,8 +262,6 @@ async def ensure_agents_by_name(
                     )
                 ).one()
         resolved[name] = agent_id
-    if created:
-        await session.commit()
     return {given: resolved[name] for given, name in checked.items()}
 
 

@@ -107,7 +107,7 @@ async def resolve_alert(
             source_ip=source_ip,
         )
         await webhooks.emit_event(session, "alert.resolved", alert_event_data(alert))
-        await session.commit()
+        await session.flush()
     return alert
 
 
@@ -121,7 +121,7 @@ async def reopen_alert(session: AsyncSession, principal: Principal, alert_id: st
         record_activity(
             session, principal, "alert.reopened", target_type="alert", target_id=alert.id, source_ip=source_ip
         )
-        await session.commit()
+        await session.flush()
     return alert
 
 

@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import inspect
 from collections.abc import Callable
 from typing import Any, cast
 
+import structlog
+from graphql import GraphQLSchema
 from starlette.requests import HTTPConnection
 
 from app.api.auth import authenticate
@@ -14,8 +17,10 @@ from app.db import SYSTEM, AsyncSession
 from app.errors import Unauthenticated
 from app.orgs.credentials import TokenSigner
 from app.orgs.principal import Principal
+from app.runtime import unit_of_work
 from app.runtime.resources import Runtime
-from app.webhooks import service as webhooks
+
+log = structlog.get_logger(__name__)
 
 
 class SerializedSession:
@@ -113,14 +118,60 @@ class Context:
             self._loaders[name] = factory()
         return self._loaders[name]
 
+    def _open_sessions(self) -> list[Any]:
+        return [s for s in (self._session, self._system_session) if s is not None]
+
+    async def commit(self) -> None:
+        """Commits what the operation wrote so far and runs its after-commit effects (see `commit_mutations`)."""
+        for session in self._open_sessions():
+            await unit_of_work.commit(session, self.runtime)
+
+    async def rollback(self) -> None:
+        """Discards what the operation wrote since the last commit, and the effects it registered."""
+        for session in self._open_sessions():
+            await unit_of_work.rollback(session)
+
     async def close(self) -> None:
-        """At the end of the operation: queues the webhook deliveries its committed transactions emitted
-        (one place for every mutation, instead of a call after each), then closes the sessions."""
-        for session in (self._session, self._system_session):
-            if session is not None:
-                await webhooks.dispatch_emitted(self.runtime, cast(AsyncSession, session))
+        """At the end of the operation: commits what is left (queries that write, such as roll-ups, and the
+        reads of mutation results), runs its effects, then closes the sessions."""
+        for session in self._open_sessions():
+            try:
+                await unit_of_work.commit(session, self.runtime)
+            except Exception:
+                log.warning("could not commit at the end of the operation", exc_info=True)
                 with contextlib.suppress(Exception):
-                    await session.close()
+                    await unit_of_work.rollback(session)
+            with contextlib.suppress(Exception):
+                await session.close()
         self._session = None
         self._system_session = None
         self._loaders.clear()
+
+
+def commit_mutations(schema: GraphQLSchema) -> None:
+    """Each root mutation is its own transaction, owned here: committed (with its effects) as soon as its
+    resolver returns, before its result's fields are read and so before the client gets the answer; rolled
+    back, effects and all, when it raises, so a failed mutation leaves nothing behind while the mutations
+    before it in the same request stay committed. Mutations run one after another, so each sees the last."""
+    if schema.mutation_type is None:
+        return
+    for field in schema.mutation_type.fields.values():
+        if field.resolve is not None:
+            field.resolve = _committed(field.resolve)
+
+
+def _committed(resolve: Callable[..., Any]) -> Callable[..., Any]:
+    async def resolve_and_commit(source: Any, info: Any, **args: Any) -> Any:
+        context = info.context
+        try:
+            result = resolve(source, info, **args)
+            if inspect.isawaitable(result):
+                result = await result
+        except BaseException:
+            with contextlib.suppress(Exception):  # the resolver's error is the one to report
+                await context.rollback()
+            raise
+        await context.commit()
+        return result
+
+    return resolve_and_commit

@@ -20,6 +20,7 @@ from strawberry.types.execution import ExecutionContext
 from app.activity.schema import ActivityQuery
 from app.agents.schema import AgentsMutation, AgentsQuery
 from app.alerts.schema import AlertsMutation, AlertsQuery, AlertsSubscription
+from app.api.context import commit_mutations
 from app.api.errors import DocumentCache, ErrorCodes
 from app.api.execution import FastLeafExecutionContext
 from app.api.scalars import DateTime
@@ -97,7 +98,7 @@ def build_schema(settings: Settings | None = None) -> strawberry.Schema:
         DocumentCache,
         lambda: ValidationCache(maxsize=512),
     ]
-    return AgentrailSchema(
+    schema = AgentrailSchema(
         query=Query,
         mutation=Mutation,
         subscription=Subscription,
@@ -105,6 +106,8 @@ def build_schema(settings: Settings | None = None) -> strawberry.Schema:
         config=StrawberryConfig(auto_camel_case=True, scalar_map={datetime: DateTime}),
         execution_context_class=FastLeafExecutionContext,
     )
+    commit_mutations(schema._schema)
+    return schema
 
 
 def print_sdl() -> str:

@@ -1,5 +1,6 @@
-"""What happens after an ingest transaction commits: alerts and live spans out, search indexing and webhook
-deliveries queued.
+"""What happens after an ingest transaction commits: alerts and live spans out, search indexing queued (the
+alert.created webhook deliveries are queued by the webhooks domain's own effect). Registered on the ingest's
+unit of work by `app.audit.service.ingest`, run by its owner once the commit succeeded.
 
 Both are best effort: the records are already safe in PostgreSQL. A lost publish means a live viewer
 re-reads the trace when it resubscribes; a lost indexing job is caught by the search sweeper.
@@ -16,22 +17,21 @@ from app.alerts import live as live_alerts
 from app.alerts.models import Alert
 from app.audit import live, search
 from app.audit.models import AuditRecord
+from app.db import AsyncSession
+from app.runtime import unit_of_work
 from app.runtime.resources import Runtime
-from app.webhooks import service as webhooks
 
 log = structlog.get_logger(__name__)
 
 
-async def after_commit(
-    runtime: Runtime,
-    created: Sequence[AuditRecord],
-    alerts: Sequence[Alert] = (),
-    webhook_deliveries: Sequence[str] = (),
-) -> None:
+def register(session: AsyncSession, created: Sequence[AuditRecord], alerts: Sequence[Alert]) -> None:
+    if created:
+        unit_of_work.after_commit(session, lambda runtime: after_commit(runtime, created, alerts))
+
+
+async def after_commit(runtime: Runtime, created: Sequence[AuditRecord], alerts: Sequence[Alert] = ()) -> None:
     if not created:
         return
-    # alert.created webhooks: the deliveries are rows already; this only says "send now" (else the sweeper does)
-    await webhooks.enqueue_deliveries(runtime.queue, webhook_deliveries)
     if alerts:
         try:
             await live_alerts.publish_alerts(runtime.broadcaster, alerts)

@@ -10,9 +10,8 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from app.api.rest import JSONResponse, error_response, require_principal
-from app.audit import followups, service
+from app.audit.ingest import ingest
 from app.audit.models import AuditRecord
-from app.audit.validation import check_records
 from app.db import iso
 from app.errors import AppError, BadUserInput
 
@@ -58,13 +57,8 @@ async def _read_json(request: Request) -> Any:
 
 
 async def _ingest(request: Request, raws: list[Any], *, batch: bool) -> list[AuditRecord]:
-    runtime = request.app.state.runtime
     principal = await require_principal(request)
-    drafts = check_records(raws, max_batch=runtime.settings.max_batch_records, batch=batch)
-    async with runtime.db.tenant_session(principal.org_id) as session:
-        result = await service.ingest(session, principal, drafts)
-    await followups.after_commit(runtime, result.created, result.alerts, result.webhook_deliveries)
-    return result.records
+    return (await ingest(request.app.state.runtime, principal, raws, batch=batch)).records
 
 
 async def create_audit_log(request: Request) -> Response:

@@ -12,11 +12,11 @@ from strawberry.types import Info
 
 from app.api.pagination import Connection, build_connection, decode_cursor, page_size, selects_any
 from app.api.scalars import JSON
-from app.audit import followups, live, loaders, sealing, service
+from app.audit import live, loaders, sealing, service
+from app.audit.ingest import ingest
 from app.audit.masking import CONTENT_FIELDS
 from app.audit.models import AuditRecord
 from app.audit.traces import SpanNode, TraceTree
-from app.audit.validation import check_records
 
 if TYPE_CHECKING:
     from app.agents.schema import Agent
@@ -455,10 +455,7 @@ class AuditQuery:
 async def _ingest(info: Info, raws: list[dict[str, Any]], *, batch: bool) -> list[AuditRecord]:
     ctx = info.context
     principal = await ctx.principal()
-    drafts = check_records(raws, max_batch=ctx.runtime.settings.max_batch_records, batch=batch)
-    result = await service.ingest(await ctx.db(), principal, drafts)
-    await followups.after_commit(ctx.runtime, result.created, result.alerts, result.webhook_deliveries)
-    return result.records
+    return (await ingest(ctx.runtime, principal, raws, batch=batch, session=await ctx.db())).records
 
 
 @strawberry.type

@@ -7,7 +7,7 @@ round trip per record; secrets are masked and checksums computed before anything
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
@@ -18,7 +18,7 @@ from app.agents import service as agents
 from app.alerts import writing as alert_writing
 from app.alerts.models import Alert
 from app.alerts.service import has_alerts_condition
-from app.audit import search
+from app.audit import followups, search
 from app.audit.integrity import checksum_content, record_checksum
 from app.audit.masking import mask_record
 from app.audit.models import LIGHT_RECORD_COLUMNS, RECORD_COLUMNS, AuditLog, AuditRecord, record_from_row
@@ -29,7 +29,6 @@ from app.db import AsyncSession, TenancyError, new_id, session_org, within
 from app.errors import NotFound
 from app.guardrails import service as guardrails
 from app.orgs.principal import Principal
-from app.webhooks import service as webhooks
 
 MAX_TRACE_SPANS = 10_000
 INGEST_LOCK_NAMESPACE = 0x41554454  # "AUDT": ingest holds it shared per org, sealing exclusively
@@ -148,11 +147,11 @@ class IngestResult:
     records: list[AuditRecord]  # in input order; a repeated idempotency key gives the first record
     created: list[AuditRecord]  # only the ones written now
     alerts: list[Alert]  # raised by the ones written now
-    webhook_deliveries: list[str] = field(default_factory=list)  # alert.created deliveries to queue
 
 
 async def ingest(session: AsyncSession, principal: Principal, drafts: Sequence[AuditLogDraft]) -> IngestResult:
-    """Writes checked drafts in one transaction. The caller publishes `created` after this returns."""
+    """Writes checked drafts into the caller's transaction and registers their follow-ups (live spans and
+    alerts, search indexing) to run after its commit. Callers go through `app.audit.ingest.ingest`."""
     org_id = _org(session)
     if principal.org_id != org_id:
         raise TenancyError("principal and session disagree on the organisation")
@@ -216,13 +215,8 @@ async def ingest(session: AsyncSession, principal: Principal, drafts: Sequence[A
     # the plan's monthly quota counts the records written now (not idempotent replays); last before the
     # commit: over the limit it raises QUOTA_EXCEEDED and the whole batch rolls back
     await billing_quota.consume_records(session, org_id, len(created))
-    await session.commit()
-    return IngestResult(
-        records=[resolved[i] for i in position],
-        created=created,
-        alerts=alerts,
-        webhook_deliveries=webhooks.take_emitted(session),
-    )
+    followups.register(session, created, alerts)
+    return IngestResult(records=[resolved[i] for i in position], created=created, alerts=alerts)
 
 
 async def get_record(session: AsyncSession, record_id: str) -> AuditRecord:

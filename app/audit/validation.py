@@ -181,6 +181,8 @@ def _timestamp(raw: dict[str, Any], problems: _Problems, index: int | None, now:
 
 
 def _check_one(raw: Any, index: int | None, problems: _Problems, now: datetime) -> AuditLogDraft | None:
+    if isinstance(raw, AuditLogDraft):  # checked already
+        return raw
     if not isinstance(raw, dict):
         problems.add(index, "", "each record must be a JSON object")
         return None

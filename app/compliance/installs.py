@@ -6,6 +6,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlmodel import select
 
 from app.activity.service import record_activity
+from app.compliance.changes import rules_changed
 from app.compliance.models import ComplianceRule, InstalledPack
 from app.compliance.packs import Pack, all_packs
 from app.compliance.service import list_rules
@@ -59,10 +60,10 @@ async def install_pack(
         source_ip=source_ip,
     )
     try:
-        await session.commit()
+        await session.flush()
     except IntegrityError:
-        await session.rollback()
         raise Conflict(f"pack {pack.id!r} is already installed", id=pack.id) from None
+    rules_changed(session, principal.org_id)
     return rules
 
 
@@ -85,5 +86,6 @@ async def uninstall_pack(session: AsyncSession, principal: Principal, pack_id: s
         metadata={"rules": len(rules)},
         source_ip=source_ip,
     )
-    await session.commit()
+    await session.flush()
+    rules_changed(session, principal.org_id)
     return len(rules)

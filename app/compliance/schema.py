@@ -13,7 +13,6 @@ from app.api.scalars import JSON
 from app.compliance import installs, service
 from app.compliance.models import ComplianceRule as RuleRow
 from app.compliance.packs import Pack, PackRule, all_packs
-from app.guardrails.cache import announce_rules_changed
 
 
 @strawberry.enum(description="How serious a finding is.")
@@ -182,11 +181,6 @@ class ComplianceQuery:
         ]
 
 
-async def _rules_changed(info: Info) -> None:
-    principal = await info.context.principal()
-    await announce_rules_changed(info.context.runtime.broadcaster, principal.org_id)
-
-
 @strawberry.type
 class ComplianceMutation:
     @strawberry.mutation(description="Create a custom rule. Owners and admins.")
@@ -197,7 +191,6 @@ class ComplianceMutation:
         rule = await service.create_rule(
             await ctx.db(), await ctx.principal(), input.to_values(), source_ip=ctx.source_ip
         )
-        await _rules_changed(info)
         return ComplianceRule.from_model(rule)
 
     @strawberry.mutation(description="Change a rule (also one installed from a pack). Owners and admins.")
@@ -211,7 +204,6 @@ class ComplianceMutation:
         rule = await service.update_rule(
             await ctx.db(), await ctx.principal(), str(id), input.to_values(), source_ip=ctx.source_ip
         )
-        await _rules_changed(info)
         return ComplianceRule.from_model(rule)
 
     @strawberry.mutation(description="Delete a rule; its past alerts stay. Returns the id. Owners and admins.")
@@ -220,7 +212,6 @@ class ComplianceMutation:
     ) -> strawberry.ID:
         ctx = info.context
         deleted = await service.delete_rule(await ctx.db(), await ctx.principal(), str(id), source_ip=ctx.source_ip)
-        await _rules_changed(info)
         return strawberry.ID(deleted)
 
     @strawberry.mutation(
@@ -233,7 +224,6 @@ class ComplianceMutation:
         rules = await installs.install_pack(
             await ctx.db(), await ctx.principal(), str(pack_id), source_ip=ctx.source_ip
         )
-        await _rules_changed(info)
         return [ComplianceRule.from_model(r) for r in rules]
 
     @strawberry.mutation(description="Remove a pack and the rules it installed; returns how many. Owners and admins.")
@@ -244,5 +234,4 @@ class ComplianceMutation:
         removed = await installs.uninstall_pack(
             await ctx.db(), await ctx.principal(), str(pack_id), source_ip=ctx.source_ip
         )
-        await _rules_changed(info)
         return removed

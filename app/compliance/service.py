@@ -9,6 +9,7 @@ import sqlalchemy as sa
 from sqlmodel import select
 
 from app.activity.service import record_activity
+from app.compliance.changes import rules_changed
 from app.compliance.engine import ACTIONS, KINDS, SEVERITIES, TEXT_FIELDS, RuleSpec, validate_config
 from app.compliance.models import ComplianceRule
 from app.db import AsyncSession, new_id, utcnow
@@ -113,7 +114,8 @@ async def create_rule(
         metadata={"name": rule.name, "kind": rule.kind},
         source_ip=source_ip,
     )
-    await session.commit()
+    await session.flush()
+    rules_changed(session, principal.org_id)
     return rule
 
 
@@ -145,7 +147,8 @@ async def update_rule(
             metadata={"fields": changed},
             source_ip=source_ip,
         )
-        await session.commit()
+        await session.flush()
+    rules_changed(session, principal.org_id)
     return rule
 
 
@@ -162,5 +165,6 @@ async def delete_rule(session: AsyncSession, principal: Principal, rule_id: str,
         metadata={"name": rule.name},
         source_ip=source_ip,
     )
-    await session.commit()
+    await session.flush()
+    rules_changed(session, principal.org_id)
     return rule_id

@@ -22,6 +22,7 @@ from app.exports import service
 from app.exports.datasets import ACTIVITY, AUDIT_LOGS, Dataset
 from app.exports.formats import JsonArrayItems, csv_header, json_envelope_head
 from app.orgs.principal import Principal
+from app.runtime.unit_of_work import unit_of_work
 
 
 def _time(params: Any, name: str) -> datetime | None:
@@ -142,7 +143,7 @@ async def _start_job(
 ) -> Response:
     """Too many rows to stream now: the same export as a background job. 202 with the job and where to poll."""
     runtime = request.app.state.runtime
-    async with runtime.db.tenant_session(principal.org_id) as session:
+    async with unit_of_work(runtime, principal.org_id) as session:
         job = await service.create_job(runtime, session, principal, dataset, fmt.upper(), query)
     body = service.job_to_json(runtime, job)
     body["message"] = (

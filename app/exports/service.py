@@ -28,6 +28,7 @@ from app.exports.formats import FILE_TYPES
 from app.exports.models import ExportJob
 from app.jobs.service import JobUpdate, lock_claimable, publish_job_update, signed_download_url
 from app.orgs.principal import Principal
+from app.runtime import unit_of_work
 from app.runtime.resources import Runtime
 from app.webhooks import service as webhooks
 
@@ -111,8 +112,8 @@ async def create_job(
         target_id=job_id,
         metadata={"dataset": dataset.name, "format": fmt, "filter": job.filter},
     )
-    await session.commit()
-    await enqueue(runtime, job.org_id, job.id, job.queue_job_id or "")
+    await session.flush()
+    unit_of_work.after_commit(session, lambda runtime: enqueue(runtime, job.org_id, job.id, job.queue_job_id or ""))
     return job
 
 
@@ -182,12 +183,9 @@ async def cancel_job(runtime: Runtime, session: AsyncSession, principal: Princip
     batches and stops), the arq job is aborted, and whatever was written is deleted."""
     job = (await session.exec(select(ExportJob).where(ExportJob.id == job_id).with_for_update())).first()
     if job is None or not visible_to(principal, job):
-        await session.rollback()
         raise NotFound("export job not found", id=job_id)
     if job.status not in ACTIVE:
-        status = job.status
-        await session.rollback()
-        raise Conflict(f"the export is already {status}; only PENDING or RUNNING exports can be cancelled")
+        raise Conflict(f"the export is already {job.status}; only PENDING or RUNNING exports can be cancelled")
     job.status = CANCELLED
     job.completed_at = utcnow()
     job.claim_token = None
@@ -199,14 +197,19 @@ async def cancel_job(runtime: Runtime, session: AsyncSession, principal: Princip
         target_id=job.id,
         metadata={"dataset": job.dataset},
     )
-    await session.commit()
+    await session.flush()
+    unit_of_work.after_commit(session, lambda runtime: _cancelled(runtime, job))
+    return job
+
+
+async def _cancelled(runtime: Runtime, job: ExportJob) -> None:
+    """Once the cancellation is committed: the arq job aborted, the partial file deleted, the requester told."""
     if job.queue_job_id:
         with contextlib.suppress(Exception):
             await runtime.queue.zadd(abort_jobs_ss, {job.queue_job_id: timestamp_ms()})
     if job.file_id:
         await runtime.files.delete(job.org_id, job.file_id)
     await publish(runtime, job)
-    return job
 
 
 async def publish(runtime: Runtime, job: ExportJob) -> None:
@@ -244,7 +247,7 @@ async def claim(runtime: Runtime, org_id: str, job_id: str) -> Claim | None:
     (its worker died). The row is locked (SKIP LOCKED: a job another worker is claiming right now is left to
     it). Each attempt gets a new file id; the previous attempt's partial file is deleted."""
     timeout = timedelta(seconds=runtime.settings.export_heartbeat_timeout_seconds)
-    async with runtime.db.tenant_session(org_id) as session:
+    async with unit_of_work.unit_of_work(runtime, org_id) as session:
         job = await lock_claimable(session, ExportJob, job_id, lease="heartbeat_at", lease_timeout=timeout)
         if job is None:
             return None
@@ -260,7 +263,6 @@ async def claim(runtime: Runtime, org_id: str, job_id: str) -> Claim | None:
         job.row_count = 0
         job.progress = 0.0
         job.error = None
-        await session.commit()
     if previous_file:
         await runtime.files.delete(org_id, previous_file)
     return Claim(job=job, token=token)
@@ -270,7 +272,7 @@ async def heartbeat(db: Database, claim: Claim, *, row_count: int, total: int | 
     """Records progress and proves the attempt alive. False when the job was cancelled or taken over."""
     progress = min(1.0, row_count / total) if total else 0.0
     claim.job.row_count, claim.job.progress = row_count, progress
-    async with db.tenant_session(claim.job.org_id) as session:
+    async with unit_of_work.transaction(db, claim.job.org_id) as session:
         result = await session.execute(
             sa.update(ExportJob)
             .where(*_held(claim))
@@ -278,7 +280,6 @@ async def heartbeat(db: Database, claim: Claim, *, row_count: int, total: int | 
             .returning(ExportJob.id)
         )
         held = result.first() is not None
-        await session.commit()
     return held
 
 
@@ -287,7 +288,7 @@ async def mark_ready(runtime: Runtime, claim: Claim, *, row_count: int, size_byt
     RUNNING job gets here). Tells the requester, with a fresh download link. False if the claim was lost."""
     job = claim.job
     now = utcnow()
-    async with runtime.db.tenant_session(job.org_id) as session:
+    async with unit_of_work.unit_of_work(runtime, job.org_id) as session:
         result = await session.execute(
             sa.update(ExportJob)
             .where(*_held(claim))
@@ -318,9 +319,6 @@ async def mark_ready(runtime: Runtime, claim: Claim, *, row_count: int, size_byt
                     "expiresAt": iso(expires_at),
                 },
             )
-        await session.commit()
-        if done:
-            await webhooks.dispatch_emitted(runtime, session)
     if not done:
         return False
     job.status, job.row_count, job.progress, job.size_bytes = READY, row_count, 1.0, size_bytes
@@ -332,7 +330,7 @@ async def mark_ready(runtime: Runtime, claim: Claim, *, row_count: int, size_byt
 
 async def mark_failed(runtime: Runtime, claim: Claim, error: str) -> None:
     job = claim.job
-    async with runtime.db.tenant_session(job.org_id) as session:
+    async with unit_of_work.unit_of_work(runtime, job.org_id) as session:
         result = await session.execute(
             sa.update(ExportJob)
             .where(*_held(claim))
@@ -340,7 +338,6 @@ async def mark_failed(runtime: Runtime, claim: Claim, error: str) -> None:
             .returning(ExportJob.id)
         )
         failed = result.first() is not None
-        await session.commit()
     if failed:
         job.status, job.error = FAILED, error[:500]
         await publish(runtime, job)
@@ -349,13 +346,12 @@ async def mark_failed(runtime: Runtime, claim: Claim, error: str) -> None:
 async def release(db: Database, claim: Claim) -> None:
     """The worker is stopping mid-job: the job goes back to PENDING so that the next worker (arq runs a
     cancelled job again) starts it over at once instead of waiting for the heartbeat timeout."""
-    async with db.tenant_session(claim.job.org_id) as session:
+    async with unit_of_work.transaction(db, claim.job.org_id) as session:
         await session.execute(
             sa.update(ExportJob)
             .where(*_held(claim))
             .values(status=PENDING, claim_token=None, heartbeat_at=None, enqueued_at=utcnow())
         )
-        await session.commit()
 
 
 async def sweep(runtime: Runtime, *, limit: int = 100) -> int:
@@ -384,7 +380,7 @@ async def sweep(runtime: Runtime, *, limit: int = 100) -> int:
     )
     requeue: list[ExportJob] = []
     given_up: list[ExportJob] = []
-    async with runtime.db.system_session() as session:
+    async with unit_of_work.system_unit_of_work(runtime) as session:
         for job in (await session.exec(stmt)).all():
             if job.attempts >= settings.export_max_attempts:
                 job.status, job.completed_at, job.claim_token = FAILED, now, None
@@ -394,7 +390,6 @@ async def sweep(runtime: Runtime, *, limit: int = 100) -> int:
                 job.queue_job_id = f"export:{job.id}:{new_id('q')}"
                 job.enqueued_at = now
                 requeue.append(job)
-        await session.commit()
     for job in requeue:
         log.info("re-queueing an export job", job_id=job.id, status=job.status, attempts=job.attempts)
         await enqueue(runtime, job.org_id, job.id, job.queue_job_id or "")
@@ -407,7 +402,7 @@ async def sweep(runtime: Runtime, *, limit: int = 100) -> int:
 
 async def expire(runtime: Runtime, now: datetime | None = None) -> int:
     """READY jobs past their expiry become EXPIRED (the file cron removes their files). Returns how many."""
-    async with runtime.db.system_session() as session:
+    async with unit_of_work.system_unit_of_work(runtime) as session:
         result = await session.execute(
             sa.update(ExportJob)
             .where(ExportJob.status == READY, ExportJob.expires_at <= (now or utcnow()))
@@ -415,5 +410,4 @@ async def expire(runtime: Runtime, now: datetime | None = None) -> int:
             .returning(ExportJob.id, ExportJob.org_id)
         )
         expired = result.all()
-        await session.commit()
     return len(expired)

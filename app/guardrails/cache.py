@@ -7,12 +7,12 @@ import time
 
 import structlog
 
+from app.compliance.changes import RULES_CHANGED_CHANNEL, on_rules_changed
 from app.compliance.engine import RuleSet
 from app.runtime.redis import Broadcaster
 
 log = structlog.get_logger(__name__)
 
-RULES_CHANGED_CHANNEL = "agentrail:compliance:rules-changed"
 CACHE_TTL_SECONDS = 60.0  # a safety net: changes are announced through Redis at once
 
 
@@ -41,15 +41,7 @@ class RuleCache:
 
 
 RULES = RuleCache()
-
-
-async def announce_rules_changed(broadcaster: Broadcaster, org_id: str) -> None:
-    """After a commit that changed rules (or policies): every process drops its compiled copy."""
-    RULES.invalidate(org_id)
-    try:
-        await broadcaster.publish(RULES_CHANGED_CHANNEL, org_id.encode())
-    except Exception:
-        log.warning("could not announce a rule change; other processes refresh within a minute", exc_info=True)
+on_rules_changed(RULES.invalidate)  # rule changes committed in this process drop the copies at once
 
 
 async def listen_for_rule_changes(broadcaster: Broadcaster) -> None:

@@ -2,7 +2,7 @@
 write in chunks of at most `max_batch_records` (one ingest transaction each), then the usual follow-ups.
 
 Everything a record gets elsewhere (masking, checksums, compliance, alerts, live spans, search) comes from
-going through `app.audit.service.ingest` and `app.audit.followups.after_commit`, like the REST ingest.
+going through the one ingest entry, `app.audit.ingest.ingest`, like the REST and GraphQL ingest.
 Re-sent spans (exporters retry) write nothing new: each record's idempotency key is
 `otlp:{traceId}:{spanId}`.
 """
@@ -17,13 +17,13 @@ import structlog
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
 from app.agents import service as agents
-from app.audit import followups
-from app.audit import service as audit
+from app.audit.ingest import ingest
 from app.audit.validation import AuditLogDraft, check_records
 from app.errors import BadUserInput, QuotaExceeded
 from app.orgs.principal import Principal
 from app.otel.mapping import MappedSpan, Rejection, map_request
 from app.runtime.resources import Runtime
+from app.runtime.unit_of_work import unit_of_work
 
 log = structlog.get_logger(__name__)
 
@@ -103,7 +103,7 @@ async def _register_agents(
     missing = names - known.keys()
     if not missing:
         return known
-    async with runtime.db.tenant_session(principal.org_id) as session:
+    async with unit_of_work(runtime, principal.org_id) as session:
         found = await agents.ensure_agents_by_name(
             session, principal, missing, source=AGENT_SOURCE, source_ip=source_ip
         )
@@ -122,8 +122,7 @@ async def _write(
     write is registered again (once) instead of failing the export."""
     for attempt in (1, 2):
         try:
-            async with runtime.db.tenant_session(principal.org_id) as session:
-                result = await audit.ingest(session, principal, drafts)
+            result = await ingest(runtime, principal, drafts, batch=True)
         except BadUserInput as exc:
             missing = exc.extensions.get("agentIds")
             if attempt == 2 or exc.extensions.get("field") != "agentId" or not missing:
@@ -135,7 +134,6 @@ async def _write(
                     draft.agent_id = fresh[names_by_id[draft.agent_id]]
             names_by_id.update({agent_id: name for name, agent_id in fresh.items()})
             continue
-        await followups.after_commit(runtime, result.created, result.alerts, result.webhook_deliveries)
         return len(result.created), len(drafts) - len(result.created)
     raise AssertionError("unreachable")
 

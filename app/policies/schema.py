@@ -12,7 +12,6 @@ from app.api.pagination import Connection, build_connection, decode_cursor, page
 from app.api.scalars import JSON
 from app.compliance.schema import RecordField, RuleAction, RuleKind, Severity
 from app.errors import AppError
-from app.guardrails.cache import announce_rules_changed
 from app.policies import analytics as policy_analytics
 from app.policies import loaders, models, service
 
@@ -321,13 +320,7 @@ async def _set_attached(info: Info, policy_id: strawberry.ID, agent_id: strawber
     policy = await service.set_attached(
         await ctx.db(), await ctx.principal(), str(policy_id), str(agent_id), attached=attached, source_ip=ctx.source_ip
     )
-    await _changed(info)
     return Policy.of(policy)
-
-
-async def _changed(info: Info) -> None:
-    principal = await info.context.principal()
-    await announce_rules_changed(info.context.runtime.broadcaster, principal.org_id)
 
 
 @strawberry.type
@@ -372,7 +365,6 @@ class PoliciesMutation:
     ) -> strawberry.ID:
         ctx = info.context
         deleted = await service.delete_policy(await ctx.db(), await ctx.principal(), str(id), source_ip=ctx.source_ip)
-        await _changed(info)
         return strawberry.ID(deleted)
 
     @strawberry.mutation(description="Add version n+1 with these rules and make it current. Owners and admins.")
@@ -393,7 +385,6 @@ class PoliciesMutation:
             note=note or "",
             source_ip=ctx.source_ip,
         )
-        await _changed(info)
         return PolicyVersion.of(version)
 
     @strawberry.mutation(description="Add a new version equal to an old one (history is never rewritten).")
@@ -408,7 +399,6 @@ class PoliciesMutation:
         version = await service.restore_version(
             session, await ctx.principal(), str(policy_id), version_number, source_ip=ctx.source_ip
         )
-        await _changed(info)
         return PolicyVersion.of(version)
 
     @strawberry.mutation(description="Attach a policy to an agent (idempotent): its records are checked from now on.")

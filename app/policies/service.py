@@ -19,6 +19,7 @@ from sqlmodel import select
 
 from app.activity.service import record_activity
 from app.agents import service as agents
+from app.compliance.changes import rules_changed
 from app.compliance.engine import ACTIONS, SEVERITIES, TEXT_FIELDS, RuleSpec, validate_config
 from app.compliance.packs import all_packs
 from app.db import AsyncSession, new_id, utcnow, within
@@ -127,11 +128,10 @@ async def list_versions(
     return list((await session.exec(query.order_by(PolicyVersion.number.desc()).limit(limit))).all())
 
 
-async def _commit_named(session: AsyncSession, name: str) -> None:
+async def _flush_named(session: AsyncSession, name: str) -> None:
     try:
-        await session.commit()
+        await session.flush()
     except IntegrityError:
-        await session.rollback()
         raise Conflict(f"a policy named {name!r} already exists", field="name") from None
 
 
@@ -150,11 +150,7 @@ async def create_policy(
     snapshot = check_rules(rules)
     policy = Policy(id=new_id("pol"), org_id=principal.org_id, name=name, description=(description or "").strip())
     session.add(policy)
-    try:
-        await session.flush()
-    except IntegrityError:
-        await session.rollback()
-        raise Conflict(f"a policy named {name!r} already exists", field="name") from None
+    await _flush_named(session, name)
     version = PolicyVersion(
         id=new_id("polv"),
         org_id=principal.org_id,
@@ -178,7 +174,7 @@ async def create_policy(
     await webhooks.emit_event(
         session, "policy.version_created", version_event_data(policy, version, principal, origin="policy.created")
     )
-    await _commit_named(session, name)
+    await _flush_named(session, name)
     return policy
 
 
@@ -214,7 +210,7 @@ async def update_policy(
             metadata={"changes": changes},
             source_ip=source_ip,
         )
-        await _commit_named(session, policy.name)
+        await _flush_named(session, policy.name)
     return policy
 
 
@@ -269,7 +265,8 @@ async def create_version(
     await webhooks.emit_event(
         session, "policy.version_created", version_event_data(policy, version, principal, origin=action, extra=extra)
     )
-    await session.commit()
+    await session.flush()
+    rules_changed(session, policy.org_id)
     return version
 
 
@@ -337,7 +334,8 @@ async def delete_policy(
         metadata={"detachedAgents": detached},
         source_ip=source_ip,
     )
-    await session.commit()
+    await session.flush()
+    rules_changed(session, policy.org_id)
     return policy.id
 
 
@@ -355,6 +353,7 @@ async def set_attached(
     policy = await get_policy(session, policy_id)
     agent = await agents.get_agent(session, agent_id)
     existing = await session.get(PolicyAttachment, (principal.org_id, policy.id, agent.id))
+    rules_changed(session, principal.org_id)
     if (existing is not None) == attached:
         return policy
     if attached:
@@ -375,7 +374,7 @@ async def set_attached(
         metadata={"agentId": agent.id, "agentName": agent.name},
         source_ip=source_ip,
     )
-    await session.commit()
+    await session.flush()
     return policy
 
 

@@ -167,7 +167,6 @@ class ReportsMutation:
             agent_ids=[str(a) for a in input.agent_ids] if input.agent_ids is not None else None,
             source_ip=ctx.source_ip,
         )
-        await service.enqueue_build(ctx.runtime.queue, report)
         return Report.of(report)
 
     @strawberry.mutation(description="Delete a report and its file. The requester, owners and admins. Returns the id.")

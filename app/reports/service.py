@@ -28,6 +28,7 @@ from app.orgs import service as orgs
 from app.orgs.principal import Principal
 from app.reports import data, render
 from app.reports.models import Report
+from app.runtime import unit_of_work
 from app.settings import Settings
 from app.webhooks import service as webhooks
 
@@ -130,7 +131,8 @@ async def request_report(
         metadata={"type": type, "format": format, "from": iso(start), "to": iso(end), "agentIds": ids},
         source_ip=source_ip,
     )
-    await session.commit()
+    await session.flush()
+    unit_of_work.after_commit(session, lambda runtime: enqueue_build(runtime.queue, report))
     return report
 
 
@@ -188,8 +190,8 @@ async def delete_report(
         metadata={"type": report.type, "format": report.format, "status": report.status},
         source_ip=source_ip,
     )
-    await session.commit()
-    await files.delete(report.org_id, report.id)
+    await session.flush()
+    unit_of_work.after_commit(session, lambda _runtime: files.delete(report.org_id, report.id))
     return report.id
 
 
@@ -215,7 +217,7 @@ async def file_of(db: Database, org_id: str, report_id: str) -> str | None:
 async def claim(db: Database, org_id: str, report_id: str, settings: Settings) -> Report | None:
     """Takes the report for this worker: PENDING (or RUNNING past the timeout) → RUNNING, attempts + 1.
     None when it is gone, finished, being built, or locked by another worker claiming it right now."""
-    async with db.tenant_session(org_id) as session:
+    async with unit_of_work.transaction(db, org_id) as session:
         timeout = timedelta(seconds=settings.report_timeout_seconds)
         report = await lock_claimable(session, Report, report_id, lease="claimed_at", lease_timeout=timeout)
         if report is None:
@@ -224,7 +226,6 @@ async def claim(db: Database, org_id: str, report_id: str, settings: Settings) -
         report.claimed_at = utcnow()
         report.attempts += 1
         report.error = None
-        await session.commit()
         return report
 
 
@@ -249,7 +250,7 @@ async def mark_ready(
     """The one place a report becomes READY: its file is whole and stored. Anything that must happen exactly
     when a report is ready (a `report.ready` webhook event) belongs in this transaction. Returns the row, or
     None when this attempt no longer owns the report (it was deleted, or a retry took it over)."""
-    async with runtime.db.tenant_session(report.org_id) as session:
+    async with unit_of_work.unit_of_work(runtime, report.org_id) as session:
         row = await _owned(session, report.id, attempt)
         if row is None:
             return None
@@ -276,21 +277,18 @@ async def mark_ready(
                 "expiresAt": iso(expires_at),
             },
         )
-        await session.commit()
-        await webhooks.dispatch_emitted(runtime, session)
         return row
 
 
 async def mark_failed(db: Database, report: Report, *, attempt: int, error: str) -> Report | None:
     """The build failed: FAILED with the reason the requester reads. None when this attempt no longer owns it."""
-    async with db.tenant_session(report.org_id) as session:
+    async with unit_of_work.transaction(db, report.org_id) as session:
         row = await _owned(session, report.id, attempt)
         if row is None:
             return None
         row.status = "FAILED"
         row.completed_at = utcnow()
         row.error = error[:2000]
-        await session.commit()
         return row
 
 
@@ -388,7 +386,7 @@ async def sweep(runtime: Any, now: datetime | None = None) -> int:
     now = now or utcnow()
     stuck_before = now - timedelta(seconds=settings.report_timeout_seconds)
     queued, failed = [], []
-    async with runtime.db.system_session() as session:
+    async with unit_of_work.system_unit_of_work(runtime) as session:
         query = (
             select(Report)
             .where(
@@ -413,7 +411,6 @@ async def sweep(runtime: Any, now: datetime | None = None) -> int:
                 report.status = "PENDING"
                 report.claimed_at = None
                 queued.append(report)
-        await session.commit()
     for report in queued:
         await enqueue_build(runtime.queue, report)
     for report in failed:

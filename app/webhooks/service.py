@@ -4,9 +4,9 @@ Management (endpoints, secrets, tests, redeliveries) is for owners and admins; A
 of those writes an activity event in its transaction. Sessions are tenant sessions, so another organisation's
 endpoint or delivery is indistinguishable from an unknown one (NOT_FOUND).
 
-Any domain emits events with `emit_event(session, type, data)` inside its own transaction, then, after its
-commit, calls `dispatch_emitted(runtime, session)` (or `enqueue_deliveries` with the ids) so they go out at
-once; if that enqueue is lost, the worker's sweeper sends them within a minute.
+Any domain emits events with `emit_event(session, type, data)` inside its own transaction; the deliveries it
+wrote are queued once that transaction commits (an after-commit effect of its unit of work), so they go out
+at once; if that enqueue is lost, the worker's sweeper sends them within a minute.
 """
 
 from __future__ import annotations
@@ -20,9 +20,7 @@ from typing import Any
 import orjson
 import sqlalchemy as sa
 import structlog
-from sqlalchemy import event
 from sqlalchemy.dialects.postgresql import array
-from sqlalchemy.orm import Session
 from sqlmodel import select
 
 from app.activity.service import record_activity
@@ -31,6 +29,7 @@ from app.billing import quota as billing_quota
 from app.db import SYSTEM, AsyncSession, TenancyError, iso, new_id, session_org, utcnow, within
 from app.errors import BadUserInput, Conflict, NotFound
 from app.orgs.principal import Principal
+from app.runtime import unit_of_work
 from app.settings import Settings
 from app.webhooks import secretbox, signing, ssrf
 from app.webhooks.models import (
@@ -59,8 +58,6 @@ MANAGERS = ("owner", "admin")
 MAX_DESCRIPTION_LENGTH = 500
 MAX_TEST_PAYLOAD_BYTES = 64 * 1024
 DELIVERY_JOB = "deliver_webhooks"
-_EMITTED = "agentrail.webhooks.emitted"  # session.info: delivery ids written in the open transaction
-_COMMITTED = "agentrail.webhooks.committed"  # session.info: those of committed transactions, not yet queued
 
 
 # --- validation --------------------------------------------------------------------------------
@@ -157,7 +154,7 @@ async def create_endpoint(
         metadata={"url": endpoint.url, "events": checked_events, "enabled": enabled},
         source_ip=source_ip,
     )
-    await session.commit()
+    await session.flush()
     return endpoint, secret
 
 
@@ -226,7 +223,7 @@ async def update_endpoint(
         metadata={"fields": list(changes), "changes": changes},
         source_ip=source_ip,
     )
-    await session.commit()
+    await session.flush()
     return endpoint
 
 
@@ -247,7 +244,7 @@ async def delete_endpoint(
         source_ip=source_ip,
     )
     await session.delete(endpoint)
-    await session.commit()
+    await session.flush()
     return endpoint
 
 
@@ -282,7 +279,7 @@ async def rotate_secret(
         metadata={"previousSecretExpiresAt": iso(endpoint.previous_secret_expires_at)},
         source_ip=source_ip,
     )
-    await session.commit()
+    await session.flush()
     return endpoint, secret
 
 
@@ -311,7 +308,7 @@ async def emit_events(
     now: datetime | None = None,
 ) -> list[WebhookDelivery]:
     """Writes one PENDING delivery per (event, subscribed enabled endpoint) into the caller's transaction; the
-    caller commits, then calls `dispatch_emitted`. One query finds the endpoints (none: nothing else runs),
+    caller's commit queues them. One query finds the endpoints (none: nothing else runs),
     one inserts the deliveries. `org_id` defaults to the session's organisation (required in a system session)."""
     if not events:
         return []
@@ -387,25 +384,12 @@ def _delivery_row(
 
 
 def _note_emitted(session: AsyncSession, ids: Sequence[str]) -> None:
-    session.info.setdefault(_EMITTED, []).extend(ids)
+    """Queued, in one job per transaction, once the transaction that wrote them commits."""
+    unit_of_work.collect(session, DELIVERY_JOB, _enqueue_committed).extend(ids)
 
 
-def take_emitted(session: AsyncSession) -> list[str]:
-    """The delivery ids that this session's committed transactions emitted since the last call."""
-    return list(session.info.pop(_COMMITTED, None) or [])
-
-
-@event.listens_for(Session, "after_commit")
-def _emitted_committed(session: Session) -> None:
-    """Written for good: these may be queued (what a later, still open transaction emits may not)."""
-    if ids := session.info.pop(_EMITTED, None):
-        session.info.setdefault(_COMMITTED, []).extend(ids)
-
-
-@event.listens_for(Session, "after_rollback")
-def _forget_emitted(session: Session) -> None:
-    """After a rollback what was emitted was never written: nothing to queue."""
-    session.info.pop(_EMITTED, None)
+async def _enqueue_committed(runtime: Any, ids: list[str]) -> None:
+    await enqueue_deliveries(runtime.queue, ids)
 
 
 async def enqueue_deliveries(queue: Any, ids: Sequence[str], *, defer_until: datetime | None = None) -> None:
@@ -417,11 +401,6 @@ async def enqueue_deliveries(queue: Any, ids: Sequence[str], *, defer_until: dat
         await queue.enqueue_job(DELIVERY_JOB, list(ids), _defer_until=defer_until)
     except Exception:
         log.warning("could not queue webhook deliveries; the sweeper will send them", exc_info=True, count=len(ids))
-
-
-async def dispatch_emitted(runtime: Any, session: AsyncSession) -> None:
-    """After the caller's commit: queues what its transaction emitted."""
-    await enqueue_deliveries(runtime.queue, take_emitted(session))
 
 
 # --- deliveries ----------------------------------------------------------------------------------
@@ -492,7 +471,7 @@ async def redeliver(
 ) -> WebhookDelivery:
     """Starts a new attempt cycle (same event id, body and `webhook-id`, so receivers can deduplicate) for a
     delivered, dead-lettered or failed (waiting to retry) delivery; CONFLICT while it is pending or sending,
-    or when its endpoint is disabled. Call `dispatch_emitted` after it."""
+    or when its endpoint is disabled. Queued once the caller's transaction commits."""
     principal.require_role("redeliver webhooks", *MANAGERS)
     now = now or utcnow()
     delivery = await find_delivery(session, delivery_id, lock=True)
@@ -520,7 +499,7 @@ async def redeliver(
         source_ip=source_ip,
     )
     _note_emitted(session, [delivery.id])  # queued once this commits
-    await session.commit()
+    await session.flush()
     return delivery
 
 
@@ -566,7 +545,7 @@ async def send_test(
         source_ip=source_ip,
     )
     _note_emitted(session, [delivery.id])  # queued once this commits
-    await session.commit()
+    await session.flush()
     return delivery
 
 
@@ -574,9 +553,7 @@ __all__ = [
     "ALL_EVENTS",
     "EVENT_TYPES",
     "DeliveryQuery",
-    "dispatch_emitted",
     "emit_event",
     "emit_events",
     "enqueue_deliveries",
-    "take_emitted",
 ]
