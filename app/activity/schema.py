@@ -10,8 +10,8 @@ from strawberry.types import Info
 
 from app.activity import service
 from app.activity.models import ActivityEvent as EventRow
-from app.api.pagination import Connection, build_connection, decode_cursor, page_size
-from app.api.scalars import JSON
+from app.pagination import Connection, build_connection, decode_cursor, page_size
+from app.scalars import JSON
 
 
 @strawberry.type(description="Who made a change, as they were at the time.")

@@ -12,9 +12,9 @@ import sqlalchemy as sa
 from sqlmodel import select
 
 from app.activity.models import ActivityEvent
-from app.audit.integrity import record_checksum
 from app.db import AsyncSession, new_id, utcnow, within
-from app.orgs.principal import Principal
+from app.integrity import record_checksum
+from app.principal import Principal
 
 # Where the current request comes from, set once by the HTTP middleware: (source address, user agent).
 REQUEST_ORIGIN: ContextVar[tuple[str | None, str | None]] = ContextVar("request_origin", default=(None, None))

@@ -12,9 +12,9 @@ from app.agents import models, service
 from app.alerts.analytics import alert_counts_by_severity
 from app.alerts.schema import AlertConnection, alert_page
 from app.alerts.service import AlertQuery
-from app.api.pagination import TOTAL_COUNT, Connection, build_connection, decode_cursor, page_size, selects_any
-from app.api.scalars import JSON
 from app.audit.schema import AuditLogConnection, AuditLogFilter, TraceConnection
+from app.pagination import TOTAL_COUNT, Connection, build_connection, decode_cursor, page_size, selects_any
+from app.scalars import JSON
 
 if TYPE_CHECKING:
     from app.policies.schema import Policy

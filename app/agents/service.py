@@ -21,10 +21,10 @@ from sqlmodel import select
 from app.activity.service import record_activity
 from app.agents.models import NAME_UNIQUE_INDEX, Agent
 from app.alerts.service import agent_has_open_alerts
-from app.api.inputs import check_json_object
 from app.db import AsyncSession, new_id, utcnow
 from app.errors import BadUserInput, Conflict, NotFound
-from app.orgs.principal import Principal
+from app.inputs import check_json_object
+from app.principal import Principal
 
 MAX_NAME_LENGTH = 200
 MAX_DESCRIPTION_LENGTH = 2000

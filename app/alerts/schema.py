@@ -11,10 +11,10 @@ from strawberry.types import Info
 
 from app.alerts import live, service
 from app.alerts.models import Alert as AlertRow
-from app.api.pagination import Connection, build_connection, decode_cursor, encode_cursor, page_size
 from app.compliance import loaders as compliance_loaders
 from app.compliance.schema import ComplianceRule, RuleAction, RuleKind, Severity
 from app.errors import AppError
+from app.pagination import Connection, build_connection, decode_cursor, encode_cursor, page_size
 
 if TYPE_CHECKING:
     from app.agents.schema import Agent

@@ -15,7 +15,7 @@ from app.alerts.models import Alert
 from app.alerts.writing import alert_event_data
 from app.db import AsyncSession, utcnow, within
 from app.errors import BadUserInput, NotFound
-from app.orgs.principal import Principal
+from app.principal import Principal
 from app.webhooks import service as webhooks
 
 

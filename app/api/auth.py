@@ -8,7 +8,7 @@ from app.billing.ratelimit import enforce_rate_limit
 from app.errors import Unauthenticated
 from app.orgs import service as orgs
 from app.orgs.credentials import TokenSigner, looks_like_api_key
-from app.orgs.principal import Principal
+from app.principal import Principal
 from app.runtime.resources import Runtime
 
 

@@ -16,7 +16,7 @@ from app.api.auth import authenticate
 from app.db import SYSTEM, AsyncSession
 from app.errors import Unauthenticated
 from app.orgs.credentials import TokenSigner
-from app.orgs.principal import Principal
+from app.principal import Principal
 from app.runtime import unit_of_work
 from app.runtime.resources import Runtime
 

@@ -9,7 +9,7 @@ from starlette.responses import Response
 
 from app.api.rest import error_response, require_principal, stored_file_response
 from app.errors import AppError, Forbidden, NotFound
-from app.orgs.principal import Principal
+from app.principal import Principal
 from app.runtime.resources import Runtime
 from app.runtime.signed_links import verify_path
 

@@ -12,7 +12,7 @@ from app.api.auth import authenticate
 from app.errors import AppError, RateLimited, Unauthenticated
 from app.files.models import StoredFile
 from app.files.store import FileStore
-from app.orgs.principal import Principal
+from app.principal import Principal
 
 
 class JSONResponse(Response):

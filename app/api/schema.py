@@ -23,7 +23,6 @@ from app.alerts.schema import AlertsMutation, AlertsQuery, AlertsSubscription
 from app.api.context import commit_mutations
 from app.api.errors import DocumentCache, ErrorCodes
 from app.api.execution import FastLeafExecutionContext
-from app.api.scalars import DateTime
 from app.audit.schema import AuditMutation, AuditQuery, AuditSubscription
 from app.billing.schema import BillingMutation, BillingQuery
 from app.compliance.schema import ComplianceMutation, ComplianceQuery
@@ -33,6 +32,7 @@ from app.metrics.schema import MetricsQuery
 from app.orgs.schema import OrgsMutation, OrgsQuery
 from app.policies.schema import PoliciesMutation, PoliciesQuery
 from app.reports.schema import ReportsMutation, ReportsQuery
+from app.scalars import DateTime
 from app.settings import Settings
 from app.webhooks.schema import WebhooksMutation, WebhooksQuery
 

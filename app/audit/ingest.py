@@ -16,7 +16,7 @@ from app.audit import service
 from app.audit.service import IngestResult
 from app.audit.validation import check_records
 from app.db import AsyncSession
-from app.orgs.principal import Principal
+from app.principal import Principal
 from app.runtime.resources import Runtime
 from app.runtime.unit_of_work import unit_of_work
 

@@ -10,13 +10,13 @@ from typing import TYPE_CHECKING, Annotated, Any
 import strawberry
 from strawberry.types import Info
 
-from app.api.pagination import Connection, build_connection, decode_cursor, page_size, selects_any
-from app.api.scalars import JSON
 from app.audit import live, loaders, sealing, service
 from app.audit.ingest import ingest
 from app.audit.masking import CONTENT_FIELDS
 from app.audit.models import AuditRecord
 from app.audit.traces import SpanNode, TraceTree
+from app.pagination import Connection, build_connection, decode_cursor, page_size, selects_any
+from app.scalars import JSON
 
 if TYPE_CHECKING:
     from app.agents.schema import Agent

@@ -15,7 +15,10 @@ from typing import Any
 import sqlalchemy as sa
 from sqlmodel import select
 
-from app.audit.integrity import (
+from app.audit.models import RECORD_COLUMNS, AuditDigest, AuditLog, record_from_row
+from app.audit.service import INGEST_LOCK_NAMESPACE
+from app.db import AsyncSession, Database, new_id, session_org, within
+from app.integrity import (
     GENESIS_HASH,
     checksum_content,
     digest_hash,
@@ -26,9 +29,6 @@ from app.audit.integrity import (
     sign_digest,
     verify_digest_signature,
 )
-from app.audit.models import RECORD_COLUMNS, AuditDigest, AuditLog, record_from_row
-from app.audit.service import INGEST_LOCK_NAMESPACE
-from app.db import AsyncSession, Database, new_id, session_org, within
 from app.runtime.isolation import each_organization
 
 MAX_RECORDS_PER_DIGEST = 100_000

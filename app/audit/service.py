@@ -19,7 +19,6 @@ from app.alerts import writing as alert_writing
 from app.alerts.models import Alert
 from app.alerts.service import has_alerts_condition
 from app.audit import followups, search
-from app.audit.integrity import checksum_content, record_checksum
 from app.audit.masking import mask_record
 from app.audit.models import LIGHT_RECORD_COLUMNS, RECORD_COLUMNS, AuditLog, AuditRecord, record_from_row
 from app.audit.traces import TraceTree, build_tree
@@ -28,7 +27,8 @@ from app.billing import quota as billing_quota
 from app.db import AsyncSession, TenancyError, new_id, session_org, within
 from app.errors import NotFound
 from app.guardrails import service as guardrails
-from app.orgs.principal import Principal
+from app.integrity import checksum_content, record_checksum
+from app.principal import Principal
 
 MAX_TRACE_SPANS = 10_000
 INGEST_LOCK_NAMESPACE = 0x41554454  # "AUDT": ingest holds it shared per org, sealing exclusively

@@ -20,7 +20,7 @@ from redis.exceptions import RedisError
 from app.billing import plans, quota
 from app.billing.middleware import RateLimitDecision, note_rate_limit
 from app.errors import RateLimited
-from app.orgs.principal import Principal
+from app.principal import Principal
 from app.runtime.resources import Runtime
 from app.settings import Settings
 

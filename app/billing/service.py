@@ -29,7 +29,7 @@ from app.billing.stripe_api import stripe_client, verify_event
 from app.db import AsyncSession, utcnow
 from app.errors import BadUserInput, Conflict, Forbidden, NotFound
 from app.orgs import service as orgs
-from app.orgs.principal import Principal
+from app.principal import Principal
 from app.settings import Settings
 
 log = structlog.get_logger(__name__)

@@ -12,7 +12,7 @@ from app.compliance.packs import Pack, all_packs
 from app.compliance.service import list_rules
 from app.db import AsyncSession, new_id
 from app.errors import Conflict, NotFound
-from app.orgs.principal import Principal
+from app.principal import Principal
 
 
 def get_pack(pack_id: str) -> Pack:

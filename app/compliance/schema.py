@@ -9,10 +9,10 @@ from typing import Annotated
 import strawberry
 from strawberry.types import Info
 
-from app.api.scalars import JSON
 from app.compliance import installs, service
 from app.compliance.models import ComplianceRule as RuleRow
 from app.compliance.packs import Pack, PackRule, all_packs
+from app.scalars import JSON
 
 
 @strawberry.enum(description="How serious a finding is.")

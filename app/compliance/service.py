@@ -14,7 +14,7 @@ from app.compliance.engine import ACTIONS, KINDS, SEVERITIES, TEXT_FIELDS, RuleS
 from app.compliance.models import ComplianceRule
 from app.db import AsyncSession, new_id, utcnow
 from app.errors import BadUserInput, NotFound
-from app.orgs.principal import Principal
+from app.principal import Principal
 
 MAX_RULES_PER_ORG = 1000
 

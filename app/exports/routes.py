@@ -21,7 +21,7 @@ from app.errors import AppError, BadUserInput, NotFound
 from app.exports import service
 from app.exports.datasets import ACTIVITY, AUDIT_LOGS, Dataset
 from app.exports.formats import JsonArrayItems, csv_header, json_envelope_head
-from app.orgs.principal import Principal
+from app.principal import Principal
 from app.runtime.unit_of_work import unit_of_work
 
 

@@ -10,11 +10,11 @@ import strawberry
 from strawberry.types import Info
 
 from app.activity.schema import ActivityFilter, Actor
-from app.api.pagination import Connection, build_connection, decode_cursor, page_size
 from app.audit.schema import AuditLogFilter
 from app.errors import BadUserInput
 from app.exports import service
 from app.exports.models import ExportJob as JobRow
+from app.pagination import Connection, build_connection, decode_cursor, page_size
 
 
 @strawberry.enum(description="What an export contains.")

@@ -27,7 +27,7 @@ from app.exports.datasets import DATASETS, Dataset, query_to_json
 from app.exports.formats import FILE_TYPES
 from app.exports.models import ExportJob
 from app.jobs.service import JobUpdate, lock_claimable, publish_job_update, signed_download_url
-from app.orgs.principal import Principal
+from app.principal import Principal
 from app.runtime import unit_of_work
 from app.runtime.resources import Runtime
 from app.webhooks import service as webhooks

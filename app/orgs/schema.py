@@ -9,9 +9,9 @@ from typing import Annotated
 import strawberry
 from strawberry.types import Info
 
-from app.api.pagination import Connection, build_connection, decode_cursor, page_size
-from app.api.scalars import JSON
 from app.orgs import models, service
+from app.pagination import Connection, build_connection, decode_cursor, page_size
+from app.scalars import JSON
 
 
 @strawberry.enum(description="A member's role in the organisation.")

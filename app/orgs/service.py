@@ -25,7 +25,7 @@ from app.orgs.credentials import (
     verify_password,
 )
 from app.orgs.models import ApiKey, Organization, Role, User
-from app.orgs.principal import Principal
+from app.principal import Principal
 
 MIN_PASSWORD_LENGTH = 10
 MAX_PASSWORD_LENGTH = 1024

@@ -20,8 +20,8 @@ from app.agents import service as agents
 from app.audit.ingest import ingest
 from app.audit.validation import AuditLogDraft, check_records
 from app.errors import BadUserInput, QuotaExceeded
-from app.orgs.principal import Principal
 from app.otel.mapping import MappedSpan, Rejection, map_request
+from app.principal import Principal
 from app.runtime.resources import Runtime
 from app.runtime.unit_of_work import unit_of_work
 

@@ -8,12 +8,12 @@ from typing import TYPE_CHECKING, Annotated, Any
 import strawberry
 from strawberry.types import Info
 
-from app.api.pagination import Connection, build_connection, decode_cursor, page_size
-from app.api.scalars import JSON
 from app.compliance.schema import RecordField, RuleAction, RuleKind, Severity
 from app.errors import AppError
-from app.policies import analytics as policy_analytics
+from app.metrics import policies as policy_analytics
+from app.pagination import Connection, build_connection, decode_cursor, page_size
 from app.policies import loaders, models, service
+from app.scalars import JSON
 
 if TYPE_CHECKING:
     from app.agents.schema import Agent

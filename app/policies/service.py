@@ -24,8 +24,8 @@ from app.compliance.engine import ACTIONS, SEVERITIES, TEXT_FIELDS, RuleSpec, va
 from app.compliance.packs import all_packs
 from app.db import AsyncSession, new_id, utcnow, within
 from app.errors import BadUserInput, Conflict, NotFound
-from app.orgs.principal import Principal
 from app.policies.models import Policy, PolicyAttachment, PolicyVersion
+from app.principal import Principal
 from app.webhooks import service as webhooks
 
 MAX_RULES_PER_VERSION = 200

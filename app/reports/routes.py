@@ -7,7 +7,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from app.api.downloads import download
-from app.orgs.principal import Principal
+from app.principal import Principal
 from app.reports import service
 from app.runtime.resources import Runtime
 

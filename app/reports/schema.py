@@ -9,10 +9,10 @@ from typing import Annotated
 import strawberry
 from strawberry.types import Info
 
-from app.api.pagination import Connection, build_connection, decode_cursor, page_size
-from app.api.scalars import JSON
 from app.errors import AppError
+from app.pagination import Connection, build_connection, decode_cursor, page_size
 from app.reports import models, service
+from app.scalars import JSON
 
 
 @strawberry.enum(description="What a report covers.")

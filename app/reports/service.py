@@ -25,7 +25,7 @@ from app.db import AsyncSession, Database, iso, new_id, utcnow
 from app.errors import AppError, BadUserInput, NotFound
 from app.jobs.service import JobUpdate, lock_claimable, publish_job_update, signed_download_url
 from app.orgs import service as orgs
-from app.orgs.principal import Principal
+from app.principal import Principal
 from app.reports import data, render
 from app.reports.models import Report
 from app.runtime import unit_of_work

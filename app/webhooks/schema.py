@@ -9,8 +9,8 @@ from typing import Annotated
 import strawberry
 from strawberry.types import Info
 
-from app.api.pagination import TOTAL_COUNT, Connection, build_connection, decode_cursor, page_size, selects_any
-from app.api.scalars import JSON
+from app.pagination import TOTAL_COUNT, Connection, build_connection, decode_cursor, page_size, selects_any
+from app.scalars import JSON
 from app.webhooks import models, service
 
 

@@ -24,11 +24,11 @@ from sqlalchemy.dialects.postgresql import array
 from sqlmodel import select
 
 from app.activity.service import record_activity
-from app.api.inputs import check_json_object
 from app.billing import quota as billing_quota
 from app.db import SYSTEM, AsyncSession, TenancyError, iso, new_id, session_org, utcnow, within
 from app.errors import BadUserInput, Conflict, NotFound
-from app.orgs.principal import Principal
+from app.inputs import check_json_object
+from app.principal import Principal
 from app.runtime import unit_of_work
 from app.settings import Settings
 from app.webhooks import secretbox, signing, ssrf

@@ -6,7 +6,7 @@ import pytest
 import sqlalchemy as sa
 from sqlalchemy.exc import DBAPIError
 
-from app.audit.integrity import record_checksum
+from app.integrity import record_checksum
 from support import create_api_key, error_code, gql, register
 
 

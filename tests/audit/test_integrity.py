@@ -1,4 +1,4 @@
-"""Tamper evidence: app.audit.integrity (canonical JSON, checksums, Merkle roots, signed digests)."""
+"""Tamper evidence: app.integrity (canonical JSON, checksums, Merkle roots, signed digests)."""
 
 import hashlib
 import json
@@ -7,7 +7,7 @@ from datetime import UTC, date, datetime, timedelta, timezone
 
 import pytest
 
-from app.audit.integrity import (
+from app.integrity import (
     DIGEST_FIELDS,
     GENESIS_HASH,
     RECORD_CHECKSUM_FIELDS,

@@ -82,8 +82,8 @@ async def test_verification_catches_an_edited_record(client, runtime):
 
 async def test_verification_catches_a_recomputed_checksum(client, runtime):
     """An attacker who also fixes the checksum is caught by the digest's Merkle root."""
-    from app.audit.integrity import record_checksum
     from app.audit.service import checksum_content, get_record
+    from app.integrity import record_checksum
 
     account = await register(client)
     ids = await _log_many(client, account, 4)

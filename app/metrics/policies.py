@@ -1,5 +1,5 @@
 """Policy analytics: records evaluated, violations, rates and breakdowns, computed with GROUP BY in SQL
-(through the metrics and compliance services), never by loading records into Python."""
+(through the metrics and alerts services), never by loading records into Python."""
 
 from __future__ import annotations
 
