@@ -5,6 +5,9 @@ Tenancy lives here, in one place: every session is opened either for one organis
 For a tenant session every ORM SELECT, UPDATE and DELETE on a table that has `org_id` gets
 `org_id = :org` added automatically, and every new row is stamped with (or checked against) the
 session's organisation. A session that declared neither refuses to touch tenant tables at all.
+Raw SQL cannot be scoped that way, so a tenant session refuses it unless it is marked: `scoped_text`
+(its own `org_id = :org`, with `:org` bound from the session) or `global_text` (reveals nothing of any one
+organisation). Driver-level SQL is refused outright.
 """
 
 from __future__ import annotations
@@ -30,6 +33,11 @@ from sqlmodel.ext.asyncio.session import AsyncSession as SQLModelAsyncSession
 
 TENANT_KEY = "org_id"
 SYSTEM = "__system__"
+# execution options: how a text statement declares its tenancy, and the scope of the session that opened
+# a connection (set when its transaction begins, so raw SQL on that connection is checked against it)
+_SQL_TENANCY = "agentrail_sql_tenancy"
+_CONNECTION_ORG = "agentrail_org"
+_ORG_PARAMETER = re.compile(r"(?<![:\w]):org\b")
 
 
 # base32 (RFC 4648) → lower-case Crockford, the ULID alphabet
@@ -156,6 +164,31 @@ class TenancyError(RuntimeError):
     """A programming error: a tenant table was touched without a declared scope, or across scopes."""
 
 
+def scoped_text(sql: str) -> sa.TextClause:
+    """Raw SQL that limits itself to one organisation with `org_id = :org`. In a tenant session `:org` is
+    the session's organisation (a caller naming another one gets TenancyError); a system session's caller
+    names it."""
+    if not _ORG_PARAMETER.search(sql):
+        raise ValueError("a scoped statement limits itself with :org")
+    return sa.text(sql).execution_options(**{_SQL_TENANCY: "scoped"})
+
+
+def global_text(sql: str) -> sa.TextClause:
+    """Raw SQL that reveals nothing of any one organisation (a setting, a global watermark): runs anywhere."""
+    return sa.text(sql).execution_options(**{_SQL_TENANCY: "global"})
+
+
+_LOCKS = {
+    shared: scoped_text(f"SELECT pg_advisory_xact_lock{'_shared' if shared else ''}(:ns, hashtext(:org || :part))")
+    for shared in (False, True)
+}
+
+
+async def lock_organisation(session: Any, namespace: int, *, shared: bool = False, part: str = "") -> None:
+    """A transaction-level advisory lock on (namespace, the session's organisation followed by `part`)."""
+    await session.execute(_LOCKS[shared], {"ns": namespace, "part": part})
+
+
 class Database:
     """Owns the engine and hands out sessions."""
 
@@ -175,6 +208,8 @@ class Database:
         )
         self._sessions = async_sessionmaker(self.engine, expire_on_commit=False, class_=AsyncSession)
         event.listen(self.engine.sync_engine, "checkout", _discard_closed_connections)
+        event.listen(self.engine.sync_engine, "before_execute", _scope_text, retval=True)
+        event.listen(self.engine.sync_engine, "before_cursor_execute", _refuse_driver_sql)
 
     def session(self, *, org_id: str | None) -> AsyncSession:
         """A session scoped to `org_id`, or to the system when `org_id` is `SYSTEM`."""
@@ -248,9 +283,64 @@ def tenant_scoped(statement: Any, org_id: str) -> Any:
     statement, not only those whose top level names a tenant table: the criteria also reach tenant tables
     inside subqueries, CTEs and joins. Applied to every ORM statement of a tenant session (above) and to
     the statements that run outside the ORM's execution (`app.runtime.copy_out`)."""
+    if is_raw_sql(statement):
+        return statement  # the ORM cannot look inside: _scope_text checks it when it runs
     for cls in _tenant_classes():
         statement = statement.options(with_loader_criteria(cls, lambda c: c.org_id == org_id, include_aliases=True))
     return statement
+
+
+@event.listens_for(Session, "after_begin")
+def _remember_connection_scope(session: Session, _transaction: Any, connection: Any) -> None:
+    connection.execution_options(**{_CONNECTION_ORG: session_org(session)})
+
+
+def _text_tenancy(statement: Any, options: Any) -> str | None:
+    """None for a statement that is not raw SQL; else how it declared its tenancy ("" when it did not)."""
+    if isinstance(statement, sa.TextClause):
+        return options.get(_SQL_TENANCY, "")
+    if isinstance(statement, sa.TextualSelect):  # text(...).columns(...): the mark may sit on either
+        return options.get(_SQL_TENANCY) or statement.element.get_execution_options().get(_SQL_TENANCY, "")
+    return None
+
+
+def is_raw_sql(statement: Any) -> bool:
+    return isinstance(statement, sa.TextClause | sa.TextualSelect)
+
+
+def _scope_text(connection: Any, statement: Any, multiparams: Any, params: Any, options: Any) -> Any:
+    """Raw SQL on a tenant session's connection runs only when marked, with `:org` bound to the session's
+    organisation. Connections no session opened (migrations, health checks, tests' fixtures) are the system's."""
+    tenancy = _text_tenancy(statement, options)
+    org_id = options.get(_CONNECTION_ORG, SYSTEM)
+    if tenancy is None or tenancy == "global" or (org_id == SYSTEM and not tenancy):
+        return statement, multiparams, params
+    if not tenancy:
+        raise TenancyError("raw SQL in a tenant session: mark it scoped_text (limited by :org) or global_text")
+    if org_id is None:
+        raise TenancyError("scoped SQL in a session without a declared organisation scope")
+    if multiparams:
+        return statement, [_bind_org(p, org_id) for p in multiparams], params
+    return statement, multiparams, _bind_org(params, org_id)
+
+
+def _bind_org(params: Any, org_id: str) -> dict[str, Any]:
+    named = params.get("org")
+    if org_id == SYSTEM:
+        if not named:
+            raise TenancyError("scoped SQL in a system session names its organisation (:org)")
+        return dict(params)
+    if named is not None and named != org_id:
+        raise TenancyError("scoped SQL names another organisation than its session's")
+    return {**params, "org": org_id}
+
+
+def _refuse_driver_sql(connection: Any, _cursor: Any, _statement: str, _params: Any, context: Any, _many: bool) -> None:
+    # exec_driver_sql: a plain string, past every construct a mark could sit on
+    if context is not None and context.is_text and context.compiled is None:
+        org_id = context.execution_options.get(_CONNECTION_ORG, SYSTEM)
+        if org_id != SYSTEM and context.execution_options.get(_SQL_TENANCY) != "global":
+            raise TenancyError("driver-level SQL in a tenant session")
 
 
 @event.listens_for(Session, "before_flush")
@@ -279,10 +369,13 @@ __all__ = [
     "SQLModel",
     "TenancyError",
     "TenantScoped",
+    "global_text",
     "iso",
     "json_column",
+    "lock_organisation",
     "new_id",
     "optional_timestamp_column",
+    "scoped_text",
     "session_org",
     "timestamp_column",
     "to_async_url",

@@ -17,7 +17,7 @@ from sqlmodel import select
 
 from app.audit.models import RECORD_COLUMNS, AuditDigest, AuditLog, record_from_row
 from app.audit.service import INGEST_LOCK_NAMESPACE
-from app.db import AsyncSession, Database, new_id, session_org, within
+from app.db import AsyncSession, Database, lock_organisation, new_id, session_org, within
 from app.integrity import (
     GENESIS_HASH,
     checksum_content,
@@ -73,10 +73,7 @@ async def seal_organization(
     org_id = session_org(session)
     # exclusive: waits for ingest transactions in flight (they hold it shared), so every record with a
     # seq below what we read is committed and none can appear later below our upper bound
-    await session.execute(
-        sa.text("SELECT pg_advisory_xact_lock(:ns, hashtext(:org))"),
-        {"ns": INGEST_LOCK_NAMESPACE, "org": org_id},
-    )
+    await lock_organisation(session, INGEST_LOCK_NAMESPACE)
     last = (await session.exec(select(AuditDigest).order_by(AuditDigest.sequence.desc()).limit(1))).first()
     after_seq = last.to_seq if last else 0
     rows = (

@@ -12,7 +12,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from app.audit.models import AuditLog, AuditSearch
-from app.db import Database
+from app.db import Database, scoped_text
 from app.runtime.isolation import each_organization
 
 TEXT_CONFIG = "simple"  # language-neutral: prompts come in every language, and no stemming surprises
@@ -26,7 +26,7 @@ _DOCUMENT = (
 )
 
 # the f-strings below interpolate only the module constants above, never input
-_INDEX_IDS = sa.text(
+_INDEX_IDS = scoped_text(
     f"""
     INSERT INTO audit_search (log_id, org_id, document)
     SELECT a.id, a.org_id, {_DOCUMENT}
@@ -36,7 +36,7 @@ _INDEX_IDS = sa.text(
     """
 )
 
-_SWEEP = sa.text(
+_SWEEP = scoped_text(
     f"""
     WITH chunk AS (
         SELECT a.id, a.seq FROM audit_logs a
@@ -99,7 +99,7 @@ async def drain_pending(db: Database, redis: Any, org_id: str, *, chunk: int = S
 
 async def index_records(db: Database, org_id: str, record_ids: list[str]) -> int:
     async with db.tenant_session(org_id) as session:
-        result = await session.execute(_INDEX_IDS, {"org": org_id, "ids": record_ids})
+        result = await session.execute(_INDEX_IDS, {"ids": record_ids})
         await session.commit()
         return int(result.rowcount or 0)
 
@@ -121,21 +121,17 @@ async def sweep(db: Database, *, lag_seconds: float = SWEEP_LAG_SECONDS) -> int:
         swept, found = swept_by_org[org_id], 0
         while True:
             async with db.tenant_session(org_id) as session:
-                row = (
-                    await session.execute(
-                        _SWEEP, {"org": org_id, "after": swept, "limit": SWEEP_CHUNK, "lag": lag_seconds}
-                    )
-                ).one()
+                row = (await session.execute(_SWEEP, {"after": swept, "limit": SWEEP_CHUNK, "lag": lag_seconds})).one()
                 if not row.checked:
                     return found
                 found += int(row.indexed)
                 swept = int(row.last_seq)
                 await session.execute(
-                    sa.text(
+                    scoped_text(
                         "INSERT INTO audit_search_progress (org_id, swept_seq) VALUES (:org, :seq) "
                         "ON CONFLICT (org_id) DO UPDATE SET swept_seq = EXCLUDED.swept_seq"
                     ),
-                    {"org": org_id, "seq": swept},
+                    {"seq": swept},
                 )
                 await session.commit()
             if row.checked < SWEEP_CHUNK:

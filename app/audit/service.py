@@ -24,7 +24,7 @@ from app.audit.models import LIGHT_RECORD_COLUMNS, RECORD_COLUMNS, AuditLog, Aud
 from app.audit.traces import TraceTree, build_tree
 from app.audit.validation import AuditLogDraft
 from app.billing import quota as billing_quota
-from app.db import AsyncSession, TenancyError, new_id, session_org, within
+from app.db import SYSTEM, AsyncSession, TenancyError, lock_organisation, new_id, scoped_text, session_org, within
 from app.errors import NotFound
 from app.guardrails import service as guardrails
 from app.integrity import checksum_content, record_checksum
@@ -36,18 +36,18 @@ INGEST_LOCK_NAMESPACE = 0x41554454  # "AUDT": ingest holds it shared per org, se
 
 def _org(session: AsyncSession) -> str:
     org_id = session_org(session)
-    if not org_id or org_id == "__system__":
+    if not org_id or org_id == SYSTEM:
         raise TenancyError("audit records are written through a tenant session")
     return org_id
 
 
-_INSERT = sa.text(
+_INSERT = scoped_text(
     """
     INSERT INTO audit_logs (
         id, org_id, trace_id, span_id, parent_span_id, agent_id, action, prompt, response, metadata, args,
         result, occurred_at, received_at, duration_ms, status, idempotency_key, execution_id, verb, provider,
         risk_level, governance_status, dry_run, idempotent, tenant_id, credential_masked, checksum)
-    SELECT id, :org_id, trace_id, span_id, parent_span_id, agent_id, action, prompt, response,
+    SELECT id, :org, trace_id, span_id, parent_span_id, agent_id, action, prompt, response,
         metadata::jsonb, args::jsonb, result::jsonb, occurred_at, :received_at, duration_ms, status,
         idempotency_key, execution_id, verb, provider, risk_level, governance_status, dry_run, idempotent,
         tenant_id, credential_masked, checksum
@@ -176,7 +176,7 @@ async def ingest(session: AsyncSession, principal: Principal, drafts: Sequence[A
     for row in rows:
         row["checksum"] = record_checksum(checksum_content(row))
 
-    params: dict[str, Any] = {"org_id": org_id, "received_at": now}
+    params: dict[str, Any] = {"received_at": now}
     for column in _ARRAY_COLUMNS:
         values = [row[column] for row in rows]
         if column in ("metadata", "args", "result"):
@@ -185,10 +185,7 @@ async def ingest(session: AsyncSession, principal: Principal, drafts: Sequence[A
 
     # shared per-organisation lock: sealing takes it exclusively, so it never seals past a record
     # that has its seq but is not committed yet
-    await session.execute(
-        sa.text("SELECT pg_advisory_xact_lock_shared(:ns, hashtext(:org))"),
-        {"ns": INGEST_LOCK_NAMESPACE, "org": org_id},
-    )
+    await lock_organisation(session, INGEST_LOCK_NAMESPACE, shared=True)
     inserted = {r.id: r.seq for r in (await session.execute(_INSERT, params)).all()}
 
     existing: dict[str, AuditRecord] = {}
@@ -357,7 +354,7 @@ async def spans_by_id(session: AsyncSession, keys: Sequence[tuple[str, str]]) ->
     return {(r.trace_id, r.span_id): r for r in map(record_from_row, (await session.execute(stmt)).all())}
 
 
-_CHAIN = sa.text(
+_CHAIN = scoped_text(
     """
     WITH RECURSIVE chain AS (
         SELECT a.id, a.trace_id, a.parent_span_id, 1 AS depth, ARRAY[a.span_id]::text[] AS path
@@ -390,7 +387,7 @@ async def chain(session: AsyncSession, record: AuditRecord, *, max_depth: int = 
 
 def _org_for_read(session: AsyncSession, record: AuditRecord) -> str:
     org_id = session_org(session)
-    if org_id not in (record.org_id, "__system__"):
+    if org_id not in (record.org_id, SYSTEM):
         raise TenancyError("record read across organisations")
     return record.org_id
 

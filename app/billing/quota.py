@@ -19,29 +19,28 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from datetime import UTC, date, datetime
 
-import sqlalchemy as sa
 from sqlmodel import select
 
 from app.billing import plans
 from app.billing.middleware import current_settings
 from app.billing.models import BillingAccount, UsageCounter
-from app.db import AsyncSession
+from app.db import AsyncSession, lock_organisation, scoped_text
 from app.errors import QuotaExceeded
 from app.settings import Settings
 
 LIMIT_LOCK_NAMESPACE = 0x42494C4C  # "BILL": serialises counted resources (API keys, webhook endpoints) per org
 
-_CONSUME = sa.text(
+_CONSUME = scoped_text(
     """
     WITH account AS (
-        SELECT coalesce((SELECT plan FROM billing_accounts WHERE org_id = :org_id), :default_plan) AS plan
+        SELECT coalesce((SELECT plan FROM billing_accounts WHERE org_id = :org), :default_plan) AS plan
     ), lim AS (
         SELECT t.quota AS value
         FROM account JOIN unnest(CAST(:plans AS text[]), CAST(:quotas AS bigint[])) AS t(plan, quota)
             ON t.plan = account.plan
     )
     INSERT INTO usage_counters (org_id, period_start, records, updated_at)
-    SELECT :org_id, :period_start, :n, now() FROM lim WHERE lim.value IS NULL OR :n <= lim.value
+    SELECT :org, :period_start, :n, now() FROM lim WHERE lim.value IS NULL OR :n <= lim.value
     ON CONFLICT (org_id, period_start) DO UPDATE
         SET records = usage_counters.records + EXCLUDED.records, updated_at = EXCLUDED.updated_at
         WHERE EXISTS (
@@ -92,7 +91,6 @@ async def consume_records(session: AsyncSession, org_id: str, count: int, *, set
     quotas = [plans.limits_for(p, settings).records_per_month if enforced else None for p in plans.PLANS]
     start, end = period_of()
     params = {
-        "org_id": org_id,
         "default_plan": plans.DEFAULT_PLAN.value,
         "plans": names,
         "quotas": quotas,
@@ -151,10 +149,7 @@ async def require_capacity(
     limit = getattr(plans.limits_for(plan, settings), resource)
     if limit is None:
         return
-    await session.execute(
-        sa.text("SELECT pg_advisory_xact_lock(:ns, hashtext(:key))"),
-        {"ns": LIMIT_LOCK_NAMESPACE, "key": f"{org_id}:{resource}"},
-    )
+    await lock_organisation(session, LIMIT_LOCK_NAMESPACE, part=f":{resource}")
     used = await count()
     if used + adding <= limit:
         return

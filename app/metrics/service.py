@@ -24,7 +24,7 @@ import sqlalchemy as sa
 from sqlalchemy.dialects.postgresql import ARRAY
 
 from app.audit.service import INGEST_LOCK_NAMESPACE
-from app.db import AsyncSession, Database, session_org, utcnow
+from app.db import AsyncSession, Database, global_text, lock_organisation, scoped_text, utcnow
 from app.errors import BadUserInput
 from app.metrics import histogram
 from app.runtime.isolation import each_organization
@@ -78,7 +78,7 @@ _AGGREGATES_FROM_RAW = """
 """
 
 # S608: the SQL here is assembled from constants and whitelisted column names; values are always bound
-_ROLLUP_INSERT = sa.text(
+_ROLLUP_INSERT = scoped_text(
     f"""
     INSERT INTO metric_rollups (org_id, hour, agent_id, action, status, governance_status, count, errors,
         blocked, alerts, tokens, duration_count, duration_sum, duration_min, duration_max, duration_buckets)
@@ -94,7 +94,7 @@ _ROLLUP_INSERT = sa.text(
     """  # noqa: S608
 ).bindparams(sa.bindparam("hours", type_=ARRAY(sa.DateTime(timezone=True))))
 
-_HOURS_TO_RECOMPUTE = sa.text(
+_HOURS_TO_RECOMPUTE = scoped_text(
     f"""
     SELECT DISTINCT {_utc_hour("occurred_at")} AS hour FROM audit_logs
     WHERE org_id = :org AND seq > :old_seq AND seq <= :new_seq AND occurred_at < :until
@@ -103,6 +103,11 @@ _HOURS_TO_RECOMPUTE = sa.text(
     WHERE org_id = :org AND occurred_at >= :old_until AND occurred_at < :until AND seq <= :new_seq
     """  # noqa: S608
 )
+
+
+# read in a tenant session, but across organisations: seq is global, and so is its watermark
+_MAX_SEQ = global_text("SELECT coalesce(max(seq), 0) FROM audit_logs")
+_JIT_OFF = global_text("SET LOCAL jit = off")
 
 
 @dataclass
@@ -137,20 +142,15 @@ async def rollup_organization(db: Database, org_id: str, *, now: datetime | None
         # exclusive ingest lock (ingest holds it shared): every record of this organisation with seq <= max
         # is committed, and none committed later can have a smaller seq. The max is global (seq is), so the
         # watermark of an idle organisation keeps up and the late-record scan of a query stays short.
-        await session.execute(
-            sa.text("SELECT pg_advisory_xact_lock(:ns, hashtext(:org))"), {"ns": INGEST_LOCK_NAMESPACE, "org": org_id}
-        )
-        new_seq = (await session.execute(sa.text("SELECT coalesce(max(seq), 0) FROM audit_logs"))).scalar_one()
+        await lock_organisation(session, INGEST_LOCK_NAMESPACE)
+        new_seq = (await session.execute(_MAX_SEQ)).scalar_one()
         await session.commit()
 
     async with db.tenant_session(org_id) as session:
-        await session.execute(
-            sa.text("SELECT pg_advisory_xact_lock(:ns, hashtext(:org))"), {"ns": METRICS_LOCK_NAMESPACE, "org": org_id}
-        )
+        await lock_organisation(session, METRICS_LOCK_NAMESPACE)
         state = (
             await session.execute(
-                sa.text("SELECT rolled_seq, rolled_until FROM metric_rollup_state WHERE org_id = :org"),
-                {"org": org_id},
+                scoped_text("SELECT rolled_seq, rolled_until FROM metric_rollup_state WHERE org_id = :org")
             )
         ).first()
         old_seq, old_until = (state[0], state[1]) if state else (0, None)
@@ -162,7 +162,6 @@ async def rollup_organization(db: Database, org_id: str, *, now: datetime | None
                 await session.execute(
                     _HOURS_TO_RECOMPUTE,
                     {
-                        "org": org_id,
                         "old_seq": old_seq,
                         "new_seq": new_seq,
                         "until": until,
@@ -176,18 +175,18 @@ async def rollup_organization(db: Database, org_id: str, *, now: datetime | None
         rows = 0
         if hours:
             await session.execute(
-                sa.text("DELETE FROM metric_rollups WHERE org_id = :org AND hour = ANY(:hours)").bindparams(
+                scoped_text("DELETE FROM metric_rollups WHERE org_id = :org AND hour = ANY(:hours)").bindparams(
                     sa.bindparam("hours", type_=ARRAY(sa.DateTime(timezone=True)))
                 ),
-                {"org": org_id, "hours": hours},
+                {"hours": hours},
             )
             result = await session.execute(
                 _ROLLUP_INSERT,
-                {"org": org_id, "seq": new_seq, "low": hours[0], "high": hours[-1] + HOUR, "hours": hours},
+                {"seq": new_seq, "low": hours[0], "high": hours[-1] + HOUR, "hours": hours},
             )
             rows = result.rowcount
         await session.execute(
-            sa.text(
+            scoped_text(
                 """
                 INSERT INTO metric_rollup_state (org_id, rolled_seq, rolled_until, updated_at)
                 VALUES (:org, :seq, :until, now())
@@ -195,7 +194,7 @@ async def rollup_organization(db: Database, org_id: str, *, now: datetime | None
                 SET rolled_seq = EXCLUDED.rolled_seq, rolled_until = EXCLUDED.rolled_until, updated_at = now()
                 """
             ),
-            {"org": org_id, "seq": new_seq, "until": until},
+            {"seq": new_seq, "until": until},
         )
         await session.commit()
     return RollupResult(org_id=org_id, hours=len(hours), rows=rows, rolled_seq=new_seq, rolled_until=until)
@@ -351,7 +350,6 @@ async def metrics(session: AsyncSession, query: MetricsQuery, *, now: datetime |
     """Buckets of the session's organisation, ordered by start then dimensions."""
     start, end = validate(query, now or utcnow())
     params: dict[str, Any] = {
-        "org": session_org(session),
         "start": start,
         "end": end,
         "a": ceil_hour(start),
@@ -359,9 +357,9 @@ async def metrics(session: AsyncSession, query: MetricsQuery, *, now: datetime |
     }
     sql = _metrics_sql(query, params)
     # JIT compilation costs more than this statement runs; planners' guesses on big tables can trigger it
-    await session.execute(sa.text("SET LOCAL jit = off"))
+    await session.execute(_JIT_OFF)
     merged: dict[tuple[Any, ...], MetricRow] = {}
-    for row in (await session.execute(sa.text(sql), params)).all():
+    for row in (await session.execute(scoped_text(sql), params)).all():
         t, agent_id, action, status, gov, count, errors, blocked, alerts, tokens, d_count, d_sum, d_min, d_max, b = row
         if not count:
             continue  # an aggregate without GROUP BY over no rows

@@ -21,7 +21,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from app.db import SYSTEM, AsyncSession, TenancyError, session_org, tenant_scoped
+from app.db import SYSTEM, AsyncSession, TenancyError, is_raw_sql, session_org, tenant_scoped
 
 ISO_MS = 'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"'  # the same text as app.db.iso: UTC, milliseconds, `Z`
 
@@ -106,6 +106,8 @@ async def copy_lines(
     if org_id is None:
         raise TenancyError("COPY from a session without a declared organisation scope")
     if org_id != SYSTEM:
+        if is_raw_sql(statement):  # runs on the driver's connection, past every check of raw SQL
+            raise TenancyError("COPY of raw SQL from a tenant session")
         statement = tenant_scoped(statement, org_id)
     connection = await session.connection()
     compiled = statement.compile(dialect=connection.dialect, compile_kwargs={"render_postcompile": True})

@@ -13,7 +13,7 @@ import sqlalchemy as sa
 from export_support import export_job, fetch_link, run_jobs, start_export
 
 from app.audit import service as audit
-from app.db import iso
+from app.db import iso, scoped_text
 from app.exports.datasets import AUDIT_HEADER
 from support import register
 
@@ -117,7 +117,7 @@ async def test_audit_csv_formatted_by_postgresql_matches_the_reference_on_hostil
         as_text = {
             row.id: (row.duration, row.metadata)
             for row in await session.execute(
-                sa.text(
+                scoped_text(
                     "SELECT id, duration_ms::text AS duration, metadata::text AS metadata FROM audit_logs"
                     " WHERE org_id = :org"
                 ),

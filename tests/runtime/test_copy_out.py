@@ -8,6 +8,7 @@ import random
 import sqlalchemy as sa
 
 from app.audit.models import AuditLog
+from app.db import global_text
 from app.runtime.copy_out import CopyTextLines, copy_lines
 from support import register
 
@@ -65,4 +66,4 @@ async def test_copy_is_scoped_to_the_sessions_organisation_and_can_stop_half_way
         await anext(pieces)
         await pieces.aclose()
     async with runtime.db.tenant_session(alice.org_id) as session:
-        assert (await session.execute(sa.text("SELECT 1"))).scalar() == 1
+        assert (await session.execute(global_text("SELECT 1"))).scalar() == 1
