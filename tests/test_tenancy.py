@@ -128,7 +128,7 @@ async def test_raw_connections_are_reached_only_through_the_scoped_copy():
     """The driver's own connection runs SQL no check above sees: only COPY (of a statement scoped by
     `tenant_scoped`) and the pool's closed-connection check reach it."""
     allowed = {"app/db.py", "app/runtime/copy_out.py"}
-    pattern = re.compile(r"get_raw_connection|driver_connection|dbapi_connection|exec_driver_sql|\.raw_connection")
+    pattern = re.compile(r"\.(get_raw_connection|exec_driver_sql|raw_connection)\(|\.(driver|dbapi)_connection\b")
     found = [
         str(path.relative_to(ROOT))
         for folder in ("app", "workers")

@@ -5,11 +5,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import inspect
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from typing import Any, cast
 
 import structlog
 from graphql import GraphQLSchema
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncMappingResult, AsyncResult, AsyncScalarResult
+from sqlalchemy.ext.asyncio.result import AsyncTupleResult
 from starlette.requests import HTTPConnection
 
 from app.api.auth import authenticate
@@ -22,44 +24,106 @@ from app.runtime.resources import Runtime
 
 log = structlog.get_logger(__name__)
 
+# what passes a shared session, connection or streamed result unlocked: bookkeeping in memory, never a wait
+# on the database. Anything else that awaits holds the lock; anything else at all is refused (AttributeError),
+# so a method SQLAlchemy adds later cannot slip past it.
+_PURE = frozenset(
+    {
+        # session
+        "add",
+        "add_all",
+        "expunge",
+        "expunge_all",
+        "expire",
+        "expire_all",
+        "is_modified",
+        "no_autoflush",
+        "info",
+        "bind",
+        "get_bind",
+        "sync_session",
+        "identity_map",
+        "new",
+        "dirty",
+        "deleted",
+        "is_active",
+        "in_transaction",
+        "in_nested_transaction",
+        # connection
+        "dialect",
+        "sync_connection",
+        "closed",
+        "invalidated",
+        # streamed result
+        "keys",
+    }
+)
+# a streamed result's filters: new views of the same cursor, locked in turn
+_VIEWS = frozenset({"scalars", "mappings", "columns", "unique", "yield_per", "tuples", "t"})
+_STARTABLE = frozenset({"stream", "stream_scalars"})
+# the driver's own connection runs past any lock: a shared session cannot hand it out
+_REFUSED = frozenset({"get_raw_connection"})
+_STREAMED = (AsyncResult, AsyncScalarResult, AsyncMappingResult, AsyncTupleResult, AsyncConnection)
+
 
 class SerializedSession:
     """The request's one AsyncSession, shared by resolvers that GraphQL runs concurrently (sibling fields,
-    list items). An AsyncSession must not be used by two coroutines at once, so every call that talks to
-    the database holds a per-request lock: statements interleave, one at a time, on one connection."""
+    list items). An AsyncSession must not be used by two coroutines at once, so every call that awaits the
+    database holds a per-request lock: statements interleave, one at a time, on one connection.
 
-    _LOCKED = frozenset(
-        {
-            "execute",
-            "exec",
-            "get",
-            "scalar",
-            "scalars",
-            "commit",
-            "rollback",
-            "flush",
-            "delete",
-            "refresh",
-            "merge",
-            "close",
-            "run_sync",
-        }
-    )
+    The same holds for what it hands out that talks to the database later: the connection (`connection()`)
+    and streamed results (`stream`, `stream_scalars`). A stream holds the lock for each fetch, not while it is
+    open: its consumer, or a sibling resolver, can run statements between two fetches (each server-side cursor
+    is a portal of its own in the transaction), so no stream waits for a lock that its own reader holds."""
 
-    def __init__(self, session: AsyncSession) -> None:
-        self._session = session
-        self._lock = asyncio.Lock()
+    def __init__(self, target: Any, lock: asyncio.Lock | None = None) -> None:
+        self._target = target
+        self._lock = lock or asyncio.Lock()
 
     def __getattr__(self, name: str) -> Any:
-        attribute = getattr(self._session, name)
-        if name not in self._LOCKED:
+        attribute = getattr(self._target, name)
+        if name in _PURE:
             return attribute
+        lock = self._lock
+        if name in _REFUSED:
+            raise AttributeError(f"{name}: the driver's connection cannot be shared; open a session of its own")
+        if inspect.isasyncgenfunction(attribute):  # a result's partitions()
+            return lambda *args, **kwargs: _locked_iteration(attribute(*args, **kwargs), lock)
+        # AsyncConnection.stream(): awaitable (and an async context manager, which a shared one is not)
+        if inspect.iscoroutinefunction(attribute) or name in _STARTABLE:
 
-        async def locked(*args: Any, **kwargs: Any) -> Any:
-            async with self._lock:
-                return await attribute(*args, **kwargs)
+            async def locked(*args: Any, **kwargs: Any) -> Any:
+                async with lock:
+                    return _shared(await attribute(*args, **kwargs), lock)
 
-        return locked
+            return locked
+        if name in _VIEWS:
+            return lambda *args, **kwargs: _shared(attribute(*args, **kwargs), lock)
+        raise AttributeError(f"{name}: not known to be safe on a shared session")
+
+    def __aiter__(self) -> AsyncIterator[Any]:  # a streamed result, row by row
+        return _locked_iteration(aiter(self._target), self._lock)
+
+
+def _shared(value: Any, lock: asyncio.Lock) -> Any:
+    return SerializedSession(value, lock) if isinstance(value, _STREAMED) else value
+
+
+async def _locked_iteration(iterator: AsyncIterator[Any], lock: asyncio.Lock) -> AsyncIterator[Any]:
+    """`iterator`, each step under the lock; the lock is free while the consumer works on an item."""
+    try:
+        while True:
+            async with lock:
+                try:
+                    item = await anext(iterator)
+                except StopAsyncIteration:
+                    return
+            yield item
+    finally:
+        aclose = getattr(iterator, "aclose", None)
+        if aclose is not None:
+            async with lock:
+                await aclose()
 
 
 class Context:
