@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import base64
 import json
+import math
 import random
 import re
 import time
@@ -146,6 +147,91 @@ def json_loads(text: str | bytes) -> Any:
     if long_digits.search(text) is None:  # type: ignore[arg-type]
         return value
     return json.loads(text) if _maybe_lossy(value) else value
+
+
+# the range in which a JSON number is stored by jsonb and read back (and answered by orjson) as the same value:
+# integers of 64 bits; beyond it jsonb returns an integral float as a huge integer and precision is lost
+MIN_JSON_NUMBER = -(2**63)
+MAX_JSON_NUMBER = 2**64 - 1
+
+
+class InvalidJSON(json.JSONDecodeError):
+    """A request body that is not JSON we accept. A JSONDecodeError, so that the GraphQL WebSocket handler
+    closes with 4400 as for any undecodable message; the message says what is wrong (never the payload)."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, "", 0)
+        self.message = message
+
+    def __str__(self) -> str:
+        return self.message
+
+
+def request_json(body: str | bytes) -> Any:
+    """A request body's JSON, decoded one way on every path (REST, GraphQL over HTTP and WebSocket): UTF-8,
+    nesting bounded (orjson refuses past 1,024 levels, before any recursion here), no NaN or Infinity,
+    integers kept exactly, no NUL characters (PostgreSQL stores none). Raises InvalidJSON."""
+    try:
+        value = orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        raise InvalidJSON(f"the body is not valid JSON: {exc.msg}") from None
+    long_digits = _LONG_DIGITS_TEXT if isinstance(body, str) else _LONG_DIGITS_BYTES
+    if long_digits.search(body) is not None and _maybe_lossy(value):  # type: ignore[arg-type]
+        try:
+            value = json.loads(body)  # integers beyond 64 bits exactly (orjson read them as floats)
+        except (ValueError, RecursionError):
+            raise InvalidJSON("the body is not valid JSON") from None
+    nul = b"\\u0000" if isinstance(body, bytes) else "\\u0000"
+    if nul in body and _contains_nul(value):  # type: ignore[operator]
+        raise InvalidJSON("JSON strings must not contain NUL characters (\\u0000)")
+    return value
+
+
+def _contains_nul(value: Any) -> bool:
+    pending = [value]
+    while pending:
+        item = pending.pop()
+        if isinstance(item, str):
+            if "\x00" in item:
+                return True
+        elif isinstance(item, dict):
+            pending.extend(item.keys())
+            pending.extend(item.values())
+        elif isinstance(item, list):
+            pending.extend(item)
+    return False
+
+
+def json_value_problem(value: Any) -> str | None:
+    """Why jsonb could not store `value` and give the same value back, or None: a NUL character in a key or
+    string, a number outside the 64-bit range or not finite, a key that is not a string, a value that is not
+    JSON. Iterative: hostile nesting cannot blow the stack."""
+    pending = [value]
+    while pending:
+        item = pending.pop()
+        kind = type(item)
+        if kind is str:
+            if "\x00" in item:
+                return "must not contain NUL characters"
+        elif kind is dict:
+            for key in item:
+                if type(key) is not str:
+                    return "must have string keys"
+                if "\x00" in key:
+                    return "must not contain NUL characters"
+            pending.extend(item.values())
+        elif kind is list:
+            pending.extend(item)
+        elif kind is int or kind is float:
+            if kind is float and not math.isfinite(item):
+                return "must not hold NaN or Infinity"
+            # floats up to 2^63 only: a larger one reads back from jsonb as an integer that is not the float
+            high = MAX_JSON_NUMBER if kind is int else -MIN_JSON_NUMBER - 1
+            if not MIN_JSON_NUMBER <= item <= high:
+                return "holds a number beyond the 64-bit range (-2^63 to 2^64-1); send it as a string"
+        elif item is not None and kind is not bool:
+            return "is not JSON"
+    return None
 
 
 class AsyncSession(SQLModelAsyncSession):

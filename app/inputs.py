@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from app.db import json_value_problem
 from app.errors import BadUserInput
 
 
@@ -19,21 +20,7 @@ def check_json_object(value: Any, *, field: str, max_bytes: int) -> dict[str, An
         raise BadUserInput(f"{field} must be plain JSON (no NaN or Infinity)", field=field) from None
     if len(serialised.encode()) > max_bytes:
         raise BadUserInput(f"{field} must be at most {max_bytes} bytes as JSON", field=field)
-    if _contains_nul(value):
-        raise BadUserInput(f"{field} must not contain NUL characters", field=field)  # jsonb refuses them
+    problem = json_value_problem(value)  # NUL (jsonb refuses it), numbers jsonb would not give back the same
+    if problem is not None:
+        raise BadUserInput(f"{field} {problem}", field=field)
     return value
-
-
-def _contains_nul(value: Any) -> bool:
-    pending = [value]
-    while pending:
-        item = pending.pop()
-        if isinstance(item, str):
-            if "\x00" in item:
-                return True
-        elif isinstance(item, dict):
-            pending.extend(item.keys())
-            pending.extend(item.values())
-        elif isinstance(item, list):
-            pending.extend(item)
-    return False

@@ -17,7 +17,8 @@ UTC ISO 8601 with microseconds and `Z` (`2024-05-01T10:00:00.000000Z`; naive dat
 UTC), dates as `YYYY-MM-DD`. Numbers are normalised so that a value hashes the same before it is
 written and after it is read back from PostgreSQL: JSONB keeps numbers as NUMERIC and returns an integral
 float such as 1e16 or 2.0 without its exponent or fraction (`10000000000000000`), so integral floats
-hash as integers (2.0 and 2 give one checksum), and integers beyond 64 bits hash as the float they equal
+hash as integers (2.0 and 2 give one checksum; beyond 2**53 the integer of the float's shortest decimal
+text, as JSONB stores it), and integers beyond 64 bits hash as the float they equal
 (or as their decimal string when no float does). Keys must be strings; other types raise TypeError.
 NaN and infinities cannot come from JSON and serialise as null.
 """
@@ -28,12 +29,14 @@ import hashlib
 import hmac
 from collections.abc import Iterable, Mapping
 from datetime import UTC, date, datetime, time
+from decimal import Decimal
 from typing import Any
 
 import orjson
 
 _OPTIONS = orjson.OPT_SORT_KEYS | orjson.OPT_PASSTHROUGH_DATETIME
 _INT64 = 2**63
+_EXACT = 2**53  # integral floats up to here are exactly their shortest decimal text
 
 
 def _default(value: Any) -> Any:
@@ -61,7 +64,9 @@ def _normalise(value: Any) -> Any:
         return [item if type(item) in _PLAIN else _normalise(item) for item in value]
     if kind is float:
         if value.is_integer() and -_INT64 <= value < _INT64:
-            return int(value)
+            # the integer JSONB gives back is the float's shortest decimal text, which beyond 2**53 is not
+            # the float's exact binary value (4.611051665908075e16 reads back as 46110516659080750)
+            return int(value) if -_EXACT <= value <= _EXACT else int(Decimal(repr(value)))
         return value
     if kind is int and not -_INT64 <= value < _INT64:
         try:

@@ -12,6 +12,7 @@ from typing import Any
 
 import orjson
 import structlog
+from cross_web import HTTPException
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.applications import Starlette
 from starlette.requests import HTTPConnection, Request
@@ -23,6 +24,7 @@ from strawberry.asgi import ASGIWebSocketAdapter, GraphQL
 from strawberry.exceptions import ConnectionRejectionError
 from strawberry.http.exceptions import WebSocketDisconnected
 from strawberry.subscriptions import GRAPHQL_TRANSPORT_WS_PROTOCOL
+from strawberry.types.unset import UNSET
 
 import app.models  # noqa: F401  every table known before the first session, so foreign keys resolve
 from app.activity.service import REQUEST_ORIGIN
@@ -31,12 +33,12 @@ from app.api.rest import JSONResponse, error_response
 from app.api.schema import build_schema
 from app.api.shared_subscriptions import SharedSubscriptions, SharingTransportWSHandler
 from app.billing.middleware import BillingMiddleware
-from app.db import json_loads
+from app.db import InvalidJSON, request_json
 from app.errors import AppError, PayloadTooLarge
 from app.guardrails.cache import listen_for_rule_changes
 from app.orgs.credentials import TokenSigner
 from app.runtime.resources import Runtime
-from app.runtime.telemetry import HTTP_LATENCY, HTTP_REQUESTS, POOL_COLLECTOR, REGISTRY
+from app.runtime.telemetry import ERRORS, HTTP_LATENCY, HTTP_REQUESTS, POOL_COLLECTOR, REGISTRY
 from app.settings import Settings
 
 log = structlog.get_logger(__name__)
@@ -83,8 +85,37 @@ class AgentrailGraphQL(GraphQL):
         return orjson.dumps(data)
 
     def decode_json(self, data: str | bytes) -> object:
-        # orjson, several times faster than the standard library on large batches, and exactly as lenient
-        return json_loads(data)
+        # the request decoding of every path (app/db.py): orjson, integers exactly, bounded nesting, no NUL;
+        # InvalidJSON is a JSONDecodeError, so a WebSocket message that fails closes 4400
+        return request_json(data)
+
+    def parse_json(self, data: str | bytes) -> Any:
+        try:
+            value = request_json(data)
+        except InvalidJSON as exc:
+            raise HTTPException(400, exc.message) from None
+        items = value if isinstance(value, list) else [value]
+        if not all(isinstance(item, dict) for item in items):
+            raise HTTPException(400, 'the body must be a JSON object: {"query": "…", "variables": {…}}')
+        return value
+
+    async def parse_http_body(self, request: Any) -> Any:
+        data = await super().parse_http_body(request)
+        for item in data if isinstance(data, list) else [data]:
+            if item.query is not None and ("\\u0000" in item.query or "\x00" in item.query):
+                # a NUL spelled as a GraphQL escape: PostgreSQL stores no NUL, so no argument may hold one
+                raise HTTPException(400, "the document must not contain NUL characters (\\u0000)")
+        return data
+
+    async def run(self, request: Any, context: Any = UNSET, root_value: Any = UNSET) -> Any:
+        try:
+            return await super().run(request, context, root_value)
+        except HTTPException as exc:
+            # strawberry answers these in plain text: the same JSON errors as every other GraphQL failure
+            code = "BAD_USER_INPUT" if 400 <= exc.status_code < 500 else "INTERNAL"
+            ERRORS.labels(code=code).inc()
+            body = {"errors": [{"message": exc.reason, "extensions": {"code": code}}]}
+            return Response(orjson.dumps(body), status_code=exc.status_code, media_type="application/json")
 
     async def get_context(self, request: HTTPConnection, response: Any) -> Context:
         state = request.app.state

@@ -15,7 +15,10 @@ from strawberry.extensions import (
     ValidationCache,
 )
 from strawberry.schema.config import StrawberryConfig
+from strawberry.schema.exceptions import InvalidOperationTypeError
+from strawberry.schema.schema import DEFAULT_ALLOWED_OPERATION_TYPES
 from strawberry.types.execution import ExecutionContext
+from strawberry.types.graphql import OperationType
 
 from app.activity.schema import ActivityQuery
 from app.agents.schema import AgentsMutation, AgentsQuery
@@ -76,7 +79,30 @@ class Subscription(AuditSubscription, AlertsSubscription, JobsSubscription):
     pass
 
 
+class SubscriptionOverHTTP(InvalidOperationTypeError):
+    """A subscription sent as an HTTP request: the view answers 400 with this reason."""
+
+    def __init__(self) -> None:
+        super().__init__(OperationType.SUBSCRIPTION)
+
+    def as_http_error_reason(self, method: str) -> str:
+        return "subscriptions are served over WebSocket (graphql-transport-ws at /graphql), not over HTTP"
+
+
 class AgentrailSchema(strawberry.Schema):
+    async def execute(  # type: ignore[override]
+        self, query: str | None, *args: Any, allowed_operation_types: Any = None, **kwargs: Any
+    ) -> Any:
+        # `execute` serves HTTP only (WebSocket operations go through `subscribe`): strawberry would run a
+        # subscription here and fail inside it; it is refused before execution instead
+        allowed = set(allowed_operation_types or DEFAULT_ALLOWED_OPERATION_TYPES) - {OperationType.SUBSCRIPTION}
+        try:
+            return await super().execute(query, *args, allowed_operation_types=allowed, **kwargs)
+        except InvalidOperationTypeError as exc:
+            if exc.operation_type is OperationType.SUBSCRIPTION:
+                raise SubscriptionOverHTTP from None
+            raise
+
     def process_errors(self, errors: list[GraphQLError], execution_context: ExecutionContext | None = None) -> None:
         # ErrorCodes logs the unexpected ones (with the request id); expected errors are not log noise.
         return None

@@ -283,6 +283,14 @@ class SharingTransportWSHandler(BaseGraphQLTransportWSHandler):
     max_buffered_bytes: int
     max_queued_results: int
 
+    async def handle_message(self, message: Any) -> None:
+        # valid JSON that is not an object ([1,2], "s", 42, null) is a protocol error like any other: 4400,
+        # without a traceback (strawberry would index into it and drop the connection)
+        if not isinstance(message, dict):
+            await self.handle_invalid_message("WebSocket message must be a JSON object")
+            return
+        await super().handle_message(message)
+
     async def run_operation(self, operation: Operation[Any, Any]) -> None:
         key = None
         with contextlib.suppress(Exception):  # not signed in etc.: the normal path reports it

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from typing import Any
 
-import orjson
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
@@ -12,7 +11,7 @@ from starlette.routing import Route
 from app.api.rest import JSONResponse, error_response, require_principal
 from app.audit.ingest import ingest
 from app.audit.models import AuditRecord
-from app.db import iso
+from app.db import InvalidJSON, iso, request_json
 from app.errors import AppError, BadUserInput
 
 _JSON_NAMES = {
@@ -49,11 +48,10 @@ def record_to_json(record: AuditRecord) -> dict[str, Any]:
 async def _read_json(request: Request) -> Any:
     if "json" not in request.headers.get("content-type", "application/json"):
         raise BadUserInput("send the body as application/json")
-    body = await request.body()
     try:
-        return orjson.loads(body)
-    except orjson.JSONDecodeError as exc:
-        raise BadUserInput(f"body is not valid JSON: {exc}") from None
+        return request_json(await request.body())
+    except InvalidJSON as exc:
+        raise BadUserInput(exc.message) from None
 
 
 async def _ingest(request: Request, raws: list[Any], *, batch: bool) -> list[AuditRecord]:

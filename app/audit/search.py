@@ -13,11 +13,13 @@ import sqlalchemy as sa
 
 from app.audit.models import AuditLog, AuditSearch
 from app.db import Database, scoped_text
+from app.errors import BadUserInput
 from app.runtime.isolation import each_organization
 
 TEXT_CONFIG = "simple"  # language-neutral: prompts come in every language, and no stemming surprises
 MAX_INDEXED_CHARS = 100_000  # per field: a tsvector is capped at 1 MB, and later text adds little
 SWEEP_CHUNK = 5_000
+MAX_QUERY_CHARS = 1_000  # a search is a few words; longer is abuse (PostgreSQL would parse megabytes per row batch)
 SWEEP_LAG_SECONDS = 120  # longer than any ingest transaction runs: no record commits behind the sweeper
 
 _DOCUMENT = (
@@ -142,6 +144,11 @@ async def sweep(db: Database, *, lag_seconds: float = SWEEP_LAG_SECONDS) -> int:
 
 
 def matches(query: str) -> Any:
-    """SQL condition on AuditLog: prompt or response matches the web-search style `query`."""
+    """SQL condition on AuditLog: prompt or response matches the web-search style `query`. BAD_USER_INPUT for a
+    query longer than MAX_QUERY_CHARS or holding NUL (PostgreSQL refuses it), checked before any work."""
+    if len(query) > MAX_QUERY_CHARS:
+        raise BadUserInput(f"search must be at most {MAX_QUERY_CHARS} characters", field="search")
+    if "\x00" in query:
+        raise BadUserInput("search must not contain NUL characters", field="search")
     tsquery = sa.func.websearch_to_tsquery(TEXT_CONFIG, query)
     return AuditLog.id.in_(sa.select(AuditSearch.log_id).where(AuditSearch.document.op("@@")(tsquery)))

@@ -13,6 +13,7 @@ from typing import Any
 
 import orjson
 
+from app.db import json_value_problem
 from app.errors import BadUserInput, PayloadTooLarge
 
 MAX_ACTION_LENGTH = 128
@@ -115,6 +116,9 @@ def _string(raw: dict[str, Any], key: str, problems: _Problems, index: int | Non
     if len(value) > max_length:
         problems.add(index, key, f"must be at most {max_length} characters")
         return None
+    if "\x00" in value:
+        problems.add(index, key, "must not contain NUL characters")
+        return None
     return value
 
 
@@ -127,6 +131,11 @@ def _json(raw: dict[str, Any], key: str, problems: _Problems, index: int | None,
         return None
     if _depth(value, MAX_DEPTH):
         problems.add(index, key, f"nests deeper than {MAX_DEPTH} levels")
+        return None
+    # what jsonb stores and gives back as the same value: the record verifies for good
+    problem = json_value_problem(value)
+    if problem is not None:
+        problems.add(index, key, problem)
         return None
     try:
         size = len(orjson.dumps(value))
@@ -195,6 +204,8 @@ def _check_one(raw: Any, index: int | None, problems: _Problems, now: datetime) 
         problems.add(index, "action", "is required (1–128 characters)")
     elif len(action) > MAX_ACTION_LENGTH:
         problems.add(index, "action", f"must be at most {MAX_ACTION_LENGTH} characters")
+    elif "\x00" in action:
+        problems.add(index, "action", "must not contain NUL characters")
 
     ids = {}
     for key in ("traceId", "spanId", "parentSpanId"):
