@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
 """Bootstrap: `python3 run.py serve` runs the service, `python3 run.py test` runs the test suite,
-`python3 run.py lint` checks the import contract (pyproject.toml, `[tool.importlinter]`).
+`python3 run.py lint` runs the linters, the type checker and the import contract (CI runs it before the tests).
 
 Creates `.venv` next to this file and installs the project into it (editable, with the test and lint
 extras) on first use, and again whenever `pyproject.toml` changes. Needs nothing but Python 3.11+.
@@ -49,17 +49,35 @@ def ensure_environment() -> Path:
     return python
 
 
+# `lint`: every step runs (all failures shown at once); any failure fails the command
+LINT_STEPS = [
+    ["ruff", "check", "app", "workers", "tests", "bench", "run.py"],
+    ["ruff", "format", "--check", "app", "workers", "tests", "bench", "run.py"],
+    ["mypy"],  # files and options: [tool.mypy] in pyproject.toml
+    # the import contract ([tool.importlinter]); no cache directory left in the checkout (about a second)
+    ["lint-imports", "--no-cache"],
+]
+
+
+def lint(python: Path) -> int:
+    failed = 0
+    for step in LINT_STEPS:
+        print("lint:", " ".join(step), flush=True)
+        tool = python.with_name(step[0] + (".exe" if os.name == "nt" else ""))
+        failed |= subprocess.call([str(tool), *step[1:]], cwd=ROOT) != 0
+    return 1 if failed else 0
+
+
 def main(argv: list[str]) -> int:
     if not argv or argv[0] in {"-h", "--help"}:
         print(__doc__)
         return 0
     python = ensure_environment()
     command, rest = argv[0], argv[1:]
+    if command == "lint":
+        return lint(python)
     if command == "test":
         args = [str(python), "-m", "pytest", *rest]
-    elif command == "lint":
-        # no cache directory left in the checkout: the whole graph takes about a second to build
-        args = [str(python.with_name("lint-imports.exe" if os.name == "nt" else "lint-imports")), "--no-cache", *rest]
     else:
         # the console script, not `python -m app.cli`: measured twice as slow on large GraphQL responses
         args = [str(python.with_name("agentrail.exe" if os.name == "nt" else "agentrail")), command, *rest]

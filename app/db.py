@@ -238,7 +238,7 @@ class AsyncSession(SQLModelAsyncSession):
     """SQLModel's session (`exec` for model selects) with SQLAlchemy's `execute` for rows and core SQL,
     which SQLModel marks deprecated only to steer model queries towards `exec`."""
 
-    async def execute(self, *args: Any, **kwargs: Any) -> Any:  # type: ignore[override]
+    async def execute(self, *args: Any, **kwargs: Any) -> Any:
         return await SQLAlchemyAsyncSession.execute(self, *args, **kwargs)
 
 
@@ -346,8 +346,16 @@ def _tenant_classes() -> list[type]:
     return [mapper.class_ for mapper in SQLModel._sa_registry.mappers if issubclass(mapper.class_, TenantScoped)]
 
 
-def session_org(session: Session) -> str | None:
+def session_org(session: Session | SQLAlchemyAsyncSession) -> str | None:
     return session.info.get(TENANT_KEY)
+
+
+def tenant_org(session: Session | SQLAlchemyAsyncSession) -> str:
+    """The organisation of a tenant session (for work that only a tenant session may do)."""
+    org_id = session_org(session)
+    if org_id is None or org_id == SYSTEM:
+        raise TenancyError("this needs a tenant session")
+    return org_id
 
 
 @event.listens_for(Session, "do_orm_execute")

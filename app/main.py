@@ -55,8 +55,8 @@ class TextWebSocketAdapter(ASGIWebSocketAdapter):
             raise WebSocketDisconnected from exc
 
 
-class AgentrailGraphQL(GraphQL):
-    websocket_adapter_class = TextWebSocketAdapter  # type: ignore[assignment]
+class AgentrailGraphQL(GraphQL[Context, None]):
+    websocket_adapter_class = TextWebSocketAdapter
 
     def __init__(self, settings: Settings, **kwargs: Any) -> None:
         super().__init__(
@@ -266,7 +266,7 @@ def create_app(settings: Settings, *, runtime: Runtime | None = None, urls: tupl
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         own = runtime is None
-        if own:
+        if runtime is None:
             if urls is None:
                 raise RuntimeError("create_app needs a runtime or the database and redis URLs")
             current = await Runtime.connect(

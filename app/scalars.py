@@ -3,12 +3,17 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
 
-from strawberry.scalars import JSON
 from strawberry.types.scalar import scalar
 
 from app.db import iso
 from app.errors import BadUserInput
+
+if TYPE_CHECKING:
+    JSON = Any  # any JSON value; Strawberry's NewType of `object` would refuse the dicts and lists we give it
+else:
+    from strawberry.scalars import JSON
 
 
 def _parse_datetime(value: object) -> datetime:

@@ -6,10 +6,10 @@ from datetime import datetime
 from typing import Annotated
 
 import strawberry
-from strawberry.types import Info
 
 from app.activity import service
 from app.activity.models import ActivityEvent as EventRow
+from app.info import Info
 from app.pagination import Connection, build_connection, decode_cursor, page_size
 from app.scalars import JSON
 

@@ -9,7 +9,7 @@ from datetime import datetime
 from typing import Any
 
 import sqlalchemy as sa
-from sqlmodel import select
+from sqlmodel import col, select
 
 from app.activity.models import ActivityEvent
 from app.db import AsyncSession, new_id, utcnow, within
@@ -91,13 +91,13 @@ class ActivityQuery:
 def _conditions(query: ActivityQuery) -> list[Any]:
     conditions: list[Any] = []
     if query.target_types:
-        conditions.append(ActivityEvent.target_type.in_(query.target_types))
+        conditions.append(col(ActivityEvent.target_type).in_(query.target_types))
     if query.actions:
         # `agent.*` selects a family of actions
         exact = [a for a in query.actions if not a.endswith("*")]
         prefixes = [a[:-1] for a in query.actions if a.endswith("*")]
-        options = [ActivityEvent.action.in_(exact)] if exact else []
-        options += [ActivityEvent.action.startswith(p, autoescape=True) for p in prefixes]
+        options: list[sa.ColumnElement[bool]] = [col(ActivityEvent.action).in_(exact)] if exact else []
+        options += [col(ActivityEvent.action).startswith(p, autoescape=True) for p in prefixes]
         conditions.append(sa.or_(*options))
     if query.actor_id:
         conditions.append(ActivityEvent.actor_id == query.actor_id)
@@ -110,10 +110,10 @@ def _conditions(query: ActivityQuery) -> list[Any]:
         pattern = f"%{_escape_like(query.search)}%"
         conditions.append(
             sa.or_(
-                ActivityEvent.action.ilike(pattern, escape="\\"),
-                ActivityEvent.target_name.ilike(pattern, escape="\\"),
-                ActivityEvent.actor_name.ilike(pattern, escape="\\"),
-                ActivityEvent.actor_email.ilike(pattern, escape="\\"),
+                col(ActivityEvent.action).ilike(pattern, escape="\\"),
+                col(ActivityEvent.target_name).ilike(pattern, escape="\\"),
+                col(ActivityEvent.actor_name).ilike(pattern, escape="\\"),
+                col(ActivityEvent.actor_email).ilike(pattern, escape="\\"),
                 sa.cast(ActivityEvent.metadata_, sa.Text).ilike(pattern, escape="\\"),
             )
         )
@@ -131,7 +131,7 @@ async def list_activity(
     stmt = select(ActivityEvent).where(*_conditions(query))
     if after is not None:
         stmt = stmt.where(sa.tuple_(ActivityEvent.occurred_at, ActivityEvent.id) < sa.tuple_(*after))
-    stmt = stmt.order_by(ActivityEvent.occurred_at.desc(), ActivityEvent.id.desc()).limit(limit)
+    stmt = stmt.order_by(col(ActivityEvent.occurred_at).desc(), col(ActivityEvent.id).desc()).limit(limit)
     return list((await session.exec(stmt)).all())
 
 
@@ -146,7 +146,7 @@ def export_statement(query: ActivityQuery, columns: Sequence[Any], *, limit: int
         sa.select(*columns)
         .select_from(ActivityEvent)
         .where(*_conditions(query))
-        .order_by(ActivityEvent.occurred_at.desc(), ActivityEvent.id.desc())
+        .order_by(col(ActivityEvent.occurred_at).desc(), col(ActivityEvent.id).desc())
     )
     return stmt if limit is None else stmt.limit(limit)
 

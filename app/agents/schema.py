@@ -6,13 +6,13 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Annotated
 
 import strawberry
-from strawberry.types import Info
 
 from app.agents import models, service
 from app.alerts.analytics import alert_counts_by_severity
 from app.alerts.schema import AlertConnection, alert_page
 from app.alerts.service import AlertQuery
 from app.audit.schema import AuditLogConnection, AuditLogFilter, TraceConnection
+from app.info import Info
 from app.pagination import TOTAL_COUNT, Connection, build_connection, decode_cursor, page_size, selects_any
 from app.scalars import JSON
 
@@ -123,10 +123,9 @@ class Agent:
 
     @strawberry.field(description="Policies attached to this agent; their current versions check its records.")
     async def policies(self, info: Info) -> list[Annotated[Policy, strawberry.lazy("app.policies.schema")]]:
-        from app.policies.loaders import policies_by_agent_loader
         from app.policies.schema import Policy
 
-        attached = await (await policies_by_agent_loader(info.context)).load(str(self.id))
+        attached = await info.context.loaders.policies_by_agent.load(str(self.id))
         return [Policy.of(p) for p in attached]
 
     @classmethod

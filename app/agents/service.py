@@ -16,7 +16,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.exc import IntegrityError
-from sqlmodel import select
+from sqlmodel import col, select
 
 from app.activity.service import record_activity
 from app.agents.models import NAME_UNIQUE_INDEX, Agent
@@ -216,7 +216,7 @@ async def ensure_agents_by_name(
         await session.exec(
             select(Agent.id, Agent.name).where(
                 sa.func.lower(Agent.name).in_([sa.func.lower(sa.literal(n)) for n in wanted]),
-                Agent.deleted_at.is_(None),
+                col(Agent.deleted_at).is_(None),
             )
         )
     ).all()
@@ -238,9 +238,10 @@ async def ensure_agents_by_name(
                     updated_at=now,
                 )
                 .on_conflict_do_nothing(
-                    index_elements=[Agent.org_id, sa.text("lower(name)")], index_where=sa.text("deleted_at IS NULL")
+                    index_elements=[col(Agent.org_id), sa.text("lower(name)")],
+                    index_where=sa.text("deleted_at IS NULL"),
                 )
-                .returning(Agent.id)
+                .returning(col(Agent.id))
             )
             agent_id = (await session.execute(statement)).scalar_one_or_none()
             if agent_id is not None:
@@ -257,7 +258,8 @@ async def ensure_agents_by_name(
                 agent_id = (
                     await session.exec(
                         select(Agent.id).where(
-                            sa.func.lower(Agent.name) == sa.func.lower(sa.literal(name)), Agent.deleted_at.is_(None)
+                            sa.func.lower(col(Agent.name)) == sa.func.lower(sa.literal(name)),
+                            col(Agent.deleted_at).is_(None),
                         )
                     )
                 ).one()
@@ -269,7 +271,7 @@ async def find_agent(session: AsyncSession, agent_id: str, *, include_deleted: b
     """The agent, or None for unknown ids, another organisation's ids and (unless asked) deleted ones."""
     query = select(Agent).where(Agent.id == agent_id)
     if not include_deleted:
-        query = query.where(Agent.deleted_at.is_(None))
+        query = query.where(col(Agent.deleted_at).is_(None))
     return (await session.exec(query)).first()
 
 
@@ -285,12 +287,12 @@ def _filtered(query: Any, *, search: str | None, include_deleted: bool, has_open
         condition = agent_has_open_alerts(Agent.id)
         query = query.where(condition if has_open_alerts else sa.not_(condition))
     if not include_deleted:
-        query = query.where(Agent.deleted_at.is_(None))
+        query = query.where(col(Agent.deleted_at).is_(None))
     if search is not None and search.strip():
         escaped = search.strip().replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
         pattern = f"%{escaped}%"
         query = query.where(
-            sa.or_(Agent.name.ilike(pattern, escape="\\"), Agent.description.ilike(pattern, escape="\\"))
+            sa.or_(col(Agent.name).ilike(pattern, escape="\\"), col(Agent.description).ilike(pattern, escape="\\"))
         )
     return query
 
@@ -310,7 +312,7 @@ async def list_agents(
     if after is not None:
         created_at, agent_id = after
         query = query.where(sa.tuple_(Agent.created_at, Agent.id) < sa.tuple_(created_at, agent_id))
-    query = query.order_by(Agent.created_at.desc(), Agent.id.desc()).limit(limit)
+    query = query.order_by(col(Agent.created_at).desc(), col(Agent.id).desc()).limit(limit)
     return list((await session.exec(query)).all())
 
 
@@ -322,7 +324,10 @@ async def count_agents(
     has_open_alerts: bool | None = None,
 ) -> int:
     query = _filtered(
-        select(sa.func.count(Agent.id)), search=search, include_deleted=include_deleted, has_open_alerts=has_open_alerts
+        select(sa.func.count(col(Agent.id))),
+        search=search,
+        include_deleted=include_deleted,
+        has_open_alerts=has_open_alerts,
     )
     return int((await session.exec(query)).one())
 
@@ -332,7 +337,7 @@ async def agents_by_ids(session: AsyncSession, ids: Iterable[str]) -> dict[str, 
     wanted = set(ids)
     if not wanted:
         return {}
-    rows = (await session.exec(select(Agent).where(Agent.id.in_(wanted)))).all()
+    rows = (await session.exec(select(Agent).where(col(Agent.id).in_(wanted)))).all()
     return {agent.id: agent for agent in rows}
 
 
@@ -341,7 +346,7 @@ async def require_active_agent_ids(session: AsyncSession, ids: Iterable[str]) ->
     wanted = set(ids)
     if not wanted:
         return
-    query = select(Agent.id).where(Agent.id.in_(wanted), Agent.deleted_at.is_(None))
+    query = select(col(Agent.id)).where(col(Agent.id).in_(wanted), col(Agent.deleted_at).is_(None))
     found = set((await session.exec(query)).all())
     missing = sorted(wanted - found)
     if missing:
@@ -360,7 +365,7 @@ async def touch_last_seen(session: AsyncSession, seen: Mapping[str, datetime]) -
     if not seen:
         return
     ids = sorted(seen)
-    locked = select(Agent.id).where(Agent.id.in_(ids)).order_by(Agent.id).with_for_update(key_share=True)
+    locked = select(col(Agent.id)).where(col(Agent.id).in_(ids)).order_by(col(Agent.id)).with_for_update(key_share=True)
     ids = list((await session.exec(locked)).all())  # tenant-scoped: only the caller's agents
     if not ids:
         return
@@ -370,8 +375,8 @@ async def touch_last_seen(session: AsyncSession, seen: Mapping[str, datetime]) -
     ).subquery("batch")
     await session.exec(
         sa.update(Agent)
-        .where(Agent.id == batch.c.id)
-        .where(sa.or_(Agent.last_seen_at.is_(None), Agent.last_seen_at < batch.c.seen))
+        .where(col(Agent.id) == batch.c.id)
+        .where(sa.or_(col(Agent.last_seen_at).is_(None), col(Agent.last_seen_at) < batch.c.seen))
         .values(last_seen_at=batch.c.seen)
         .execution_options(synchronize_session=False)
     )

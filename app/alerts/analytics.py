@@ -7,6 +7,7 @@ from datetime import datetime
 from typing import Any
 
 import sqlalchemy as sa
+from sqlmodel import col
 
 from app.alerts.models import Alert
 from app.compliance.engine import SEVERITIES
@@ -17,7 +18,7 @@ async def alert_counts_by_severity(
     session: AsyncSession, agent_id: str, *, created_from: datetime | None, created_to: datetime | None
 ) -> dict[str, int]:
     conditions = [Alert.agent_id == agent_id, *within(Alert.created_at, created_from, created_to)]
-    stmt = sa.select(Alert.severity, sa.func.count()).where(*conditions).group_by(Alert.severity)
+    stmt = sa.select(col(Alert.severity), sa.func.count()).where(*conditions).group_by(col(Alert.severity))
     counts = {severity: int(n) for severity, n in (await session.execute(stmt)).all()}
     return {severity: counts.get(severity, 0) for severity in SEVERITIES}
 
@@ -46,7 +47,7 @@ async def alert_breakdown(
     if policy_id is not None:
         conditions.append(Alert.policy_id == policy_id)
     if agent_ids is not None:
-        conditions.append(Alert.agent_id.in_(agent_ids))
+        conditions.append(col(Alert.agent_id).in_(agent_ids))
 
     async def grouped(*columns: Any) -> list[Any]:
         stmt = sa.select(*columns, sa.func.count()).where(*conditions).group_by(*columns)
@@ -54,7 +55,7 @@ async def alert_breakdown(
 
     totals = (
         await session.execute(
-            sa.select(sa.func.count(), sa.func.count(sa.distinct(Alert.audit_log_id))).where(*conditions)
+            sa.select(sa.func.count(), sa.func.count(sa.distinct(col(Alert.audit_log_id)))).where(*conditions)
         )
     ).one()
     day = sa.func.date_trunc("day", Alert.created_at, "UTC")
@@ -84,13 +85,13 @@ async def alert_resolution(
     """How the alerts raised in a window were handled: resolution-time percentiles and open counts (SQL)."""
     conditions = within(Alert.created_at, created_from, created_to)
     if agent_ids is not None:
-        conditions.append(Alert.agent_id.in_(agent_ids))
-    seconds = sa.func.extract("epoch", Alert.resolved_at - Alert.created_at)
-    is_open = Alert.resolved_at.is_(None)
+        conditions.append(col(Alert.agent_id).in_(agent_ids))
+    seconds = sa.func.extract("epoch", col(Alert.resolved_at) - col(Alert.created_at))
+    is_open = col(Alert.resolved_at).is_(None)
     totals = (
         await session.execute(
             sa.select(
-                sa.func.count().filter(Alert.resolved_at.is_not(None)),
+                sa.func.count().filter(col(Alert.resolved_at).is_not(None)),
                 sa.func.count().filter(is_open),
                 sa.func.percentile_cont(0.5).within_group(seconds),
                 sa.func.percentile_cont(0.9).within_group(seconds),
@@ -98,7 +99,7 @@ async def alert_resolution(
         )
     ).one()
     per_agent = await session.execute(
-        sa.select(Alert.agent_id, sa.func.count(), sa.func.count().filter(is_open))
+        sa.select(col(Alert.agent_id), sa.func.count(), sa.func.count().filter(is_open))
         .where(*conditions)
         .group_by(Alert.agent_id)
     )

@@ -2,29 +2,23 @@
 
 from __future__ import annotations
 
-from typing import Any
-
-from strawberry.dataloader import DataLoader
-
 from app.alerts import service
 from app.alerts.models import Alert
+from app.dataloader import SessionLoader
+from app.db import AsyncSession
 
 
-async def alerts_by_record_loader(context: Any) -> DataLoader[str, list[Alert]]:
-    session = await context.db()
+class AlertsByRecordLoader(SessionLoader[str, list[Alert]]):
+    """The alerts each record (by id) raised."""
 
-    async def load(record_ids: list[str]) -> list[list[Alert]]:
-        found = await service.alerts_by_record(session, record_ids)
-        return [found.get(i, []) for i in record_ids]
-
-    return context.loader("alerts.by_record", lambda: DataLoader(load_fn=load))
+    async def fetch(self, session: AsyncSession, keys: list[str]) -> list[list[Alert]]:
+        found = await service.alerts_by_record(session, keys)
+        return [found.get(i, []) for i in keys]
 
 
-async def alert_count_loader(context: Any) -> DataLoader[str, int]:
-    session = await context.db()
+class AlertCountLoader(SessionLoader[str, int]):
+    """How many alerts each trace's (by id) spans raised."""
 
-    async def load(trace_ids: list[str]) -> list[int]:
-        found = await service.alert_counts_by_trace(session, trace_ids)
-        return [found.get(t, 0) for t in trace_ids]
-
-    return context.loader("alerts.count", lambda: DataLoader(load_fn=load))
+    async def fetch(self, session: AsyncSession, keys: list[str]) -> list[int]:
+        found = await service.alert_counts_by_trace(session, keys)
+        return [found.get(t, 0) for t in keys]

@@ -7,13 +7,12 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Annotated
 
 import strawberry
-from strawberry.types import Info
 
 from app.alerts import live, service
 from app.alerts.models import Alert as AlertRow
-from app.compliance import loaders as compliance_loaders
 from app.compliance.schema import ComplianceRule, RuleAction, RuleKind, Severity
 from app.errors import AppError
+from app.info import Info
 from app.pagination import Connection, build_connection, decode_cursor, encode_cursor, page_size
 
 if TYPE_CHECKING:
@@ -81,25 +80,23 @@ class Alert:
 
     @strawberry.field(description="The record (span) that matched; from it, its trace.")
     async def audit_log(self, info: Info) -> Annotated[AuditLog, strawberry.lazy("app.audit.schema")] | None:
-        from app.audit.loaders import record_loader
         from app.audit.schema import AuditLog
 
-        record = await (await record_loader(info.context)).load(self.row.audit_log_id)
+        record = await info.context.loaders.record.load(self.row.audit_log_id)
         return AuditLog.of(record) if record else None
 
     @strawberry.field(description="The agent of the record.")
     async def agent(self, info: Info) -> Annotated[Agent, strawberry.lazy("app.agents.schema")] | None:
         if self.row.agent_id is None:
             return None
-        from app.agents.loaders import agent_loader
         from app.agents.schema import Agent
 
-        agent = await (await agent_loader(info.context)).load(self.row.agent_id)
+        agent = await info.context.loaders.agent.load(self.row.agent_id)
         return Agent.from_model(agent) if agent else None
 
     @strawberry.field(description="The rule, unless it has been deleted since.")
     async def rule(self, info: Info) -> ComplianceRule | None:
-        rule = await (await compliance_loaders.rule_loader(info.context)).load(self.row.rule_id)
+        rule = await info.context.loaders.rule.load(self.row.rule_id)
         return ComplianceRule.from_model(rule) if rule else None
 
 

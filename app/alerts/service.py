@@ -8,7 +8,7 @@ from datetime import datetime
 from typing import Any
 
 import sqlalchemy as sa
-from sqlmodel import select
+from sqlmodel import col, select
 
 from app.activity.service import record_activity
 from app.alerts.models import Alert
@@ -47,13 +47,13 @@ class AlertQuery:
 def _alert_conditions(query: AlertQuery) -> list[Any]:
     conditions: list[Any] = []
     if query.resolved is not None:
-        conditions.append(Alert.resolved_at.is_not(None) if query.resolved else Alert.resolved_at.is_(None))
+        conditions.append(col(Alert.resolved_at).is_not(None) if query.resolved else col(Alert.resolved_at).is_(None))
     if query.severities:
-        conditions.append(Alert.severity.in_(query.severities))
+        conditions.append(col(Alert.severity).in_(query.severities))
     if query.agent_ids:
-        conditions.append(Alert.agent_id.in_(query.agent_ids))
+        conditions.append(col(Alert.agent_id).in_(query.agent_ids))
     if query.rule_ids:
-        conditions.append(Alert.rule_id.in_(query.rule_ids))
+        conditions.append(col(Alert.rule_id).in_(query.rule_ids))
     conditions += within(Alert.created_at, query.created_from, query.created_to)
     if query.audit_log_id:
         conditions.append(Alert.audit_log_id == query.audit_log_id)
@@ -68,13 +68,15 @@ async def list_alerts(
     """Newest first (by seq)."""
     stmt = select(Alert).where(*_alert_conditions(query))
     if before_seq is not None:
-        stmt = stmt.where(Alert.seq < before_seq)
-    return list((await session.exec(stmt.order_by(Alert.seq.desc()).limit(limit))).all())
+        stmt = stmt.where(col(Alert.seq) < before_seq)
+    return list((await session.exec(stmt.order_by(col(Alert.seq).desc()).limit(limit))).all())
 
 
 async def alerts_after(session: AsyncSession, query: AlertQuery, *, after_seq: int, limit: int) -> list[Alert]:
     """Oldest first, after a cursor: the replay part of the live subscription."""
-    stmt = select(Alert).where(*_alert_conditions(query), Alert.seq > after_seq).order_by(Alert.seq).limit(limit)
+    stmt = (
+        select(Alert).where(*_alert_conditions(query), col(Alert.seq) > after_seq).order_by(col(Alert.seq)).limit(limit)
+    )
     return list((await session.exec(stmt)).all())
 
 
@@ -129,7 +131,9 @@ async def alerts_by_record(session: AsyncSession, record_ids: Iterable[str]) -> 
     ids = list(set(record_ids))
     out: dict[str, list[Alert]] = {i: [] for i in ids}
     if ids:
-        rows = (await session.exec(select(Alert).where(Alert.audit_log_id.in_(ids)).order_by(Alert.seq))).all()
+        rows = (
+            await session.exec(select(Alert).where(col(Alert.audit_log_id).in_(ids)).order_by(col(Alert.seq)))
+        ).all()
         for alert in rows:
             out[alert.audit_log_id].append(alert)
     return out
@@ -139,7 +143,11 @@ async def alert_counts_by_trace(session: AsyncSession, trace_ids: Iterable[str])
     ids = list(set(trace_ids))
     if not ids:
         return {}
-    stmt = sa.select(Alert.trace_id, sa.func.count()).where(Alert.trace_id.in_(ids)).group_by(Alert.trace_id)
+    stmt = (
+        sa.select(col(Alert.trace_id), sa.func.count())
+        .where(col(Alert.trace_id).in_(ids))
+        .group_by(col(Alert.trace_id))
+    )
     counts = {t: int(n) for t, n in (await session.execute(stmt)).all()}
     return {t: counts.get(t, 0) for t in ids}
 
@@ -155,4 +163,4 @@ def alert_cursor_values(alert: Alert) -> list[Any]:
 
 def agent_has_open_alerts(agent_id: Any) -> Any:
     """SQL condition: the agent with id `agent_id` has at least one unresolved alert."""
-    return sa.exists().where(Alert.agent_id == agent_id, Alert.resolved_at.is_(None))
+    return sa.exists().where(col(Alert.agent_id) == agent_id, col(Alert.resolved_at).is_(None))

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import sqlalchemy as sa
+from sqlmodel import col
 
 from app.alerts.models import Alert
 from app.compliance.engine import Finding
@@ -55,7 +56,7 @@ async def write_alerts(
                 "created_at": now,
             }
         )
-    result = await session.execute(sa.insert(Alert).returning(Alert.id, Alert.seq), values)
+    result = await session.execute(sa.insert(Alert).returning(col(Alert.id), col(Alert.seq)), values)
     seqs = {r.id: r.seq for r in result.all()}
     alerts = [Alert(**v, seq=seqs[v["id"]]) for v in values]
     # the outbox rows commit with the alerts; the caller queues them after the commit

@@ -15,6 +15,7 @@ from sqlalchemy.ext.asyncio.result import AsyncTupleResult
 from starlette.requests import HTTPConnection
 
 from app.api.auth import authenticate
+from app.api.loaders import Loaders
 from app.db import SYSTEM, AsyncSession
 from app.errors import Unauthenticated
 from app.orgs.credentials import TokenSigner
@@ -138,7 +139,7 @@ class Context:
         self._authenticated = False
         self._session: Any = None
         self._system_session: Any = None
-        self._loaders: dict[str, Any] = {}
+        self.loaders = Loaders(self.db)
         # sibling resolvers run concurrently: the lazy set-up below must happen once, not once per resolver
         self._setup_lock = asyncio.Lock()
 
@@ -176,12 +177,6 @@ class Context:
             self._system_session = SerializedSession(self.runtime.db.session(org_id=SYSTEM))
         return cast(AsyncSession, self._system_session)
 
-    def loader(self, name: str, factory: Callable[[], Any]) -> Any:
-        """Per-request DataLoader, created on first use (batches only within this request)."""
-        if name not in self._loaders:
-            self._loaders[name] = factory()
-        return self._loaders[name]
-
     def _open_sessions(self) -> list[Any]:
         return [s for s in (self._session, self._system_session) if s is not None]
 
@@ -209,7 +204,7 @@ class Context:
                 await session.close()
         self._session = None
         self._system_session = None
-        self._loaders.clear()
+        self.loaders = Loaders(self.db)
 
 
 def commit_mutations(schema: GraphQLSchema) -> None:

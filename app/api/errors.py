@@ -70,8 +70,9 @@ class ErrorCodes(SchemaExtension):
         GRAPHQL_LATENCY.labels(operation=name, type=operation_type).observe(time.perf_counter() - started)
         result = ctx.result
         request_id = getattr(ctx.context, "request_id", "")
-        if result is not None and getattr(result, "errors", None):
-            result.errors = [format_error(e, request_id) for e in result.errors]
+        errors = getattr(result, "errors", None)
+        if result is not None and errors:
+            result.errors = [format_error(e, request_id) for e in errors]
         if ctx.pre_execution_errors:
             ctx.pre_execution_errors = [format_error(e, request_id) for e in ctx.pre_execution_errors]
 
@@ -88,7 +89,7 @@ class DocumentCache(SchemaExtension):
         ctx = self.execution_context
         query = ctx.query
         cached = self._documents.get(query) if query is not None else None
-        if cached is not None:
+        if cached is not None and query is not None:
             ctx.graphql_document = cached
             self._documents.move_to_end(query)
         yield

@@ -19,7 +19,14 @@ from strawberry.schema.schema import StrawberryGraphQLCoreExecutionContext
 
 # a plain field: (resolver without info, output coercion, may be null)
 LeafPlan = tuple[Callable[..., Any], Callable[[Any], Any], bool]
-_UNPLANNED = object()
+
+
+def _unplanned(*_args: Any) -> Any:
+    raise AssertionError("a placeholder, never called")
+
+
+# marks a field not planned yet (a plan itself, so that the plans' dict stays typed)
+_UNPLANNED: LeafPlan = (_unplanned, _unplanned, False)
 
 
 def _leaf_plan(parent_type: GraphQLObjectType, field_name: str) -> LeafPlan | None:
@@ -33,16 +40,16 @@ def _leaf_plan(parent_type: GraphQLObjectType, field_name: str) -> LeafPlan | No
     output_type = field.type
     nullable = not isinstance(output_type, GraphQLNonNull)
     if not nullable:
-        output_type = output_type.of_type  # type: ignore[union-attr]
+        output_type = output_type.of_type
     if not is_leaf_type(output_type):
         return None
-    return resolve, output_type.coerce_output_value, nullable  # type: ignore[union-attr]
+    return resolve, output_type.coerce_output_value, nullable
 
 
 class FastLeafExecutionContext(StrawberryGraphQLCoreExecutionContext):
     _plans: ClassVar[dict[tuple[GraphQLObjectType, str], LeafPlan | None]] = {}
 
-    def execute_fields(  # type: ignore[override]
+    def execute_fields(
         self,
         parent_type: GraphQLObjectType,
         source_value: Any,
@@ -63,7 +70,7 @@ class FastLeafExecutionContext(StrawberryGraphQLCoreExecutionContext):
             if plan is _UNPLANNED:
                 plan = plans[key] = _leaf_plan(parent_type, node.name.value)
             if plan is not None and not node.arguments and details.fragment_variable_values is None:
-                resolve, coerce, nullable = plan  # type: ignore[misc]
+                resolve, coerce, nullable = plan
                 value = resolve(source_value, None)
                 if value is None:
                     if nullable:
@@ -83,7 +90,7 @@ class FastLeafExecutionContext(StrawberryGraphQLCoreExecutionContext):
         if self.is_awaitable(result):
 
             async def merged() -> dict[str, Any]:
-                return _in_order(grouped_field_set, fast, await result)  # type: ignore[misc]
+                return _in_order(grouped_field_set, fast, await result)
 
             return merged()
         return _in_order(grouped_field_set, fast, result)  # type: ignore[arg-type]

@@ -31,9 +31,11 @@ from strawberry.subscriptions.protocols.graphql_transport_ws.handlers import (
     Operation,
     _OperationStreamClosed,
 )
+from strawberry.subscriptions.protocols.graphql_transport_ws.types import NextMessage
 from strawberry.types.execution import ExecutionResult, PreExecutionError
 from strawberry.utils.aio import aclosing
 
+from app.api.context import Context
 from app.api.errors import format_error
 from app.errors import SubscriberTooSlowError
 from app.runtime.websocket import FrameWriter, frame_writer, text_frame
@@ -159,8 +161,8 @@ class Member:
             if outcome.too_slow:
                 error = SubscriberTooSlowError()
                 formatted = format_error(GraphQLError(error.message, original_error=error), "").formatted
-                payload = {"data": None, "errors": [formatted]}
-                await op.send_operation_message({"id": op.id, "type": "next", "payload": payload})  # type: ignore[typeddict-item]
+                message: NextMessage = {"id": op.id, "type": "next", "payload": {"data": None, "errors": [formatted]}}
+                await op.send_operation_message(message)
             await op.send_operation_message({"id": op.id, "type": "complete"})
 
 
@@ -276,7 +278,7 @@ class SharedSubscriptions:
             del self._streams[key]
 
 
-class SharingTransportWSHandler(BaseGraphQLTransportWSHandler):
+class SharingTransportWSHandler(BaseGraphQLTransportWSHandler[Context, None]):
     """strawberry's graphql-transport-ws handler, with identical live subscriptions shared per process."""
 
     shared: SharedSubscriptions

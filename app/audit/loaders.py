@@ -2,51 +2,46 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 import sqlalchemy as sa
-from strawberry.dataloader import DataLoader
+from sqlmodel import col
 
 from app.audit import service
 from app.audit.models import RECORD_COLUMNS, AuditLog, AuditRecord, record_from_row
 from app.audit.traces import TraceTree, build_tree
+from app.dataloader import SessionLoader
+from app.db import AsyncSession
 
 SpanKey = tuple[str, str]  # (trace_id, span_id)
 
 
-async def span_loader(context: Any) -> DataLoader[SpanKey, AuditRecord | None]:
-    session = await context.db()
+class SpanLoader(SessionLoader[SpanKey, AuditRecord | None]):
+    """Spans by (trace id, span id)."""
 
-    async def load(keys: list[SpanKey]) -> list[AuditRecord | None]:
+    async def fetch(self, session: AsyncSession, keys: list[SpanKey]) -> list[AuditRecord | None]:
         found = await service.spans_by_id(session, keys)
         return [found.get(k) for k in keys]
 
-    return context.loader("audit.span", lambda: DataLoader(load_fn=load))
 
+class ChildrenLoader(SessionLoader[SpanKey, list[AuditRecord]]):
+    """The child spans of each span (by trace id, span id), in time order."""
 
-async def children_loader(context: Any) -> DataLoader[SpanKey, list[AuditRecord]]:
-    session = await context.db()
-
-    async def load(keys: list[SpanKey]) -> list[list[AuditRecord]]:
+    async def fetch(self, session: AsyncSession, keys: list[SpanKey]) -> list[list[AuditRecord]]:
         found = await service.children_of(session, keys)
         return [found.get(k, []) for k in keys]
 
-    return context.loader("audit.children", lambda: DataLoader(load_fn=load))
 
-
-async def trace_loader(context: Any) -> DataLoader[str, TraceTree | None]:
+class TraceLoader(SessionLoader[str, TraceTree | None]):
     """Whole traces for a page of `traces`: one query for all of them, each capped at MAX_TRACE_SPANS."""
-    session = await context.db()
 
-    async def load(trace_ids: list[str]) -> list[TraceTree | None]:
+    async def fetch(self, session: AsyncSession, keys: list[str]) -> list[TraceTree | None]:
         ranked = (
             sa.select(
                 *RECORD_COLUMNS,
                 sa.func.row_number()
-                .over(partition_by=AuditLog.trace_id, order_by=(AuditLog.occurred_at, AuditLog.seq))
+                .over(partition_by=col(AuditLog.trace_id), order_by=(col(AuditLog.occurred_at), col(AuditLog.seq)))
                 .label("rank"),
             )
-            .where(AuditLog.trace_id.in_(trace_ids))
+            .where(col(AuditLog.trace_id).in_(keys))
             .subquery()
         )
         stmt = (
@@ -54,12 +49,12 @@ async def trace_loader(context: Any) -> DataLoader[str, TraceTree | None]:
             .where(ranked.c.rank <= service.MAX_TRACE_SPANS + 1)
             .order_by(ranked.c.trace_id, ranked.c.occurred_at, ranked.c.seq)
         )
-        by_trace: dict[str, list[AuditRecord]] = {t: [] for t in trace_ids}
+        by_trace: dict[str, list[AuditRecord]] = {t: [] for t in keys}
         for row in (await session.execute(stmt)).all():
             record = record_from_row(row)
             by_trace[record.trace_id].append(record)
         out: list[TraceTree | None] = []
-        for trace_id in trace_ids:
+        for trace_id in keys:
             records = by_trace[trace_id]
             truncated = len(records) > service.MAX_TRACE_SPANS
             out.append(
@@ -67,15 +62,10 @@ async def trace_loader(context: Any) -> DataLoader[str, TraceTree | None]:
             )
         return out
 
-    return context.loader("audit.trace", lambda: DataLoader(load_fn=load))
 
-
-async def record_loader(context: Any) -> DataLoader[str, AuditRecord | None]:
+class RecordLoader(SessionLoader[str, AuditRecord | None]):
     """Records by id (for alerts pointing at their record)."""
-    session = await context.db()
 
-    async def load(ids: list[str]) -> list[AuditRecord | None]:
-        by_id = {r.id: r for r in await service.records_by_ids(session, ids)}
-        return [by_id.get(i) for i in ids]
-
-    return context.loader("audit.record", lambda: DataLoader(load_fn=load))
+    async def fetch(self, session: AsyncSession, keys: list[str]) -> list[AuditRecord | None]:
+        by_id = {r.id: r for r in await service.records_by_ids(session, keys)}
+        return [by_id.get(i) for i in keys]

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, cast
 
 import sqlalchemy as sa
 from sqlalchemy.dialects.postgresql import JSONB, TSVECTOR
-from sqlmodel import Field, SQLModel
+from sqlalchemy.orm import InstrumentedAttribute
+from sqlmodel import Field, SQLModel, col
 
 from app.audit.masking import CONTENT_FIELDS
 from app.db import TenantScoped, timestamp_column
@@ -157,34 +158,34 @@ class AuditRecord:
 
 # The columns a read selects, in AuditRecord's order (ORM attributes, so tenant scoping applies).
 RECORD_COLUMNS = [
-    AuditLog.id,
-    AuditLog.org_id,
-    AuditLog.seq,
-    AuditLog.trace_id,
-    AuditLog.span_id,
-    AuditLog.parent_span_id,
-    AuditLog.agent_id,
-    AuditLog.action,
-    AuditLog.prompt,
-    AuditLog.response,
-    AuditLog.metadata_,
-    AuditLog.args,
-    AuditLog.result,
-    AuditLog.occurred_at,
-    AuditLog.received_at,
-    AuditLog.duration_ms,
-    AuditLog.status,
-    AuditLog.idempotency_key,
-    AuditLog.execution_id,
-    AuditLog.verb,
-    AuditLog.provider,
-    AuditLog.risk_level,
-    AuditLog.governance_status,
-    AuditLog.dry_run,
-    AuditLog.idempotent,
-    AuditLog.tenant_id,
-    AuditLog.credential_masked,
-    AuditLog.checksum,
+    col(AuditLog.id),
+    col(AuditLog.org_id),
+    col(AuditLog.seq),
+    col(AuditLog.trace_id),
+    col(AuditLog.span_id),
+    col(AuditLog.parent_span_id),
+    col(AuditLog.agent_id),
+    col(AuditLog.action),
+    col(AuditLog.prompt),
+    col(AuditLog.response),
+    col(AuditLog.metadata_),
+    col(AuditLog.args),
+    col(AuditLog.result),
+    col(AuditLog.occurred_at),
+    col(AuditLog.received_at),
+    col(AuditLog.duration_ms),
+    col(AuditLog.status),
+    col(AuditLog.idempotency_key),
+    col(AuditLog.execution_id),
+    col(AuditLog.verb),
+    col(AuditLog.provider),
+    col(AuditLog.risk_level),
+    col(AuditLog.governance_status),
+    col(AuditLog.dry_run),
+    col(AuditLog.idempotent),
+    col(AuditLog.tenant_id),
+    col(AuditLog.credential_masked),
+    col(AuditLog.checksum),
 ]
 
 
@@ -192,7 +193,8 @@ RECORD_COLUMNS = [
 # tree) left out, NULL in its place: for reads that select none of it
 _CONTENT_KEYS = {"metadata_" if name == "metadata" else name for name in CONTENT_FIELDS}
 LIGHT_RECORD_COLUMNS = [
-    sa.null().label(column.key) if column.key in _CONTENT_KEYS else column for column in RECORD_COLUMNS
+    sa.null().label(column.key) if column.key in _CONTENT_KEYS else column
+    for column in cast(list[InstrumentedAttribute[Any]], RECORD_COLUMNS)
 ]
 
 

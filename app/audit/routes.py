@@ -35,7 +35,7 @@ _HIDDEN = {"org_id", "seq"}
 
 def record_to_json(record: AuditRecord) -> dict[str, Any]:
     out: dict[str, Any] = {}
-    for name in record.__slots__:  # type: ignore[attr-defined]
+    for name in record.__slots__:
         if name in _HIDDEN:
             continue
         value = getattr(record, name)

@@ -8,13 +8,13 @@ from enum import Enum
 from typing import TYPE_CHECKING, Annotated, Any
 
 import strawberry
-from strawberry.types import Info
 
-from app.audit import live, loaders, sealing, service
+from app.audit import live, sealing, service
 from app.audit.ingest import ingest
 from app.audit.masking import CONTENT_FIELDS
 from app.audit.models import AuditRecord
 from app.audit.traces import SpanNode, TraceTree
+from app.info import Info
 from app.pagination import Connection, build_connection, decode_cursor, page_size, selects_any
 from app.scalars import JSON
 
@@ -123,8 +123,7 @@ class AuditLog:
     async def parent(self, info: Info) -> AuditLog | None:
         if self.record.parent_span_id is None or self.record.parent_span_id == self.record.span_id:
             return None
-        loader = await loaders.span_loader(info.context)
-        parent = await loader.load((self.record.trace_id, self.record.parent_span_id))
+        parent = await info.context.loaders.span.load((self.record.trace_id, self.record.parent_span_id))
         return AuditLog.of(parent) if parent is not None else None
 
     @strawberry.field(description="Child spans, in time order.", graphql_type=list["AuditLog"])
@@ -136,8 +135,8 @@ class AuditLog:
         return self._load_children(info)
 
     async def _load_children(self, info: Info) -> list[AuditLog]:
-        loader = await loaders.children_loader(info.context)
-        return [AuditLog.of(c) for c in await loader.load((self.record.trace_id, self.record.span_id))]
+        children = await info.context.loaders.children.load((self.record.trace_id, self.record.span_id))
+        return [AuditLog.of(c) for c in children]
 
     @strawberry.field(description="Ancestors from the parent up to the root.")
     async def chain(self, info: Info) -> list[AuditLog]:
@@ -150,20 +149,18 @@ class AuditLog:
 
     @strawberry.field(description="Alerts this record raised.")
     async def alerts(self, info: Info) -> list[Annotated[Alert, strawberry.lazy("app.alerts.schema")]]:
-        from app.alerts.loaders import alerts_by_record_loader
         from app.alerts.schema import Alert
 
-        rows = await (await alerts_by_record_loader(info.context)).load(self.record.id)
+        rows = await info.context.loaders.alerts_by_record.load(self.record.id)
         return [Alert.from_model(a) for a in rows]
 
     @strawberry.field(description="The agent that acted (shown even after the agent was deleted).")
     async def agent(self, info: Info) -> Annotated[Agent, strawberry.lazy("app.agents.schema")] | None:
         if self.record.agent_id is None:
             return None
-        from app.agents.loaders import agent_loader
         from app.agents.schema import Agent
 
-        agent = await (await agent_loader(info.context)).load(self.record.agent_id)
+        agent = await info.context.loaders.agent.load(self.record.agent_id)
         return Agent.from_model(agent) if agent is not None else None
 
 
@@ -178,7 +175,7 @@ class Trace:
 
     async def _tree(self, info: Info) -> TraceTree | None:
         if self.tree is None:
-            self.tree = await (await loaders.trace_loader(info.context)).load(self.trace_id)
+            self.tree = await info.context.loaders.trace.load(self.trace_id)
         return self.tree
 
     @strawberry.field(description="Spans without a parent in this trace, each nested through `children`.")
@@ -240,13 +237,10 @@ class Trace:
 
     @strawberry.field(description="How many alerts the trace's spans raised.")
     async def alert_count(self, info: Info) -> int:
-        from app.alerts.loaders import alert_count_loader
-
-        return await (await alert_count_loader(info.context)).load(self.trace_id)
+        return await info.context.loaders.alert_count.load(self.trace_id)
 
     @strawberry.field(description="The agents that took part.")
     async def agents(self, info: Info) -> list[Annotated[Agent, strawberry.lazy("app.agents.schema")]]:
-        from app.agents.loaders import agent_loader
         from app.agents.schema import Agent
 
         if self.summary is not None:
@@ -254,8 +248,7 @@ class Trace:
         else:
             tree = await self._tree(info)
             ids = tree.agent_ids if tree else []
-        loader = await agent_loader(info.context)
-        found = await loader.load_many(ids)
+        found = await info.context.loaders.agent.load_many(ids)
         return [Agent.from_model(a) for a in found if a is not None]
 
 
@@ -452,7 +445,8 @@ class AuditQuery:
         return await trace_page(info, (filter or TraceFilter()).to_query(), first, after)
 
 
-async def _ingest(info: Info, raws: list[dict[str, Any]], *, batch: bool) -> list[AuditRecord]:
+async def _ingest(info: Info, raws: list[Any], *, batch: bool) -> list[AuditRecord]:
+    # raws: the inputs as graphql-core coerced them, dicts (see _raw_audit_input), not AuditLogInput objects
     ctx = info.context
     principal = await ctx.principal()
     return (await ingest(ctx.runtime, principal, raws, batch=batch, session=await ctx.db())).records

@@ -13,11 +13,11 @@ from datetime import UTC, datetime
 from typing import Any
 
 import sqlalchemy as sa
-from sqlmodel import select
+from sqlmodel import col, select
 
 from app.audit.models import RECORD_COLUMNS, AuditDigest, AuditLog, record_from_row
 from app.audit.service import INGEST_LOCK_NAMESPACE
-from app.db import AsyncSession, Database, lock_organisation, new_id, session_org, within
+from app.db import AsyncSession, Database, lock_organisation, new_id, tenant_org, within
 from app.integrity import (
     GENESIS_HASH,
     checksum_content,
@@ -70,17 +70,17 @@ async def seal_organization(
     session: AsyncSession, key: bytes, *, max_records: int = MAX_RECORDS_PER_DIGEST
 ) -> AuditDigest | None:
     """Writes the next digest of the session's organisation; None when nothing is unsealed."""
-    org_id = session_org(session)
+    org_id = tenant_org(session)
     # exclusive: waits for ingest transactions in flight (they hold it shared), so every record with a
     # seq below what we read is committed and none can appear later below our upper bound
     await lock_organisation(session, INGEST_LOCK_NAMESPACE)
-    last = (await session.exec(select(AuditDigest).order_by(AuditDigest.sequence.desc()).limit(1))).first()
+    last = (await session.exec(select(AuditDigest).order_by(col(AuditDigest.sequence).desc()).limit(1))).first()
     after_seq = last.to_seq if last else 0
     rows = (
         await session.execute(
-            sa.select(AuditLog.seq, AuditLog.checksum, AuditLog.occurred_at)
-            .where(AuditLog.seq > after_seq)
-            .order_by(AuditLog.seq)
+            sa.select(col(AuditLog.seq), col(AuditLog.checksum), col(AuditLog.occurred_at))
+            .where(col(AuditLog.seq) > after_seq)
+            .order_by(col(AuditLog.seq))
             .limit(max_records)
         )
     ).all()
@@ -151,7 +151,7 @@ async def digests_covering(
     session: AsyncSession, *, occurred_from: datetime | None, occurred_to: datetime | None
 ) -> list[AuditDigest]:
     """The session's organisation's digests that seal at least one record of the window, oldest first."""
-    stmt = select(AuditDigest).order_by(AuditDigest.sequence)
+    stmt = select(AuditDigest).order_by(col(AuditDigest.sequence))
     if occurred_to is not None:
         stmt = stmt.where(AuditDigest.first_occurred_at < occurred_to)
     if occurred_from is not None:
@@ -169,7 +169,7 @@ async def verify(
     """Verifies the session's organisation: the whole digest chain, and every record in the window."""
     key = digest_signing_key(secret)
     result = Verification()
-    digests = list((await session.exec(select(AuditDigest).order_by(AuditDigest.sequence))).all())
+    digests = list((await session.exec(select(AuditDigest).order_by(col(AuditDigest.sequence)))).all())
 
     previous_hash, expected_from = GENESIS_HASH, 1
     for digest in digests:
@@ -212,9 +212,9 @@ async def _verify_range(
     occurred_to: datetime | None = None,
 ) -> bool:
     """Streams the records with a server-side cursor (constant memory). True when a break was found."""
-    stmt = sa.select(*RECORD_COLUMNS).where(AuditLog.seq >= from_seq).order_by(AuditLog.seq)
+    stmt = sa.select(*RECORD_COLUMNS).where(col(AuditLog.seq) >= from_seq).order_by(col(AuditLog.seq))
     if to_seq is not None:
-        stmt = stmt.where(AuditLog.seq <= to_seq)
+        stmt = stmt.where(col(AuditLog.seq) <= to_seq)
     stmt = stmt.where(*within(AuditLog.occurred_at, occurred_from, occurred_to))
     leaves: list[str] = []
     last_id: str | None = None

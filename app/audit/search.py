@@ -10,6 +10,7 @@ import time
 from typing import Any
 
 import sqlalchemy as sa
+from sqlmodel import col
 
 from app.audit.models import AuditLog, AuditSearch
 from app.db import Database, scoped_text
@@ -151,4 +152,4 @@ def matches(query: str) -> Any:
     if "\x00" in query:
         raise BadUserInput("search must not contain NUL characters", field="search")
     tsquery = sa.func.websearch_to_tsquery(TEXT_CONFIG, query)
-    return AuditLog.id.in_(sa.select(AuditSearch.log_id).where(AuditSearch.document.op("@@")(tsquery)))
+    return col(AuditLog.id).in_(sa.select(col(AuditSearch.log_id)).where(col(AuditSearch.document).op("@@")(tsquery)))

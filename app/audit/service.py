@@ -13,6 +13,7 @@ from typing import Any
 
 import orjson
 import sqlalchemy as sa
+from sqlmodel import col
 
 from app.agents import service as agents
 from app.alerts import writing as alert_writing
@@ -188,10 +189,10 @@ async def ingest(session: AsyncSession, principal: Principal, drafts: Sequence[A
     await lock_organisation(session, INGEST_LOCK_NAMESPACE, shared=True)
     inserted = {r.id: r.seq for r in (await session.execute(_INSERT, params)).all()}
 
-    existing: dict[str, AuditRecord] = {}
+    existing: dict[str | None, AuditRecord] = {}
     duplicates = [row["idempotency_key"] for row in rows if row["id"] not in inserted]
     if duplicates:
-        found = await session.execute(sa.select(*RECORD_COLUMNS).where(AuditLog.idempotency_key.in_(duplicates)))
+        found = await session.execute(sa.select(*RECORD_COLUMNS).where(col(AuditLog.idempotency_key).in_(duplicates)))
         existing = {r.idempotency_key: r for r in map(record_from_row, found.all())}
 
     resolved: list[AuditRecord] = []
@@ -217,7 +218,7 @@ async def ingest(session: AsyncSession, principal: Principal, drafts: Sequence[A
 
 
 async def get_record(session: AsyncSession, record_id: str) -> AuditRecord:
-    row = (await session.execute(sa.select(*RECORD_COLUMNS).where(AuditLog.id == record_id))).first()
+    row = (await session.execute(sa.select(*RECORD_COLUMNS).where(col(AuditLog.id) == record_id))).first()
     if row is None:
         raise NotFound("audit log not found", id=record_id)
     return record_from_row(row)
@@ -228,7 +229,9 @@ async def records_by_ids(session: AsyncSession, record_ids: Sequence[str]) -> li
     if not record_ids:
         return []
     stmt = (
-        sa.select(*RECORD_COLUMNS).where(AuditLog.id.in_(list(record_ids))).order_by(AuditLog.occurred_at, AuditLog.seq)
+        sa.select(*RECORD_COLUMNS)
+        .where(col(AuditLog.id).in_(list(record_ids)))
+        .order_by(col(AuditLog.occurred_at), col(AuditLog.seq))
     )
     return [record_from_row(row) for row in (await session.execute(stmt)).all()]
 
@@ -259,25 +262,25 @@ class AuditLogQuery:
 
 def _filtered(query: AuditLogQuery) -> Any:
     stmt = sa.select(*RECORD_COLUMNS)
-    conditions = []
+    conditions: list[sa.ColumnElement[bool]] = []
     if query.agent_ids:
-        conditions.append(AuditLog.agent_id.in_(query.agent_ids))
+        conditions.append(col(AuditLog.agent_id).in_(query.agent_ids))
     if query.actions:
-        conditions.append(AuditLog.action.in_(query.actions))
+        conditions.append(col(AuditLog.action).in_(query.actions))
     if query.trace_id:
-        conditions.append(AuditLog.trace_id == query.trace_id)
+        conditions.append(col(AuditLog.trace_id) == query.trace_id)
     if query.statuses:
-        conditions.append(AuditLog.status.in_(query.statuses))
+        conditions.append(col(AuditLog.status).in_(query.statuses))
     if query.risk_levels:
-        conditions.append(AuditLog.risk_level.in_(query.risk_levels))
+        conditions.append(col(AuditLog.risk_level).in_(query.risk_levels))
     if query.governance_statuses:
-        conditions.append(AuditLog.governance_status.in_(query.governance_statuses))
+        conditions.append(col(AuditLog.governance_status).in_(query.governance_statuses))
     if query.providers:
-        conditions.append(AuditLog.provider.in_(query.providers))
+        conditions.append(col(AuditLog.provider).in_(query.providers))
     if query.verbs:
-        conditions.append(AuditLog.verb.in_(query.verbs))
+        conditions.append(col(AuditLog.verb).in_(query.verbs))
     if query.execution_id:
-        conditions.append(AuditLog.execution_id == query.execution_id)
+        conditions.append(col(AuditLog.execution_id) == query.execution_id)
     conditions += within(AuditLog.occurred_at, query.occurred_from, query.occurred_to)
     if query.search:
         conditions.append(search.matches(query.search))
@@ -294,7 +297,7 @@ async def list_records(
     stmt = _filtered(query)
     if after is not None:
         stmt = stmt.where(sa.tuple_(AuditLog.occurred_at, AuditLog.id) < sa.tuple_(*after))
-    stmt = stmt.order_by(AuditLog.occurred_at.desc(), AuditLog.id.desc()).limit(limit)
+    stmt = stmt.order_by(col(AuditLog.occurred_at).desc(), col(AuditLog.id).desc()).limit(limit)
     return [record_from_row(r) for r in (await session.execute(stmt)).all()]
 
 
@@ -312,8 +315,8 @@ async def load_trace(
     max_spans = max_spans or MAX_TRACE_SPANS
     stmt = (
         sa.select(*(RECORD_COLUMNS if with_content else LIGHT_RECORD_COLUMNS))
-        .where(AuditLog.trace_id == trace_id)
-        .order_by(AuditLog.occurred_at, AuditLog.seq)
+        .where(col(AuditLog.trace_id) == trace_id)
+        .order_by(col(AuditLog.occurred_at), col(AuditLog.seq))
         .limit(max_spans + 1)
     )
     records = [record_from_row(r) for r in (await session.execute(stmt)).all()]
@@ -332,7 +335,7 @@ async def children_of(
     stmt = (
         sa.select(*RECORD_COLUMNS)
         .where(sa.tuple_(AuditLog.trace_id, AuditLog.parent_span_id).in_(list(set(keys))))
-        .order_by(AuditLog.occurred_at, AuditLog.seq)
+        .order_by(col(AuditLog.occurred_at), col(AuditLog.seq))
     )
     out: dict[tuple[str, str], list[AuditRecord]] = {key: [] for key in keys}
     for record in map(record_from_row, (await session.execute(stmt)).all()):
@@ -349,7 +352,7 @@ async def spans_by_id(session: AsyncSession, keys: Sequence[tuple[str, str]]) ->
     stmt = (
         sa.select(*RECORD_COLUMNS)
         .where(sa.tuple_(AuditLog.trace_id, AuditLog.span_id).in_(list(set(keys))))
-        .order_by(AuditLog.occurred_at.desc(), AuditLog.seq.desc())
+        .order_by(col(AuditLog.occurred_at).desc(), col(AuditLog.seq).desc())
     )
     return {(r.trace_id, r.span_id): r for r in map(record_from_row, (await session.execute(stmt)).all())}
 
@@ -428,23 +431,25 @@ async def list_traces(
         0, 0, 0, 0, 0, 0, sa.func.coalesce(AuditLog.duration_ms, 0) / 1000.0
     )
     started = sa.func.min(AuditLog.occurred_at).label("started_at")
-    errors = sa.func.count().filter(AuditLog.status == "error").label("error_count")
-    blocked = sa.func.count().filter(AuditLog.status == "blocked").label("blocked_count")
+    errors = sa.func.count().filter(col(AuditLog.status) == "error").label("error_count")
+    blocked = sa.func.count().filter(col(AuditLog.status) == "blocked").label("blocked_count")
     stmt = sa.select(
-        AuditLog.trace_id,
+        col(AuditLog.trace_id),
         sa.func.count().label("span_count"),
         started,
         sa.func.max(end_expr).label("ended_at"),
         errors,
         blocked,
-        sa.func.array_remove(sa.func.array_agg(sa.distinct(AuditLog.agent_id)), None).label("agent_ids"),
-    ).group_by(AuditLog.trace_id)
+        sa.func.array_remove(sa.func.array_agg(sa.distinct(col(AuditLog.agent_id))), None).label("agent_ids"),
+    ).group_by(col(AuditLog.trace_id))
     if query.agent_ids:
-        with_agent = sa.select(AuditLog.trace_id).where(AuditLog.agent_id.in_(query.agent_ids))
-        stmt = stmt.where(AuditLog.trace_id.in_(with_agent))
+        with_agent = sa.select(col(AuditLog.trace_id)).where(col(AuditLog.agent_id).in_(query.agent_ids))
+        stmt = stmt.where(col(AuditLog.trace_id).in_(with_agent))
     if query.has_alerts is not None:
-        alerted = sa.select(AuditLog.trace_id).where(has_alerts_condition(AuditLog.id))
-        stmt = stmt.where(AuditLog.trace_id.in_(alerted) if query.has_alerts else AuditLog.trace_id.not_in(alerted))
+        alerted = sa.select(col(AuditLog.trace_id)).where(has_alerts_condition(col(AuditLog.id)))
+        stmt = stmt.where(
+            col(AuditLog.trace_id).in_(alerted) if query.has_alerts else col(AuditLog.trace_id).not_in(alerted)
+        )
     having = []
     having += within(started, query.started_from, query.started_to)
     if query.status == "error":
@@ -457,7 +462,7 @@ async def list_traces(
         having.append(sa.tuple_(started, AuditLog.trace_id) < sa.tuple_(*after))
     if having:
         stmt = stmt.having(sa.and_(*having))
-    stmt = stmt.order_by(started.desc(), AuditLog.trace_id.desc()).limit(limit)
+    stmt = stmt.order_by(started.desc(), col(AuditLog.trace_id).desc()).limit(limit)
     return [TraceSummary(**row._mapping) for row in (await session.execute(stmt)).all()]
 
 
@@ -478,11 +483,11 @@ async def agent_stats(
     conditions = [AuditLog.agent_id == agent_id, *within(AuditLog.occurred_at, occurred_from, occurred_to)]
     stmt = sa.select(
         sa.func.count(),
-        sa.func.count(sa.distinct(AuditLog.trace_id)),
-        sa.func.count().filter(AuditLog.status == "error"),
-        sa.func.count().filter(AuditLog.status == "blocked"),
-        sa.func.percentile_cont(0.5).within_group(AuditLog.duration_ms),
-        sa.func.percentile_cont(0.95).within_group(AuditLog.duration_ms),
+        sa.func.count(sa.distinct(col(AuditLog.trace_id))),
+        sa.func.count().filter(col(AuditLog.status) == "error"),
+        sa.func.count().filter(col(AuditLog.status) == "blocked"),
+        sa.func.percentile_cont(0.5).within_group(col(AuditLog.duration_ms)),
+        sa.func.percentile_cont(0.95).within_group(col(AuditLog.duration_ms)),
     ).where(*conditions)
     row = (await session.execute(stmt)).one()
     return ActivityStats(*row)
@@ -499,9 +504,13 @@ async def trace_counts_by_agent(
     agents share counts once there): one GROUP BY GROUPING SETS."""
     conditions = within(AuditLog.occurred_at, occurred_from, occurred_to)
     if agent_ids is not None:
-        conditions.append(AuditLog.agent_id.in_(agent_ids))
+        conditions.append(col(AuditLog.agent_id).in_(agent_ids))
     stmt = (
-        sa.select(sa.func.grouping(AuditLog.agent_id), AuditLog.agent_id, sa.func.count(sa.distinct(AuditLog.trace_id)))
+        sa.select(
+            sa.func.grouping(col(AuditLog.agent_id)),
+            col(AuditLog.agent_id),
+            sa.func.count(sa.distinct(col(AuditLog.trace_id))),
+        )
         .where(*conditions)
         .group_by(sa.func.grouping_sets(sa.tuple_(AuditLog.agent_id), sa.tuple_()))
     )
@@ -517,7 +526,9 @@ async def trace_counts_by_agent(
 
 def export_statement(query: AuditLogQuery, columns: Sequence[Any], *, limit: int | None = None) -> Any:
     """The given columns of every matching record, newest first (at most `limit`)."""
-    stmt = _filtered(query).with_only_columns(*columns).order_by(AuditLog.occurred_at.desc(), AuditLog.id.desc())
+    stmt = (
+        _filtered(query).with_only_columns(*columns).order_by(col(AuditLog.occurred_at).desc(), col(AuditLog.id).desc())
+    )
     return stmt if limit is None else stmt.limit(limit)
 
 

@@ -13,6 +13,7 @@ import dataclasses
 import math
 from dataclasses import dataclass
 from enum import StrEnum
+from typing import Any
 
 from app.settings import Settings
 
@@ -92,7 +93,9 @@ def limits_for(plan: str | PlanName | None, settings: Settings) -> PlanLimits:
     """The plan's limits with this deployment's overrides applied."""
     name = plan_name(plan)
     limits = PLANS[name].limits
-    overrides = {k: v for k, v in (settings.plan_limits.get(name.value) or {}).items() if k in LIMIT_NAMES}
+    overrides: dict[str, Any] = {
+        k: v for k, v in (settings.plan_limits.get(name.value) or {}).items() if k in LIMIT_NAMES
+    }
     return dataclasses.replace(limits, **overrides) if overrides else limits
 
 

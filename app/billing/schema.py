@@ -7,9 +7,9 @@ from enum import Enum
 from typing import Annotated
 
 import strawberry
-from strawberry.types import Info
 
 from app.billing import plans, service
+from app.info import Info
 from app.settings import Settings
 
 

@@ -13,13 +13,13 @@ from __future__ import annotations
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
-from typing import Any
+from typing import Any, cast
 
 import orjson
 import stripe
 import structlog
 from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlmodel import select
+from sqlmodel import col, select
 
 from app.activity.service import record_activity
 from app.billing import plans
@@ -126,13 +126,13 @@ async def _locked_account(session: AsyncSession, org_id: str) -> BillingAccount:
     return (await session.exec(query)).one()
 
 
-async def _ensure_customer(session: AsyncSession, principal: Principal, client: Any) -> BillingAccount:
-    """Creates the Stripe customer on first use and stores its id (committed at once, so a later failure
-    does not lose it). Two managers racing are serialised by the row lock; the idempotency key makes a
-    retry of the same person's attempt return the same customer."""
+async def _ensure_customer_id(session: AsyncSession, principal: Principal, client: Any) -> str:
+    """The organisation's Stripe customer id. Creates the customer on first use and stores its id (committed
+    at once, so a later failure does not lose it). Two managers racing are serialised by the row lock; the
+    idempotency key makes a retry of the same person's attempt return the same customer."""
     account = await _locked_account(session, principal.org_id)
     if account.stripe_customer_id:
-        return account
+        return account.stripe_customer_id
     org = await orgs.get_organization(session, principal.org_id)
     user = await orgs.get_user(session, principal.user_id or "")
     customer = await client.v1.customers.create_async(
@@ -150,7 +150,7 @@ async def _ensure_customer(session: AsyncSession, principal: Principal, client: 
         metadata={"customerId": customer.id},
     )
     await session.commit()
-    return account
+    return str(customer.id)
 
 
 async def create_checkout_session(
@@ -171,11 +171,11 @@ async def create_checkout_session(
         )
     base = _public_url(settings)
     async with stripe_client(settings) as client:
-        account = await _ensure_customer(session, principal, client)
+        customer_id = await _ensure_customer_id(session, principal, client)
         created = await client.v1.checkout.sessions.create_async(
             {
                 "mode": "subscription",
-                "customer": account.stripe_customer_id,
+                "customer": customer_id,
                 "client_reference_id": principal.org_id,
                 "line_items": [{"price": price_id.strip(), "quantity": 1}],
                 "metadata": {"org_id": principal.org_id, "plan": plan.value},
@@ -195,7 +195,8 @@ async def create_checkout_session(
         source_ip=source_ip,
     )
     await session.commit()
-    return CheckoutSession(session_id=created.id, url=created.url)
+    # a hosted Checkout session (mode "subscription", no ui_mode) always has its URL
+    return CheckoutSession(session_id=created.id, url=cast(str, created.url))
 
 
 async def create_portal_session(
@@ -205,9 +206,9 @@ async def create_portal_session(
     principal.require_role("manage billing", *MANAGERS)
     require_configured(settings)
     async with stripe_client(settings) as client:
-        account = await _ensure_customer(session, principal, client)
+        customer_id = await _ensure_customer_id(session, principal, client)
         portal = await client.v1.billing_portal.sessions.create_async(
-            {"customer": account.stripe_customer_id, "return_url": f"{_public_url(settings)}/billing"},
+            {"customer": customer_id, "return_url": f"{_public_url(settings)}/billing"},
             {"idempotency_key": f"agentrail-portal-{principal.org_id}-{uuid.uuid4().hex}"},
         )
     record_activity(
@@ -258,7 +259,7 @@ async def process_event(session: AsyncSession, event: dict[str, Any], *, setting
         pg_insert(StripeEvent)
         .values(id=event_id, type=event_type[:100], created=created, received_at=utcnow())
         .on_conflict_do_nothing(index_elements=["id"])
-        .returning(StripeEvent.id)
+        .returning(col(StripeEvent.id))
     )
     if stored.first() is None:
         await session.rollback()

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from sqlalchemy.exc import IntegrityError
-from sqlmodel import select
+from sqlmodel import col, select
 
 from app.activity.service import record_activity
 from app.compliance.changes import rules_changed
@@ -23,7 +23,7 @@ def get_pack(pack_id: str) -> Pack:
 
 
 async def installed_packs(session: AsyncSession) -> list[InstalledPack]:
-    return list((await session.exec(select(InstalledPack).order_by(InstalledPack.installed_at))).all())
+    return list((await session.exec(select(InstalledPack).order_by(col(InstalledPack.installed_at)))).all())
 
 
 async def install_pack(

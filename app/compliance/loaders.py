@@ -1,21 +1,18 @@
-"""Per-request DataLoaders of the compliance domain."""
+"""Per-request DataLoader of the compliance domain."""
 
 from __future__ import annotations
 
-from typing import Any
-
-from sqlmodel import select
-from strawberry.dataloader import DataLoader
+from sqlmodel import col, select
 
 from app.compliance.models import ComplianceRule
+from app.dataloader import SessionLoader
+from app.db import AsyncSession
 
 
-async def rule_loader(context: Any) -> DataLoader[str, ComplianceRule | None]:
-    session = await context.db()
+class RuleLoader(SessionLoader[str, ComplianceRule | None]):
+    """Rules by id; None for one deleted since."""
 
-    async def load(ids: list[str]) -> list[ComplianceRule | None]:
-        rows = (await session.exec(select(ComplianceRule).where(ComplianceRule.id.in_(ids)))).all()
+    async def fetch(self, session: AsyncSession, keys: list[str]) -> list[ComplianceRule | None]:
+        rows = (await session.exec(select(ComplianceRule).where(col(ComplianceRule.id).in_(keys)))).all()
         by_id = {r.id: r for r in rows}
-        return [by_id.get(i) for i in ids]
-
-    return context.loader("compliance.rule", lambda: DataLoader(load_fn=load))
+        return [by_id.get(i) for i in keys]

@@ -7,11 +7,11 @@ from enum import Enum
 from typing import Annotated
 
 import strawberry
-from strawberry.types import Info
 
 from app.compliance import installs, service
 from app.compliance.models import ComplianceRule as RuleRow
 from app.compliance.packs import Pack, PackRule, all_packs
+from app.info import Info
 from app.scalars import JSON
 
 

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import sqlalchemy as sa
-from sqlmodel import select
+from sqlmodel import col, select
 
 from app.activity.service import record_activity
 from app.compliance.changes import rules_changed
@@ -61,7 +61,7 @@ def rule_spec(rule: ComplianceRule) -> RuleSpec:
 
 
 async def list_rules(session: AsyncSession, *, pack_id: str | None = None) -> list[ComplianceRule]:
-    query = select(ComplianceRule).order_by(ComplianceRule.created_at, ComplianceRule.id)
+    query = select(ComplianceRule).order_by(col(ComplianceRule.created_at), col(ComplianceRule.id))
     if pack_id is not None:
         query = query.where(ComplianceRule.pack_id == pack_id)
     return list((await session.exec(query)).all())
@@ -69,7 +69,7 @@ async def list_rules(session: AsyncSession, *, pack_id: str | None = None) -> li
 
 async def enabled_rules(session: AsyncSession) -> list[ComplianceRule]:
     """The rules that are evaluated."""
-    return list((await session.exec(select(ComplianceRule).where(ComplianceRule.enabled.is_(True)))).all())
+    return list((await session.exec(select(ComplianceRule).where(col(ComplianceRule.enabled).is_(True)))).all())
 
 
 async def get_rule(session: AsyncSession, rule_id: str) -> ComplianceRule:

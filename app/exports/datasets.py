@@ -5,7 +5,7 @@ so both produce the same columns and records."""
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncGenerator, Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -100,10 +100,10 @@ ACTIVITY_PARQUET_SCHEMA = pa.schema([pa.field(name, kind) for name, kind, _ in A
 
 def _copy_reader(
     export_statement: Callable[..., Any], columns: list[Any], *, line_end: bytes = b"\n"
-) -> Callable[..., AsyncIterator[tuple[int, bytes]]]:
+) -> Callable[..., AsyncGenerator[tuple[int, bytes], None]]:
     """A reader of (rows, lines) that streams the data set's `export_statement` over `columns` with COPY."""
 
-    def read(session: AsyncSession, query: Any, *, limit: int | None = None) -> AsyncIterator[tuple[int, bytes]]:
+    def read(session: AsyncSession, query: Any, *, limit: int | None = None) -> AsyncGenerator[tuple[int, bytes], None]:
         return copy_lines(session, export_statement(query, columns, limit=limit), line_end=line_end)
 
     return read
@@ -117,7 +117,7 @@ _activity_json = _copy_reader(activity.export_statement, activity_rows.JSON_RECO
 
 async def _audit_parquet(
     session: AsyncSession, query: Any, *, batch_size: int, limit: int | None = None
-) -> AsyncIterator[pa.RecordBatch]:
+) -> AsyncGenerator[pa.RecordBatch, None]:
     fields = export_rows.PARQUET_FIELDS
     async for rows in audit.stream_rows(
         session, query, export_rows.PARQUET_COLUMNS, batch_size=batch_size, limit=limit
@@ -131,7 +131,7 @@ async def _audit_parquet(
         yield pa.RecordBatch.from_arrays(arrays, schema=AUDIT_PARQUET_SCHEMA)
 
 
-async def _activity_parquet(session: AsyncSession, query: Any, **options: Any) -> AsyncIterator[pa.RecordBatch]:
+async def _activity_parquet(session: AsyncSession, query: Any, **options: Any) -> AsyncGenerator[pa.RecordBatch, None]:
     async for events in activity.stream_activity_batches(session, query, **options):
         arrays = [pa.array([get(e) for e in events], type=kind) for _, kind, get in ACTIVITY_PARQUET]
         yield pa.RecordBatch.from_arrays(arrays, schema=ACTIVITY_PARQUET_SCHEMA)
@@ -142,13 +142,13 @@ class Dataset:
     name: str  # AUDIT_LOGS | ACTIVITY
     kind: str  # the JSON envelope's `kind`
     file_prefix: str  # audit-log-{orgId}-{YYYYMMDD}
-    query_type: type
+    query_type: type[audit.AuditLogQuery] | type[activity.ActivityQuery]
     header: Sequence[str]
     count: Callable[[AsyncSession, Any], Any]
-    csv_rows: Callable[..., AsyncIterator[tuple[int, bytes]]]  # (rows, their CSV lines), piece by piece
-    json_lines: Callable[..., AsyncIterator[tuple[int, bytes]]]  # (rows, their records as JSON lines)
+    csv_rows: Callable[..., AsyncGenerator[tuple[int, bytes], None]]  # (rows, their CSV lines), piece by piece
+    json_lines: Callable[..., AsyncGenerator[tuple[int, bytes], None]]  # (rows, their records as JSON lines)
     parquet_schema: pa.Schema
-    parquet_batches: Callable[..., AsyncIterator[pa.RecordBatch]]
+    parquet_batches: Callable[..., AsyncGenerator[pa.RecordBatch, None]]
     users_only: bool
 
     def filename(self, org_id: str, when: datetime, extension: str) -> str:
@@ -222,7 +222,7 @@ def public_filter(data: dict[str, Any]) -> dict[str, Any]:
 
 
 def query_from_json(dataset: Dataset, data: dict[str, Any]) -> Any:
-    values = {
+    values: dict[str, Any] = {
         k: datetime.fromisoformat(v.replace("Z", "+00:00")) if k in _TIME_FIELDS and v is not None else v
         for k, v in data.items()
     }

@@ -7,13 +7,13 @@ from enum import Enum
 from typing import Annotated
 
 import strawberry
-from strawberry.types import Info
 
 from app.activity.schema import ActivityFilter, Actor
 from app.audit.schema import AuditLogFilter
 from app.errors import BadUserInput
 from app.exports import service
 from app.exports.models import ExportJob as JobRow
+from app.info import Info
 from app.pagination import Connection, build_connection, decode_cursor, page_size
 
 
@@ -136,7 +136,7 @@ class ExportsQuery:
             principal,
             statuses=statuses,
             limit=limit + 1,
-            after=tuple(cursor) if cursor else None,  # type: ignore[arg-type]
+            after=tuple(cursor) if cursor else None,
         )
         return build_connection(
             rows, limit=limit, to_node=lambda job: ExportJob.of(info, job), sort_key=lambda j: (j.created_at, j.id)

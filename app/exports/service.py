@@ -18,7 +18,7 @@ import sqlalchemy as sa
 import structlog
 from arq.constants import abort_jobs_ss
 from arq.utils import timestamp_ms
-from sqlmodel import select
+from sqlmodel import col, select
 
 from app.activity.service import record_activity
 from app.db import AsyncSession, Database, iso, new_id, utcnow
@@ -141,12 +141,12 @@ async def list_jobs(
     """Newest first; keyset pagination on (created_at, id)."""
     stmt = select(ExportJob)
     if statuses:
-        stmt = stmt.where(ExportJob.status.in_(statuses))
+        stmt = stmt.where(col(ExportJob.status).in_(statuses))
     if not principal.is_user:
-        stmt = stmt.where(ExportJob.dataset.in_([d.name for d in DATASETS.values() if not d.users_only]))
+        stmt = stmt.where(col(ExportJob.dataset).in_([d.name for d in DATASETS.values() if not d.users_only]))
     if after is not None:
         stmt = stmt.where(sa.tuple_(ExportJob.created_at, ExportJob.id) < sa.tuple_(*after))
-    stmt = stmt.order_by(ExportJob.created_at.desc(), ExportJob.id.desc()).limit(limit)
+    stmt = stmt.order_by(col(ExportJob.created_at).desc(), col(ExportJob.id).desc()).limit(limit)
     return list((await session.exec(stmt)).all())
 
 
@@ -277,7 +277,7 @@ async def heartbeat(db: Database, claim: Claim, *, row_count: int, total: int | 
             sa.update(ExportJob)
             .where(*_held(claim))
             .values(heartbeat_at=utcnow(), row_count=row_count, progress=progress)
-            .returning(ExportJob.id)
+            .returning(col(ExportJob.id))
         )
         held = result.first() is not None
     return held
@@ -302,7 +302,7 @@ async def mark_ready(runtime: Runtime, claim: Claim, *, row_count: int, size_byt
                 heartbeat_at=now,
                 claim_token=None,
             )
-            .returning(ExportJob.id)
+            .returning(col(ExportJob.id))
         )
         done = result.first() is not None
         if done:  # the webhook event is written with the state change (outbox): READY and export.ready go together
@@ -335,7 +335,7 @@ async def mark_failed(runtime: Runtime, claim: Claim, error: str) -> None:
             sa.update(ExportJob)
             .where(*_held(claim))
             .values(status=FAILED, error=error[:500], completed_at=utcnow(), claim_token=None)
-            .returning(ExportJob.id)
+            .returning(col(ExportJob.id))
         )
         failed = result.first() is not None
     if failed:
@@ -367,14 +367,14 @@ async def sweep(runtime: Runtime, *, limit: int = 100) -> int:
         .where(
             queued_before,
             sa.or_(
-                ExportJob.status == PENDING,
+                col(ExportJob.status) == PENDING,
                 sa.and_(
-                    ExportJob.status == RUNNING,
-                    sa.or_(ExportJob.heartbeat_at.is_(None), ExportJob.heartbeat_at < cutoff),
+                    col(ExportJob.status) == RUNNING,
+                    sa.or_(col(ExportJob.heartbeat_at).is_(None), col(ExportJob.heartbeat_at) < cutoff),
                 ),
             ),
         )
-        .order_by(ExportJob.created_at)
+        .order_by(col(ExportJob.created_at))
         .limit(limit)
         .with_for_update(skip_locked=True)
     )
@@ -405,9 +405,9 @@ async def expire(runtime: Runtime, now: datetime | None = None) -> int:
     async with unit_of_work.system_unit_of_work(runtime) as session:
         result = await session.execute(
             sa.update(ExportJob)
-            .where(ExportJob.status == READY, ExportJob.expires_at <= (now or utcnow()))
+            .where(col(ExportJob.status) == READY, col(ExportJob.expires_at) <= (now or utcnow()))
             .values(status=EXPIRED)
-            .returning(ExportJob.id, ExportJob.org_id)
+            .returning(col(ExportJob.id), col(ExportJob.org_id))
         )
         expired = result.all()
     return len(expired)

@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 import sqlalchemy as sa
 import structlog
+from sqlmodel import col
 
 from app.db import Database, utcnow
 from app.files.models import POSTGRES, S3, StoredFile, StoredFileChunk
@@ -104,8 +105,8 @@ class PostgresChunks:
             async with self.db.tenant_session(file.org_id) as session:
                 data = (
                     await session.execute(
-                        sa.select(StoredFileChunk.data).where(
-                            StoredFileChunk.file_id == file.id, StoredFileChunk.seq == seq
+                        sa.select(col(StoredFileChunk.data)).where(
+                            col(StoredFileChunk.file_id) == file.id, col(StoredFileChunk.seq) == seq
                         )
                     )
                 ).scalar_one()
@@ -433,7 +434,7 @@ class FileWriter:
         async with self._store.db.tenant_session(self._org_id) as session:
             await session.execute(
                 sa.update(StoredFile)
-                .where(StoredFile.id == self.file.id)
+                .where(col(StoredFile.id) == self.file.id)
                 .values(
                     size_bytes=self.file.size_bytes,
                     chunk_count=self.file.chunk_count,
@@ -510,7 +511,7 @@ class FileStore:
         if await self._backend_of(file).remove([file]):
             raise OSError(f"stored file {file_id}: its bytes could not be removed")
         async with self.db.tenant_session(org_id) as session:
-            await session.execute(sa.delete(StoredFile).where(StoredFile.id == file_id))
+            await session.execute(sa.delete(StoredFile).where(col(StoredFile.id) == file_id))
             await session.commit()
 
     async def delete_expired(self, now: datetime | None = None) -> int:
@@ -522,9 +523,9 @@ class FileStore:
         skipped: set[str] = set()
         while True:
             async with self.db.system_session() as session:
-                query = sa.select(StoredFile).where(StoredFile.expires_at <= now)
+                query = sa.select(StoredFile).where(col(StoredFile.expires_at) <= now)
                 if skipped:
-                    query = query.where(StoredFile.id.not_in(skipped))
+                    query = query.where(col(StoredFile.id).not_in(skipped))
                 files = list((await session.execute(query.order_by(StoredFile.id).limit(EXPIRED_BATCH))).scalars())
             if not files:
                 return removed
@@ -544,8 +545,8 @@ class FileStore:
                 async with self.db.system_session() as session:
                     result = await session.execute(
                         sa.delete(StoredFile)
-                        .where(StoredFile.id.in_(ids), StoredFile.expires_at <= now)
-                        .returning(StoredFile.id)
+                        .where(col(StoredFile.id).in_(ids), col(StoredFile.expires_at) <= now)
+                        .returning(col(StoredFile.id))
                     )
                     removed += len(result.all())
                     await session.commit()

@@ -8,8 +8,8 @@ from enum import Enum
 from typing import Annotated
 
 import strawberry
-from strawberry.types import Info
 
+from app.info import Info
 from app.jobs import service
 
 

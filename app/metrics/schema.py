@@ -7,9 +7,9 @@ from enum import Enum
 from typing import Annotated
 
 import strawberry
-from strawberry.types import Info
 
 from app.audit.schema import SpanStatus
+from app.info import Info
 from app.metrics import service
 
 

@@ -7,8 +7,8 @@ from enum import Enum
 from typing import Annotated
 
 import strawberry
-from strawberry.types import Info
 
+from app.info import Info
 from app.orgs import models, service
 from app.pagination import Connection, build_connection, decode_cursor, page_size
 from app.scalars import JSON
@@ -114,7 +114,7 @@ class OrgsQuery:
         org = await service.get_organization(session, principal.org_id)
         user = api_key = None
         if principal.is_user:
-            user = User.from_model(await service.get_user(session, principal.user_id))
+            user = User.from_model(await service.get_user(session, principal.user_id or ""))
         else:
             key = await session.get(models.ApiKey, principal.api_key_id)
             api_key = ApiKey.from_model(key) if key else None

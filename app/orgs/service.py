@@ -9,7 +9,7 @@ import sqlalchemy as sa
 from email_validator import EmailNotValidError, validate_email
 from redis.asyncio import Redis
 from sqlalchemy.exc import IntegrityError
-from sqlmodel import select
+from sqlmodel import col, select
 
 from app.activity.service import record_activity
 from app.billing import quota as billing_quota
@@ -203,7 +203,9 @@ async def user_labels(session: AsyncSession, user_ids: list[str]) -> dict[str, s
     ids = list(set(user_ids))
     if not ids:
         return {}
-    rows = (await session.exec(select(User.id, User.name, User.email).where(User.id.in_(ids)))).all()
+    rows = (
+        await session.exec(select(col(User.id), col(User.name), col(User.email)).where(col(User.id).in_(ids)))
+    ).all()
     return {user_id: f"{name} <{email}>" for user_id, name, email in rows}
 
 
@@ -282,7 +284,7 @@ async def create_api_key(
 
 
 async def count_active_api_keys(session: AsyncSession) -> int:
-    query = select(sa.func.count()).select_from(ApiKey).where(ApiKey.revoked_at.is_(None))
+    query = select(sa.func.count()).select_from(ApiKey).where(col(ApiKey.revoked_at).is_(None))
     return int((await session.exec(query)).one())
 
 
@@ -291,11 +293,11 @@ async def list_api_keys(
 ) -> list[ApiKey]:
     query = select(ApiKey)
     if not include_revoked:
-        query = query.where(ApiKey.revoked_at.is_(None))
+        query = query.where(col(ApiKey.revoked_at).is_(None))
     if after is not None:
         created_at, key_id = after
         query = query.where(sa.tuple_(ApiKey.created_at, ApiKey.id) < sa.tuple_(created_at, key_id))
-    query = query.order_by(ApiKey.created_at.desc(), ApiKey.id.desc()).limit(limit)
+    query = query.order_by(col(ApiKey.created_at).desc(), col(ApiKey.id).desc()).limit(limit)
     return list((await session.exec(query)).all())
 
 

@@ -289,7 +289,7 @@ def _part_text(part: Any) -> str:
         return "" if part is None else orjson.dumps(part).decode()
     kind = part.get("type")
     if kind == "tool_call" or "function" in part:
-        function = part.get("function") if isinstance(part.get("function"), dict) else part
+        function: dict[Any, Any] = part["function"] if isinstance(part.get("function"), dict) else part
         arguments = function.get("arguments")
         if not isinstance(arguments, str):
             arguments = orjson.dumps(arguments).decode() if arguments is not None else ""
@@ -347,11 +347,11 @@ def _indexed_messages(attrs: dict[str, Any], prefix: str, inner: str, used: set[
     for key, value in attrs.items():
         if not key.startswith(prefix):
             continue
-        index, _, rest = key[len(prefix) :].partition(".")
-        if not index.isdigit() or not rest.startswith(inner):
+        number, _, rest = key[len(prefix) :].partition(".")
+        if not number.isdigit() or not rest.startswith(inner):
             continue
         name = rest[len(inner) :]
-        fields = found.setdefault(int(index), {})
+        fields = found.setdefault(int(number), {})
         if name in ("role", "content"):
             fields[name] = value
         elif name.startswith("contents.") and name.endswith(".message_content.text"):
@@ -469,7 +469,7 @@ def _action(attrs: dict[str, Any], span_name: str) -> str:
 def _prompt(attrs: dict[str, Any], events: list[tuple[Span.Event, dict[str, Any]]], used: set[str]) -> str | None:
     if attrs.get("gen_ai.input.messages") is not None:
         used.add("gen_ai.input.messages")
-        text = messages_text(attrs["gen_ai.input.messages"])
+        text: str | None = messages_text(attrs["gen_ai.input.messages"])
         if attrs.get("gen_ai.system_instructions") is not None:
             used.add("gen_ai.system_instructions")
             text = f"system: {_content_text(_json_or_text(attrs['gen_ai.system_instructions']))}\n{text}"

@@ -2,42 +2,37 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 import sqlalchemy as sa
 from sqlmodel import select
-from strawberry.dataloader import DataLoader
 
+from app.dataloader import SessionLoader
+from app.db import AsyncSession
 from app.policies import service
 from app.policies.models import Policy, PolicyVersion
 
-
-async def policies_by_agent_loader(context: Any) -> DataLoader[str, list[Policy]]:
-    session = await context.db()
-
-    async def load(agent_ids: list[str]) -> list[list[Policy]]:
-        found = await service.policies_of(session, agent_ids)
-        return [found.get(a, []) for a in agent_ids]
-
-    return context.loader("policies.by_agent", lambda: DataLoader(load_fn=load))
+VersionKey = tuple[str, int]  # (policy_id, number)
 
 
-async def agent_ids_by_policy_loader(context: Any) -> DataLoader[str, list[str]]:
-    session = await context.db()
+class PoliciesByAgentLoader(SessionLoader[str, list[Policy]]):
+    """The policies attached to each agent (by id)."""
 
-    async def load(policy_ids: list[str]) -> list[list[str]]:
-        found = await service.agents_of(session, policy_ids)
-        return [found.get(p, []) for p in policy_ids]
-
-    return context.loader("policies.agent_ids", lambda: DataLoader(load_fn=load))
+    async def fetch(self, session: AsyncSession, keys: list[str]) -> list[list[Policy]]:
+        found = await service.policies_of(session, keys)
+        return [found.get(a, []) for a in keys]
 
 
-async def version_loader(context: Any) -> DataLoader[tuple[str, int], PolicyVersion | None]:
-    session = await context.db()
+class AgentIdsByPolicyLoader(SessionLoader[str, list[str]]):
+    """The ids of the agents each policy (by id) is attached to."""
 
-    async def load(keys: list[tuple[str, int]]) -> list[PolicyVersion | None]:
+    async def fetch(self, session: AsyncSession, keys: list[str]) -> list[list[str]]:
+        found = await service.agents_of(session, keys)
+        return [found.get(p, []) for p in keys]
+
+
+class VersionLoader(SessionLoader[VersionKey, PolicyVersion | None]):
+    """Policy versions by (policy id, number)."""
+
+    async def fetch(self, session: AsyncSession, keys: list[VersionKey]) -> list[PolicyVersion | None]:
         stmt = select(PolicyVersion).where(sa.tuple_(PolicyVersion.policy_id, PolicyVersion.number).in_(keys))
         by_key = {(v.policy_id, v.number): v for v in (await session.exec(stmt)).all()}
         return [by_key.get(k) for k in keys]
-
-    return context.loader("policies.version", lambda: DataLoader(load_fn=load))

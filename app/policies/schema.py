@@ -6,13 +6,13 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Annotated, Any
 
 import strawberry
-from strawberry.types import Info
 
 from app.compliance.schema import RecordField, RuleAction, RuleKind, Severity
 from app.errors import AppError
+from app.info import Info
 from app.metrics import policies as policy_analytics
 from app.pagination import Connection, build_connection, decode_cursor, page_size
-from app.policies import loaders, models, service
+from app.policies import models, service
 from app.scalars import JSON
 
 if TYPE_CHECKING:
@@ -133,8 +133,9 @@ class Policy:
 
     @strawberry.field(description="The version in force.")
     async def current_version(self, info: Info) -> PolicyVersion:
-        loader = await loaders.version_loader(info.context)
-        return PolicyVersion.of(await loader.load((self.row.id, self.row.current_version)))
+        version = await info.context.loaders.policy_version.load((self.row.id, self.row.current_version))
+        assert version is not None  # the version in force always exists (a foreign key)
+        return PolicyVersion.of(version)
 
     @strawberry.field(description="A given version.")
     async def version(
@@ -173,11 +174,10 @@ class Policy:
 
     @strawberry.field(description="Agents it is attached to.")
     async def agents(self, info: Info) -> list[Annotated[Agent, strawberry.lazy("app.agents.schema")]]:
-        from app.agents.loaders import agent_loader
         from app.agents.schema import Agent
 
-        ids = await (await loaders.agent_ids_by_policy_loader(info.context)).load(self.row.id)
-        found = await (await agent_loader(info.context)).load_many(ids)
+        ids = await info.context.loaders.agent_ids_by_policy.load(self.row.id)
+        found = await info.context.loaders.agent.load_many(ids)
         return [Agent.from_model(a) for a in found if a is not None]
 
 

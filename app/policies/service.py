@@ -15,7 +15,7 @@ from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.exc import IntegrityError
-from sqlmodel import select
+from sqlmodel import col, select
 
 from app.activity.service import record_activity
 from app.agents import service as agents
@@ -53,7 +53,8 @@ def check_rules(rules: Sequence[PolicyRuleInput]) -> list[dict[str, Any]]:
         raise BadUserInput("a policy version needs at least one rule", field="rules")
     if len(rules) > MAX_RULES_PER_VERSION:
         raise BadUserInput(f"a policy version holds at most {MAX_RULES_PER_VERSION} rules", field="rules")
-    snapshot, keys = [], set()
+    snapshot: list[dict[str, Any]] = []
+    keys: set[str] = set()
     for index, rule in enumerate(rules):
         where = f"rules[{index}]"
         name = (rule.name or "").strip()
@@ -105,10 +106,12 @@ async def get_policy(session: AsyncSession, policy_id: str) -> Policy:
 
 
 async def list_policies(session: AsyncSession, *, limit: int, after: tuple[datetime, str] | None) -> list[Policy]:
-    query = select(Policy).where(Policy.deleted_at.is_(None))
+    query = select(Policy).where(col(Policy.deleted_at).is_(None))
     if after is not None:
         query = query.where(sa.tuple_(Policy.created_at, Policy.id) < sa.tuple_(*after))
-    return list((await session.exec(query.order_by(Policy.created_at.desc(), Policy.id.desc()).limit(limit))).all())
+    return list(
+        (await session.exec(query.order_by(col(Policy.created_at).desc(), col(Policy.id).desc()).limit(limit))).all()
+    )
 
 
 async def get_version(session: AsyncSession, policy_id: str, number: int) -> PolicyVersion:
@@ -125,7 +128,7 @@ async def list_versions(
     query = select(PolicyVersion).where(PolicyVersion.policy_id == policy_id)
     if before is not None:
         query = query.where(PolicyVersion.number < before)
-    return list((await session.exec(query.order_by(PolicyVersion.number.desc()).limit(limit))).all())
+    return list((await session.exec(query.order_by(col(PolicyVersion.number).desc()).limit(limit))).all())
 
 
 async def _flush_named(session: AsyncSession, name: str) -> None:
@@ -321,7 +324,7 @@ async def delete_policy(
     principal.require_role("delete policies", "owner", "admin")
     policy = await _lock(session, policy_id)
     detached = (
-        await session.execute(sa.delete(PolicyAttachment).where(PolicyAttachment.policy_id == policy.id))
+        await session.execute(sa.delete(PolicyAttachment).where(col(PolicyAttachment.policy_id) == policy.id))
     ).rowcount
     policy.deleted_at = utcnow()
     record_activity(
@@ -412,7 +415,7 @@ async def agents_of(session: AsyncSession, policy_ids: Iterable[str]) -> dict[st
     ids = list(set(policy_ids))
     out: dict[str, list[str]] = {i: [] for i in ids}
     if ids:
-        rows = (await session.exec(select(PolicyAttachment).where(PolicyAttachment.policy_id.in_(ids)))).all()
+        rows = (await session.exec(select(PolicyAttachment).where(col(PolicyAttachment.policy_id).in_(ids)))).all()
         for row in rows:
             out[row.policy_id].append(row.agent_id)
     return out
@@ -424,8 +427,8 @@ async def policies_of(session: AsyncSession, agent_ids: Iterable[str]) -> dict[s
     if ids:
         stmt = (
             select(PolicyAttachment.agent_id, Policy)
-            .join(Policy, Policy.id == PolicyAttachment.policy_id)
-            .where(PolicyAttachment.agent_id.in_(ids), Policy.deleted_at.is_(None))
+            .join(Policy, col(Policy.id) == col(PolicyAttachment.policy_id))
+            .where(col(PolicyAttachment.agent_id).in_(ids), col(Policy.deleted_at).is_(None))
         )
         for agent_id, policy in (await session.exec(stmt)).all():
             out[agent_id].append(policy)
@@ -440,11 +443,14 @@ async def current_rules_for_agents(session: AsyncSession, agent_ids: Iterable[st
         return out
     stmt = (
         select(PolicyAttachment.agent_id, PolicyVersion)
-        .join(Policy, Policy.id == PolicyAttachment.policy_id)
+        .join(Policy, col(Policy.id) == col(PolicyAttachment.policy_id))
         .join(
-            PolicyVersion, sa.and_(PolicyVersion.policy_id == Policy.id, PolicyVersion.number == Policy.current_version)
+            PolicyVersion,
+            sa.and_(
+                col(PolicyVersion.policy_id) == col(Policy.id), col(PolicyVersion.number) == col(Policy.current_version)
+            ),
         )
-        .where(PolicyAttachment.agent_id.in_(ids), Policy.deleted_at.is_(None))
+        .where(col(PolicyAttachment.agent_id).in_(ids), col(Policy.deleted_at).is_(None))
     )
     for agent_id, version in (await session.exec(stmt)).all():
         for rule in version.rules:
@@ -476,10 +482,10 @@ async def versions_created(
     with its policy's name."""
     stmt = (
         select(PolicyVersion, Policy.name)
-        .join(Policy, Policy.id == PolicyVersion.policy_id)
+        .join(Policy, col(Policy.id) == col(PolicyVersion.policy_id))
         .where(*within(PolicyVersion.created_at, created_from, created_to))
-        .where(PolicyVersion.policy_id.in_(list(policy_ids)) if policy_ids is not None else sa.true())
-        .order_by(PolicyVersion.created_at, PolicyVersion.id)
+        .where(col(PolicyVersion.policy_id).in_(list(policy_ids)) if policy_ids is not None else sa.true())
+        .order_by(col(PolicyVersion.created_at), col(PolicyVersion.id))
         .limit(limit)
     )
     return [(version, name) for version, name in (await session.exec(stmt)).all()]
@@ -490,7 +496,7 @@ async def policy_names(session: AsyncSession, policy_ids: Iterable[str]) -> dict
     ids = list(set(policy_ids))
     if not ids:
         return {}
-    rows = (await session.exec(select(Policy.id, Policy.name).where(Policy.id.in_(ids)))).all()
+    rows = (await session.exec(select(col(Policy.id), col(Policy.name)).where(col(Policy.id).in_(ids)))).all()
     return dict(rows)
 
 

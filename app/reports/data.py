@@ -124,18 +124,18 @@ async def compliance_summary(session: AsyncSession, window: Window, _secret: str
     names = await _agent_names(session, list(resolution.by_agent))
     policy_names = await policies.policy_names(session, [p for p, _, _ in breakdown.by_version if p])
 
-    by_severity = [{"severity": s, "alerts": breakdown.by_severity.get(s, 0)} for s in SEVERITIES]
-    by_rule = [
+    by_severity: list[dict[str, Any]] = [{"severity": s, "alerts": breakdown.by_severity.get(s, 0)} for s in SEVERITIES]
+    by_rule: list[dict[str, Any]] = [
         {"ruleId": rule_id, "ruleName": name, "alerts": n}
         for rule_id, name, n in sorted(breakdown.by_rule, key=lambda r: (-r[2], r[1], r[0]))
     ]
-    by_agent = [
+    by_agent: list[dict[str, Any]] = [
         {"agentId": agent_id, "agentName": names.get(agent_id, agent_id), "alerts": n, "open": still_open}
         for agent_id, (n, still_open) in sorted(
             resolution.by_agent.items(), key=lambda item: (-item[1][0], names.get(item[0]) or "")
         )
     ]
-    by_version = [
+    by_version: list[dict[str, Any]] = [
         {
             "policyId": policy_id,
             "policyName": policy_names.get(policy_id) if policy_id else "organisation rules",
@@ -144,7 +144,7 @@ async def compliance_summary(session: AsyncSession, window: Window, _secret: str
         }
         for policy_id, version, n in sorted(breakdown.by_version, key=lambda v: (-v[2], v[0] or "", v[1] or 0))
     ]
-    daily = [{"day": d.isoformat(), "alerts": breakdown.by_day.get(d, 0)} for d in window.days()]
+    daily: list[dict[str, Any]] = [{"day": d.isoformat(), "alerts": breakdown.by_day.get(d, 0)} for d in window.days()]
     resolved = {
         "resolved": resolution.resolved,
         "open": resolution.open,
@@ -263,11 +263,11 @@ async def agent_activity(session: AsyncSession, window: Window, _secret: str) ->
     )
     rows_by_agent = {row.agent_id: row for row in per_agent}
     ids: list[str | None] = list(rows_by_agent)
-    for agent_id in window.agent_ids or []:
-        if agent_id not in rows_by_agent:
-            ids.append(agent_id)  # asked for, silent in the window: a row of zeros
+    for wanted in window.agent_ids or []:
+        if wanted not in rows_by_agent:
+            ids.append(wanted)  # asked for, silent in the window: a row of zeros
     names = await _agent_names(session, ids)
-    agent_rows = []
+    agent_rows: list[dict[str, Any]] = []
     for agent_id in ids:
         row = rows_by_agent.get(agent_id)
         records = row.count if row else 0
@@ -287,7 +287,7 @@ async def agent_activity(session: AsyncSession, window: Window, _secret: str) ->
         )
     agent_rows.sort(key=lambda r: (-r["records"], r["agentName"] or ""))
     by_day = {row.start.astimezone(UTC).date(): row for row in per_day}
-    daily = [
+    daily: list[dict[str, Any]] = [
         {
             "day": d.isoformat(),
             "records": by_day[d].count if d in by_day else 0,
@@ -441,7 +441,9 @@ async def policy_changes(session: AsyncSession, window: Window, _secret: str) ->
     per_day: dict[str, int] = {}
     for change in changes:
         per_day[change["occurredAt"][:10]] = per_day.get(change["occurredAt"][:10], 0) + 1
-    daily = [{"day": d.isoformat(), "changes": per_day.get(d.isoformat(), 0)} for d in window.days()]
+    daily: list[dict[str, Any]] = [
+        {"day": d.isoformat(), "changes": per_day.get(d.isoformat(), 0)} for d in window.days()
+    ]
     summary = {
         "versionsCreated": sum(1 for c in changes if c["change"] == "version_created"),
         "attached": sum(1 for c in changes if c["change"] == "attached"),

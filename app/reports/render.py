@@ -172,7 +172,7 @@ def _table(
     cell = styles["cell"]
     shown = rows[:TABLE_ROWS]
     columns = len(header) if header else len(rows[0])
-    data = [[Paragraph(f"<b>{escape(h)}</b>", cell) for h in header]] if header else []
+    data: list[list[Paragraph | str]] = [[Paragraph(f"<b>{escape(h)}</b>", cell) for h in header]] if header else []
     data += [[Paragraph(escape(_text(v)), cell) for v in row] for row in shown]
     if not shown:
         data.append([Paragraph("<i>none</i>", cell)] + [""] * (columns - 1))
@@ -180,7 +180,7 @@ def _table(
         data, repeatRows=1 if header else 0, hAlign="LEFT", colWidths=widths or [170 * mm / columns] * columns
     )
     first = 1 if header else 0
-    style = [
+    style: list[tuple[Any, ...]] = [
         ("GRID", (0, 0), (-1, -1), 0.25, colors.HexColor("#9aa8b5")),
         ("VALIGN", (0, 0), (-1, -1), "TOP"),
         ("ROWBACKGROUNDS", (0, first), (-1, -1), [colors.white, colors.HexColor("#f4f6f8")]),
@@ -203,7 +203,7 @@ def _chart(chart: Chart) -> Drawing:
     if not chart.labels:
         values = [[0.0] for _ in values]
     plot = VerticalBarChart() if chart.kind == "bar" else HorizontalLineChart()
-    plot.x, plot.y, plot.width, plot.height = 30, 45, width - 130, height - 70
+    plot.x, plot.y, plot.width, plot.height = 30, 45, width - 130, height - 70  # type: ignore[assignment]  # stubs say int; points are floats
     plot.data = values
     plot.categoryAxis.categoryNames = _thin_labels(labels)
     plot.categoryAxis.labels.fontSize = 6
@@ -217,14 +217,14 @@ def _chart(chart: Chart) -> Drawing:
     plot.valueAxis.labels.fontSize = 7
     for index in range(len(values)):
         colour = SERIES_COLOURS[index % len(SERIES_COLOURS)]
-        if chart.kind == "bar":
+        if isinstance(plot, VerticalBarChart):  # chart.kind == "bar"
             plot.bars[index].fillColor = colour
         else:
             plot.lines[index].strokeColor = colour
             plot.lines[index].strokeWidth = 1.5
     drawing.add(plot)
     legend = Legend()
-    legend.x, legend.y = width - 90, height - 25
+    legend.x, legend.y = width - 90, height - 25  # type: ignore[assignment]  # stubs say int; points are floats
     legend.fontSize = 7
     legend.fontName = regular
     legend.colorNamePairs = [

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from datetime import datetime
 from enum import Enum
-from typing import Annotated
+from typing import Annotated, cast
 
 import strawberry
-from strawberry.types import Info
 
 from app.errors import AppError
+from app.info import Info
 from app.pagination import Connection, build_connection, decode_cursor, page_size
 from app.reports import models, service
 from app.scalars import JSON
@@ -47,6 +47,11 @@ class ReportFormat(Enum):
     PDF = strawberry.enum_value("PDF", description="A document: title page, sections, tables and charts.")
     JSON = strawberry.enum_value("JSON", description="All the data.")
     CSV = strawberry.enum_value("CSV", description="One table; only for AGENT_ACTIVITY and POLICY_CHANGES.")
+
+
+def _stored(member: ReportType | ReportFormat | ReportStatus) -> str:
+    """The member's value as stored (`strawberry.enum_value` types members as their definitions)."""
+    return cast(str, member.value)
 
 
 @strawberry.type(description="A generated report: a PDF, JSON or CSV file over a time window.")
@@ -131,8 +136,8 @@ class ReportsQuery:
             await info.context.db(),
             limit=limit + 1,
             after=tuple(cursor) if cursor else None,
-            types=[t.value for t in f.type] if f.type else None,
-            statuses=[s.value for s in f.status] if f.status else None,
+            types=[_stored(t) for t in f.type] if f.type else None,
+            statuses=[_stored(s) for s in f.status] if f.status else None,
         )
         return build_connection(rows, limit=limit, to_node=Report.of, sort_key=lambda r: (r.created_at, r.id))
 
@@ -160,8 +165,8 @@ class ReportsMutation:
             await ctx.db(),
             await ctx.principal(),
             ctx.runtime.settings,
-            type=input.type.value,
-            format=input.format.value,
+            type=_stored(input.type),
+            format=_stored(input.format),
             window_from=input.from_,
             window_to=input.to,
             agent_ids=[str(a) for a in input.agent_ids] if input.agent_ids is not None else None,

@@ -17,7 +17,7 @@ from typing import Any
 
 import sqlalchemy as sa
 import structlog
-from sqlmodel import select
+from sqlmodel import col, select
 
 from app.activity.service import record_activity
 from app.agents import service as agents
@@ -162,12 +162,12 @@ async def list_reports(
     """Newest first; keyset pagination on (created_at, id)."""
     query = select(Report)
     if types:
-        query = query.where(Report.type.in_(list(types)))
+        query = query.where(col(Report.type).in_(list(types)))
     if statuses:
-        query = query.where(Report.status.in_(list(statuses)))
+        query = query.where(col(Report.status).in_(list(statuses)))
     if after is not None:
         query = query.where(sa.tuple_(Report.created_at, Report.id) < sa.tuple_(*after))
-    query = query.order_by(Report.created_at.desc(), Report.id.desc()).limit(limit)
+    query = query.order_by(col(Report.created_at).desc(), col(Report.id).desc()).limit(limit)
     return list((await session.exec(query)).all())
 
 
@@ -391,11 +391,11 @@ async def sweep(runtime: Any, now: datetime | None = None) -> int:
             select(Report)
             .where(
                 sa.or_(
-                    sa.and_(Report.status == "RUNNING", Report.claimed_at < stuck_before),
-                    sa.and_(Report.status == "PENDING", Report.created_at < now - PENDING_GRACE),
+                    sa.and_(col(Report.status) == "RUNNING", col(Report.claimed_at) < stuck_before),
+                    sa.and_(col(Report.status) == "PENDING", col(Report.created_at) < now - PENDING_GRACE),
                 )
             )
-            .order_by(Report.created_at)
+            .order_by(col(Report.created_at))
             .limit(SWEEP_BATCH)
             .with_for_update(skip_locked=True)
         )

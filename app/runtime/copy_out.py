@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncGenerator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -99,7 +99,7 @@ class CopyTextLines:
 
 async def copy_lines(
     session: AsyncSession, statement: Any, *, line_end: bytes = b"\n", depth: int = 4
-) -> AsyncIterator[tuple[int, bytes]]:
+) -> AsyncGenerator[tuple[int, bytes], None]:
     """(rows, text) pieces of the rows of `statement` (one text column, never NULL), each row ending with
     `line_end`. PostgreSQL runs ahead of the consumer by at most `depth` pieces."""
     org_id = session_org(session)
@@ -114,6 +114,7 @@ async def copy_lines(
     params = compiled.construct_params()
     args = [params[name] for name in compiled.positiontup or ()]
     driver = (await connection.get_raw_connection()).driver_connection
+    assert driver is not None  # asyncpg's connection: a checked-out connection has one
     queue: asyncio.Queue[bytes | BaseException | None] = asyncio.Queue(maxsize=depth)
 
     async def produce() -> None:

@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
+from typing import TypeVar
 
 from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
+from sqlalchemy import Connection
 from sqlalchemy.ext.asyncio import create_async_engine
 
 from app.db import to_async_url
+
+T = TypeVar("T")
 
 MIGRATIONS_DIR = Path(__file__).resolve().parents[2] / "migrations"
 
@@ -20,7 +25,7 @@ def alembic_config() -> Config:
     return config
 
 
-async def _with_connection(database_url: str, action) -> object:  # type: ignore[no-untyped-def]
+async def _with_connection(database_url: str, action: Callable[[Connection], T]) -> T:
     engine = create_async_engine(to_async_url(database_url))
     try:
         async with engine.begin() as connection:
@@ -30,7 +35,7 @@ async def _with_connection(database_url: str, action) -> object:  # type: ignore
 
 
 async def upgrade(database_url: str, revision: str = "head") -> None:
-    def run(connection) -> None:  # type: ignore[no-untyped-def]
+    def run(connection: Connection) -> None:
         config = alembic_config()
         config.attributes["connection"] = connection
         command.upgrade(config, revision)
@@ -39,7 +44,7 @@ async def upgrade(database_url: str, revision: str = "head") -> None:
 
 
 async def downgrade(database_url: str, revision: str) -> None:
-    def run(connection) -> None:  # type: ignore[no-untyped-def]
+    def run(connection: Connection) -> None:
         config = alembic_config()
         config.attributes["connection"] = connection
         command.downgrade(config, revision)
@@ -48,10 +53,10 @@ async def downgrade(database_url: str, revision: str) -> None:
 
 
 async def current(database_url: str) -> str | None:
-    def run(connection) -> str | None:  # type: ignore[no-untyped-def]
+    def run(connection: Connection) -> str | None:
         return MigrationContext.configure(connection).get_current_revision()
 
-    return await _with_connection(database_url, run)  # type: ignore[return-value]
+    return await _with_connection(database_url, run)
 
 
 def head() -> str | None:

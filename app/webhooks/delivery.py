@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 
 import structlog
-from sqlmodel import select
+from sqlmodel import col, select
 
 from app.db import AsyncSession, Database, utcnow
 from app.settings import Settings
@@ -91,7 +91,7 @@ async def _endpoints(session: AsyncSession, ids: set[str]) -> dict[str, WebhookE
     """The claimed deliveries' endpoints, in one query."""
     if not ids:
         return {}
-    rows = (await session.exec(select(WebhookEndpoint).where(WebhookEndpoint.id.in_(ids)))).all()
+    rows = (await session.exec(select(WebhookEndpoint).where(col(WebhookEndpoint.id).in_(ids)))).all()
     return {e.id: e for e in rows}
 
 

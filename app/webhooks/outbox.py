@@ -21,6 +21,7 @@ from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.dialects.postgresql import ARRAY
+from sqlmodel import col
 
 from app.activity.service import record_activity
 from app.db import AsyncSession, iso, new_id
@@ -232,7 +233,10 @@ async def _track_health(
     if healthy:
         await session.execute(
             sa.update(WebhookEndpoint)
-            .where(WebhookEndpoint.id == sa.any_(sa.literal(healthy, ids)), WebhookEndpoint.failing_since.is_not(None))
+            .where(
+                col(WebhookEndpoint.id) == sa.any_(sa.literal(healthy, ids)),
+                col(WebhookEndpoint.failing_since).is_not(None),
+            )
             .values(failing_since=None)
             .execution_options(synchronize_session=False)
         )
@@ -240,7 +244,9 @@ async def _track_health(
         return
     await session.execute(
         sa.update(WebhookEndpoint)
-        .where(WebhookEndpoint.id == sa.any_(sa.literal(failing, ids)), WebhookEndpoint.failing_since.is_(None))
+        .where(
+            col(WebhookEndpoint.id) == sa.any_(sa.literal(failing, ids)), col(WebhookEndpoint.failing_since).is_(None)
+        )
         .values(failing_since=now)
         .execution_options(synchronize_session=False)
     )
@@ -249,12 +255,17 @@ async def _track_health(
     disabled = await session.execute(
         sa.update(WebhookEndpoint)
         .where(
-            WebhookEndpoint.id == sa.any_(sa.literal(failing, ids)),
-            WebhookEndpoint.enabled.is_(True),
-            WebhookEndpoint.failing_since <= cutoff,
+            col(WebhookEndpoint.id) == sa.any_(sa.literal(failing, ids)),
+            col(WebhookEndpoint.enabled).is_(True),
+            col(WebhookEndpoint.failing_since) <= cutoff,
         )
         .values(enabled=False, disabled_reason=reason, updated_at=now)
-        .returning(WebhookEndpoint.id, WebhookEndpoint.org_id, WebhookEndpoint.url, WebhookEndpoint.failing_since)
+        .returning(
+            col(WebhookEndpoint.id),
+            col(WebhookEndpoint.org_id),
+            col(WebhookEndpoint.url),
+            col(WebhookEndpoint.failing_since),
+        )
         .execution_options(synchronize_session=False)
     )
     for endpoint_id, org_id, url, since in disabled.all():

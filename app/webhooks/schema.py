@@ -7,8 +7,8 @@ from enum import Enum
 from typing import Annotated
 
 import strawberry
-from strawberry.types import Info
 
+from app.info import Info
 from app.pagination import TOTAL_COUNT, Connection, build_connection, decode_cursor, page_size, selects_any
 from app.scalars import JSON
 from app.webhooks import models, service

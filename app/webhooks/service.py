@@ -21,7 +21,7 @@ import orjson
 import sqlalchemy as sa
 import structlog
 from sqlalchemy.dialects.postgresql import array
-from sqlmodel import select
+from sqlmodel import col, select
 
 from app.activity.service import record_activity
 from app.billing import quota as billing_quota
@@ -172,7 +172,7 @@ async def get_endpoint(session: AsyncSession, endpoint_id: str, *, lock: bool = 
 
 async def list_endpoints(session: AsyncSession) -> list[WebhookEndpoint]:
     """Oldest first; a plan allows at most a few dozen."""
-    query = select(WebhookEndpoint).order_by(WebhookEndpoint.created_at, WebhookEndpoint.id)
+    query = select(WebhookEndpoint).order_by(col(WebhookEndpoint.created_at), col(WebhookEndpoint.id))
     return list((await session.exec(query)).all())
 
 
@@ -326,7 +326,7 @@ async def emit_events(
         await session.exec(
             select(WebhookEndpoint.id, WebhookEndpoint.events).where(
                 WebhookEndpoint.org_id == org_id,
-                WebhookEndpoint.enabled.is_(True),
+                col(WebhookEndpoint.enabled).is_(True),
                 WebhookEndpoint.events.has_any(array([*types, ALL_EVENTS])),  # type: ignore[attr-defined]
             )
         )
@@ -416,11 +416,11 @@ class DeliveryQuery:
 def _delivery_conditions(query: DeliveryQuery) -> list[Any]:
     conditions: list[Any] = []
     if query.statuses:  # GraphQL's DeliveryStatus enum admits only known ones
-        conditions.append(WebhookDelivery.status.in_(query.statuses))
+        conditions.append(col(WebhookDelivery.status).in_(query.statuses))
     if query.endpoint_id:
         conditions.append(WebhookDelivery.endpoint_id == query.endpoint_id)
     if query.event_types:
-        conditions.append(WebhookDelivery.event_type.in_(query.event_types))
+        conditions.append(col(WebhookDelivery.event_type).in_(query.event_types))
     conditions += within(WebhookDelivery.created_at, query.created_from, query.created_to)
     return conditions
 
@@ -432,7 +432,7 @@ async def list_deliveries(
     stmt = select(WebhookDelivery).where(*_delivery_conditions(query))
     if after is not None:
         stmt = stmt.where(sa.tuple_(WebhookDelivery.created_at, WebhookDelivery.id) < sa.tuple_(*after))
-    stmt = stmt.order_by(WebhookDelivery.created_at.desc(), WebhookDelivery.id.desc()).limit(limit)
+    stmt = stmt.order_by(col(WebhookDelivery.created_at).desc(), col(WebhookDelivery.id).desc()).limit(limit)
     return list((await session.exec(stmt)).all())
 
 
@@ -448,8 +448,8 @@ async def attempts_of(session: AsyncSession, delivery_ids: Iterable[str]) -> dic
     if ids:
         stmt = (
             select(WebhookAttempt)
-            .where(WebhookAttempt.delivery_id.in_(ids))
-            .order_by(WebhookAttempt.attempted_at, WebhookAttempt.id)
+            .where(col(WebhookAttempt.delivery_id).in_(ids))
+            .order_by(col(WebhookAttempt.attempted_at), col(WebhookAttempt.id))
         )
         for attempt in (await session.exec(stmt)).all():
             out[attempt.delivery_id].append(attempt)

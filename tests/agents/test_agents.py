@@ -12,7 +12,7 @@ import pytest
 import sqlalchemy as sa
 
 from app.agents import service
-from app.agents.loaders import agent_loader
+from app.api.loaders import Loaders
 from app.errors import BadUserInput
 from app.runtime.resources import Runtime
 from support import Account, create_api_key, error_code, gql, operation, register
@@ -383,17 +383,8 @@ async def test_service_helpers_for_ingest_and_loaders(client, runtime, monkeypat
         assert set(found) == {active["id"], gone["id"]}
         assert found[gone["id"]].deleted_at is not None
 
-        class FakeContext:
-            def __init__(self) -> None:
-                self.loaders: dict[str, Any] = {}
-
-            async def db(self):
-                return session
-
-            def loader(self, name, factory):
-                if name not in self.loaders:
-                    self.loaders[name] = factory()
-                return self.loaders[name]
+        async def db():
+            return session
 
         batches: list[list[str]] = []
         original = service.agents_by_ids
@@ -403,9 +394,9 @@ async def test_service_helpers_for_ingest_and_loaders(client, runtime, monkeypat
             return await original(session_, ids)
 
         monkeypatch.setattr(service, "agents_by_ids", counting)
-        context = FakeContext()
-        loader = await agent_loader(context)
-        assert await agent_loader(context) is loader  # one per request
+        loaders = Loaders(db)
+        loader = loaders.agent
+        assert loaders.agent is loader  # one per request
         loaded = await asyncio.gather(*(loader.load(i) for i in (gone["id"], foreign["id"], active["id"])))
         assert [a.id if a else None for a in loaded] == [gone["id"], None, active["id"]]
         assert batches == [sorted([gone["id"], foreign["id"], active["id"]])]  # one batch, one query
