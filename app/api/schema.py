@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from datetime import datetime
 from typing import Any
 
@@ -17,7 +18,7 @@ from strawberry.extensions import (
 from strawberry.schema.config import StrawberryConfig
 from strawberry.schema.exceptions import InvalidOperationTypeError
 from strawberry.schema.schema import DEFAULT_ALLOWED_OPERATION_TYPES
-from strawberry.types.execution import ExecutionContext
+from strawberry.types.execution import ExecutionContext, ExecutionResult
 from strawberry.types.graphql import OperationType
 
 from app.activity.schema import ActivityQuery
@@ -90,14 +91,29 @@ class SubscriptionOverHTTP(InvalidOperationTypeError):
 
 
 class AgentrailSchema(strawberry.Schema):
-    async def execute(  # type: ignore[override]
-        self, query: str | None, *args: Any, allowed_operation_types: Any = None, **kwargs: Any
-    ) -> Any:
+    async def execute(
+        self,
+        query: str | None,
+        variable_values: dict[str, Any] | None = None,
+        context_value: Any | None = None,
+        root_value: Any | None = None,
+        operation_name: str | None = None,
+        allowed_operation_types: Iterable[OperationType] | None = None,
+        operation_extensions: dict[str, Any] | None = None,
+    ) -> ExecutionResult:
         # `execute` serves HTTP only (WebSocket operations go through `subscribe`): strawberry would run a
         # subscription here and fail inside it; it is refused before execution instead
         allowed = set(allowed_operation_types or DEFAULT_ALLOWED_OPERATION_TYPES) - {OperationType.SUBSCRIPTION}
         try:
-            return await super().execute(query, *args, allowed_operation_types=allowed, **kwargs)
+            return await super().execute(
+                query,
+                variable_values,
+                context_value,
+                root_value,
+                operation_name,
+                allowed_operation_types=allowed,
+                operation_extensions=operation_extensions,
+            )
         except InvalidOperationTypeError as exc:
             if exc.operation_type is OperationType.SUBSCRIPTION:
                 raise SubscriptionOverHTTP from None

@@ -20,7 +20,7 @@ import functools
 from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import orjson
 import structlog
@@ -31,7 +31,7 @@ from strawberry.subscriptions.protocols.graphql_transport_ws.handlers import (
     Operation,
     _OperationStreamClosed,
 )
-from strawberry.subscriptions.protocols.graphql_transport_ws.types import NextMessage
+from strawberry.subscriptions.protocols.graphql_transport_ws.types import Message, NextMessage
 from strawberry.types.execution import ExecutionResult, PreExecutionError
 from strawberry.utils.aio import aclosing
 
@@ -291,7 +291,7 @@ class SharingTransportWSHandler(BaseGraphQLTransportWSHandler[Context, None]):
         if not isinstance(message, dict):
             await self.handle_invalid_message("WebSocket message must be a JSON object")
             return
-        await super().handle_message(message)
+        await super().handle_message(cast(Message, message))
 
     async def run_operation(self, operation: Operation[Any, Any]) -> None:
         key = None
