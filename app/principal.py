@@ -10,7 +10,7 @@ from app.errors import Forbidden
 
 @dataclass(frozen=True)
 class Principal:
-    kind: Literal["user", "api_key"]
+    kind: Literal["user", "api_key", "organization"]  # organization: a shared execution's, no caller
     org_id: str
     user_id: str | None = None
     api_key_id: str | None = None

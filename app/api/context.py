@@ -127,36 +127,18 @@ async def _locked_iteration(iterator: AsyncIterator[Any], lock: asyncio.Lock) ->
                 await aclose()
 
 
-class Context:
-    def __init__(self, *, runtime: Runtime, signer: TokenSigner, connection: HTTPConnection) -> None:
+class OperationScope:
+    """What an operation's resolvers share whoever runs it: the runtime, its sessions, its DataLoaders, and
+    the unit of work that commits them. `principal()` says whom it runs for."""
+
+    def __init__(self, runtime: Runtime) -> None:
         self.runtime = runtime
-        self.signer = signer
-        self.connection = connection
-        self.connection_params: dict[str, Any] | None = None  # set by graphql-transport-ws connection_init
-        self.request_id: str = connection.scope.get("state", {}).get("request_id", "")
-        self.source_ip: str = connection.client.host if connection.client else "unknown"
-        self._principal: Principal | None = None
-        self._authenticated = False
         self._session: Any = None
         self._system_session: Any = None
         self.loaders = Loaders(self.db)
-        # sibling resolvers run concurrently: the lazy set-up below must happen once, not once per resolver
-        self._setup_lock = asyncio.Lock()
-
-    # --- who is calling -------------------------------------------------------------------------
-    def _credentials_source(self) -> dict[str, str]:
-        if self.connection_params is not None:
-            return {str(k).lower(): str(v) for k, v in self.connection_params.items() if isinstance(v, str)}
-        return {k.lower(): v for k, v in self.connection.headers.items()}
 
     async def principal(self) -> Principal:
-        """The authenticated caller; UNAUTHENTICATED when there is none or the credential is bad."""
-        if not self._authenticated:
-            self._principal = await authenticate(self._credentials_source(), runtime=self.runtime, signer=self.signer)
-            self._authenticated = True
-        if self._principal is None:
-            raise Unauthenticated("authentication required: send `Authorization: Bearer <token>` or `X-API-Key`")
-        return self._principal
+        raise NotImplementedError
 
     async def user(self) -> Principal:
         principal = await self.principal()
@@ -205,6 +187,50 @@ class Context:
         self._session = None
         self._system_session = None
         self.loaders = Loaders(self.db)
+
+
+class Context(OperationScope):
+    """One request's (or one WebSocket connection's) context: the caller and where the call came from."""
+
+    def __init__(self, *, runtime: Runtime, signer: TokenSigner, connection: HTTPConnection) -> None:
+        super().__init__(runtime)
+        self.signer = signer
+        self.connection = connection
+        self.connection_params: dict[str, Any] | None = None  # set by graphql-transport-ws connection_init
+        self.request_id: str = connection.scope.get("state", {}).get("request_id", "")
+        self.source_ip: str = connection.client.host if connection.client else "unknown"
+        self._principal: Principal | None = None
+        self._authenticated = False
+        # sibling resolvers run concurrently: the lazy set-up below must happen once, not once per resolver
+        self._setup_lock = asyncio.Lock()
+
+    def _credentials_source(self) -> dict[str, str]:
+        if self.connection_params is not None:
+            return {str(k).lower(): str(v) for k, v in self.connection_params.items() if isinstance(v, str)}
+        return {k.lower(): v for k, v in self.connection.headers.items()}
+
+    async def principal(self) -> Principal:
+        """The authenticated caller; UNAUTHENTICATED when there is none or the credential is bad."""
+        if not self._authenticated:
+            self._principal = await authenticate(self._credentials_source(), runtime=self.runtime, signer=self.signer)
+            self._authenticated = True
+        if self._principal is None:
+            raise Unauthenticated("authentication required: send `Authorization: Bearer <token>` or `X-API-Key`")
+        return self._principal
+
+
+class OrganizationContext(OperationScope):
+    """What a shared live execution runs under (app/api/shared_subscriptions.py): its organisation and
+    nothing of any subscriber (no user, key, role, connection or address), so no field can show one
+    subscriber's identity to another. Its principal is the organisation itself: not a user, so anything
+    declared for users only is refused in it."""
+
+    def __init__(self, runtime: Runtime, org_id: str) -> None:
+        super().__init__(runtime)
+        self._principal = Principal(kind="organization", org_id=org_id)
+
+    async def principal(self) -> Principal:
+        return self._principal
 
 
 def commit_mutations(schema: GraphQLSchema) -> None:

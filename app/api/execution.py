@@ -57,7 +57,9 @@ class FastLeafExecutionContext(StrawberryGraphQLCoreExecutionContext):
         grouped_field_set: Any,
         position_context: Any,
     ) -> AwaitableOrValue[dict[str, Any]]:
-        if self.middleware_manager:
+        # strawberry always passes a manager, empty unless an extension wraps resolvers: only a real one counts
+        manager = self.middleware_manager
+        if manager is not None and manager.middlewares:
             return super().execute_fields(parent_type, source_value, path, grouped_field_set, position_context)
         plans = self._plans
         fast: dict[str, Any] = {}

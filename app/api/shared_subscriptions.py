@@ -9,7 +9,9 @@ every member's connection (see `app.runtime.websocket.FrameWriter`; plain ASGI s
 not offer it). A member whose connection stops reading is dropped with SUBSCRIBER_TOO_SLOW; the others go on.
 
 Only subscriptions whose result depends on nothing but (organisation, document, variables) may be shared,
-and only without a replay cursor (`after`): a replay is per subscriber.
+and only without a replay cursor (`after`): a replay is per subscriber. The shared execution runs under a
+context of the organisation alone (`OrganizationContext`), never a subscriber's, so that it cannot depend on
+anything else.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ import asyncio
 import contextlib
 import functools
 from collections import deque
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, cast
 
@@ -35,7 +37,7 @@ from strawberry.subscriptions.protocols.graphql_transport_ws.types import Messag
 from strawberry.types.execution import ExecutionResult, PreExecutionError
 from strawberry.utils.aio import aclosing
 
-from app.api.context import Context
+from app.api.context import Context, OrganizationContext
 from app.api.errors import format_error
 from app.errors import SubscriberTooSlowError
 from app.runtime.websocket import FrameWriter, frame_writer, text_frame
@@ -278,6 +280,16 @@ class SharedSubscriptions:
             del self._streams[key]
 
 
+async def _closing(source: AsyncIterator[Any], context: OrganizationContext) -> AsyncIterator[Any]:
+    """The results of a shared execution; its context (sessions, DataLoaders) closed when they end."""
+    try:
+        async with aclosing(source):
+            async for result in source:
+                yield result
+    finally:
+        await context.close()
+
+
 class SharingTransportWSHandler(BaseGraphQLTransportWSHandler[Context, None]):
     """strawberry's graphql-transport-ws handler, with identical live subscriptions shared per process."""
 
@@ -302,14 +314,19 @@ class SharingTransportWSHandler(BaseGraphQLTransportWSHandler[Context, None]):
             await super().run_operation(operation)
             return
 
-        def start() -> Awaitable[Any]:
-            return self.schema.stream(
+        org_id = key[0]
+
+        async def start() -> AsyncIterator[Any]:
+            # the stream's own context, bound to the organisation only: not this first subscriber's
+            context = OrganizationContext(self.context.runtime, org_id)
+            source = await self.schema.stream(
                 operation.query,
                 variable_values=operation.variables,
-                context_value=self.context,
+                context_value=context,
                 root_value=self.root_value,
                 operation_name=operation.operation_name,
             )
+            return _closing(source, context)
 
         with contextlib.suppress(_OperationStreamClosed):  # strawberry closed the connection over a bad document
             await self.shared.run(key, Member(self, operation), start)
