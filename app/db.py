@@ -21,7 +21,7 @@ import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 import sqlalchemy as sa
@@ -245,6 +245,9 @@ class AsyncSession(SQLModelAsyncSession):
 class TenantScoped:
     """Mixin marker for tables that belong to one organisation. They must have an `org_id` column."""
 
+    if TYPE_CHECKING:  # declared for the type checker only: each table defines the column itself
+        org_id: str | None
+
 
 class TenancyError(RuntimeError):
     """A programming error: a tenant table was touched without a declared scope, or across scopes."""
@@ -446,12 +449,12 @@ def _stamp_new_rows(session: Session, _flush_context: Any, _instances: Any) -> N
         if org_id is None:
             raise TenancyError("tenant row written from a session without a declared organisation scope")
         if org_id == SYSTEM:
-            if not obj.org_id:  # type: ignore[attr-defined]
+            if not obj.org_id:
                 raise TenancyError("system session wrote a tenant row without org_id")
             continue
-        current = obj.org_id  # type: ignore[attr-defined]
+        current = obj.org_id
         if current is None:
-            obj.org_id = org_id  # type: ignore[attr-defined]
+            obj.org_id = org_id
         elif current != org_id:
             raise TenancyError("row belongs to another organisation")
 
