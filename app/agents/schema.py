@@ -12,7 +12,7 @@ from app.alerts.analytics import alert_counts_by_severity
 from app.alerts.schema import AlertConnection, alert_page
 from app.alerts.service import AlertQuery
 from app.audit.schema import AuditLogConnection, AuditLogFilter, TraceConnection
-from app.info import Info
+from app.info import Info, RequestInfo
 from app.pagination import TOTAL_COUNT, Connection, build_connection, decode_cursor, page_size, selects_any
 from app.scalars import JSON
 
@@ -245,7 +245,7 @@ class AgentsMutation:
     )
     async def create_agent(
         self,
-        info: Info,
+        info: RequestInfo,
         input: Annotated[CreateAgentInput, strawberry.argument(description="The new agent.")],
     ) -> Agent:
         principal = await info.context.principal()
@@ -267,7 +267,7 @@ class AgentsMutation:
     )
     async def update_agent(
         self,
-        info: Info,
+        info: RequestInfo,
         id: Annotated[strawberry.ID, strawberry.argument(description="Agent id.")],
         input: Annotated[UpdateAgentInput, strawberry.argument(description="Fields to change.")],
     ) -> Agent:
@@ -290,7 +290,7 @@ class AgentsMutation:
         )
     )
     async def delete_agent(
-        self, info: Info, id: Annotated[strawberry.ID, strawberry.argument(description="Agent id.")]
+        self, info: RequestInfo, id: Annotated[strawberry.ID, strawberry.argument(description="Agent id.")]
     ) -> Agent:
         principal = await info.context.principal()
         agent = await service.delete_agent(

@@ -12,7 +12,7 @@ from app.alerts import live, service
 from app.alerts.models import Alert as AlertRow
 from app.compliance.schema import ComplianceRule, RuleAction, RuleKind, Severity
 from app.errors import AppError
-from app.info import Info
+from app.info import Info, RequestInfo
 from app.pagination import Connection, build_connection, decode_cursor, encode_cursor, page_size
 
 if TYPE_CHECKING:
@@ -160,7 +160,7 @@ class AlertsMutation:
     @strawberry.mutation(description="Mark an alert resolved (idempotent). Users only.")
     async def resolve_alert(
         self,
-        info: Info,
+        info: RequestInfo,
         id: Annotated[strawberry.ID, strawberry.argument(description="Alert id.")],
         note: Annotated[str | None, strawberry.argument(description="Why (≤ 2,000 characters).")] = None,
     ) -> Alert:
@@ -171,7 +171,7 @@ class AlertsMutation:
 
     @strawberry.mutation(description="Reopen a resolved alert (idempotent). Users only.")
     async def reopen_alert(
-        self, info: Info, id: Annotated[strawberry.ID, strawberry.argument(description="Alert id.")]
+        self, info: RequestInfo, id: Annotated[strawberry.ID, strawberry.argument(description="Alert id.")]
     ) -> Alert:
         ctx = info.context
         alert = await service.reopen_alert(await ctx.db(), await ctx.principal(), str(id), source_ip=ctx.source_ip)

@@ -9,7 +9,7 @@ from typing import Annotated
 import strawberry
 
 from app.billing import plans, service
-from app.info import Info
+from app.info import Info, RequestInfo
 from app.settings import Settings
 
 
@@ -165,7 +165,7 @@ class BillingMutation:
     )
     async def create_checkout_session(
         self,
-        info: Info,
+        info: RequestInfo,
         price_id: Annotated[str, strawberry.argument(description="A price id from `billing { prices }`.")],
     ) -> CheckoutSession:
         principal = await info.context.principal()
@@ -182,7 +182,7 @@ class BillingMutation:
         description="Open the Stripe billing portal (change plan, cancel, payment methods, invoices). "
         "Owners and admins."
     )
-    async def create_portal_session(self, info: Info) -> PortalSession:
+    async def create_portal_session(self, info: RequestInfo) -> PortalSession:
         principal = await info.context.principal()
         url = await service.create_portal_session(
             await info.context.db(),

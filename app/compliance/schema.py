@@ -11,7 +11,7 @@ import strawberry
 from app.compliance import installs, service
 from app.compliance.models import ComplianceRule as RuleRow
 from app.compliance.packs import Pack, PackRule, all_packs
-from app.info import Info
+from app.info import Info, RequestInfo
 from app.scalars import JSON
 
 
@@ -185,7 +185,7 @@ class ComplianceQuery:
 class ComplianceMutation:
     @strawberry.mutation(description="Create a custom rule. Owners and admins.")
     async def create_compliance_rule(
-        self, info: Info, input: Annotated[ComplianceRuleInput, strawberry.argument(description="The rule.")]
+        self, info: RequestInfo, input: Annotated[ComplianceRuleInput, strawberry.argument(description="The rule.")]
     ) -> ComplianceRule:
         ctx = info.context
         rule = await service.create_rule(
@@ -196,7 +196,7 @@ class ComplianceMutation:
     @strawberry.mutation(description="Change a rule (also one installed from a pack). Owners and admins.")
     async def update_compliance_rule(
         self,
-        info: Info,
+        info: RequestInfo,
         id: Annotated[strawberry.ID, strawberry.argument(description="Rule id.")],
         input: Annotated[ComplianceRuleInput, strawberry.argument(description="Fields to change.")],
     ) -> ComplianceRule:
@@ -208,7 +208,7 @@ class ComplianceMutation:
 
     @strawberry.mutation(description="Delete a rule; its past alerts stay. Returns the id. Owners and admins.")
     async def delete_compliance_rule(
-        self, info: Info, id: Annotated[strawberry.ID, strawberry.argument(description="Rule id.")]
+        self, info: RequestInfo, id: Annotated[strawberry.ID, strawberry.argument(description="Rule id.")]
     ) -> strawberry.ID:
         ctx = info.context
         deleted = await service.delete_rule(await ctx.db(), await ctx.principal(), str(id), source_ip=ctx.source_ip)
@@ -218,7 +218,9 @@ class ComplianceMutation:
         description="Install a copy of a pack's rules. Installing an installed pack is CONFLICT. Owners and admins."
     )
     async def install_compliance_pack(
-        self, info: Info, pack_id: Annotated[strawberry.ID, strawberry.argument(description="hipaa, gdpr, finance.")]
+        self,
+        info: RequestInfo,
+        pack_id: Annotated[strawberry.ID, strawberry.argument(description="hipaa, gdpr, finance.")],
     ) -> list[ComplianceRule]:
         ctx = info.context
         rules = await installs.install_pack(
@@ -228,7 +230,7 @@ class ComplianceMutation:
 
     @strawberry.mutation(description="Remove a pack and the rules it installed; returns how many. Owners and admins.")
     async def uninstall_compliance_pack(
-        self, info: Info, pack_id: Annotated[strawberry.ID, strawberry.argument(description="Pack id.")]
+        self, info: RequestInfo, pack_id: Annotated[strawberry.ID, strawberry.argument(description="Pack id.")]
     ) -> int:
         ctx = info.context
         removed = await installs.uninstall_pack(

@@ -8,7 +8,7 @@ from typing import Annotated
 
 import strawberry
 
-from app.info import Info
+from app.info import Info, RequestInfo
 from app.orgs import models, service
 from app.pagination import Connection, build_connection, decode_cursor, page_size
 from app.scalars import JSON
@@ -158,7 +158,7 @@ class OrgsMutation:
     @strawberry.mutation(description="Create an organisation and its owner account, and sign in.")
     async def register(
         self,
-        info: Info,
+        info: RequestInfo,
         email: Annotated[str, strawberry.argument(description="Sign-in email.")],
         password: Annotated[str, strawberry.argument(description="At least 10 characters.")],
         name: Annotated[str, strawberry.argument(description="The owner's display name.")],
@@ -185,7 +185,7 @@ class OrgsMutation:
     @strawberry.mutation(description="Sign in with email and password; returns a short-lived access token.")
     async def login(
         self,
-        info: Info,
+        info: RequestInfo,
         email: Annotated[str, strawberry.argument(description="Sign-in email.")],
         password: Annotated[str, strawberry.argument(description="Password.")],
     ) -> AuthPayload:
@@ -214,7 +214,7 @@ class OrgsMutation:
     @strawberry.mutation(description="Change the signed-in user's name or notification preferences.")
     async def update_profile(
         self,
-        info: Info,
+        info: RequestInfo,
         input: Annotated[UpdateProfileInput, strawberry.argument(description="Fields to change.")],
     ) -> User:
         principal = await info.context.user()
@@ -229,7 +229,7 @@ class OrgsMutation:
 
     @strawberry.mutation(description="Create an API key for agents. Users only; the secret is returned once.")
     async def create_api_key(
-        self, info: Info, name: Annotated[str, strawberry.argument(description="What the key is for.")]
+        self, info: RequestInfo, name: Annotated[str, strawberry.argument(description="What the key is for.")]
     ) -> CreatedApiKey:
         principal = await info.context.principal()
         key, secret = await service.create_api_key(
@@ -239,7 +239,7 @@ class OrgsMutation:
 
     @strawberry.mutation(description="Revoke an API key; it fails from its very next request. Idempotent.")
     async def revoke_api_key(
-        self, info: Info, id: Annotated[strawberry.ID, strawberry.argument(description="Key id.")]
+        self, info: RequestInfo, id: Annotated[strawberry.ID, strawberry.argument(description="Key id.")]
     ) -> ApiKey:
         principal = await info.context.principal()
         key = await service.revoke_api_key(

@@ -9,7 +9,7 @@ import strawberry
 
 from app.compliance.schema import RecordField, RuleAction, RuleKind, Severity
 from app.errors import AppError
-from app.info import Info
+from app.info import Info, RequestInfo
 from app.metrics import policies as policy_analytics
 from app.pagination import Connection, build_connection, decode_cursor, page_size
 from app.policies import models, service
@@ -315,7 +315,9 @@ class PoliciesQuery:
             return None
 
 
-async def _set_attached(info: Info, policy_id: strawberry.ID, agent_id: strawberry.ID, *, attached: bool) -> Policy:
+async def _set_attached(
+    info: RequestInfo, policy_id: strawberry.ID, agent_id: strawberry.ID, *, attached: bool
+) -> Policy:
     ctx = info.context
     policy = await service.set_attached(
         await ctx.db(), await ctx.principal(), str(policy_id), str(agent_id), attached=attached, source_ip=ctx.source_ip
@@ -327,7 +329,7 @@ async def _set_attached(info: Info, policy_id: strawberry.ID, agent_id: strawber
 class PoliciesMutation:
     @strawberry.mutation(description="Create a policy with version 1. Owners and admins.")
     async def create_policy(
-        self, info: Info, input: Annotated[CreatePolicyInput, strawberry.argument(description="The policy.")]
+        self, info: RequestInfo, input: Annotated[CreatePolicyInput, strawberry.argument(description="The policy.")]
     ) -> Policy:
         ctx = info.context
         session = await ctx.db()
@@ -344,7 +346,7 @@ class PoliciesMutation:
     @strawberry.mutation(description="Change a policy's name or description. Owners and admins.")
     async def update_policy(
         self,
-        info: Info,
+        info: RequestInfo,
         id: Annotated[strawberry.ID, strawberry.argument(description="Policy id.")],
         input: Annotated[UpdatePolicyInput, strawberry.argument(description="Fields to change.")],
     ) -> Policy:
@@ -361,7 +363,7 @@ class PoliciesMutation:
 
     @strawberry.mutation(description="Delete a policy: detached from its agents, versions kept. Returns the id.")
     async def delete_policy(
-        self, info: Info, id: Annotated[strawberry.ID, strawberry.argument(description="Policy id.")]
+        self, info: RequestInfo, id: Annotated[strawberry.ID, strawberry.argument(description="Policy id.")]
     ) -> strawberry.ID:
         ctx = info.context
         deleted = await service.delete_policy(await ctx.db(), await ctx.principal(), str(id), source_ip=ctx.source_ip)
@@ -370,7 +372,7 @@ class PoliciesMutation:
     @strawberry.mutation(description="Add version n+1 with these rules and make it current. Owners and admins.")
     async def create_policy_version(
         self,
-        info: Info,
+        info: RequestInfo,
         policy_id: Annotated[strawberry.ID, strawberry.argument(description="Policy id.")],
         rules: Annotated[list[PolicyRuleInput], strawberry.argument(description="The full rule set.")],
         note: Annotated[str | None, strawberry.argument(description="Why.")] = None,
@@ -390,7 +392,7 @@ class PoliciesMutation:
     @strawberry.mutation(description="Add a new version equal to an old one (history is never rewritten).")
     async def restore_policy_version(
         self,
-        info: Info,
+        info: RequestInfo,
         policy_id: Annotated[strawberry.ID, strawberry.argument(description="Policy id.")],
         version_number: Annotated[int, strawberry.argument(description="The version to restore.")],
     ) -> PolicyVersion:
@@ -404,7 +406,7 @@ class PoliciesMutation:
     @strawberry.mutation(description="Attach a policy to an agent (idempotent): its records are checked from now on.")
     async def attach_policy(
         self,
-        info: Info,
+        info: RequestInfo,
         policy_id: Annotated[strawberry.ID, strawberry.argument(description="Policy id.")],
         agent_id: Annotated[strawberry.ID, strawberry.argument(description="Agent id.")],
     ) -> Policy:
@@ -413,7 +415,7 @@ class PoliciesMutation:
     @strawberry.mutation(description="Detach a policy from an agent (idempotent).")
     async def detach_policy(
         self,
-        info: Info,
+        info: RequestInfo,
         policy_id: Annotated[strawberry.ID, strawberry.argument(description="Policy id.")],
         agent_id: Annotated[strawberry.ID, strawberry.argument(description="Agent id.")],
     ) -> Policy:
@@ -422,7 +424,7 @@ class PoliciesMutation:
     @strawberry.mutation(description="Create a policy from a compliance pack's rules.")
     async def clone_pack(
         self,
-        info: Info,
+        info: RequestInfo,
         pack_id: Annotated[strawberry.ID, strawberry.argument(description="hipaa, gdpr or finance.")],
         name: Annotated[str, strawberry.argument(description="Name of the new policy.")],
     ) -> Policy:

@@ -9,7 +9,7 @@ from typing import Annotated, cast
 import strawberry
 
 from app.errors import AppError
-from app.info import Info
+from app.info import Info, RequestInfo
 from app.pagination import Connection, build_connection, decode_cursor, page_size
 from app.reports import models, service
 from app.scalars import JSON
@@ -158,7 +158,7 @@ class ReportsMutation:
         description="Ask for a report; it is built in the background (follow it with `jobUpdates`). Users only."
     )
     async def request_report(
-        self, info: Info, input: Annotated[RequestReportInput, strawberry.argument(description="The report.")]
+        self, info: RequestInfo, input: Annotated[RequestReportInput, strawberry.argument(description="The report.")]
     ) -> Report:
         ctx = info.context
         report = await service.request_report(
@@ -176,7 +176,7 @@ class ReportsMutation:
 
     @strawberry.mutation(description="Delete a report and its file. The requester, owners and admins. Returns the id.")
     async def delete_report(
-        self, info: Info, id: Annotated[strawberry.ID, strawberry.argument(description="Report id.")]
+        self, info: RequestInfo, id: Annotated[strawberry.ID, strawberry.argument(description="Report id.")]
     ) -> strawberry.ID:
         ctx = info.context
         deleted = await service.delete_report(

@@ -8,7 +8,7 @@ from typing import Annotated
 
 import strawberry
 
-from app.info import Info
+from app.info import Info, RequestInfo
 from app.pagination import TOTAL_COUNT, Connection, build_connection, decode_cursor, page_size, selects_any
 from app.scalars import JSON
 from app.webhooks import models, service
@@ -253,7 +253,7 @@ class WebhooksMutation:
     )
     async def create_webhook_endpoint(
         self,
-        info: Info,
+        info: RequestInfo,
         input: Annotated[CreateWebhookEndpointInput, strawberry.argument(description="The new endpoint.")],
     ) -> WebhookEndpointWithSecret:
         principal = await info.context.principal()
@@ -274,7 +274,7 @@ class WebhooksMutation:
     @strawberry.mutation(description="Change an endpoint. Owners and admins; NOT_FOUND for unknown ids.")
     async def update_webhook_endpoint(
         self,
-        info: Info,
+        info: RequestInfo,
         id: Annotated[strawberry.ID, strawberry.argument(description="Endpoint id.")],
         input: Annotated[UpdateWebhookEndpointInput, strawberry.argument(description="Fields to change.")],
     ) -> WebhookEndpoint:
@@ -294,7 +294,7 @@ class WebhooksMutation:
 
     @strawberry.mutation(description="Delete an endpoint with its deliveries. Owners and admins.")
     async def delete_webhook_endpoint(
-        self, info: Info, id: Annotated[strawberry.ID, strawberry.argument(description="Endpoint id.")]
+        self, info: RequestInfo, id: Annotated[strawberry.ID, strawberry.argument(description="Endpoint id.")]
     ) -> WebhookEndpoint:
         principal = await info.context.principal()
         endpoint = await service.delete_endpoint(
@@ -309,7 +309,7 @@ class WebhooksMutation:
         )
     )
     async def rotate_webhook_secret(
-        self, info: Info, id: Annotated[strawberry.ID, strawberry.argument(description="Endpoint id.")]
+        self, info: RequestInfo, id: Annotated[strawberry.ID, strawberry.argument(description="Endpoint id.")]
     ) -> WebhookEndpointWithSecret:
         principal = await info.context.principal()
         runtime = info.context.runtime
@@ -331,7 +331,7 @@ class WebhooksMutation:
     )
     async def send_test_webhook(
         self,
-        info: Info,
+        info: RequestInfo,
         endpoint_id: Annotated[
             strawberry.ID | None, strawberry.argument(description="The endpoint (or give `url`).")
         ] = None,
@@ -360,7 +360,7 @@ class WebhooksMutation:
         )
     )
     async def redeliver_webhook(
-        self, info: Info, delivery_id: Annotated[strawberry.ID, strawberry.argument(description="Delivery id.")]
+        self, info: RequestInfo, delivery_id: Annotated[strawberry.ID, strawberry.argument(description="Delivery id.")]
     ) -> WebhookDelivery:
         principal = await info.context.principal()
         session = await info.context.db()
