@@ -110,6 +110,9 @@ async def _serve(settings: Settings, database_url: str, redis_url: str, *, embed
         ws=FanoutWebSocketProtocol,  # live fan-out writes shared frames (app/runtime/websocket.py)
         lifespan="on",
         access_log=False,
+        # uvicorn would trust X-Forwarded-For from loopback (FORWARDED_ALLOW_IPS); the app honours proxy
+        # headers from AGENTRAIL_TRUSTED_PROXIES only
+        proxy_headers=False,
         timeout_graceful_shutdown=10,
     )
     server = _Server(config)

@@ -25,6 +25,7 @@ from strawberry.exceptions import ConnectionRejectionError
 from strawberry.http.exceptions import WebSocketDisconnected
 from strawberry.subscriptions import GRAPHQL_TRANSPORT_WS_PROTOCOL
 from strawberry.types.unset import UNSET
+from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
 
 import app.models  # noqa: F401  every table known before the first session, so foreign keys resolve
 from app.activity.service import REQUEST_ORIGIN
@@ -305,6 +306,9 @@ def create_app(settings: Settings, *, runtime: Runtime | None = None, urls: tupl
     app.state.graphql = graphql_app
     app.add_middleware(BillingMiddleware, settings=settings)  # per-request plan settings, X-RateLimit-* headers
     app.add_middleware(RequestMiddleware, max_body_bytes=settings.max_request_bytes)
+    trusted = [entry.strip() for entry in settings.trusted_proxies.split(",") if entry.strip()]
+    if trusted:  # outermost: every layer below sees the client's address (throttles, activity sourceIp)
+        app.add_middleware(ProxyHeadersMiddleware, trusted_hosts=trusted)
     return app
 
 

@@ -78,8 +78,12 @@ class Settings(BaseSettings):
     export_max_attempts: int = 5  # attempts (worker deaths) before a job is given up as FAILED
 
     # abuse protection
-    login_max_failures: int = 5
+    login_max_failures: int = 5  # failed sign-ins per client address within the window
+    login_max_failures_per_account: int = 10  # per account (email), whatever the addresses they come from
     login_failure_window_seconds: int = 900
+    # addresses (or CIDR ranges, or "*") of the reverse proxies whose X-Forwarded-For / X-Forwarded-Proto are
+    # believed; empty: none, the connecting address is the client's (anyone could forge the headers)
+    trusted_proxies: str = ""
 
     # billing (Stripe); without the secret key, webhook secret and both prices billing is "not configured"
     stripe_secret_key: SecretStr | None = None

@@ -164,6 +164,7 @@ async def live_server(app: Any) -> AsyncIterator[str]:
         log_config=None,
         ws_max_size=1 << 20,
         ws=FanoutWebSocketProtocol,
+        proxy_headers=False,  # as `agentrail serve`: the app decides which proxies it trusts
     )
     server = uvicorn.Server(config)
     server.capture_signals = contextlib.nullcontext  # type: ignore[method-assign]

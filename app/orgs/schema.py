@@ -194,6 +194,7 @@ class OrgsMutation:
         throttle = service.LoginThrottle(
             ctx.runtime.redis,
             max_failures=settings.login_max_failures,
+            max_account_failures=settings.login_max_failures_per_account,
             window_seconds=settings.login_failure_window_seconds,
         )
         result = await service.login(

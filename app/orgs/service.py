@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 from typing import Any
 
@@ -109,34 +110,42 @@ class LoginResult:
 
 
 class LoginThrottle:
-    """Counts failed sign-ins per client address in Redis; too many in the window is RATE_LIMITED."""
+    """Counts failed sign-ins in Redis per client address and per account (the email as given, normalised
+    when it can be, hashed: no address book in Redis); too many of either in the window is RATE_LIMITED. The
+    account count stops guessing spread over many addresses; unknown emails count the same, so the throttle
+    tells nothing about which accounts exist."""
 
-    def __init__(self, redis: Redis, *, max_failures: int, window_seconds: int) -> None:
+    def __init__(
+        self, redis: Redis, *, max_failures: int, window_seconds: int, max_account_failures: int | None = None
+    ) -> None:
         self._redis = redis
         self._max = max_failures
+        self._max_account = max_account_failures if max_account_failures is not None else max_failures * 2
         self._window = window_seconds
 
     @staticmethod
-    def _key(address: str) -> str:
-        return f"agentrail:login-failures:{address}"
+    def _keys(address: str, account: str) -> tuple[str, str]:
+        digest = hashlib.sha256(account.encode()).hexdigest()[:32]
+        return f"agentrail:login-failures:{address}", f"agentrail:login-failures:account:{digest}"
 
-    async def check(self, address: str) -> None:
-        key = self._key(address)
-        failures = await self._redis.get(key)
-        if failures is not None and int(failures) >= self._max:
-            ttl = await self._redis.ttl(key)
-            raise RateLimited("too many failed sign-ins; try again later", retry_after=max(ttl, 1))
+    async def check(self, address: str, account: str) -> None:
+        keys = self._keys(address, account)
+        failures = await self._redis.mget(keys)
+        for key, count, limit in zip(keys, failures, (self._max, self._max_account), strict=True):
+            if count is not None and int(count) >= limit:
+                ttl = await self._redis.ttl(key)
+                raise RateLimited("too many failed sign-ins; try again later", retry_after=max(ttl, 1))
 
-    async def failed(self, address: str) -> None:
-        key = self._key(address)
+    async def failed(self, address: str, account: str) -> None:
         async with self._redis.pipeline(transaction=True) as pipe:
-            # the window starts at the first failure (SET NX works on Redis 6, unlike EXPIRE NX)
-            pipe.set(key, 0, ex=self._window, nx=True)
-            pipe.incr(key)
+            for key in self._keys(address, account):
+                # the window starts at the first failure (SET NX works on Redis 6, unlike EXPIRE NX)
+                pipe.set(key, 0, ex=self._window, nx=True)
+                pipe.incr(key)
             await pipe.execute()
 
-    async def succeeded(self, address: str) -> None:
-        await self._redis.delete(self._key(address))
+    async def succeeded(self, address: str, account: str) -> None:
+        await self._redis.delete(*self._keys(address, account))
 
 
 async def login(
@@ -149,18 +158,19 @@ async def login(
     source_ip: str,
 ) -> LoginResult:
     """Signs a user in. Unknown email and wrong password fail the same way, in the same time."""
-    await throttle.check(source_ip)
     try:
         normalised = normalise_email(email)
     except BadUserInput:
         normalised = None
+    account = normalised or email.strip().lower()
+    await throttle.check(source_ip, account)
     user = None
     if normalised is not None:
         user = (await session.exec(select(User).where(User.email == normalised))).first()
     if not verify_password(password, user.password_hash if user else None) or user is None:
-        await throttle.failed(source_ip)
+        await throttle.failed(source_ip, account)
         raise Unauthenticated(BAD_CREDENTIALS)
-    await throttle.succeeded(source_ip)
+    await throttle.succeeded(source_ip, account)
     org = await session.get(Organization, user.org_id)
     assert org is not None
     return LoginResult(token=signer.issue(user_id=user.id, org_id=user.org_id), user=user, organization=org)
