@@ -291,6 +291,8 @@ class Database:
             # recognised locally on checkout instead (see _discard_closed_connections)
             pool_pre_ping=False,
             echo=echo,
+            # a failed statement's text in logs and exceptions without its parameters: they hold user data
+            hide_parameters=True,
             json_deserializer=json_loads,
             # a connection forgotten inside a transaction must not hold its locks forever
             connect_args={"server_settings": {"idle_in_transaction_session_timeout": "60000"}},

@@ -1,4 +1,4 @@
-"""Cost of masking one realistic audit record (app.audit.masking.mask_record), in-process.
+"""Cost of masking one realistic audit record (app.masking.mask_record), in-process.
 
     .venv/bin/python bench/masking.py [--iterations 5000]
 
@@ -23,7 +23,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from app.audit.masking import mask_record, mask_text
+from app.masking import mask_record, mask_text
 
 _VOCABULARY = (
     "the agent should summarise the customer ticket and propose next steps for the support team including "

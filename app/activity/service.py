@@ -14,6 +14,7 @@ from sqlmodel import col, select
 from app.activity.models import ActivityEvent
 from app.db import AsyncSession, new_id, utcnow, within
 from app.integrity import record_checksum
+from app.masking import mask_json, mask_text
 from app.principal import Principal
 
 # Where the current request comes from, set once by the HTTP middleware: (source address, user agent).
@@ -63,8 +64,8 @@ def record_activity(
         "action": action,
         "target_type": target_type,
         "target_id": target_id,
-        "target_name": target_name[:200] if target_name else None,
-        "metadata": metadata or {},
+        "target_name": mask_text(target_name)[0][:200] if target_name else None,
+        "metadata": mask_json(metadata)[0] if metadata else {},
         "occurred_at": utcnow(),
         "source_ip": source_ip or origin_ip,
         "user_agent": user_agent[:300] if user_agent else None,

@@ -24,6 +24,7 @@ from app.alerts.service import agent_has_open_alerts
 from app.db import AsyncSession, new_id, utcnow
 from app.errors import BadUserInput, Conflict, NotFound
 from app.inputs import check_json_object
+from app.masking import mask_json, mask_text
 from app.principal import Principal
 
 MAX_NAME_LENGTH = 200
@@ -49,11 +50,11 @@ def check_description(value: str) -> str:
         raise BadUserInput(f"description must be at most {MAX_DESCRIPTION_LENGTH} characters", field="description")
     if "\x00" in value:
         raise BadUserInput("description must not contain NUL characters", field="description")
-    return value
+    return mask_text(value)[0]  # secrets never land, in any free text
 
 
 def check_metadata(value: Any) -> dict[str, Any]:
-    return check_json_object(value, field="metadata", max_bytes=MAX_METADATA_BYTES)
+    return mask_json(check_json_object(value, field="metadata", max_bytes=MAX_METADATA_BYTES))[0]
 
 
 def _canonical(value: Any) -> str:

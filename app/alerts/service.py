@@ -15,6 +15,7 @@ from app.alerts.models import Alert
 from app.alerts.writing import alert_event_data
 from app.db import AsyncSession, utcnow, within
 from app.errors import BadUserInput, NotFound
+from app.masking import mask_text
 from app.principal import Principal
 from app.webhooks import service as webhooks
 
@@ -98,7 +99,7 @@ async def resolve_alert(
     if alert.resolved_at is None:
         alert.resolved_at = utcnow()
         alert.resolved_by = principal.user_id
-        alert.resolution_note = note
+        alert.resolution_note = mask_text(note)[0] if note else note  # secrets never land, in any free text
         record_activity(
             session,
             principal,

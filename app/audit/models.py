@@ -11,8 +11,8 @@ from sqlalchemy.dialects.postgresql import JSONB, TSVECTOR
 from sqlalchemy.orm import InstrumentedAttribute
 from sqlmodel import Field, SQLModel, col
 
-from app.audit.masking import CONTENT_FIELDS
 from app.db import TenantScoped, timestamp_column
+from app.masking import CONTENT_FIELDS
 
 
 class AuditLog(SQLModel, TenantScoped, table=True):

@@ -11,10 +11,10 @@ import strawberry
 
 from app.audit import live, sealing, service
 from app.audit.ingest import ingest
-from app.audit.masking import CONTENT_FIELDS
 from app.audit.models import AuditRecord
 from app.audit.traces import SpanNode, TraceTree
 from app.info import Info
+from app.masking import CONTENT_FIELDS
 from app.pagination import Connection, build_connection, decode_cursor, page_size, selects_any
 from app.scalars import JSON
 

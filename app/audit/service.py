@@ -20,7 +20,6 @@ from app.alerts import writing as alert_writing
 from app.alerts.models import Alert
 from app.alerts.service import has_alerts_condition
 from app.audit import followups, search
-from app.audit.masking import mask_record
 from app.audit.models import LIGHT_RECORD_COLUMNS, RECORD_COLUMNS, AuditLog, AuditRecord, record_from_row
 from app.audit.traces import TraceTree, build_tree
 from app.audit.validation import AuditLogDraft
@@ -29,6 +28,7 @@ from app.db import SYSTEM, AsyncSession, TenancyError, lock_organisation, new_id
 from app.errors import NotFound
 from app.guardrails import service as guardrails
 from app.integrity import checksum_content, record_checksum
+from app.masking import mask_record
 from app.principal import Principal
 
 MAX_TRACE_SPANS = 10_000
@@ -103,6 +103,7 @@ def _json_text(value: Any) -> str | None:
 
 
 def _prepare(draft: AuditLogDraft, org_id: str, now: datetime) -> dict[str, Any]:
+    # every free-text field an agent supplies passes the masker (identifiers consistently, see app/masking)
     masked, credential_masked = mask_record(
         {
             "prompt": draft.prompt,
@@ -110,17 +111,26 @@ def _prepare(draft: AuditLogDraft, org_id: str, now: datetime) -> dict[str, Any]
             "metadata": draft.metadata,
             "args": draft.args,
             "result": draft.result,
+            "action": draft.action,
+            "verb": draft.verb,
+            "provider": draft.provider,
+            "tenant_id": draft.tenant_id,
+            "idempotency_key": draft.idempotency_key,
+            "execution_id": draft.execution_id,
+            "trace_id": draft.trace_id,
+            "span_id": draft.span_id,
+            "parent_span_id": draft.parent_span_id,
         }
     )
     record_id = new_id("log")
     row: dict[str, Any] = {
         "id": record_id,
         "org_id": org_id,
-        "trace_id": draft.trace_id or record_id,
-        "span_id": draft.span_id or record_id,
-        "parent_span_id": draft.parent_span_id,
+        "trace_id": masked["trace_id"] or record_id,
+        "span_id": masked["span_id"] or record_id,
+        "parent_span_id": masked["parent_span_id"],
         "agent_id": draft.agent_id,
-        "action": draft.action,
+        "action": masked["action"],
         "prompt": masked["prompt"],
         "response": masked["response"],
         "metadata": masked["metadata"] or {},
@@ -129,15 +139,15 @@ def _prepare(draft: AuditLogDraft, org_id: str, now: datetime) -> dict[str, Any]
         "occurred_at": draft.occurred_at or now,
         "duration_ms": draft.duration_ms,
         "status": draft.status,
-        "idempotency_key": draft.idempotency_key,
-        "execution_id": draft.execution_id,
-        "verb": draft.verb,
-        "provider": draft.provider,
+        "idempotency_key": masked["idempotency_key"],
+        "execution_id": masked["execution_id"],
+        "verb": masked["verb"],
+        "provider": masked["provider"],
         "risk_level": draft.risk_level,
         "governance_status": draft.governance_status,
         "dry_run": draft.dry_run,
         "idempotent": draft.idempotent,
-        "tenant_id": draft.tenant_id,
+        "tenant_id": masked["tenant_id"],
         "credential_masked": credential_masked,
     }
     return row

@@ -16,6 +16,7 @@ from app.activity.service import record_activity
 from app.billing import quota as billing_quota
 from app.db import AsyncSession, new_id, utcnow
 from app.errors import BadUserInput, Conflict, NotFound, RateLimited, Unauthenticated
+from app.masking import mask_json
 from app.orgs.credentials import (
     AccessToken,
     TokenSigner,
@@ -243,7 +244,7 @@ async def update_profile(
     if notification_preferences is not None:
         if not all(isinstance(k, str) for k in notification_preferences):
             raise BadUserInput("notificationPreferences must be an object", field="notificationPreferences")
-        user.notification_preferences = notification_preferences
+        user.notification_preferences = mask_json(notification_preferences)[0]  # secrets never land
         changed.append("notificationPreferences")
     if changed:
         user.updated_at = utcnow()

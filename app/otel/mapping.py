@@ -37,8 +37,8 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTrace
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
 from opentelemetry.proto.trace.v1.trace_pb2 import Span, Status
 
-from app.audit.masking import mask_text
 from app.audit.validation import MAX_ACTION_LENGTH, MAX_SHORT, MAX_TEXT_BYTES
+from app.masking import mask_text
 
 # --- the table --------------------------------------------------------------------------------
 OPERATION_ACTIONS = {  # gen_ai.operation.name

@@ -106,6 +106,14 @@ def _payload_data(value: Any) -> dict[str, Any]:
     return check_json_object(value, field="payload", max_bytes=MAX_TEST_PAYLOAD_BYTES)
 
 
+def shown_url(url: str | None) -> str | None:
+    """The URL as the activity trail shows it: receivers put tokens in query strings, so none is copied."""
+    if url is None:
+        return None
+    base, query = url.split("?", 1) if "?" in url else (url, "")
+    return f"{base}?[REDACTED]" if query else base
+
+
 # --- endpoints ---------------------------------------------------------------------------------
 async def count_endpoints(session: AsyncSession) -> int:
     return int((await session.exec(select(sa.func.count()).select_from(WebhookEndpoint))).one())
@@ -150,8 +158,8 @@ async def create_endpoint(
         "webhook_endpoint.created",
         target_type="webhook_endpoint",
         target_id=endpoint.id,
-        target_name=endpoint.url,
-        metadata={"url": endpoint.url, "events": checked_events, "enabled": enabled},
+        target_name=shown_url(endpoint.url),
+        metadata={"url": shown_url(endpoint.url), "events": checked_events, "enabled": enabled},
         source_ip=source_ip,
     )
     await session.flush()
@@ -196,7 +204,7 @@ async def update_endpoint(
     endpoint = await get_endpoint(session, endpoint_id, lock=True)
     changes: dict[str, Any] = {}
     if new_url is not None and new_url != endpoint.url:
-        changes["url"] = {"from": endpoint.url, "to": new_url}
+        changes["url"] = {"from": shown_url(endpoint.url), "to": shown_url(new_url)}
         endpoint.url = new_url
     if new_description is not None and new_description != endpoint.description:
         changes["description"] = {"from": endpoint.description, "to": new_description}
@@ -219,7 +227,7 @@ async def update_endpoint(
         "webhook_endpoint.updated",
         target_type="webhook_endpoint",
         target_id=endpoint.id,
-        target_name=endpoint.url,
+        target_name=shown_url(endpoint.url),
         metadata={"fields": list(changes), "changes": changes},
         source_ip=source_ip,
     )
@@ -239,8 +247,8 @@ async def delete_endpoint(
         "webhook_endpoint.deleted",
         target_type="webhook_endpoint",
         target_id=endpoint.id,
-        target_name=endpoint.url,
-        metadata={"url": endpoint.url, "events": endpoint.events},
+        target_name=shown_url(endpoint.url),
+        metadata={"url": shown_url(endpoint.url), "events": endpoint.events},
         source_ip=source_ip,
     )
     await session.delete(endpoint)
@@ -275,7 +283,7 @@ async def rotate_secret(
         "webhook_endpoint.secret_rotated",
         target_type="webhook_endpoint",
         target_id=endpoint.id,
-        target_name=endpoint.url,
+        target_name=shown_url(endpoint.url),
         metadata={"previousSecretExpiresAt": iso(endpoint.previous_secret_expires_at)},
         source_ip=source_ip,
     )
@@ -541,7 +549,7 @@ async def send_test(
         "webhook.test_sent",
         target_type="webhook_delivery",
         target_id=delivery.id,
-        metadata={"endpointId": endpoint_id, "url": checked_url},
+        metadata={"endpointId": endpoint_id, "url": shown_url(checked_url)},
         source_ip=source_ip,
     )
     _note_emitted(session, [delivery.id])  # queued once this commits

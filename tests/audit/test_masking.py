@@ -1,4 +1,4 @@
-"""Secrets never land: app.audit.masking, with real-looking (fake) keys of every kind.
+"""Secrets never land: app.masking, with real-looking (fake) keys of every kind.
 
 Fake keys are assembled at run time (`"sk_" + "live_" + body`) so that this file itself never holds a
 string that secret scanners or push protection would flag.
@@ -13,7 +13,7 @@ import time
 
 import pytest
 
-from app.audit.masking import (
+from app.masking import (
     MAX_DEPTH,
     REDACTED,
     MaskingDepthError,
@@ -580,12 +580,17 @@ def test_mask_record_without_secrets_reports_false() -> None:
     assert mask_record({}) == ({}, False)
 
 
-def test_mask_record_touches_only_content_fields() -> None:
-    # Other fields are validated elsewhere and never carry secrets into content; they are copied as is.
+def test_mask_record_masks_labels_and_identifiers_and_copies_the_rest() -> None:
+    # Every free-text field passes the masker (issue 15, item 9): labels have their secret-shaped parts replaced,
+    # identifiers holding a secret become a digest of it (equal stays equal); other fields are copied as is.
     key = WHOLE_SECRETS["agentrail_live"]
-    masked, credential_masked = mask_record({"action": key, "prompt": "hello"})
-    assert masked == {"action": key, "prompt": "hello"}
-    assert not credential_masked
+    masked, credential_masked = mask_record(
+        {"action": f"call {key}", "idempotency_key": key, "status": key, "prompt": "hello"}
+    )
+    assert masked["action"] == "call [REDACTED]" and masked["prompt"] == "hello" and masked["status"] == key
+    assert masked["idempotency_key"].startswith("redacted-") and key not in masked["idempotency_key"]
+    assert mask_record({"idempotency_key": key})[0]["idempotency_key"] == masked["idempotency_key"]
+    assert credential_masked
 
 
 # ---------------------------------------------------------------------------------------------------

@@ -72,6 +72,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import hashlib
 import re
 from collections.abc import Callable, Mapping
 from functools import lru_cache
@@ -81,6 +82,11 @@ REDACTED = "[REDACTED]"
 TEXT_FIELDS = ("prompt", "response")
 JSON_FIELDS = ("metadata", "args", "result")
 CONTENT_FIELDS = TEXT_FIELDS + JSON_FIELDS
+# the other free text an agent supplies: secret-shaped substrings replaced as in the text fields
+LABEL_FIELDS = ("action", "verb", "provider", "tenant_id")
+# identifiers that records are matched by: one holding a secret is replaced whole by a digest of it, so that
+# equal values stay equal (an idempotency key still deduplicates, a trace's spans still find each other)
+IDENTIFIER_FIELDS = ("idempotency_key", "execution_id", "trace_id", "span_id", "parent_span_id")
 
 # Ingest rejects nesting deeper than 32; masking tolerates twice that so the two never have to agree on
 # how levels are counted, and refuses (rather than recursing without bound) beyond it.
@@ -527,6 +533,14 @@ def mask_text(text: str) -> tuple[str, bool]:
     return out, out is not text
 
 
+def mask_identifier(value: str) -> tuple[str, bool]:
+    """An identifier that holds a secret, replaced whole by `redacted-` and 32 hex digits of its SHA-256 (a
+    secret-shaped value is long and random: its digest does not give it away); others unchanged."""
+    if _mask_str(value) is value:
+        return value, False
+    return "redacted-" + hashlib.sha256(value.encode()).hexdigest()[:32], True
+
+
 # ---------------------------------------------------------------------------------------------------
 # JSON values
 
@@ -610,7 +624,8 @@ def mask_json(value: Any) -> tuple[Any, bool]:
 
 
 def mask_record(fields: Mapping[str, Any]) -> tuple[dict[str, Any], bool]:
-    """Mask `prompt`, `response`, `metadata`, `args` and `result` of one record.
+    """Mask `prompt`, `response`, `metadata`, `args` and `result` of one record, the secret-shaped parts of
+    its labels (LABEL_FIELDS) and its identifiers that hold a secret (IDENTIFIER_FIELDS, see mask_identifier).
 
     Returns a new dict with every key of `fields` (other keys copied as they are) and
     `credential_masked`: whether anything was replaced.
@@ -620,4 +635,15 @@ def mask_record(fields: Mapping[str, Any]) -> tuple[dict[str, Any], bool]:
     for name in CONTENT_FIELDS:
         if out.get(name) is not None:
             out[name] = _walk(out[name], 0, hit)
+    for name in LABEL_FIELDS:
+        value = out.get(name)
+        if type(value) is str:
+            masked = _mask_str(value)
+            if masked is not value:
+                out[name], hit[0] = masked, True
+    for name in IDENTIFIER_FIELDS:
+        value = out.get(name)
+        if type(value) is str:
+            out[name], changed = mask_identifier(value)
+            hit[0] = hit[0] or changed
     return out, hit[0]
