@@ -52,7 +52,7 @@ class Alert:
         return cls(
             row=alert,
             id=strawberry.ID(alert.id),
-            cursor=encode_cursor([alert.seq]),
+            cursor=encode_cursor(service.alert_cursor_values(alert)),
             rule_id=alert.rule_id,
             rule_name=alert.rule_name,
             rule_kind=RuleKind(alert.rule_kind),
@@ -126,10 +126,10 @@ AlertConnection = Connection[Alert]
 async def alert_page(info: Info, query: service.AlertQuery, first: int | None, after: str | None) -> AlertConnection:
     """One page of alerts, newest first (shared by `alerts` and `Agent.alerts`)."""
     limit = page_size(first)
-    cursor = decode_cursor(after, (int,))
-    rows = await service.list_alerts(
-        await info.context.db(), query, limit=limit + 1, before_seq=cursor[0] if cursor else None
-    )
+    cursor = decode_cursor(after, (str,))
+    session = await info.context.db()
+    before = await service.cursor_position(session, cursor[0]) if cursor else None
+    rows = await service.list_alerts(session, query, limit=limit + 1, before_seq=before)
     return build_connection(rows, limit=limit, to_node=Alert.from_model, sort_key=service.alert_cursor_values)
 
 
@@ -193,18 +193,22 @@ class AlertsSubscription:
         ctx = info.context
         principal = await ctx.principal()
         query = (filter or AlertFilter()).to_query()
-        cursor = decode_cursor(after, (int,))
+        cursor = decode_cursor(after, (str,))
+        last_seq = None
+        if cursor is not None:
+            async with ctx.runtime.db.tenant_session(principal.org_id) as session:
+                last_seq = await service.cursor_position(session, cursor[0])
         replayed: set[str] = set()
         # subscribe before replaying: what is raised during the replay waits in the queue. Live alerts are
         # told apart from replayed ones by id, not by seq: an alert can commit after one with a higher seq.
         async with ctx.runtime.broadcaster.subscribe(live.alerts_channel(principal.org_id)) as messages:
-            if cursor is not None:
-                last_seq = cursor[0]
+            if last_seq is not None:
+                position = last_seq
                 while len(replayed) < MAX_REPLAY:
                     async with ctx.runtime.db.tenant_session(principal.org_id) as session:
-                        batch = await service.alerts_after(session, query, after_seq=last_seq, limit=500)
+                        batch = await service.alerts_after(session, query, after_seq=position, limit=500)
                     for alert in batch:
-                        last_seq = alert.seq
+                        position = alert.seq if alert.seq is not None else position  # stored rows have one
                         replayed.add(alert.id)
                         yield Alert.from_model(alert)
                     if len(batch) < 500:

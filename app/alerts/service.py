@@ -159,7 +159,18 @@ def has_alerts_condition(record_id: Any) -> Any:
 
 
 def alert_cursor_values(alert: Alert) -> list[Any]:
-    return [alert.seq]
+    # the alert's id, not its seq: seq is one sequence for all organisations, and its steps would tell a
+    # tenant how many alerts the others raise; the id says nothing beyond the alert's own time
+    return [alert.id]
+
+
+async def cursor_position(session: AsyncSession, alert_id: str) -> int:
+    """Where the alert a cursor names sits (its seq), in the session's organisation; BAD_USER_INPUT for an
+    alert that is not there (another organisation's included)."""
+    seq = (await session.exec(select(Alert.seq).where(Alert.id == alert_id))).first()
+    if seq is None:
+        raise BadUserInput("after is not a valid cursor", field="after")
+    return int(seq)
 
 
 def agent_has_open_alerts(agent_id: Any) -> Any:
