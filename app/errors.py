@@ -78,3 +78,61 @@ class SubscriberTooSlowError(AppError):
         **extensions: Any,
     ) -> None:
         super().__init__(message, **extensions)
+
+
+class Unavailable(AppError):
+    """A dependency (PostgreSQL, Redis) cannot be reached right now; the client retries after `retry_after`."""
+
+    code = "UNAVAILABLE"
+    http_status = 503
+
+    def __init__(self, message: str, *, retry_after: int = 5, **extensions: Any) -> None:
+        super().__init__(message, retryAfter=max(1, int(retry_after)), **extensions)
+        self.retry_after = max(1, int(retry_after))
+
+
+# SQLSTATE classes and codes that mean "the server is not reachable or not accepting work right now":
+# connection exceptions, shutting down / starting up, too many connections
+_UNAVAILABLE_SQLSTATES = ("08", "57P01", "57P02", "57P03", "53300")
+
+
+def _sqlstate(exc: BaseException) -> str:
+    orig = getattr(exc, "orig", None)
+    return str(getattr(orig, "sqlstate", None) or getattr(orig, "pgcode", None) or "")
+
+
+def unavailable(exc: BaseException) -> Unavailable | None:
+    """The one mapping of connection-level failures (asyncpg, SQLAlchemy, redis, sockets) to UNAVAILABLE, or
+    None for anything else. Looks through the causes a few levels deep: drivers and frameworks wrap them."""
+    import sqlalchemy.exc as sa_exc
+    from redis import exceptions as redis_exc
+
+    current: BaseException | None = exc
+    for _ in range(6):
+        if current is None or isinstance(current, AppError):
+            return current if isinstance(current, Unavailable) else None
+        if isinstance(current, redis_exc.ConnectionError | redis_exc.TimeoutError | redis_exc.BusyLoadingError):
+            return Unavailable("Redis is unavailable; retry later")
+        if isinstance(current, sa_exc.DBAPIError):
+            state = _sqlstate(current)
+            if state == "57014":  # a statement timeout: the request's own cost, not an outage
+                return None
+            if (
+                current.connection_invalidated
+                or state.startswith(_UNAVAILABLE_SQLSTATES)
+                or isinstance(current, sa_exc.InterfaceError)
+                or (isinstance(current, sa_exc.OperationalError) and not state)
+            ):
+                return Unavailable("the database is unavailable; retry later")
+        if isinstance(current, sa_exc.TimeoutError | sa_exc.DisconnectionError | OSError):
+            # pool exhausted, or the socket itself: asyncpg's connect errors reach us unwrapped
+            return Unavailable("the database is unavailable; retry later")
+        if type(current).__module__.startswith("asyncpg") and type(current).__name__ in _ASYNCPG_CONNECTION_ERRORS:
+            return Unavailable("the database is unavailable; retry later")
+        current = current.__cause__ or current.__context__
+    return None
+
+
+_ASYNCPG_CONNECTION_ERRORS = frozenset(
+    {"ConnectionDoesNotExistError", "CannotConnectNowError", "PostgresConnectionError", "ConnectionFailureError"}
+)

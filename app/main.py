@@ -35,9 +35,10 @@ from app.api.schema import build_schema
 from app.api.shared_subscriptions import SharedSubscriptions, SharingTransportWSHandler
 from app.billing.middleware import BillingMiddleware
 from app.db import InvalidJSON, request_json
-from app.errors import AppError, PayloadTooLarge
+from app.errors import AppError, PayloadTooLarge, Unavailable, unavailable
 from app.guardrails.cache import listen_for_rule_changes
 from app.orgs.credentials import TokenSigner
+from app.runtime import heartbeat
 from app.runtime.resources import Runtime
 from app.runtime.telemetry import ERRORS, HTTP_LATENCY, HTTP_REQUESTS, POOL_COLLECTOR, REGISTRY
 from app.settings import Settings
@@ -127,8 +128,11 @@ class AgentrailGraphQL(GraphQL[Context, None]):
         # ({"authorization": "Bearer …"} or {"x-api-key": "aa_…"}); bad credentials close with 4403.
         try:
             await context.principal()
-        except AppError as exc:
-            raise ConnectionRejectionError({"message": exc.message, "code": exc.code}) from None
+        except Exception as exc:
+            error = exc if isinstance(exc, AppError) else unavailable(exc)
+            if error is None:
+                raise
+            raise ConnectionRejectionError({"message": error.message, "code": error.code, **error.extensions}) from None
         return None
 
 
@@ -175,10 +179,12 @@ class RequestMiddleware:
             return message
 
         status = 500
+        started_response = False
 
         async def send_with_id(message: Message) -> None:
-            nonlocal status
+            nonlocal status, started_response
             if message["type"] == "http.response.start":
+                started_response = True
                 status = message["status"]
                 message.setdefault("headers", [])
                 message["headers"] = [*message["headers"], (b"x-request-id", request_id.encode())]
@@ -191,6 +197,17 @@ class RequestMiddleware:
         except _BodyTooLarge:
             status = 413
             await self._too_large(send, request_id)
+        except Exception as exc:
+            # a database or Redis that cannot be reached: 503 JSON with Retry-After on every route, from this one
+            # place (GraphQL maps the same exceptions in its error formatter)
+            outage = None if started_response else unavailable(exc)
+            if outage is None:
+                raise
+            log.warning("dependency unavailable", route=route, error=type(exc).__name__)
+            status = outage.http_status
+            response = error_response(outage)
+            response.headers["x-request-id"] = request_id
+            await response({"type": "http"}, _no_receive, send)
         finally:
             HTTP_REQUESTS.labels(method=scope["method"], route=route, status=str(status)).inc()
             HTTP_LATENCY.labels(method=scope["method"], route=route).observe(time.perf_counter() - started)
@@ -223,6 +240,7 @@ async def healthz(_request: Request) -> Response:
 
 
 async def readyz(request: Request) -> Response:
+    """PostgreSQL and Redis answer, and a worker has polled the queue lately (its heartbeat is fresh)."""
     runtime: Runtime = request.app.state.runtime
     checks: dict[str, str] = {}
     try:
@@ -233,12 +251,19 @@ async def readyz(request: Request) -> Response:
     try:
         await runtime.redis.ping()
         checks["redis"] = "ok"
+        age = await heartbeat.last_beat_age(runtime.redis)
+        stale = runtime.settings.worker_stale_seconds
+        checks["worker"] = "ok" if age is not None else f"down: no heartbeat in the last {stale:g} s"
     except Exception as exc:
         checks["redis"] = f"down: {type(exc).__name__}"
+        checks["worker"] = "unknown: Redis is down"
     down = [name for name, state in checks.items() if state != "ok"]
     if down:
+        error = Unavailable(f"not ready: {', '.join(down)} down")
         return JSONResponse(
-            {"error": f"not ready: {', '.join(down)} down", "status": 503, "checks": checks}, status_code=503
+            {"error": error.message, "status": 503, "code": error.code, "checks": checks},
+            status_code=503,
+            headers={"Retry-After": str(error.retry_after)},
         )
     return JSONResponse({"status": "ready", "checks": checks})
 

@@ -112,6 +112,10 @@ class Settings(BaseSettings):
 
     # in-process worker for `agentrail serve` (production runs `agentrail worker` separately)
     run_worker: bool = True
+    # every worker beats this often while it polls the queue; /readyz answers 503 ("worker") when no worker has
+    # beaten within worker_stale_seconds
+    worker_heartbeat_seconds: float = 5.0
+    worker_stale_seconds: float = 30.0
 
     log_level: str = "INFO"
     log_json: bool | None = None

@@ -2,24 +2,35 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import time
 from typing import Any
 
+import structlog
 from arq import cron, func
 from arq.worker import Worker
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 import app.models  # noqa: F401  every table known before the first session, so foreign keys resolve
+from app.runtime import heartbeat
 from app.runtime.resources import ARQ_QUEUE, Runtime, arq_redis_settings
 from workers.audit import index_audit_search, seal_audit_trail, sweep_audit_search
 from workers.exports import expire_export_jobs, run_export, sweep_export_jobs
-from workers.maintenance import record_heartbeat, remove_expired_files
+from workers.maintenance import remove_expired_files
 from workers.metrics import rollup_metrics, rollup_org_metrics
 from workers.reports import build_report, sweep_reports
 from workers.webhooks import deliver_webhooks, drain_webhook_deliveries
 from workers.webhooks import shutdown as webhooks_shutdown
 from workers.webhooks import startup as webhooks_startup
 
+log = structlog.get_logger(__name__)
+
+# what a lost Redis looks like to the worker (BusyLoadingError, Redis reading its file after a restart, is one)
+REDIS_OUTAGE = (RedisConnectionError, RedisTimeoutError, OSError)
+
 FUNCTIONS: list[Any] = [
-    record_heartbeat,
     seal_audit_trail,
     # no stored result: the job id is reused per time window, and a stored result would block the next
     func(index_audit_search, keep_result=0),
@@ -37,8 +48,8 @@ FUNCTIONS: list[Any] = [
     sweep_export_jobs,
     expire_export_jobs,
 ]
+AFTER_OUTAGE = [drain_webhook_deliveries, sweep_export_jobs, sweep_reports, sweep_audit_search]
 CRON_JOBS: list[Any] = [
-    cron(record_heartbeat, second=0, run_at_startup=True),
     # unique: with several workers, one seals per minute (the advisory lock would serialise them anyway)
     cron(seal_audit_trail, second=30, unique=True, timeout=600),
     cron(sweep_audit_search, second=45, unique=True, timeout=600),
@@ -52,6 +63,43 @@ CRON_JOBS: list[Any] = [
 ]
 
 
+class ResilientWorker(Worker):
+    """arq's worker, made to ride out a Redis outage of any length: a poll that fails on the connection is
+    retried (backing off to a few seconds) instead of ending the worker, so running jobs are not cancelled and
+    the queue is read again as soon as Redis answers. Each successful poll also beats the heartbeat that
+    /readyz reads."""
+
+    def __init__(self, *args: Any, heartbeat_seconds: float, stale_seconds: float, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._heartbeat_seconds = heartbeat_seconds
+        self._stale_seconds = stale_seconds
+        self._last_beat = 0.0
+        self._outage_since: float | None = None
+
+    async def _poll_iteration(self) -> None:
+        try:
+            await super()._poll_iteration()
+            now = time.monotonic()
+            if now - self._last_beat >= self._heartbeat_seconds:
+                await heartbeat.beat(self.pool, stale_seconds=self._stale_seconds)
+                self._last_beat = now
+        except REDIS_OUTAGE as exc:
+            now = time.monotonic()
+            if self._outage_since is None:
+                self._outage_since = now
+                log.warning("worker lost Redis; retrying until it is back", error=type(exc).__name__)
+            await asyncio.sleep(min(2.0, 0.25 + (now - self._outage_since) / 8))
+            return
+        if self._outage_since is not None:
+            log.info("worker reconnected to Redis", outage_seconds=round(time.monotonic() - self._outage_since, 1))
+            self._outage_since = None
+            # what was queued meanwhile never reached the queue (and a restarted Redis may have lost more):
+            # the sweepers find it in PostgreSQL now rather than at their next minute
+            with contextlib.suppress(*REDIS_OUTAGE):
+                for sweeper in AFTER_OUTAGE:
+                    await self.pool.enqueue_job(sweeper.__name__, _queue_name=self.queue_name)
+
+
 def build_worker(runtime: Runtime, *, burst: bool = False) -> Worker:
     async def on_startup(ctx: dict[str, Any]) -> None:
         ctx["runtime"] = runtime
@@ -60,7 +108,9 @@ def build_worker(runtime: Runtime, *, burst: bool = False) -> Worker:
     async def on_shutdown(ctx: dict[str, Any]) -> None:
         await webhooks_shutdown(ctx)
 
-    return Worker(
+    return ResilientWorker(
+        heartbeat_seconds=runtime.settings.worker_heartbeat_seconds,
+        stale_seconds=runtime.settings.worker_stale_seconds,
         functions=FUNCTIONS,
         cron_jobs=CRON_JOBS,
         # its own connection: arq closes the worker's pool on shutdown
@@ -79,8 +129,28 @@ def build_worker(runtime: Runtime, *, burst: bool = False) -> Worker:
 
 
 async def run_worker(runtime: Runtime, *, burst: bool = False) -> None:
-    worker = build_worker(runtime, burst=burst)
-    try:
-        await worker.main()
-    finally:
-        await worker.close()
+    """Runs the worker until cancelled (or, with `burst`, until the queue is empty). Redis unreachable at start
+    (arq gives up connecting after a few tries) or lost mid-way is waited out, never a reason to stop."""
+    if burst:
+        worker = build_worker(runtime, burst=True)
+        try:
+            await worker.main()
+        finally:
+            await worker.close()
+        return
+    pause = 0.5
+    while True:
+        worker = build_worker(runtime)
+        try:
+            await worker.main()
+        except REDIS_OUTAGE as exc:
+            log.warning("worker cannot reach Redis; starting again shortly", error=type(exc).__name__)
+        except Exception:
+            log.exception("worker stopped unexpectedly; starting again shortly")
+        else:
+            pause = 0.5
+        finally:
+            with contextlib.suppress(Exception):
+                await worker.close()
+        await asyncio.sleep(pause)
+        pause = min(pause * 2, 5.0)

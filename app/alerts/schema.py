@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from collections.abc import AsyncGenerator
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Annotated
 
 import strawberry
@@ -11,15 +12,68 @@ import strawberry
 from app.alerts import live, service
 from app.alerts.models import Alert as AlertRow
 from app.compliance.schema import ComplianceRule, RuleAction, RuleKind, Severity
-from app.errors import AppError
+from app.errors import AppError, SubscriberTooSlowError
 from app.info import Info, RequestInfo
 from app.pagination import Connection, build_connection, decode_cursor, encode_cursor, page_size
+from app.runtime.redis import Gap
 
 if TYPE_CHECKING:
     from app.agents.schema import Agent
     from app.audit.schema import AuditLog
+    from app.db import Database
 
 MAX_REPLAY = 10_000
+# how far before the lost pub/sub connection a gap's re-read starts: an alert's created_at is set before its
+# transaction commits (and by another node's clock), so one committed during the outage can be a little older
+GAP_SLACK = timedelta(seconds=30)
+
+
+class _RecentlySent:
+    """Ids of the alerts one subscription has sent, to send none twice: every replayed one, and the live ones of
+    the last few GAP_SLACKs (older ones cannot be read again by a gap's re-read, which starts GAP_SLACK before
+    the loss)."""
+
+    def __init__(self) -> None:
+        self._replayed: set[str] = set()
+        self._live: OrderedDict[str, datetime] = OrderedDict()
+
+    def __len__(self) -> int:
+        return len(self._replayed)
+
+    def __contains__(self, alert_id: str) -> bool:
+        return alert_id in self._replayed or alert_id in self._live
+
+    def add(self, alert: AlertRow, *, replayed: bool = False) -> None:
+        if replayed:
+            self._replayed.add(alert.id)
+            return
+        self._live[alert.id] = alert.created_at
+        horizon = datetime.now(UTC) - 3 * GAP_SLACK
+        while self._live and next(iter(self._live.values())) < horizon:
+            self._live.popitem(last=False)
+
+
+async def _missed_alerts(
+    db: Database, org_id: str, query: service.AlertQuery, gap: Gap, sent: _RecentlySent
+) -> AsyncGenerator[AlertRow, None]:
+    """The alerts of a pub/sub gap, from PostgreSQL, oldest first; past MAX_REPLAY the subscriber is closed
+    with SUBSCRIBER_TOO_SLOW and resumes with `after` (its last cursor) instead."""
+    last_seq, read = 0, 0
+    while True:
+        async with db.tenant_session(org_id) as session:
+            batch = await service.alerts_since(
+                session, query, since=gap.lost_at - GAP_SLACK, after_seq=last_seq, limit=500
+            )
+        for alert in batch:
+            last_seq = alert.seq
+            read += 1
+            if read > MAX_REPLAY:
+                raise SubscriberTooSlowError()
+            if alert.id not in sent:
+                sent.add(alert)
+                yield alert
+        if len(batch) < 500:
+            return
 
 
 @strawberry.type(description="A rule matched a record. Holds where and a redacted excerpt, never the matched text.")
@@ -198,23 +252,30 @@ class AlertsSubscription:
         if cursor is not None:
             async with ctx.runtime.db.tenant_session(principal.org_id) as session:
                 last_seq = await service.cursor_position(session, cursor[0])
-        replayed: set[str] = set()
+        sent = _RecentlySent()
         # subscribe before replaying: what is raised during the replay waits in the queue. Live alerts are
         # told apart from replayed ones by id, not by seq: an alert can commit after one with a higher seq.
-        async with ctx.runtime.broadcaster.subscribe(live.alerts_channel(principal.org_id)) as messages:
+        channel = live.alerts_channel(principal.org_id)
+        async with ctx.runtime.broadcaster.subscribe(channel, gaps=True) as messages:
             if last_seq is not None:
                 position = last_seq
-                while len(replayed) < MAX_REPLAY:
+                while len(sent) < MAX_REPLAY:
                     async with ctx.runtime.db.tenant_session(principal.org_id) as session:
                         batch = await service.alerts_after(session, query, after_seq=position, limit=500)
                     for alert in batch:
                         position = alert.seq if alert.seq is not None else position  # stored rows have one
-                        replayed.add(alert.id)
+                        sent.add(alert, replayed=True)
                         yield Alert.from_model(alert)
                     if len(batch) < 500:
                         break
             async for message in messages:
+                if isinstance(message, Gap):
+                    # Redis was lost: what committed meanwhile is read back from the rows, in order
+                    async for alert in _missed_alerts(ctx.runtime.db, principal.org_id, query, message, sent):
+                        yield Alert.from_model(alert)
+                    continue
                 for alert in live.decode_alerts(message):
-                    if alert.org_id != principal.org_id or alert.id in replayed or not query.matches(alert):
+                    if alert.org_id != principal.org_id or alert.id in sent or not query.matches(alert):
                         continue
+                    sent.add(alert)
                     yield Alert.from_model(alert)

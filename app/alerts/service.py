@@ -81,6 +81,20 @@ async def alerts_after(session: AsyncSession, query: AlertQuery, *, after_seq: i
     return list((await session.exec(stmt)).all())
 
 
+async def alerts_since(
+    session: AsyncSession, query: AlertQuery, *, since: datetime, after_seq: int, limit: int
+) -> list[Alert]:
+    """Raised at or after `since`, by seq after `after_seq` (a page): what a live subscriber may have missed
+    while the pub/sub connection was down."""
+    stmt = (
+        select(Alert)
+        .where(*_alert_conditions(query), Alert.created_at >= since, Alert.seq > after_seq)
+        .order_by(Alert.seq)
+        .limit(limit)
+    )
+    return list((await session.exec(stmt)).all())
+
+
 async def get_alert(session: AsyncSession, alert_id: str) -> Alert:
     alert = await session.get(Alert, alert_id)
     if alert is None:

@@ -11,7 +11,7 @@ import structlog
 from graphql import GraphQLError
 from strawberry.extensions import SchemaExtension
 
-from app.errors import AppError
+from app.errors import AppError, unavailable
 from app.runtime.telemetry import ERRORS, GRAPHQL_LATENCY, GRAPHQL_OPERATIONS
 
 log = structlog.get_logger("app.api")
@@ -23,6 +23,9 @@ def format_error(error: GraphQLError, request_id: str) -> GraphQLError:
     original = error.original_error
     while isinstance(original, GraphQLError) and original.original_error is not None:
         original = original.original_error
+    if original is not None and not isinstance(original, AppError) and (outage := unavailable(original)):
+        log.warning("dependency unavailable", request_id=request_id, path=error.path, error=type(original).__name__)
+        original = outage
     if isinstance(original, AppError):
         code = original.code
         extensions = {"code": code, **original.extensions}

@@ -9,7 +9,7 @@ from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 
 from app.api.auth import authenticate
-from app.errors import AppError, RateLimited, Unauthenticated
+from app.errors import AppError, Unauthenticated
 from app.files.models import StoredFile
 from app.files.store import FileStore
 from app.principal import Principal
@@ -25,7 +25,8 @@ class JSONResponse(Response):
 def error_response(error: AppError) -> JSONResponse:
     body: dict[str, Any] = {"error": error.message, "status": error.http_status, "code": error.code}
     body.update({k: v for k, v in error.extensions.items() if k not in body})
-    headers = {"Retry-After": str(error.retry_after)} if isinstance(error, RateLimited) else None
+    retry_after = getattr(error, "retry_after", None)  # RATE_LIMITED and UNAVAILABLE
+    headers = {"Retry-After": str(retry_after)} if retry_after is not None else None
     return JSONResponse(body, status_code=error.http_status, headers=headers)
 
 

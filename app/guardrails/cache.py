@@ -48,10 +48,11 @@ async def listen_for_rule_changes(broadcaster: Broadcaster) -> None:
     """Runs for the life of the process."""
     while True:
         try:
-            async with broadcaster.subscribe(RULES_CHANGED_CHANNEL) as messages:
+            async with broadcaster.subscribe(RULES_CHANGED_CHANNEL, gaps=True) as messages:
                 RULES.invalidate()  # anything could have changed while we were not listening
                 async for message in messages:
-                    RULES.invalidate(message.decode())
+                    # a Gap: announcements may have been lost with the connection
+                    RULES.invalidate(message.decode() if isinstance(message, bytes) else None)
         except asyncio.CancelledError:
             raise
         except Exception:

@@ -8,7 +8,6 @@ content type or encoding, 429/503 with Retry-After (exporters retry those, and o
 
 from __future__ import annotations
 
-import sqlalchemy.exc as sa_exc
 import structlog
 from prometheus_client import Counter
 from starlette.requests import Request
@@ -16,7 +15,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from app.api.rest import require_principal
-from app.errors import AppError, RateLimited
+from app.errors import AppError, RateLimited, unavailable
 from app.otel import decode
 from app.otel import service as otel
 from app.runtime.telemetry import ERRORS, REGISTRY
@@ -30,7 +29,6 @@ SPANS = Counter(
     registry=REGISTRY,
 )
 
-DATABASE_RETRY_AFTER = 5  # seconds
 OVERLOAD_RETRY_AFTER = 1
 
 
@@ -51,15 +49,6 @@ def _error(status: int, message: str, encoding: str, *, retry_after: int | None 
     return _respond(decode.status_body(status, message, encoding, retry_after=retry_after), status, retry_after)
 
 
-def database_unavailable(exc: BaseException) -> bool:
-    """Errors that mean "the database cannot be reached or is overloaded right now" (retryable)."""
-    if isinstance(exc, sa_exc.DBAPIError) and exc.connection_invalidated:
-        return True
-    return isinstance(
-        exc, sa_exc.OperationalError | sa_exc.InterfaceError | sa_exc.TimeoutError | sa_exc.DisconnectionError | OSError
-    )
-
-
 def _failure(exc: Exception, encoding: str, request: Request) -> Response:
     if isinstance(exc, decode.WireError):
         return _error(exc.status, exc.message, encoding)
@@ -67,9 +56,9 @@ def _failure(exc: Exception, encoding: str, request: Request) -> Response:
         return _error(429, exc.message, encoding, retry_after=exc.retry_after, code=exc.code)
     if isinstance(exc, AppError):
         return _error(exc.http_status, exc.message, encoding, code=exc.code)
-    if database_unavailable(exc):
-        log.warning("otlp export refused: database unavailable", error=f"{type(exc).__name__}: {exc}")
-        return _error(503, "the database is unavailable; retry later", encoding, retry_after=DATABASE_RETRY_AFTER)
+    if (outage := unavailable(exc)) is not None:
+        log.warning("otlp export refused: a dependency is unavailable", error=type(exc).__name__)
+        return _error(503, outage.message, encoding, retry_after=outage.retry_after, code=outage.code)
     log.error("otlp export failed", exc_info=exc)
     request_id = request.scope.get("state", {}).get("request_id")
     return _error(500, f"internal error (request id {request_id})", encoding, code="INTERNAL")

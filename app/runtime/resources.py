@@ -10,14 +10,17 @@ from redis.asyncio import ConnectionPool, Redis
 
 from app.db import Database
 from app.files.store import FileStore
-from app.runtime.redis import Broadcaster, create_redis
+from app.runtime.redis import Broadcaster, create_redis, reconnecting
 from app.settings import Settings
 
 ARQ_QUEUE = "agentrail:queue"
 
 
 def arq_redis_settings(redis_url: str) -> RedisSettings:
-    return RedisSettings.from_dsn(redis_url)
+    settings = RedisSettings.from_dsn(redis_url)
+    options = reconnecting()
+    settings.retry, settings.retry_on_error = options["retry"], options["retry_on_error"]
+    return settings
 
 
 @dataclass
@@ -36,7 +39,7 @@ class Runtime:
         db = Database(database_url, pool_size=settings.db_pool_size, max_overflow=settings.db_max_overflow)
         redis = create_redis(redis_url)
         # connects on first use, so the API starts (and /readyz reports) while Redis is still down
-        queue = ArqRedis(ConnectionPool.from_url(redis_url), default_queue_name=ARQ_QUEUE)
+        queue = ArqRedis(ConnectionPool.from_url(redis_url, **reconnecting()), default_queue_name=ARQ_QUEUE)
         return cls(
             settings=settings,
             db=db,

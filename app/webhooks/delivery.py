@@ -8,6 +8,7 @@ which also finds what a flushed Redis or a crashed worker left behind.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -16,6 +17,7 @@ import structlog
 from sqlmodel import col, select
 
 from app.db import AsyncSession, Database, utcnow
+from app.errors import unavailable
 from app.settings import Settings
 from app.webhooks import outbox, secretbox
 from app.webhooks.models import WebhookEndpoint
@@ -65,9 +67,20 @@ async def deliver_due(
             return Outcome(delivery, AttemptResult(now, False, None, None, refusal, None))
         return Outcome(delivery, await send(client, message, settings=settings, now=now))
 
-    outcomes = list(await asyncio.gather(*(attempt(*m) for m in messages)))
-    async with db.system_session() as session:
-        applied = await outbox.record(session, token, outcomes, settings=settings, now=now)
+    async def send_and_record() -> list[Outcome]:
+        outcomes = list(await asyncio.gather(*(attempt(*m) for m in messages)))
+        return await _record(db, token, outcomes, settings=settings, now=now)
+
+    # Once requests are out, their outcomes must be recorded: a job cancelled in between (arq's timeout, a
+    # worker shutting down) would leave the rows SENDING until the lease expires, and then send them again.
+    # So cancellation waits for this batch (bounded by the request timeouts) and is re-raised afterwards.
+    batch = asyncio.ensure_future(send_and_record())
+    try:
+        applied = await asyncio.shield(batch)
+    except asyncio.CancelledError:
+        with contextlib.suppress(Exception):
+            await batch
+        raise
     for outcome in applied:
         if outcome.status == "DELIVERED":
             report.delivered += 1
@@ -85,6 +98,25 @@ async def deliver_due(
             dead_lettered=report.dead_lettered,
         )
     return report
+
+
+async def _record(
+    db: Database, token: str, outcomes: list[Outcome], *, settings: Settings, now: datetime
+) -> list[Outcome]:
+    """Records a batch's outcomes, retrying while PostgreSQL is unreachable (within the claim's lease, after
+    which another worker would send them again): what was sent is not forgotten over a short outage."""
+    deadline = asyncio.get_running_loop().time() + outbox.lease_seconds(settings) / 2
+    pause = 0.5
+    while True:
+        try:
+            async with db.system_session() as session:
+                return await outbox.record(session, token, outcomes, settings=settings, now=now)
+        except Exception as exc:
+            if unavailable(exc) is None or asyncio.get_running_loop().time() + pause > deadline:
+                raise
+            log.warning("cannot record webhook outcomes yet; retrying", error=type(exc).__name__)
+            await asyncio.sleep(pause)
+            pause = min(pause * 2, 5.0)
 
 
 async def _endpoints(session: AsyncSession, ids: set[str]) -> dict[str, WebhookEndpoint]:

@@ -2,15 +2,52 @@
 
 from __future__ import annotations
 
+import contextlib
+
 from support import gql, register
 
 
-async def test_health_and_readiness(client):
+async def test_health_and_readiness(client, runtime):
+    from app.runtime import heartbeat
+
     assert (await client.get("/healthz")).json() == {"status": "ok"}
+    await heartbeat.beat(runtime.redis, stale_seconds=30)  # as a worker does while it polls the queue
     ready = await client.get("/readyz")
     assert ready.status_code == 200
-    assert ready.json()["checks"] == {"postgres": "ok", "redis": "ok"}
+    assert ready.json()["checks"] == {"postgres": "ok", "redis": "ok", "worker": "ok"}
     assert ready.headers["x-request-id"]
+
+
+async def test_readiness_names_a_worker_without_heartbeat(client, runtime):
+    """No worker has polled the queue within worker_stale_seconds (it died, or its Redis connection did)."""
+    from app.runtime import heartbeat
+
+    await runtime.redis.delete(heartbeat.HEARTBEAT_KEY)
+    response = await client.get("/readyz")
+    assert response.status_code == 503 and response.headers["retry-after"]
+    body = response.json()
+    assert body["code"] == "UNAVAILABLE" and "worker" in body["error"]
+    assert body["checks"]["postgres"] == body["checks"]["redis"] == "ok"
+    assert body["checks"]["worker"].startswith("down")
+
+
+async def test_a_running_worker_beats_the_heartbeat(client, runtime):
+    import asyncio
+
+    from workers.settings import run_worker
+
+    await runtime.redis.delete("agentrail:worker:heartbeat")
+    worker = asyncio.create_task(run_worker(runtime))
+    try:
+        for _ in range(100):
+            if (await client.get("/readyz")).status_code == 200:
+                break
+            await asyncio.sleep(0.1)
+        assert (await client.get("/readyz")).json()["checks"]["worker"] == "ok"
+    finally:
+        worker.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await worker
 
 
 async def test_readiness_names_what_is_down(settings):
