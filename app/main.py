@@ -30,6 +30,7 @@ from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
 import app.models  # noqa: F401  every table known before the first session, so foreign keys resolve
 from app.activity.service import REQUEST_ORIGIN
 from app.api.context import Context
+from app.api.open_connections import ClosesWhenCredentialEnds, OpenConnections, watch_credentials
 from app.api.rest import JSONResponse, error_response
 from app.api.schema import build_schema
 from app.api.shared_subscriptions import SharedSubscriptions, SharingTransportWSHandler
@@ -53,7 +54,7 @@ class TextWebSocketAdapter(ASGIWebSocketAdapter):
     async def send_json(self, message: Any) -> None:
         try:
             await self.ws.send_text(orjson.dumps(message).decode())
-        except WebSocketDisconnect as exc:
+        except (WebSocketDisconnect, RuntimeError) as exc:  # RuntimeError: we closed it (a credential ended)
             raise WebSocketDisconnected from exc
 
 
@@ -75,7 +76,7 @@ class AgentrailGraphQL(GraphQL[Context, None]):
         # identical live subscriptions share one execution per process (see app/api/shared_subscriptions.py)
         self.graphql_transport_ws_handler_class = type(
             "AgentrailTransportWSHandler",
-            (SharingTransportWSHandler,),
+            (ClosesWhenCredentialEnds, SharingTransportWSHandler),
             {
                 "shared": SharedSubscriptions(flush_interval=settings.live_flush_interval_ms / 1000),
                 "max_buffered_bytes": settings.subscriber_max_buffered_bytes,
@@ -308,13 +309,17 @@ def create_app(settings: Settings, *, runtime: Runtime | None = None, urls: tupl
         )
         pool = current.db.engine.pool
         POOL_COLLECTOR.pools.append(pool)
-        listener = asyncio.create_task(listen_for_rule_changes(current.broadcaster), name="rule-changes")
+        listeners = [
+            asyncio.create_task(listen_for_rule_changes(current.broadcaster), name="rule-changes"),
+            asyncio.create_task(watch_credentials(current, app.state.open_connections), name="credentials"),
+        ]
         try:
             yield
         finally:
-            listener.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await listener
+            for listener in listeners:
+                listener.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await listener
             POOL_COLLECTOR.pools.remove(pool)
             if own:
                 await current.close()
@@ -329,6 +334,7 @@ def create_app(settings: Settings, *, runtime: Runtime | None = None, urls: tupl
     ]
     app = Starlette(routes=routes, lifespan=lifespan, exception_handlers={AppError: _app_error_handler})
     app.state.graphql = graphql_app
+    app.state.open_connections = OpenConnections()  # closed when their credential ends (app/api/open_connections.py)
     app.add_middleware(BillingMiddleware, settings=settings)  # per-request plan settings, X-RateLimit-* headers
     app.add_middleware(RequestMiddleware, max_body_bytes=settings.max_request_bytes)
     trusted = [entry.strip() for entry in settings.trusted_proxies.split(",") if entry.strip()]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Literal
 
 from app.errors import Forbidden
@@ -18,6 +19,8 @@ class Principal:
     # who, at the time (kept on activity events): the user's name and email, or the key's name and prefix
     actor_name: str | None = None
     actor_email: str | None = None
+    # a user token's expiry: open subscriptions are closed when it passes
+    expires_at: datetime | None = None
 
     @property
     def actor_id(self) -> str:

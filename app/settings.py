@@ -116,6 +116,9 @@ class Settings(BaseSettings):
     # beaten within worker_stale_seconds
     worker_heartbeat_seconds: float = 5.0
     worker_stale_seconds: float = 30.0
+    # how often each API process re-checks the credentials of its open subscriptions against PostgreSQL (revocations
+    # also arrive at once through Redis; token expiry is checked every second)
+    credential_recheck_seconds: float = 10.0
 
     log_level: str = "INFO"
     log_json: bool | None = None

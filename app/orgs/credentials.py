@@ -8,7 +8,7 @@ from __future__ import annotations
 import hashlib
 import secrets
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 
 from joserfc import jwt
 from joserfc.errors import JoseError
@@ -52,6 +52,7 @@ class AccessToken:
 class TokenClaims:
     user_id: str
     org_id: str
+    expires_at: datetime | None = None
 
 
 class TokenSigner:
@@ -93,7 +94,8 @@ class TokenSigner:
         claims = decoded.claims
         if not isinstance(claims.get("sub"), str) or not isinstance(claims.get("org"), str):
             raise Unauthenticated("access token is invalid")
-        return TokenClaims(user_id=claims["sub"], org_id=claims["org"])
+        expires_at = datetime.fromtimestamp(claims["exp"], UTC) if isinstance(claims.get("exp"), int) else None
+        return TokenClaims(user_id=claims["sub"], org_id=claims["org"], expires_at=expires_at)
 
 
 @dataclass(frozen=True)

@@ -17,6 +17,7 @@ from app.billing import quota as billing_quota
 from app.db import AsyncSession, new_id, utcnow
 from app.errors import BadUserInput, Conflict, NotFound, RateLimited, Unauthenticated
 from app.masking import mask_json
+from app.orgs import revocation
 from app.orgs.credentials import (
     AccessToken,
     TokenSigner,
@@ -27,7 +28,9 @@ from app.orgs.credentials import (
     verify_password,
 )
 from app.orgs.models import ApiKey, Organization, Role, User
+from app.orgs.revocation import Revoked
 from app.principal import Principal
+from app.runtime.unit_of_work import after_commit
 
 MIN_PASSWORD_LENGTH = 10
 MAX_PASSWORD_LENGTH = 1024
@@ -183,7 +186,13 @@ async def principal_from_token(session: AsyncSession, signer: TokenSigner, token
     if user is None:
         raise Unauthenticated("access token is invalid")
     return Principal(
-        kind="user", org_id=user.org_id, user_id=user.id, role=user.role, actor_name=user.name, actor_email=user.email
+        kind="user",
+        org_id=user.org_id,
+        user_id=user.id,
+        role=user.role,
+        actor_name=user.name,
+        actor_email=user.email,
+        expires_at=claims.expires_at,
     )
 
 
@@ -329,5 +338,7 @@ async def revoke_api_key(session: AsyncSession, principal: Principal, key_id: st
             metadata={"name": key.name, "prefix": key.prefix},
             source_ip=source_ip,
         )
+        revoked = Revoked(api_key_ids=(key.id,))
+        after_commit(session, lambda runtime: revocation.announce(runtime.broadcaster, revoked))
         await session.commit()
     return key
