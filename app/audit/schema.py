@@ -16,6 +16,7 @@ from app.audit.traces import SpanNode, TraceTree
 from app.info import Info
 from app.masking import CONTENT_FIELDS
 from app.pagination import Connection, build_connection, decode_cursor, page_size, selects_any
+from app.runtime.redis import Gap
 from app.scalars import JSON
 
 if TYPE_CHECKING:
@@ -487,13 +488,21 @@ class AuditSubscription:
         channel = live.trace_channel(principal.org_id, trace_id)
         seen: set[str] = set()
         # subscribe first, then replay: a span written in between arrives through both and is sent once
-        async with ctx.runtime.broadcaster.subscribe(channel) as messages:
+        async with ctx.runtime.broadcaster.subscribe(channel, gaps=True) as messages:
             async with ctx.runtime.db.tenant_session(principal.org_id) as session:
                 tree = await service.load_trace(session, trace_id)
             for node in tree.spans if tree else []:
                 seen.add(node.record.id)
                 yield AuditLog.of(node.record)
             async for message in messages:
+                if isinstance(message, Gap):  # Redis was lost: the spans written meanwhile, from the rows
+                    async with ctx.runtime.db.tenant_session(principal.org_id) as session:
+                        tree = await service.load_trace(session, trace_id)
+                    for node in tree.spans if tree else []:
+                        if node.record.id not in seen:
+                            seen.add(node.record.id)
+                            yield AuditLog.of(node.record)
+                    continue
                 new_ids = [record_id for record_id in live.decode(message) if record_id not in seen]
                 if not new_ids:
                     continue

@@ -189,3 +189,29 @@ async def test_redis_killed_under_load_loses_nothing(stack):
 async def _ready(http, *, worker: bool) -> bool:
     response = await http.get("/readyz")
     return response.status_code == 200 and (not worker or response.json()["checks"].get("worker") == "ok")
+
+
+async def test_trace_spans_written_while_redis_is_down_arrive_after_it_returns(stack):
+    http = stack.http
+    account = await register(http)
+    key, _ = await create_api_key(http, account)
+    ws = await GraphQLWebSocket.connect(stack.base, {"x-api-key": key})
+    assert (await ws.receive())["type"] == "connection_ack"
+    await ws.subscribe("TraceSpans", {"traceId": "t-gap"})
+    await asyncio.sleep(0.3)
+    first = await _log_span(http, key, "before")
+    assert (await ws.receive(5))["payload"]["data"]["traceSpans"]["id"] == first
+    stack.kill_redis()
+    during = await _log_span(http, key, "during")
+    stack.start_redis()
+    message = await ws.receive(20)
+    assert message["payload"]["data"]["traceSpans"]["id"] == during
+    after = await _log_span(http, key, "after")
+    assert (await ws.receive(5))["payload"]["data"]["traceSpans"]["id"] == after
+    await ws.close()
+
+
+async def _log_span(http, key: str, action: str) -> str:
+    result = await gql(http, "LogEvent", {"input": {"action": action, "traceId": "t-gap"}}, api_key=key)
+    assert "errors" not in result, result
+    return result["data"]["logEvent"]["id"]
