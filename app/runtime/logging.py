@@ -12,6 +12,7 @@ from typing import Any
 
 import structlog
 
+from app.errors import unavailable
 from app.settings import Settings
 
 _SECRET_KEYS = frozenset(
@@ -36,6 +37,20 @@ def _drop_secrets(_logger: Any, _name: str, event: dict[str, Any]) -> dict[str, 
     return event
 
 
+def _brief_outages(_logger: Any, _name: str, event: dict[str, Any]) -> dict[str, Any]:
+    """A dependency that is down (PostgreSQL, Redis) is one line, not a traceback per request: during an outage
+    every request would otherwise log several."""
+    exc_info = event.get("exc_info")
+    if exc_info is True:
+        exc_info = sys.exc_info()[1]
+    elif isinstance(exc_info, tuple):
+        exc_info = exc_info[1]
+    if isinstance(exc_info, BaseException) and unavailable(exc_info) is not None:
+        del event["exc_info"]
+        event.setdefault("error", type(exc_info).__name__)
+    return event
+
+
 def configure_logging(settings: Settings) -> None:
     shared: list[Any] = [
         structlog.contextvars.merge_contextvars,
@@ -43,6 +58,7 @@ def configure_logging(settings: Settings) -> None:
         structlog.stdlib.add_logger_name,
         structlog.processors.TimeStamper(fmt="iso", utc=True),
         _drop_secrets,
+        _brief_outages,
     ]
     renderer: Any = (
         structlog.processors.JSONRenderer()
