@@ -26,6 +26,8 @@ from app.webhooks.sender import AttemptResult, Message, WebhookClient, send
 
 log = structlog.get_logger(__name__)
 
+RECORD_EVERY = 0.25  # seconds: how often a batch in flight records the outcomes that came in
+
 
 @dataclass
 class BatchReport:
@@ -68,8 +70,15 @@ async def deliver_due(
         return Outcome(delivery, await send(client, message, settings=settings, now=now))
 
     async def send_and_record() -> list[Outcome]:
-        outcomes = list(await asyncio.gather(*(attempt(*m) for m in messages)))
-        return await _record(db, token, outcomes, settings=settings, now=now)
+        # outcomes are recorded as they come in (every RECORD_EVERY seconds), not once the whole batch has
+        # answered: a worker lost mid-batch then sends again only what had not answered yet
+        pending = {asyncio.ensure_future(attempt(*m)) for m in messages}
+        applied: list[Outcome] = []
+        while pending:
+            done, pending = await asyncio.wait(pending, timeout=RECORD_EVERY)
+            if done:
+                applied += await _record(db, token, [t.result() for t in done], settings=settings, now=now)
+        return applied
 
     # Once requests are out, their outcomes must be recorded: a job cancelled in between (arq's timeout, a
     # worker shutting down) would leave the rows SENDING until the lease expires, and then send them again.
