@@ -65,7 +65,7 @@ async def _missed_alerts(
                 session, query, since=gap.lost_at - GAP_SLACK, after_seq=last_seq, limit=500
             )
         for alert in batch:
-            last_seq = alert.seq
+            last_seq = alert.seq or last_seq  # always set on a stored alert
             read += 1
             if read > MAX_REPLAY:
                 raise SubscriberTooSlowError()

@@ -88,8 +88,8 @@ async def alerts_since(
     while the pub/sub connection was down."""
     stmt = (
         select(Alert)
-        .where(*_alert_conditions(query), Alert.created_at >= since, Alert.seq > after_seq)
-        .order_by(Alert.seq)
+        .where(*_alert_conditions(query), col(Alert.created_at) >= since, col(Alert.seq) > after_seq)
+        .order_by(col(Alert.seq))
         .limit(limit)
     )
     return list((await session.exec(stmt)).all())

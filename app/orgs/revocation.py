@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import orjson
 import sqlalchemy as sa
 import structlog
-from sqlmodel import select
+from sqlmodel import col, select
 
 from app.db import AsyncSession
 from app.orgs.models import ApiKey, User
@@ -61,11 +61,13 @@ async def no_longer_valid(session: AsyncSession, principals: Iterable[Principal]
     active_keys: set[str] = set()
     present_users: set[tuple[str, str]] = set()
     if key_ids:
-        keys = await session.exec(select(ApiKey.id).where(ApiKey.id.in_(key_ids), ApiKey.revoked_at.is_(None)))
+        keys = await session.exec(
+            select(ApiKey.id).where(col(ApiKey.id).in_(key_ids), col(ApiKey.revoked_at).is_(None))
+        )
         active_keys = set(keys.all())
     if user_ids:
-        pairs = sa.tuple_(User.id, User.org_id).in_(list(user_ids))
-        rows = await session.execute(sa.select(User.id, User.org_id).where(pairs))
+        pairs = sa.tuple_(col(User.id), col(User.org_id)).in_(list(user_ids))
+        rows = await session.execute(sa.select(col(User.id), col(User.org_id)).where(pairs))
         present_users = {(r.id, r.org_id) for r in rows}
     return Revoked(
         api_key_ids=tuple(sorted(key_ids - active_keys)),
