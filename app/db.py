@@ -82,7 +82,7 @@ def within(column: Any, start: datetime | None, end: datetime | None) -> list[An
     return conditions
 
 
-class UTCDateTime(sa.types.TypeDecorator):
+class UTCDateTime(sa.types.TypeDecorator[datetime]):
     """timestamptz read as an aware UTC datetime, always. asyncpg reads PostgreSQL's -infinity and infinity as
     naive datetime.min and datetime.max; a legacy row holding one would otherwise break every comparison with
     aware values (sealing, rollups, the API's formatting)."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Histogram
 from prometheus_client.core import GaugeMetricFamily
@@ -32,7 +33,7 @@ class PoolCollector(Collector):
     """Reads the SQLAlchemy pool at scrape time, so nothing has to update a gauge on every checkout."""
 
     def __init__(self) -> None:
-        self.pools: list = []
+        self.pools: list[Any] = []
 
     def collect(self) -> Iterator[GaugeMetricFamily]:
         size = GaugeMetricFamily("agentrail_db_pool_size", "Configured DB pool size")

@@ -183,7 +183,9 @@ class UpdateWebhookEndpointInput:
 _ATTEMPTS = frozenset({"attempts"})
 
 
-async def _page(info: Info, filter: WebhookDeliveryFilter | None, first: int | None, after: str | None):
+async def _page(
+    info: Info, filter: WebhookDeliveryFilter | None, first: int | None, after: str | None
+) -> WebhookDeliveryConnection:
     query = (filter or WebhookDeliveryFilter()).to_query()
     limit = page_size(first)
     cursor = decode_cursor(after, (datetime, str))
