@@ -1,4 +1,4 @@
-"""`agentrail serve | worker | migrate | print-schema`."""
+"""`agentrail serve | worker | migrate | seal | verify | print-schema | permissions`."""
 
 from __future__ import annotations
 
@@ -314,6 +314,13 @@ def cmd_print_schema(_args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_permissions(_args: argparse.Namespace) -> int:
+    from app.api.permissions import matrix
+
+    sys.stdout.write(matrix())
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="agentrail", description="Agentrail: audit trail for AI agents")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -351,6 +358,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     schema = sub.add_parser("print-schema", help="print the GraphQL SDL")
     schema.set_defaults(func=cmd_print_schema)
+
+    permissions = sub.add_parser("permissions", help="print the permission matrix (Markdown) from the declarations")
+    permissions.set_defaults(func=cmd_permissions)
     return parser
 
 

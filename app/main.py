@@ -31,6 +31,7 @@ import app.models  # noqa: F401  every table known before the first session, so 
 from app.activity.service import REQUEST_ORIGIN
 from app.api.context import Context
 from app.api.open_connections import ClosesWhenCredentialEnds, OpenConnections, watch_credentials
+from app.api.permissions import guard_routes
 from app.api.rest import JSONResponse, error_response
 from app.api.schema import build_schema
 from app.api.shared_subscriptions import SharedSubscriptions, SharingTransportWSHandler
@@ -332,7 +333,8 @@ def create_app(settings: Settings, *, runtime: Runtime | None = None, urls: tupl
         Route("/metrics", metrics),
         *domain_routes(),
     ]
-    app = Starlette(routes=routes, lifespan=lifespan, exception_handlers={AppError: _app_error_handler})
+    # every route checks its declaration before its body; a route without one fails the app build
+    app = Starlette(routes=guard_routes(routes), lifespan=lifespan, exception_handlers={AppError: _app_error_handler})
     app.state.graphql = graphql_app
     app.state.open_connections = OpenConnections()  # closed when their credential ends (app/api/open_connections.py)
     app.add_middleware(BillingMiddleware, settings=settings)  # per-request plan settings, X-RateLimit-* headers

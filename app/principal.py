@@ -4,9 +4,23 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
+from enum import StrEnum
 from typing import Literal
 
-from app.errors import Forbidden
+
+class Role(StrEnum):
+    """A user's role in the organisation, highest first: the order ranks them (app/permissions.py)."""
+
+    OWNER = "owner"
+    ADMIN = "admin"
+    MEMBER = "member"
+
+
+class Scope(StrEnum):
+    """What an API key is for (app/permissions.py). Keys have no scopes of their own yet: each holds all."""
+
+    INGEST = "ingest"  # write audit records and spans
+    READ = "read"  # read the organisation's data
 
 
 @dataclass(frozen=True)
@@ -21,6 +35,7 @@ class Principal:
     actor_email: str | None = None
     # a user token's expiry: open subscriptions are closed when it passes
     expires_at: datetime | None = None
+    scopes: frozenset[Scope] = frozenset(Scope)  # API keys only
 
     @property
     def actor_id(self) -> str:
@@ -29,12 +44,3 @@ class Principal:
     @property
     def is_user(self) -> bool:
         return self.kind == "user"
-
-    def require_user(self, action: str) -> None:
-        if not self.is_user:
-            raise Forbidden(f"an API key cannot {action}; sign in as a user")
-
-    def require_role(self, action: str, *roles: str) -> None:
-        self.require_user(action)
-        if self.role not in roles:
-            raise Forbidden(f"only {' or '.join(roles)} may {action}")

@@ -94,7 +94,6 @@ class ActivityQuery:
         first: Annotated[int | None, strawberry.argument(description="Page size, at most 500.")] = None,
         after: Annotated[str | None, strawberry.argument(description="Cursor of the previous page.")] = None,
     ) -> ActivityEventConnection:
-        await info.context.user()
         limit = page_size(first)
         cursor = decode_cursor(after, (datetime, str))
         query = (filter or ActivityFilter()).to_query()

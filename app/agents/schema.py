@@ -193,7 +193,6 @@ class AgentsQuery:
         first: Annotated[int | None, strawberry.argument(description="Page size, at most 500.")] = None,
         after: Annotated[str | None, strawberry.argument(description="Cursor of the previous page.")] = None,
     ) -> AgentConnection:
-        await info.context.principal()
         filter = filter or AgentFilter()
         limit = page_size(first)
         cursor = decode_cursor(after, (datetime, str))
@@ -233,7 +232,6 @@ class AgentsQuery:
     async def agent(
         self, info: Info, id: Annotated[strawberry.ID, strawberry.argument(description="Agent id.")]
     ) -> Agent | None:
-        await info.context.principal()
         agent = await service.find_agent(await info.context.db(), str(id), include_deleted=True)
         return Agent.from_model(agent) if agent else None
 

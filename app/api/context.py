@@ -140,10 +140,10 @@ class OperationScope:
     async def principal(self) -> Principal:
         raise NotImplementedError
 
-    async def user(self) -> Principal:
-        principal = await self.principal()
-        principal.require_user("do this")
-        return principal
+    async def caller(self) -> Principal | None:
+        """What the root fields' permission declarations check (app/api/permissions.py): the principal, or
+        None when nobody signed in."""
+        return await self.principal()
 
     # --- database -------------------------------------------------------------------------------
     async def db(self) -> AsyncSession:
@@ -209,14 +209,19 @@ class Context(OperationScope):
             return {str(k).lower(): str(v) for k, v in self.connection_params.items() if isinstance(v, str)}
         return {k.lower(): v for k, v in self.connection.headers.items()}
 
-    async def principal(self) -> Principal:
-        """The authenticated caller; UNAUTHENTICATED when there is none or the credential is bad."""
+    async def caller(self) -> Principal | None:
+        """The authenticated caller, None without credentials; UNAUTHENTICATED when the credential is bad."""
         if not self._authenticated:
             self._principal = await authenticate(self._credentials_source(), runtime=self.runtime, signer=self.signer)
             self._authenticated = True
-        if self._principal is None:
-            raise Unauthenticated("authentication required: send `Authorization: Bearer <token>` or `X-API-Key`")
         return self._principal
+
+    async def principal(self) -> Principal:
+        """The authenticated caller; UNAUTHENTICATED when there is none or the credential is bad."""
+        principal = await self.caller()
+        if principal is None:
+            raise Unauthenticated("authentication required: send `Authorization: Bearer <token>` or `X-API-Key`")
+        return principal
 
 
 class OrganizationContext(OperationScope):

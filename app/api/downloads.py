@@ -7,7 +7,7 @@ from collections.abc import Awaitable, Callable
 from starlette.requests import Request
 from starlette.responses import Response
 
-from app.api.rest import error_response, require_principal, stored_file_response
+from app.api.rest import error_response, principal_of, stored_file_response
 from app.errors import AppError, Forbidden, NotFound
 from app.principal import Principal
 from app.runtime.resources import Runtime
@@ -32,7 +32,7 @@ async def download(request: Request, resource_id: str, file_of: FileOf) -> Respo
             assert org_id is not None
             principal = None
         else:
-            principal = await require_principal(request)
+            principal = principal_of(request)
             org_id = principal.org_id
         file_id = await file_of(runtime, org_id, principal, resource_id)
         file = await runtime.files.get(org_id, file_id) if file_id else None

@@ -1,4 +1,4 @@
-"""Shared pieces of the REST routes: JSON responses, `{"error", "status"}` errors, authentication."""
+"""Shared pieces of the REST routes: JSON responses, `{"error", "status"}` errors, the authorised caller."""
 
 from __future__ import annotations
 
@@ -8,7 +8,6 @@ import orjson
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 
-from app.api.auth import authenticate
 from app.errors import AppError, Unauthenticated
 from app.files.models import StoredFile
 from app.files.store import FileStore
@@ -30,10 +29,9 @@ def error_response(error: AppError) -> JSONResponse:
     return JSONResponse(body, status_code=error.http_status, headers=headers)
 
 
-async def require_principal(request: Request) -> Principal:
-    state = request.app.state
-    headers = {k.lower(): v for k, v in request.headers.items()}
-    principal = await authenticate(headers, runtime=state.runtime, signer=state.signer)
+def principal_of(request: Request) -> Principal:
+    """The caller, already authorised by the route's declaration (app/api/permissions.py)."""
+    principal: Principal | None = getattr(request.state, "principal", None)
     if principal is None:
         raise Unauthenticated("authentication required: send `X-API-Key` or `Authorization: Bearer …`")
     return principal

@@ -27,6 +27,7 @@ from app.alerts.schema import AlertsMutation, AlertsQuery, AlertsSubscription
 from app.api.context import commit_mutations
 from app.api.errors import DocumentCache, ErrorCodes
 from app.api.execution import FastLeafExecutionContext
+from app.api.permissions import guard_root_types
 from app.audit.schema import AuditMutation, AuditQuery, AuditSubscription
 from app.billing.schema import BillingMutation, BillingQuery
 from app.compliance.schema import ComplianceMutation, ComplianceQuery
@@ -88,6 +89,11 @@ class SubscriptionOverHTTP(InvalidOperationTypeError):
 
     def as_http_error_reason(self, method: str) -> str:
         return "subscriptions are served over WebSocket (graphql-transport-ws at /graphql), not over HTTP"
+
+
+# every root field checks its domain's declaration (app/<domain>/auth.py) before its resolver; a root field
+# without one fails here, at import, before any schema is built
+guard_root_types(Query=Query, Mutation=Mutation, Subscription=Subscription)
 
 
 class AgentrailSchema(strawberry.Schema):

@@ -422,7 +422,6 @@ class AuditQuery:
         from_: Annotated[datetime | None, strawberry.argument(name="from", description="Records from.")] = None,
         to: Annotated[datetime | None, strawberry.argument(description="Records before.")] = None,
     ) -> VerificationResult:
-        await info.context.principal()
         outcome = await sealing.verify(
             await info.context.db(), info.context.runtime.secret_key, occurred_from=from_, occurred_to=to
         )

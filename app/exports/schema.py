@@ -15,6 +15,7 @@ from app.exports import service
 from app.exports.models import ExportJob as JobRow
 from app.info import Info
 from app.pagination import Connection, build_connection, decode_cursor, page_size
+from app.principal import Principal
 
 
 @strawberry.enum(description="What an export contains.")
@@ -63,7 +64,7 @@ class ExportJob:
     requested_by: Actor = strawberry.field(description="The user or API key that asked for it.")
 
     @classmethod
-    def of(cls, info: Info, job: JobRow) -> ExportJob:
+    def of(cls, info: Info, job: JobRow, reader: Principal) -> ExportJob:
         return cls(
             id=strawberry.ID(job.id),
             dataset=ExportDataset(job.dataset),
@@ -72,7 +73,7 @@ class ExportJob:
             row_count=job.row_count,
             progress=job.progress,
             size_bytes=job.size_bytes,
-            download_url=service.download_url(info.context.runtime, job),
+            download_url=service.download_url(info.context.runtime, job, reader),
             expires_at=job.expires_at,
             error=job.error,
             created_at=job.created_at,
@@ -139,7 +140,10 @@ class ExportsQuery:
             after=tuple(cursor) if cursor else None,
         )
         return build_connection(
-            rows, limit=limit, to_node=lambda job: ExportJob.of(info, job), sort_key=lambda j: (j.created_at, j.id)
+            rows,
+            limit=limit,
+            to_node=lambda job: ExportJob.of(info, job, principal),
+            sort_key=lambda j: (j.created_at, j.id),
         )
 
     @strawberry.field(description="One export job; null when it does not exist in your organisation.")
@@ -148,7 +152,7 @@ class ExportsQuery:
     ) -> ExportJob | None:
         principal = await info.context.principal()
         job = await service.find_job(await info.context.db(), principal, str(id))
-        return ExportJob.of(info, job) if job else None
+        return ExportJob.of(info, job, principal) if job else None
 
 
 @strawberry.type
@@ -165,7 +169,7 @@ class ExportsMutation:
         job = await service.create_job(
             info.context.runtime, await info.context.db(), principal, input.dataset.value, input.format.value, query
         )
-        return ExportJob.of(info, job)
+        return ExportJob.of(info, job, principal)
 
     @strawberry.mutation(
         description="Stop a PENDING or RUNNING export and delete what it wrote; CONFLICT when it has already "
@@ -176,4 +180,4 @@ class ExportsMutation:
     ) -> ExportJob:
         principal = await info.context.principal()
         job = await service.cancel_job(info.context.runtime, await info.context.db(), principal, str(id))
-        return ExportJob.of(info, job)
+        return ExportJob.of(info, job, principal)

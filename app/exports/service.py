@@ -22,7 +22,8 @@ from sqlmodel import col, select
 
 from app.activity.service import record_activity
 from app.db import AsyncSession, Database, iso, new_id, utcnow
-from app.errors import BadUserInput, Conflict, NotFound
+from app.errors import BadUserInput, Conflict, Forbidden, NotFound
+from app.exports import auth
 from app.exports.datasets import DATASETS, Dataset, query_to_json
 from app.exports.formats import FILE_TYPES
 from app.exports.models import ExportJob
@@ -47,9 +48,12 @@ def status_path(job_id: str) -> str:
     return f"/api/v1/exports/{job_id}"
 
 
-def download_url(runtime: Runtime, job: ExportJob) -> str | None:
-    """A fresh signed link while the job is READY and its file has not expired; None otherwise."""
+def download_url(runtime: Runtime, job: ExportJob, reader: Principal | None) -> str | None:
+    """A fresh signed link while the job is READY and its file has not expired, for a reader who may have the
+    file (app/exports/auth.py; None: the requester's own update channel); None otherwise."""
     if job.status != READY or job.expires_at is None or job.expires_at <= utcnow():
+        return None
+    if not auth.FILE.may_act_on(reader, job.requested_by_id):
         return None
     return signed_download_url(
         runtime.settings, runtime.secret_key, download_path(job.id), job.org_id, not_after=job.expires_at
@@ -68,8 +72,8 @@ def check_request(principal: Principal, dataset_name: str, fmt: str, query: Any)
     dataset = DATASETS.get(dataset_name)
     if dataset is None:
         raise BadUserInput(f"dataset must be one of {', '.join(DATASETS)}", field="dataset")
-    if dataset.users_only:
-        principal.require_user("export the activity trail")
+    if dataset.users_only and not principal.is_user:
+        raise Forbidden(f"an API key cannot export the {dataset.name} data set; sign in as a user")
     if fmt not in FILE_TYPES:
         raise BadUserInput(f"format must be one of {', '.join(FILE_TYPES)}", field="format")
     if not isinstance(query, dataset.query_type):
@@ -155,10 +159,12 @@ async def file_of(runtime: Runtime, org_id: str, principal: Principal | None, jo
     credentials, only an export the caller may see (`find_job`); with a signed link, any."""
     async with runtime.db.tenant_session(org_id) as session:
         job = await find_job(session, principal, job_id) if principal else await session.get(ExportJob, job_id)
-    return job.file_id if job is not None and job.status == READY else None
+    if job is None or job.status != READY or not auth.FILE.may_act_on(principal, job.requested_by_id):
+        return None
+    return job.file_id
 
 
-def job_to_json(runtime: Runtime, job: ExportJob) -> dict[str, Any]:
+def job_to_json(runtime: Runtime, job: ExportJob, reader: Principal) -> dict[str, Any]:
     """The job as the REST endpoints show it."""
     return {
         "id": job.id,
@@ -172,7 +178,7 @@ def job_to_json(runtime: Runtime, job: ExportJob) -> dict[str, Any]:
         "completedAt": iso(job.completed_at),
         "expiresAt": iso(job.expires_at),
         "error": job.error,
-        "downloadUrl": download_url(runtime, job),
+        "downloadUrl": download_url(runtime, job, reader),
         "links": {"self": status_path(job.id), "download": download_path(job.id)},
     }
 
@@ -184,6 +190,7 @@ async def cancel_job(runtime: Runtime, session: AsyncSession, principal: Princip
     job = (await session.exec(select(ExportJob).where(ExportJob.id == job_id).with_for_update())).first()
     if job is None or not visible_to(principal, job):
         raise NotFound("export job not found", id=job_id)
+    auth.CANCEL.require_owner_or_role(principal, job.requested_by_id)
     if job.status not in ACTIVE:
         raise Conflict(f"the export is already {job.status}; only PENDING or RUNNING exports can be cancelled")
     job.status = CANCELLED
@@ -223,7 +230,7 @@ async def publish(runtime: Runtime, job: ExportJob) -> None:
             status=job.status,
             progress=job.progress,
             row_count=job.row_count,
-            download_url=download_url(runtime, job),
+            download_url=download_url(runtime, job, None),  # published to the requester only
             error=job.error,
         ),
     )

@@ -101,7 +101,6 @@ class MetricsQuery:
         ] = None,
         filter: Annotated[MetricFilter | None, strawberry.argument(description="Which records count.")] = None,
     ) -> list[MetricBucket]:
-        await info.context.principal()
         f = filter or MetricFilter()
         query = service.MetricsQuery(
             start=from_,

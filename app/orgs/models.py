@@ -3,19 +3,13 @@
 from __future__ import annotations
 
 from datetime import datetime
-from enum import StrEnum
 from typing import Any
 
 import sqlalchemy as sa
 from sqlmodel import Field, SQLModel
 
 from app.db import TenantScoped, json_column, optional_timestamp_column, timestamp_column
-
-
-class Role(StrEnum):
-    OWNER = "owner"
-    ADMIN = "admin"
-    MEMBER = "member"
+from app.principal import Role
 
 
 class Organization(SQLModel, table=True):

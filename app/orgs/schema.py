@@ -133,7 +133,6 @@ class OrgsQuery:
         after: Annotated[str | None, strawberry.argument(description="Cursor of the previous page.")] = None,
         include_revoked: Annotated[bool, strawberry.argument(description="Include revoked keys.")] = True,
     ) -> ApiKeyConnection:
-        await info.context.user()
         limit = page_size(first)
         cursor = decode_cursor(after, (datetime, str))
         rows = await service.list_api_keys(
@@ -218,7 +217,7 @@ class OrgsMutation:
         info: RequestInfo,
         input: Annotated[UpdateProfileInput, strawberry.argument(description="Fields to change.")],
     ) -> User:
-        principal = await info.context.user()
+        principal = await info.context.principal()
         user = await service.update_profile(
             await info.context.db(),
             principal,

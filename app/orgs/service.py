@@ -17,7 +17,7 @@ from app.billing import quota as billing_quota
 from app.db import AsyncSession, new_id, utcnow
 from app.errors import BadUserInput, Conflict, NotFound, RateLimited, Unauthenticated
 from app.masking import mask_json
-from app.orgs import revocation
+from app.orgs import auth, revocation
 from app.orgs.credentials import (
     AccessToken,
     TokenSigner,
@@ -244,7 +244,6 @@ async def update_profile(
     notification_preferences: dict[str, Any] | None,
     source_ip: str | None,
 ) -> User:
-    principal.require_user("update a profile")
     user = await get_user(session, principal.user_id or "")
     changed: list[str] = []
     if name is not None:
@@ -274,7 +273,6 @@ async def create_api_key(
     session: AsyncSession, principal: Principal, *, name: str, source_ip: str | None
 ) -> tuple[ApiKey, str]:
     """Returns the key and its secret; the secret is never stored and never shown again."""
-    principal.require_user("create API keys")
     name = _check_name(name, "name")
     # the plan's limit on active keys (QUOTA_EXCEEDED); counted under a per-organisation lock until the commit
     await billing_quota.require_capacity(
@@ -322,11 +320,11 @@ async def list_api_keys(
 
 
 async def revoke_api_key(session: AsyncSession, principal: Principal, key_id: str, *, source_ip: str | None) -> ApiKey:
-    principal.require_user("revoke API keys")
     key = await session.get(ApiKey, key_id)
     # the session is tenant-scoped (app/db.py): another organisation's key is simply not found
     if key is None:
         raise NotFound("API key not found", id=key_id)
+    auth.REVOKE_API_KEY.require_owner_or_role(principal, key.created_by)
     if key.revoked_at is None:
         key.revoked_at = utcnow()
         record_activity(

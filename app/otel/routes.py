@@ -14,7 +14,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from app.api.rest import require_principal
+from app.api.rest import principal_of
 from app.errors import AppError, RateLimited, unavailable
 from app.otel import decode
 from app.otel import service as otel
@@ -64,18 +64,22 @@ def _failure(exc: Exception, encoding: str, request: Request) -> Response:
     return _error(500, f"internal error (request id {request_id})", encoding, code="INTERNAL")
 
 
+def _client_encoding(request: Request) -> str:
+    # error bodies before the content type is checked: protobuf if that is what the client speaks
+    return decode.PROTOBUF if "protobuf" in (request.headers.get("content-type") or "") else decode.JSON
+
+
 async def export_traces(request: Request) -> Response:
     runtime = request.app.state.runtime
     settings = runtime.settings
     header = request.headers.get("content-type")
-    # error bodies before the content type is checked: protobuf if that is what the client speaks
-    encoding = decode.PROTOBUF if "protobuf" in (header or "") else decode.JSON
+    encoding = _client_encoding(request)
     if _InFlight.count >= settings.db_pool_size + settings.db_max_overflow:
         return _error(503, "too many exports in progress; retry later", encoding, retry_after=OVERLOAD_RETRY_AFTER)
     _InFlight.count += 1
     try:
         try:
-            principal = await require_principal(request)
+            principal = principal_of(request)
             encoding = decode.content_type(header)
         except Exception as exc:
             return _failure(exc, encoding, request)
@@ -106,5 +110,10 @@ async def export_traces(request: Request) -> Response:
         return _error(400, outcome.error_message(), encoding, code="BAD_USER_INPUT")
     return _respond(decode.export_response(outcome.rejected, outcome.error_message(), encoding))
 
+
+# refusals of the route's permission declaration (app/otel/auth.py) are OTLP answers too
+export_traces.render_error = lambda request, error: _failure(  # type: ignore[attr-defined]
+    error, _client_encoding(request), request
+)
 
 routes = [Route("/v1/traces", export_traces, methods=["POST"])]

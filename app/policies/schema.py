@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 import strawberry
 
 from app.compliance.schema import RecordField, RuleAction, RuleKind, Severity
-from app.errors import AppError
+from app.errors import NotFound
 from app.info import Info, RequestInfo
 from app.metrics import policies as policy_analytics
 from app.pagination import Connection, build_connection, decode_cursor, page_size
@@ -143,7 +143,7 @@ class Policy:
     ) -> PolicyVersion | None:
         try:
             return PolicyVersion.of(await service.get_version(await info.context.db(), self.row.id, number))
-        except AppError:
+        except NotFound:
             return None
 
     @strawberry.field(description="All versions, newest first.")
@@ -311,7 +311,7 @@ class PoliciesQuery:
     ) -> Policy | None:
         try:
             return Policy.of(await service.get_policy(await info.context.db(), str(id)))
-        except AppError:
+        except NotFound:
             return None
 
 

@@ -13,9 +13,7 @@ from app.runtime.resources import Runtime
 
 
 async def _file_of(runtime: Runtime, org_id: str, principal: Principal | None, report_id: str) -> str | None:
-    if principal is not None and not principal.is_user:
-        return None  # reports are for users: an API key finds none, as in GraphQL
-    return await service.file_of(runtime.db, org_id, report_id)
+    return await service.file_of(runtime.db, org_id, principal, report_id)
 
 
 async def download_report(request: Request) -> Response:

@@ -8,10 +8,10 @@ from typing import Annotated, cast
 
 import strawberry
 
-from app.errors import AppError
+from app.errors import NotFound
 from app.info import Info, RequestInfo
 from app.pagination import Connection, build_connection, decode_cursor, page_size
-from app.reports import models, service
+from app.reports import auth, models, service
 from app.scalars import JSON
 
 
@@ -72,9 +72,14 @@ class Report:
     error: str | None = strawberry.field(description="Why the build failed (FAILED reports).")
     requested_by: str = strawberry.field(description="The user who asked for it (user id).")
 
-    @strawberry.field(description="Signed link to the file, valid for a while from this read; only when READY.")
-    def download_url(self, info: Info) -> str | None:
+    @strawberry.field(
+        description="Signed link to the file, valid for a while from this read; only when READY, and only for "
+        "the requester, owners and admins."
+    )
+    async def download_url(self, info: Info) -> str | None:
         runtime = info.context.runtime
+        if not auth.FILE.may_act_on(await info.context.principal(), self.row.requested_by):
+            return None
         return service.download_url(runtime.settings, runtime.secret_key, self.row)
 
     @classmethod
@@ -128,7 +133,6 @@ class ReportsQuery:
         first: Annotated[int | None, strawberry.argument(description="Page size, at most 500.")] = None,
         after: Annotated[str | None, strawberry.argument(description="Cursor of the previous page.")] = None,
     ) -> ReportConnection:
-        await info.context.user()
         limit = page_size(first)
         cursor = decode_cursor(after, (datetime, str))
         f = filter or ReportFilter()
@@ -145,10 +149,9 @@ class ReportsQuery:
     async def report(
         self, info: Info, id: Annotated[strawberry.ID, strawberry.argument(description="Report id.")]
     ) -> Report | None:
-        await info.context.user()
         try:
             return Report.of(await service.get_report(await info.context.db(), str(id)))
-        except AppError:
+        except NotFound:
             return None
 
 

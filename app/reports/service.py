@@ -26,7 +26,7 @@ from app.errors import AppError, BadUserInput, NotFound
 from app.jobs.service import JobUpdate, lock_claimable, publish_job_update, signed_download_url
 from app.orgs import service as orgs
 from app.principal import Principal
-from app.reports import data, render
+from app.reports import auth, data, render
 from app.reports.models import Report
 from app.runtime import unit_of_work
 from app.settings import Settings
@@ -75,7 +75,6 @@ async def request_report(
 ) -> Report:
     """Validates everything first (nothing is written on a rejection), then adds the PENDING row and its
     activity event in one transaction. The caller queues the build (`enqueue_build`) after this returns."""
-    principal.require_user("request reports")
     if type not in data.TYPES:
         raise BadUserInput(f"type must be one of {', '.join(data.TYPES)}", field="type")
     if format not in FORMATS:
@@ -175,10 +174,8 @@ async def delete_report(
     session: AsyncSession, principal: Principal, files: Any, report_id: str, *, source_ip: str | None = None
 ) -> str:
     """Removes the report and its file. The requester, owners and admins."""
-    principal.require_user("delete reports")
     report = await get_report(session, report_id)
-    if report.requested_by != principal.actor_id:
-        principal.require_role("delete another person's report", "owner", "admin")
+    auth.DELETE.require_owner_or_role(principal, report.requested_by)
     await session.delete(report)
     record_activity(
         session,
@@ -206,11 +203,16 @@ def download_url(settings: Settings, secret_key: str, report: Report, now: datet
     )
 
 
-async def file_of(db: Database, org_id: str, report_id: str) -> str | None:
-    """The stored file of a READY report of this organisation (another organisation's id finds nothing)."""
+async def file_of(db: Database, org_id: str, principal: Principal | None, report_id: str) -> str | None:
+    """The stored file of a READY report of this organisation (another organisation's id finds nothing), when
+    the caller may have it (app/reports/auth.py; None: a signed link, whose holder may)."""
+    if principal is not None and not principal.is_user:
+        return None  # reports are for users: an API key finds none, as in GraphQL
     async with db.tenant_session(org_id) as session:
         report = await session.get(Report, report_id)
-    return report.file_id if report is not None and report.status == "READY" else None
+    if report is None or report.status != "READY" or not auth.FILE.may_act_on(principal, report.requested_by):
+        return None
+    return report.file_id
 
 
 # --- the build ---------------------------------------------------------------------------------

@@ -1,0 +1,22 @@
+"""Who may call the audit domain's operations (see app/permissions.py)."""
+
+from app.permissions import Permissions, Scope, anyone
+
+READ = anyone("read audit records")
+WRITE = anyone("write audit records", scope=Scope.INGEST)
+
+PERMISSIONS = Permissions(
+    "audit",
+    {
+        "Query.auditLogs": READ,
+        "Query.auditLog": READ,
+        "Query.trace": READ,
+        "Query.traces": READ,
+        "Query.verifyAuditTrail": anyone("verify the audit trail"),
+        "Mutation.logEvent": WRITE,
+        "Mutation.logEvents": WRITE,
+        "Subscription.traceSpans": READ,
+        "POST /api/v1/audit-logs": WRITE,
+        "POST /api/v1/audit-logs/batch": WRITE,
+    },
+)
