@@ -55,7 +55,7 @@ class Access:
             if not self.users:
                 raise Forbidden(f"a user cannot {self.action}; use an API key")
             if self.role is not None and not at_least(principal, self.role):
-                raise Forbidden(f"only {_roles_from(self.role)} may {self.action}")
+                raise Forbidden(f"only {roles_from(self.role)} may {self.action}")
         else:
             if self.api_keys is None:
                 raise Forbidden(f"an API key cannot {self.action}; sign in as a user")
@@ -74,22 +74,11 @@ class Access:
         """FORBIDDEN unless `may_act_on`: called by the service once it has loaded the thing (after NOT_FOUND)."""
         if not self.may_act_on(principal, owner_id):
             assert self.others is not None
-            raise Forbidden(f"only {_roles_from(self.others)} may {self.action} that someone else owns")
-
-    def callers(self) -> str:
-        """The matrix's description of who may call."""
-        if self.public:
-            return "public (no credentials)"
-        parts = []
-        if self.users:
-            parts.append("users" if self.role is None else f"users ({_roles_from(self.role)})")
-        if self.api_keys is not None:
-            parts.append(f"API keys ({self.api_keys.value})")
-        text = ", ".join(parts)
-        return f"{text}; or a signed link" if self.signed_link else text
+            raise Forbidden(f"only {roles_from(self.others)} may {self.action} that someone else owns")
 
 
-def _roles_from(role: Role) -> str:
+def roles_from(role: Role) -> str:
+    """The roles from `role` up, in words: "owner or admin"."""
     roles = [r.value for r in Role if _RANK[r] >= _RANK[role]]
     return roles[0] if len(roles) == 1 else f"{', '.join(roles[:-1])} or {roles[-1]}"
 

@@ -31,7 +31,7 @@ from app.jobs import auth as jobs
 from app.metrics import auth as metrics
 from app.orgs import auth as orgs
 from app.otel import auth as otel
-from app.permissions import Access, Permissions, public
+from app.permissions import Access, Permissions, public, roles_from
 from app.policies import auth as policies
 from app.principal import Principal
 from app.reports import auth as reports
@@ -191,16 +191,28 @@ def _guarded(endpoint: Callable[[Request], Awaitable[Response]], access: Access)
 def matrix() -> str:
     """The README's permission matrix, in Markdown (`agentrail permissions`)."""
     lines = [
-        "| operation | domain | who may call | acting on another's | notes |",
-        "| --- | --- | --- | --- | --- |",
+        "| operation | domain | users | API keys | on what another person owns | notes |",
+        "| --- | --- | --- | --- | --- | --- |",
     ]
     for name, (domain, access) in sorted(declarations().items(), key=lambda item: _sort_key(item[0])):
-        others = f"{access.others.value} and above" if access.others else ""
-        lines.append(f"| `{name}` | {domain} | {access.callers()} | {others} | {access.note} |")
+        lines.append(f"| `{name}` | {domain} | {' | '.join(_cells(access))} | {access.note} |")
     return "\n".join(lines) + "\n"
+
+
+def _cells(access: Access) -> tuple[str, str, str]:
+    """Users (the roles that may call), API keys (the scope they need), acting on another's (the roles)."""
+    if access.public:
+        return "public", "public", ""
+    users = (roles_from(access.role) if access.role else "any role") if access.users else "no"
+    keys = access.api_keys.value if access.api_keys is not None else "no"
+    if access.signed_link:
+        users, keys = f"{users}; signed link", f"{keys}; signed link"
+    return users, keys, roles_from(access.others) if access.others else ""
 
 
 def _sort_key(name: str) -> tuple[int, str]:
     order = {"Query": 0, "Mutation": 1, "Subscription": 2}
-    head = name.split(".", 1)[0] if _is_graphql(name) else ""
-    return (order.get(head, 3), name if head else name.split(" ", 1)[1] + name.split(" ", 1)[0])
+    if _is_graphql(name):
+        return order[name.split(".", 1)[0]], name
+    method, path = name.split(" ", 1)
+    return 3, f"{path} {method}"
