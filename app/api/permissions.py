@@ -138,7 +138,7 @@ def guard_of(field: Any) -> Guard | None:
 
 
 # --- REST ---------------------------------------------------------------------------------------------
-ErrorRenderer = Callable[[Request, AppError], Response]
+ErrorRenderer = Callable[[Request, Exception], Response]
 
 
 def route_names(route: BaseRoute) -> list[str]:
@@ -165,9 +165,18 @@ def guard_routes(routes: list[BaseRoute]) -> list[BaseRoute]:
     return guarded
 
 
+def _json_error(_request: Request, error: Exception) -> Response:
+    assert isinstance(error, AppError)
+    return error_response(error)
+
+
 def _guarded(endpoint: Callable[[Request], Awaitable[Response]], access: Access) -> Callable[..., Any]:
-    # a route whose errors have a wire format of their own (OTLP) says how to render them
-    render: ErrorRenderer = getattr(endpoint, "render_error", None) or (lambda _request, error: error_response(error))
+    # A route whose errors have a wire format of their own (OTLP) says how to render them, whatever they are
+    # (a database that cannot be reached while authenticating too); elsewhere AppErrors are answered here and
+    # the rest is the app's.
+    own: ErrorRenderer | None = getattr(endpoint, "render_error", None)
+    render: ErrorRenderer = own or _json_error
+    caught = Exception if own else AppError
 
     async def endpoint_with_access(request: Request) -> Response:
         principal: Principal | None = None
@@ -176,7 +185,7 @@ def _guarded(endpoint: Callable[[Request], Awaitable[Response]], access: Access)
                 state = request.app.state
                 headers = {k.lower(): v for k, v in request.headers.items()}
                 principal = access.authorize(await authenticate(headers, runtime=state.runtime, signer=state.signer))
-            except AppError as error:
+            except caught as error:
                 return render(request, error)
         request.state.principal = principal
         return await endpoint(request)
