@@ -167,3 +167,25 @@ def agentrail_command() -> list[str]:
 
     script = Path(sys.executable).with_name("agentrail")
     return [str(script)] if script.exists() else [sys.executable, "-m", "app.cli"]
+
+
+async def add_user(runtime: Any, settings: Any, account: Account, role: str) -> tuple[str, str]:
+    """A user of `role` in the account's organisation (there is no invitation yet); returns (user id, token)."""
+    from datetime import timedelta
+
+    import sqlalchemy as sa
+
+    from app.db import new_id
+    from app.orgs.credentials import TokenSigner
+
+    user_id = new_id("usr")
+    async with runtime.db.engine.begin() as conn:
+        await conn.execute(
+            sa.text(
+                "INSERT INTO users (id, org_id, email, name, password_hash, role, notification_preferences, "
+                "created_at, updated_at) VALUES (:id, :org, :email, 'Added', 'x', :role, '{}', now(), now())"
+            ),
+            {"id": user_id, "org": account.org_id, "email": f"{user_id}@example.com", "role": role},
+        )
+    signer = TokenSigner(runtime.secret_key, issuer=settings.jwt_issuer, lifetime=timedelta(minutes=30))
+    return user_id, signer.issue(user_id=user_id, org_id=account.org_id).token
