@@ -173,7 +173,7 @@ class ExportsMutation:
 
     @strawberry.mutation(
         description="Stop a PENDING or RUNNING export and delete what it wrote; CONFLICT when it has already "
-        "finished, NOT_FOUND when it is not yours."
+        "finished, NOT_FOUND when you cannot see it; another person's export takes an owner or admin."
     )
     async def cancel_export(
         self, info: Info, id: Annotated[strawberry.ID, strawberry.argument(description="Export id.")]

@@ -31,9 +31,8 @@ from app.api.context import Context
 from app.api.permissions import declarations, guard_root_types, guard_routes, matrix, route_names
 from app.db import new_id
 from app.orgs.credentials import TokenSigner
-from app.orgs.models import Role
-from app.orgs.permissions import Access, at_least
-from app.orgs.principal import Principal
+from app.permissions import Access, at_least
+from app.principal import Principal, Role
 from support import create_api_key, register
 
 README = Path(__file__).resolve().parents[2] / "README.md"
