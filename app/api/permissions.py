@@ -133,6 +133,15 @@ def _graphql_name(field: Any) -> str:
     return head + "".join(part.title() for part in rest)
 
 
+def permits(operation: str, principal: Principal | None) -> bool:
+    """Whether `principal` may call `operation` (e.g. "Subscription.alerts") by its declaration."""
+    try:
+        declarations()[operation][1].authorize(principal)
+    except AppError:
+        return False
+    return True
+
+
 def guard_of(field: Any) -> Guard | None:
     return next((e for e in getattr(field, "extensions", ()) if isinstance(e, Guard)), None)
 

@@ -39,6 +39,7 @@ from strawberry.utils.aio import aclosing
 
 from app.api.context import Context, OrganizationContext
 from app.api.errors import format_error
+from app.api.permissions import permits
 from app.errors import SubscriberTooSlowError
 from app.runtime.websocket import FrameWriter, frame_writer, text_frame
 
@@ -310,6 +311,11 @@ class SharingTransportWSHandler(BaseGraphQLTransportWSHandler[Context, None]):
         with contextlib.suppress(Exception):  # not signed in etc.: the normal path reports it
             principal = await self.context.principal()
             key = share_key(principal.org_id, operation.query, operation.operation_name, operation.variables)
+            # the shared stream runs under the organisation, so each subscriber's own permission is checked here
+            # before it joins; one refused takes the normal path, whose guard answers the refusal
+            field = _root_field(operation.query, operation.operation_name)
+            if key is not None and field is not None and not permits(f"Subscription.{field.name.value}", principal):
+                key = None
         if key is None:
             await super().run_operation(operation)
             return
