@@ -20,6 +20,7 @@ import re
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from contextvars import ContextVar
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
@@ -281,7 +282,15 @@ async def lock_organisation(session: Any, namespace: int, *, shared: bool = Fals
 class Database:
     """Owns the engine and hands out sessions."""
 
-    def __init__(self, url: str, *, pool_size: int = 10, max_overflow: int = 10, echo: bool = False) -> None:
+    def __init__(
+        self,
+        url: str,
+        *,
+        pool_size: int = 10,
+        max_overflow: int = 10,
+        echo: bool = False,
+        statement_timeout_ms: int = 0,
+    ) -> None:
         self.url = to_async_url(url)
         self.engine: AsyncEngine = create_async_engine(
             self.url,
@@ -294,8 +303,14 @@ class Database:
             # a failed statement's text in logs and exceptions without its parameters: they hold user data
             hide_parameters=True,
             json_deserializer=json_loads,
-            # a connection forgotten inside a transaction must not hold its locks forever
-            connect_args={"server_settings": {"idle_in_transaction_session_timeout": "60000"}},
+            # a connection forgotten inside a transaction must not hold its locks forever; no statement of a
+            # request runs longer than statement_timeout_ms (jobs set their own: see JOB_STATEMENT_TIMEOUT)
+            connect_args={
+                "server_settings": {
+                    "idle_in_transaction_session_timeout": "60000",
+                    "statement_timeout": str(max(0, statement_timeout_ms)),
+                }
+            },
         )
         self._sessions = async_sessionmaker(self.engine, expire_on_commit=False, class_=AsyncSession)
         event.listen(self.engine.sync_engine, "checkout", _discard_closed_connections)
@@ -330,6 +345,29 @@ class Database:
 
     async def dispose(self) -> None:
         await self.engine.dispose()
+
+
+JOB_STATEMENT_TIMEOUT: ContextVar[int | None] = ContextVar("agentrail_job_statement_timeout", default=None)
+"""Set (milliseconds, 0 = none) in a worker's task: each transaction it begins replaces the connection's
+request-sized statement timeout with this one. Unset (requests): no extra round trip."""
+
+
+@event.listens_for(Session, "after_begin")
+def _job_statement_timeout(session: Session, transaction: Any, connection: Any) -> None:
+    timeout = JOB_STATEMENT_TIMEOUT.get()
+    if timeout is not None:
+        connection.exec_driver_sql(f"SET LOCAL statement_timeout = {int(timeout)}")
+
+
+STATEMENT_TIMEOUT_SQLSTATE = "57014"  # query_canceled: statement_timeout (or a cancel request) stopped it
+
+
+def is_statement_timeout(exc: BaseException | None) -> bool:
+    while exc is not None:
+        if getattr(exc, "sqlstate", None) == STATEMENT_TIMEOUT_SQLSTATE:
+            return True
+        exc = getattr(exc, "orig", None) or exc.__cause__
+    return False
 
 
 def _discard_closed_connections(dbapi_connection: Any, record: Any, proxy: Any) -> None:

@@ -42,6 +42,19 @@ class Settings(BaseSettings):
     max_request_bytes: int = 10 * 1024 * 1024
     max_ws_message_bytes: int = 1024 * 1024
     max_subscriptions_per_connection: int = 50
+    # query cost (app/api/cost.py, README "Query cost"): nodes an operation can return, weighted; the most one
+    # operation may cost, and each API key's and user's budget of points (a leaky bucket in Redis)
+    max_query_cost: int = 100_000
+    query_cost_budget: int = 500_000
+    query_cost_refill_per_second: float = 2_000.0
+    max_response_bytes: int = 32 * 1024 * 1024  # a GraphQL result larger than this is refused, not sent
+    statement_timeout_ms: int = 15_000  # every statement of a request; jobs set their own (job_statement_timeout_ms)
+    job_statement_timeout_ms: int = 0  # 0: none (exports and sealing scan much; their leases bound them)
+    # HTTP connections (uvicorn + app/runtime/connections.py)
+    http_header_timeout_seconds: float = 10.0  # from the connection (or the previous response) to the end of headers
+    http_body_timeout_seconds: float = 30.0  # to receive the whole request body
+    http_keep_alive_seconds: float = 5.0
+    max_connections_per_client: int = 64  # open connections from one client address (0: no cap)
     subscriber_queue_size: int = 1000  # live messages buffered per subscriber before it is dropped as too slow
     subscriber_max_buffered_bytes: int = 4 * 1024 * 1024  # unsent bytes on a live connection before it is too slow
     live_flush_interval_ms: float = 20.0  # under load, live messages to one connection are written together

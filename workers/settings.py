@@ -14,6 +14,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 import app.models  # noqa: F401  every table known before the first session, so foreign keys resolve
+from app.db import JOB_STATEMENT_TIMEOUT
 from app.runtime import heartbeat
 from app.runtime.resources import ARQ_QUEUE, Runtime, arq_redis_settings
 from workers.audit import index_audit_search, seal_audit_trail, sweep_audit_search
@@ -131,6 +132,8 @@ def build_worker(runtime: Runtime, *, burst: bool = False) -> Worker:
 async def run_worker(runtime: Runtime, *, burst: bool = False) -> None:
     """Runs the worker until cancelled (or, with `burst`, until the queue is empty). Redis unreachable at start
     (arq gives up connecting after a few tries) or lost mid-way is waited out, never a reason to stop."""
+    # every job task is created from this one and inherits the jobs' statement timeout (not the requests')
+    JOB_STATEMENT_TIMEOUT.set(runtime.settings.job_statement_timeout_ms)
     if burst:
         worker = build_worker(runtime, burst=True)
         try:

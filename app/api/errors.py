@@ -11,6 +11,7 @@ import structlog
 from graphql import GraphQLError
 from strawberry.extensions import SchemaExtension
 
+from app.db import is_statement_timeout
 from app.errors import AppError, unavailable
 from app.runtime.telemetry import ERRORS, GRAPHQL_LATENCY, GRAPHQL_OPERATIONS
 
@@ -36,6 +37,10 @@ def format_error(error: GraphQLError, request_id: str) -> GraphQLError:
         code = (error.extensions or {}).get("code") or "BAD_USER_INPUT"
         extensions = {**(error.extensions or {}), "code": code}
         message = error.message
+    elif is_statement_timeout(original):
+        code = "TIMEOUT"
+        extensions = {"code": code, "retryAfter": 1}
+        message = "the operation's database work took longer than the statement timeout: ask for less at once"
     else:
         code = "INTERNAL"
         log.error("unexpected error", request_id=request_id, path=error.path, exc_info=original)
@@ -78,6 +83,14 @@ class ErrorCodes(SchemaExtension):
             result.errors = [format_error(e, request_id) for e in errors]
         if ctx.pre_execution_errors:
             ctx.pre_execution_errors = [format_error(e, request_id) for e in ctx.pre_execution_errors]
+
+    def on_stream_result(self, result: Any) -> Iterator[None]:
+        # a subscription's results (and what it refused before it started) do not pass on_operation's end
+        errors = getattr(result, "errors", None)
+        if errors:
+            request_id = getattr(self.execution_context.context, "request_id", "")
+            result.errors = [format_error(e, request_id) for e in errors]
+        yield
 
 
 class DocumentCache(SchemaExtension):

@@ -27,6 +27,7 @@ from app.alerts.schema import AlertsMutation, AlertsQuery, AlertsSubscription
 from app.api.context import commit_mutations
 from app.api.errors import DocumentCache, ErrorCodes
 from app.api.execution import FastLeafExecutionContext
+from app.api.limits import QueryCost
 from app.api.permissions import guard_root_types
 from app.audit.schema import AuditMutation, AuditQuery, AuditSubscription
 from app.billing.schema import BillingMutation, BillingQuery
@@ -142,6 +143,7 @@ def build_schema(settings: Settings | None = None) -> strawberry.Schema:
         lambda: AddValidationRules(limit_rules),
         lambda: MaxTokensLimiter(max_token_count=settings.max_query_tokens),
         ErrorCodes,
+        lambda: QueryCost(settings=settings),
         # agents send the same few documents over and over: parse and validate each once
         DocumentCache,
         lambda: ValidationCache(maxsize=512),

@@ -13,6 +13,7 @@ from app.audit import live, sealing, service
 from app.audit.ingest import ingest
 from app.audit.models import AuditRecord
 from app.audit.traces import SpanNode, TraceTree
+from app.cost import Cost
 from app.info import Info
 from app.masking import CONTENT_FIELDS
 from app.pagination import Connection, build_connection, decode_cursor, page_size, selects_any
@@ -127,7 +128,11 @@ class AuditLog:
         parent = await info.context.loaders.span.load((self.record.trace_id, self.record.parent_span_id))
         return AuditLog.of(parent) if parent is not None else None
 
-    @strawberry.field(description="Child spans, in time order.", graphql_type=list["AuditLog"])
+    @strawberry.field(
+        description="Child spans, in time order.",
+        graphql_type=list["AuditLog"],
+        directives=[Cost(list_size=service.MAX_TRACE_SPANS, scope="trace")],
+    )
     def children(self, info: Info) -> Any:  # list[AuditLog], or an awaitable of it
         # Synchronous when the span came from an assembled trace (its children are known): a tree of
         # thousands of spans then costs no coroutine per node. Otherwise one batched query per level.
@@ -139,12 +144,16 @@ class AuditLog:
         children = await info.context.loaders.children.load((self.record.trace_id, self.record.span_id))
         return [AuditLog.of(c) for c in children]
 
-    @strawberry.field(description="Ancestors from the parent up to the root.")
+    # one recursive query per span, up to the deepest trace
+    @strawberry.field(
+        description="Ancestors from the parent up to the root.",
+        directives=[Cost(weight=10, list_size=service.MAX_TRACE_SPANS)],
+    )
     async def chain(self, info: Info) -> list[AuditLog]:
         session = await info.context.db()
         return [AuditLog.of(r) for r in await service.chain(session, self.record)]
 
-    @strawberry.field(description="The whole trace this span belongs to.")
+    @strawberry.field(description="The whole trace this span belongs to.", directives=[Cost(weight=10)])
     async def trace(self, info: Info) -> Trace:
         return Trace(trace_id=self.record.trace_id)
 
@@ -179,12 +188,18 @@ class Trace:
             self.tree = await info.context.loaders.trace.load(self.trace_id)
         return self.tree
 
-    @strawberry.field(description="Spans without a parent in this trace, each nested through `children`.")
+    @strawberry.field(
+        description="Spans without a parent in this trace, each nested through `children`.",
+        directives=[Cost(list_size=service.MAX_TRACE_SPANS, scope="trace")],
+    )
     async def root_spans(self, info: Info) -> list[AuditLog]:
         tree = await self._tree(info)
         return [AuditLog.of(n.record, n) for n in tree.roots] if tree else []
 
-    @strawberry.field(description="Every span in time order, each with `parentSpanId` and `depth`.")
+    @strawberry.field(
+        description="Every span in time order, each with `parentSpanId` and `depth`.",
+        directives=[Cost(list_size=service.MAX_TRACE_SPANS, scope="trace")],
+    )
     async def spans(self, info: Info) -> list[AuditLog]:
         tree = await self._tree(info)
         return [AuditLog.of(n.record, n) for n in tree.spans] if tree else []
@@ -266,7 +281,11 @@ class AuditLogFilter:
     execution_id: str | None = strawberry.field(default=None, description="Only this execution.")
     from_: datetime | None = strawberry.field(default=None, name="from", description="Occurred at or after.")
     to: datetime | None = strawberry.field(default=None, description="Occurred before.")
-    search: str | None = strawberry.field(default=None, description="Full-text search over prompt and response.")
+    search: str | None = strawberry.field(
+        default=None,
+        description="Full-text search over prompt and response (at most 32 terms, 1,000 characters).",
+        directives=[Cost(weight=1_000)],
+    )
     has_alerts: bool | None = strawberry.field(default=None, description="Only records that raised alerts (or not).")
 
     def to_query(self) -> service.AuditLogQuery:
@@ -403,7 +422,10 @@ class AuditQuery:
         record = await service.find_record(await info.context.db(), str(id))
         return AuditLog.of(record) if record else None
 
-    @strawberry.field(description="A whole trace, nested; null when no span of it exists in your organisation.")
+    @strawberry.field(
+        description="A whole trace, nested; null when no span of it exists in your organisation.",
+        directives=[Cost(weight=10)],
+    )
     async def trace(
         self, info: Info, trace_id: Annotated[str, strawberry.argument(description="Trace id.")]
     ) -> Trace | None:
@@ -414,7 +436,8 @@ class AuditQuery:
 
     @strawberry.field(
         description="Recompute the organisation's audit trail: every record's checksum in the window, and the "
-        "whole digest chain. Reports the first break."
+        "whole digest chain. Reports the first break.",
+        directives=[Cost(weight=50_000)],  # reads and hashes every record of the window
     )
     async def verify_audit_trail(
         self,

@@ -269,6 +269,11 @@ class AuditLogQuery:
     search: str | None = None
     has_alerts: bool | None = None
 
+    def __post_init__(self) -> None:
+        # refused when the query is made (a request, an export's start), not when a job runs it
+        if self.search:
+            search.check_query(self.search)
+
 
 def _filtered(query: AuditLogQuery) -> Any:
     stmt = sa.select(*RECORD_COLUMNS)

@@ -28,20 +28,22 @@ log = structlog.get_logger(__name__)
 
 PLAN_CACHE_SECONDS = 60
 
-# KEYS[1]: the caller's key. ARGV[1]: microseconds between requests; ARGV[2]: burst (requests).
+# KEYS[1]: the caller's key. ARGV[1]: microseconds between units; ARGV[2]: burst (units); ARGV[3]: units this
+# request takes (1 for a request; a query's cost for the cost budget, a leaky bucket of points).
 # Returns {allowed, retry_after_us, remaining, reset_us}.
 _GCRA = """
 local interval = tonumber(ARGV[1])
 local burst = tonumber(ARGV[2])
+local quantity = tonumber(ARGV[3] or '1')
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
 local tat = tonumber(redis.call('GET', KEYS[1]) or now)
 if tat < now then tat = now end
-local allow_at = tat + interval - interval * burst
+local allow_at = tat + interval * quantity - interval * burst
 if now < allow_at then
-  return {0, allow_at - now, 0, tat - now}
+  return {0, allow_at - now, math.max(0, math.floor((now - tat + interval * burst) / interval)), tat - now}
 end
-local new_tat = tat + interval
+local new_tat = tat + interval * quantity
 redis.call('SET', KEYS[1], string.format('%.0f', new_tat), 'PX', math.max(1, math.ceil((new_tat - now) / 1000)))
 return {1, 0, math.floor((now - allow_at) / interval), new_tat - now}
 """
@@ -56,9 +58,9 @@ class RateLimiter:
         self._redis = redis
         self._script = redis.register_script(_GCRA)
 
-    async def hit(self, key: str, *, rate: float, burst: int) -> RateLimitDecision:
+    async def hit(self, key: str, *, rate: float, burst: int, quantity: int = 1) -> RateLimitDecision:
         interval = max(1, round(1_000_000 / rate))
-        allowed, retry_us, remaining, reset_us = await self._script(keys=[key], args=[interval, burst])
+        allowed, retry_us, remaining, reset_us = await self._script(keys=[key], args=[interval, burst, quantity])
         return RateLimitDecision(
             allowed=bool(allowed),
             limit=rate,

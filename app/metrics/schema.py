@@ -9,6 +9,7 @@ from typing import Annotated
 import strawberry
 
 from app.audit.schema import SpanStatus
+from app.cost import Cost
 from app.info import Info
 from app.metrics import service
 
@@ -86,7 +87,9 @@ class MetricsQuery:
             "Aggregates of the organisation's audit records in [from, to), by occurrence time. Complete hours "
             "come from hourly rollups, the rest (including the newest minute) from the records themselves. "
             "API keys and users."
-        )
+        ),
+        # an aggregate over a whole window of records; up to one bucket per hour and dimension
+        directives=[Cost(weight=5_000, list_size=1_000)],
     )
     async def metrics(
         self,

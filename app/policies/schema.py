@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 import strawberry
 
 from app.compliance.schema import RecordField, RuleAction, RuleKind, Severity
+from app.cost import Cost
 from app.errors import NotFound
 from app.info import Info, RequestInfo
 from app.metrics import policies as policy_analytics
@@ -160,7 +161,10 @@ class Policy:
         )
         return build_connection(rows, limit=limit, to_node=PolicyVersion.of, sort_key=lambda v: [v.number])
 
-    @strawberry.field(description="This policy's alerts against the records of the agents it is attached to.")
+    @strawberry.field(
+        description="This policy's alerts against the records of the agents it is attached to.",
+        directives=[Cost(weight=5_000)],
+    )
     async def analytics(
         self,
         info: Info,
@@ -295,7 +299,11 @@ class PoliciesQuery:
         )
         return build_connection(rows, limit=limit, to_node=Policy.of, sort_key=lambda p: (p.created_at, p.id))
 
-    @strawberry.field(description="Organisation-wide: records evaluated, violations, rates and breakdowns.")
+    # aggregates over every alert and record of the window
+    @strawberry.field(
+        description="Organisation-wide: records evaluated, violations, rates and breakdowns.",
+        directives=[Cost(weight=5_000)],
+    )
     async def policy_analytics(
         self,
         info: Info,

@@ -36,7 +36,12 @@ class Runtime:
 
     @classmethod
     async def connect(cls, settings: Settings, *, database_url: str, redis_url: str, secret_key: str) -> Runtime:
-        db = Database(database_url, pool_size=settings.db_pool_size, max_overflow=settings.db_max_overflow)
+        db = Database(
+            database_url,
+            pool_size=settings.db_pool_size,
+            max_overflow=settings.db_max_overflow,
+            statement_timeout_ms=settings.statement_timeout_ms,
+        )
         redis = create_redis(redis_url)
         # connects on first use, so the API starts (and /readyz reports) while Redis is still down
         queue = ArqRedis(ConnectionPool.from_url(redis_url, **reconnecting()), default_queue_name=ARQ_QUEUE)

@@ -1,0 +1,236 @@
+"""Static query cost: how many nodes an operation can return, weighted for expensive fields, before it runs.
+
+Counted as GitHub counts (nodes, not fields): every object a field returns is one node, leaves are free.
+A connection's `first`/`last` (default 50) multiplies what is below its list of edges; any other list
+multiplies by its declared bound. What a field costs beyond its nodes, and how long a list can be, is
+declared next to the field with the `@cost` schema directive of app/cost.py (printed in schema.graphql, so
+clients can compute the same figure):
+
+    @strawberry.field(description="…", directives=[Cost(weight=2000, list_size=1000)])
+
+- `weight`: work per resolution, added once per parent node (a whole-trace read, an aggregate, a scan);
+  on an input field, added when the argument sets it (a full-text search).
+- `listSize`: how many items a list field returns at most (undeclared lists count DEFAULT_LIST_SIZE).
+- `scope`: lists drawing on one bounded set. Nested directly inside a list of the same scope, a list
+  does not multiply again: the children of all of a trace's spans are themselves at most the trace's
+  10,000 spans, however deep the tree is walked.
+
+Introspection (`__schema`, `__type`, `__typename`) is free: it is bounded by the schema itself.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from graphql import (
+    DocumentNode,
+    FieldNode,
+    FragmentDefinitionNode,
+    FragmentSpreadNode,
+    GraphQLField,
+    GraphQLInputObjectType,
+    GraphQLInterfaceType,
+    GraphQLList,
+    GraphQLNonNull,
+    GraphQLObjectType,
+    GraphQLSchema,
+    GraphQLUnionType,
+    InlineFragmentNode,
+    OperationDefinitionNode,
+    SelectionSetNode,
+    get_named_type,
+    is_composite_type,
+    is_input_object_type,
+    is_list_type,
+)
+from graphql.execution.values import get_argument_values, get_variable_values
+from strawberry.types.unset import UNSET
+
+from app.cost import Cost
+from app.pagination import DEFAULT_PAGE_SIZE
+
+DEFAULT_LIST_SIZE = 100
+PAGE_ARGUMENTS = ("first", "last")
+
+
+@dataclass(frozen=True, slots=True)
+class Declared:
+    weight: int | None = None
+    list_size: int | None = None
+    scope: str | None = None
+
+
+_NONE = Declared()
+
+
+def _declared(definition: Any) -> Declared:
+    strawberry_field = (getattr(definition, "extensions", None) or {}).get("strawberry-definition")
+    for directive in getattr(strawberry_field, "directives", None) or ():
+        if isinstance(directive, Cost):
+            values = (directive.weight, directive.list_size, directive.scope)
+            return Declared(*(None if v is UNSET else v for v in values))
+    return _NONE
+
+
+class CostAnalysis:
+    """Per schema: the declarations, read once per field, and the walk over an operation."""
+
+    def __init__(self, schema: GraphQLSchema) -> None:
+        self.schema = schema
+        self._fields: dict[tuple[str, str], Declared] = {}
+
+    def declared(self, parent: Any, name: str, definition: Any) -> Declared:
+        key = (parent.name, name)
+        found = self._fields.get(key)
+        if found is None:
+            found = self._fields[key] = _declared(definition)
+        return found
+
+    def operation_cost(
+        self, document: DocumentNode, operation_name: str | None, variables: dict[str, Any] | None
+    ) -> int | None:
+        """The operation's cost; None when it cannot be known statically (the variables do not coerce:
+        execution then reports that error itself)."""
+        operation: OperationDefinitionNode | None = None
+        fragments: dict[str, FragmentDefinitionNode] = {}
+        for definition in document.definitions:
+            if isinstance(definition, FragmentDefinitionNode):
+                fragments[definition.name.value] = definition
+            elif isinstance(definition, OperationDefinitionNode) and (
+                operation_name is None or (definition.name and definition.name.value == operation_name)
+            ):
+                operation = operation or definition
+        if operation is None:
+            return None
+        root = self.schema.get_root_type(operation.operation)
+        if root is None:
+            return None
+        coerced = get_variable_values(self.schema, operation.variable_definitions or (), variables or {})
+        if isinstance(coerced, list):
+            return None
+        walk = _Walk(self, fragments, coerced)
+        return walk.selections(root, operation.selection_set, 1, None, None)
+
+
+class _Walk:
+    def __init__(self, analysis: CostAnalysis, fragments: dict[str, FragmentDefinitionNode], variables: Any) -> None:
+        self.analysis = analysis
+        self.fragments = fragments
+        self.variables = variables
+
+    def _fields(self, parent: Any, selection_set: SelectionSetNode, seen: frozenset[str]) -> list[tuple[Any, Any]]:
+        """(type, field node) for every field selected on `parent`, fragments expanded (on an abstract
+        type, every possible type's fields count: an upper bound)."""
+        out: list[tuple[Any, Any]] = []
+        for selection in selection_set.selections:
+            if isinstance(selection, FieldNode):
+                out.append((parent, selection))
+            elif isinstance(selection, InlineFragmentNode):
+                target = parent
+                if selection.type_condition is not None:
+                    target = self.analysis.schema.get_type(selection.type_condition.name.value) or parent
+                out.extend(self._fields(target, selection.selection_set, seen))
+            elif isinstance(selection, FragmentSpreadNode):
+                name = selection.name.value
+                fragment = self.fragments.get(name)
+                if fragment is None or name in seen:
+                    continue
+                target = self.analysis.schema.get_type(fragment.type_condition.name.value) or parent
+                out.extend(self._fields(target, fragment.selection_set, seen | {name}))
+        return out
+
+    def selections(
+        self, parent: Any, selection_set: SelectionSetNode, multiplier: int, scope: str | None, page: int | None
+    ) -> int:
+        total = 0
+        for owner, node in self._fields(parent, selection_set, frozenset()):
+            name = node.name.value
+            if name.startswith("__"):
+                continue
+            for concrete in self._possible(owner):
+                definition: GraphQLField | None = concrete.fields.get(name)
+                if definition is not None:
+                    total += self.field(concrete, node, definition, multiplier, scope, page)
+                    break
+        return total
+
+    def _possible(self, owner: Any) -> list[Any]:
+        if isinstance(owner, GraphQLObjectType):
+            return [owner]
+        if isinstance(owner, GraphQLInterfaceType | GraphQLUnionType):
+            return list(self.analysis.schema.get_possible_types(owner))
+        return []
+
+    def field(
+        self,
+        parent: Any,
+        node: FieldNode,
+        definition: GraphQLField,
+        multiplier: int,
+        scope: str | None,
+        page: int | None,
+    ) -> int:
+        declared = self.analysis.declared(parent, node.name.value, definition)
+        arguments = get_argument_values(definition, node, self.variables) if definition.args else {}
+        cost = multiplier * ((declared.weight or 0) + self._input_weights(definition, arguments))
+        named = get_named_type(definition.type)
+        if not is_composite_type(named):
+            return cost
+        items = multiplier
+        child_page: int | None = None
+        if any(arg in definition.args for arg in PAGE_ARGUMENTS):
+            # a connection: its page size applies to the list of edges below it
+            sizes = [arguments.get(arg) for arg in PAGE_ARGUMENTS]
+            child_page = max((s for s in sizes if isinstance(s, int)), default=DEFAULT_PAGE_SIZE)
+            child_page = max(0, child_page)
+        if _is_list(definition.type):
+            if page is not None:
+                items = multiplier * page
+            elif declared.scope is not None and declared.scope == scope:
+                items = multiplier  # a list of the same bounded set as the one it is nested in
+            else:
+                items = multiplier * (declared.list_size if declared.list_size is not None else DEFAULT_LIST_SIZE)
+        cost += items  # one node per object returned
+        if node.selection_set is not None:
+            child_scope = declared.scope if _is_list(definition.type) else None
+            cost += self.selections(named, node.selection_set, items, child_scope, child_page)
+        return cost
+
+    def _input_weights(self, definition: GraphQLField, arguments: dict[str, Any]) -> int:
+        total = 0
+        for name, argument in definition.args.items():
+            value = arguments.get(name)
+            if value is not None:
+                total += self._input_value_weight(argument.type, value)
+        return total
+
+    def _input_value_weight(self, type_: Any, value: Any) -> int:
+        named = get_named_type(type_)
+        if not is_input_object_type(named) or value is None:
+            return 0
+        values = value if isinstance(value, list) else [value]
+        total = 0
+        assert isinstance(named, GraphQLInputObjectType)
+        for item in values:
+            for field_name, input_field in named.fields.items():
+                field_value = _input_field_value(item, field_name, input_field)
+                if field_value is None:
+                    continue
+                declared = self.analysis.declared(named, field_name, input_field)
+                total += (declared.weight or 0) + self._input_value_weight(input_field.type, field_value)
+        return total
+
+
+def _input_field_value(item: Any, name: str, input_field: Any) -> Any:
+    if isinstance(item, dict):
+        return item.get(name)
+    # strawberry coerces input objects into instances of their class, keyed by the Python name
+    definition = (input_field.extensions or {}).get("strawberry-definition")
+    return getattr(item, getattr(definition, "python_name", name), None)
+
+
+def _is_list(type_: Any) -> bool:
+    while isinstance(type_, GraphQLNonNull):
+        type_ = type_.of_type
+    return is_list_type(type_) or isinstance(type_, GraphQLList)
