@@ -90,9 +90,9 @@ async def _serve(settings: Settings, database_url: str, redis_url: str, *, embed
 
     from app.main import create_app
     from app.runtime import migrations
+    from app.runtime.connections import protocols
     from app.runtime.resources import Runtime
     from app.runtime.secrets import resolve_secret_key
-    from app.runtime.websocket import FanoutWebSocketProtocol
     from workers.settings import run_worker
 
     await migrations.upgrade(database_url)
@@ -101,13 +101,18 @@ async def _serve(settings: Settings, database_url: str, redis_url: str, *, embed
     )
     app = create_app(settings, runtime=runtime)
     _tune_garbage_collector()
+    http_protocol, ws_protocol = protocols(settings)
     config = uvicorn.Config(
         app,
         host=settings.host,
         port=settings.port,
         log_config=None,
         ws_max_size=settings.max_ws_message_bytes,
-        ws=FanoutWebSocketProtocol,  # live fan-out writes shared frames (app/runtime/websocket.py)
+        # read timeouts and a cap per client address (app/runtime/connections.py); the WebSocket protocol is
+        # the live fan-out's, which writes shared frames (app/runtime/websocket.py)
+        http=http_protocol,
+        ws=ws_protocol,
+        timeout_keep_alive=settings.http_keep_alive_seconds,
         lifespan="on",
         access_log=False,
         # uvicorn would trust X-Forwarded-For from loopback (FORWARDED_ALLOW_IPS); the app honours proxy

@@ -41,6 +41,7 @@ from app.errors import AppError, PayloadTooLarge, Unavailable, unavailable
 from app.guardrails.cache import listen_for_rule_changes
 from app.orgs.credentials import TokenSigner
 from app.runtime import heartbeat
+from app.runtime.connections import CancelOnDisconnect
 from app.runtime.resources import Runtime
 from app.runtime.telemetry import ERRORS, HTTP_LATENCY, HTTP_REQUESTS, POOL_COLLECTOR, REGISTRY
 from app.settings import Settings
@@ -74,6 +75,7 @@ class AgentrailGraphQL(GraphQL[Context, None]):
             keep_alive_interval=15,
             **kwargs,
         )
+        self.max_response_bytes = settings.max_response_bytes
         # identical live subscriptions share one execution per process (see app/api/shared_subscriptions.py)
         self.graphql_transport_ws_handler_class = type(
             "AgentrailTransportWSHandler",
@@ -86,7 +88,16 @@ class AgentrailGraphQL(GraphQL[Context, None]):
         )
 
     def encode_json(self, data: object) -> bytes:
-        return orjson.dumps(data)
+        encoded = orjson.dumps(data)
+        if len(encoded) > self.max_response_bytes:
+            # the cost limit keeps most answers far below this; what still outgrows it is refused, not sent
+            message = (
+                f"the response would be {len(encoded)} bytes, more than the limit of {self.max_response_bytes}: "
+                "ask for fewer or smaller fields (prompts, responses, metadata) or smaller pages"
+            )
+            error = {"message": message, "extensions": {"code": "BAD_USER_INPUT", "limit": self.max_response_bytes}}
+            return orjson.dumps({"data": None, "errors": [error]})
+        return encoded
 
     def decode_json(self, data: str | bytes) -> object:
         # the request decoding of every path (app/db.py): orjson, integers exactly, bounded nesting, no NUL;
@@ -337,6 +348,7 @@ def create_app(settings: Settings, *, runtime: Runtime | None = None, urls: tupl
     app = Starlette(routes=guard_routes(routes), lifespan=lifespan, exception_handlers={AppError: _app_error_handler})
     app.state.graphql = graphql_app
     app.state.open_connections = OpenConnections()  # closed when their credential ends (app/api/open_connections.py)
+    app.add_middleware(CancelOnDisconnect)  # a GraphQL request's work stops when its client has gone
     app.add_middleware(BillingMiddleware, settings=settings)  # per-request plan settings, X-RateLimit-* headers
     app.add_middleware(RequestMiddleware, max_body_bytes=settings.max_request_bytes)
     trusted = [entry.strip() for entry in settings.trusted_proxies.split(",") if entry.strip()]

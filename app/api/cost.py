@@ -52,6 +52,7 @@ from app.pagination import DEFAULT_PAGE_SIZE
 
 DEFAULT_LIST_SIZE = 100
 PAGE_ARGUMENTS = ("first", "last")
+MAX_REPORTED_COST = 2**53 - 1
 
 
 @dataclass(frozen=True, slots=True)
@@ -110,7 +111,8 @@ class CostAnalysis:
         if isinstance(coerced, list):
             return None
         walk = _Walk(self, fragments, coerced)
-        return walk.selections(root, operation.selection_set, 1, None, None)
+        # nested multipliers can make any number: what is reported stays an integer JSON carries exactly
+        return min(walk.selections(root, operation.selection_set, 1, None, None), MAX_REPORTED_COST)
 
 
 class _Walk:

@@ -47,6 +47,9 @@ def test_nodes_counted_as_github_does() -> None:
     # fragments and aliases count like inline fields
     assert cost("{ a: me { user { id } } b: me { user { id } } }") == 2 * cost("{ me { user { id } } }")
     assert cost('fragment F on AuditLog { id } { auditLog(id: "x") { ...F } }') == 1
+    # any product stays a number JSON carries exactly
+    huge = "{ agents(first: 2000000000) { edges { node { traces(first: 2000000000) { edges { node { spans { id } } } } } } } }"  # noqa: E501
+    assert cost(huge) == 2**53 - 1
     # introspection is free
     assert cost("{ __schema { types { name fields { name } } } }") == 0
 
