@@ -23,7 +23,7 @@ from strawberry.types.graphql import OperationType
 from app.api.cost import CostAnalysis
 from app.billing.ratelimit import RateLimiter
 from app.errors import AppError, BadUserInput, RateLimited, Unauthenticated
-from app.orgs.principal import Principal
+from app.principal import Principal
 from app.settings import Settings
 
 log = structlog.get_logger(__name__)
