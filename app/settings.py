@@ -45,8 +45,8 @@ class Settings(BaseSettings):
     # query cost (app/api/cost.py, README "Query cost"): nodes an operation can return, weighted; the most one
     # operation may cost, and each API key's and user's budget of points (a leaky bucket in Redis)
     max_query_cost: int = 100_000
-    query_cost_budget: int = 500_000
-    query_cost_refill_per_second: float = 2_000.0
+    query_cost_budget: int = 200_000
+    query_cost_refill_per_second: float = 200.0  # 720,000 an hour (GitHub: 500,000 nodes an hour)
     max_response_bytes: int = 32 * 1024 * 1024  # a GraphQL result larger than this is refused, not sent
     statement_timeout_ms: int = 15_000  # every statement of a request; jobs set their own (job_statement_timeout_ms)
     job_statement_timeout_ms: int = 0  # 0: none (exports and sealing scan much; their leases bound them)

@@ -1,14 +1,16 @@
 """Cost attack: while one API key runs the worst queries it can write in a loop, another organisation's `me` and
 `logEvent` latencies, and the server's memory.
 
-    .venv/bin/python bench/abuse.py [--seconds 30] [--attackers 4]
+    .venv/bin/python bench/abuse.py [--seconds 30] [--attackers 4] [--warmup 20]
 
 The attacker (its own process, so its client's CPU does not slow the victim's) loops over the queries of
 issue 15 (auditLogs→trace→spans→chain, traces→spans→chain, agents→traces→spans→trace→spans with first:500,
 30 aliases × metrics(groupBy: [AGENT, ACTION, STATUS, HOUR]), 30 × policyAnalytics, a 2,000-term search OR)
 and the heaviest ones that stay within the cost limit (a whole trace's spans with every field, 500-record
 pages, a few aliased metrics, a 32-term search), on `--attackers` connections. The victim, another
-organisation, alternates `me` and `logEvent` on one connection, first on the idle server, then under attack.
+organisation, sends `me` and `logEvent` 8 times a second on one connection, first on the idle server, then
+under attack once the attacker has spent the budget it started with (`--warmup`). Plan limits are enforced as
+in production (free plan: 10 requests a second per key).
 Target: victim p99 under attack within 10 % of idle; server RSS under 600 MB.
 Prints JSON with the CPU reference `sum(range(3*10**7))` timed beside.
 """
@@ -19,6 +21,7 @@ import argparse
 import asyncio
 import json
 import multiprocessing
+import os
 import random
 import statistics
 import time
@@ -58,6 +61,7 @@ WITHIN_LIMIT = {
     + " }",
     "search_or_32": "query($s: String) { auditLogs(first: 50, filter: {search: $s}) { edges { node { id } } } }",
 }
+PACE = 0.125
 SEARCH_2000 = " OR ".join(random.Random(1).choice(["refund", "order", "x", "policy"]) + str(i) for i in range(2000))
 SEARCH_32 = " OR ".join(["refund", "order", "customer", "policy", "invoice", "agent", "tool", "search"] * 4)
 
@@ -110,12 +114,16 @@ def attacker_process(url: str, api_key: str, trace_id: str, connections: int, se
 
 
 async def victim(url: str, token: str, api_key: str, seconds: float) -> dict:
+    """`me` then `logEvent`, every PACE seconds (an agent within its plan's 10 requests a second)."""
     me: list[float] = []
     log: list[float] = []
     deadline = time.monotonic() + seconds
     async with httpx.AsyncClient(base_url=url, timeout=60) as client:
         n = 0
+        next_at = time.monotonic()
         while time.monotonic() < deadline:
+            next_at += PACE
+            await asyncio.sleep(max(0.0, next_at - time.monotonic()))
             n += 1
             started = time.perf_counter()
             response = await client.post(
@@ -200,8 +208,19 @@ async def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--seconds", type=float, default=30)
     parser.add_argument("--attackers", type=int, default=4)
+    parser.add_argument("--warmup", type=float, default=20)
     args = parser.parse_args()
-    results: dict = {"benchmark": "abuse", "cpu_reference_s": cpu_reference(), "seconds": args.seconds}
+    # as in production: plan limits enforced (the attacker's key gets the free plan's 10 requests a second), the
+    # record quota lifted for the seeded data
+    os.environ.setdefault("AGENTRAIL_ENFORCE_LIMITS", "true")
+    os.environ.setdefault("AGENTRAIL_PLAN_LIMITS", '{"free": {"records_per_month": 100000000}}')
+    results: dict = {
+        "benchmark": "abuse",
+        "cpu_reference_s": cpu_reference(),
+        "seconds": args.seconds,
+        "warmup_s": args.warmup,
+        "attackers": args.attackers,
+    }
     with running_server() as server:
         async with httpx.AsyncClient(base_url=server.url, headers={"X-API-Key": server.api_key}, timeout=120) as c:
             trace_id = await seed(c, server.token)
@@ -214,7 +233,7 @@ async def main() -> None:
         queue: multiprocessing.Queue = multiprocessing.Queue()
         attacker = multiprocessing.Process(
             target=attacker_process,
-            args=(server.url, server.api_key, trace_id, args.attackers, args.seconds + 2, queue),
+            args=(server.url, server.api_key, trace_id, args.attackers, args.warmup + args.seconds + 2, queue),
         )
         peak = 0.0
         attacker.start()
@@ -227,9 +246,11 @@ async def main() -> None:
                 await asyncio.sleep(0.2)
 
         sampler = asyncio.create_task(sample())
-        await asyncio.sleep(1)
+        # the attacker first spends the budget it starts with (a burst of up to AGENTRAIL_QUERY_COST_BUDGET
+        # points); measured is the steady state of an attacker looping for good
+        await asyncio.sleep(args.warmup)
         results["under_attack"] = await victim(server.url, token, key, args.seconds)
-        outcomes = await asyncio.to_thread(queue.get, True, args.seconds + 120)
+        outcomes = await asyncio.to_thread(queue.get, True, args.warmup + args.seconds + 120)
         await asyncio.to_thread(attacker.join, 30)
         sampler_stop.set()
         await sampler

@@ -25,6 +25,9 @@ if TYPE_CHECKING:
     from app.alerts.schema import Alert
 
 
+CONTENT = Cost(weight=1)
+
+
 @strawberry.enum(description="Risk of an action, as the agent runtime judged it.")
 class RiskLevel(Enum):
     LOW = "LOW"
@@ -60,11 +63,20 @@ class AuditLog:
     )
     agent_id: str | None = strawberry.field(description="Id of the agent that acted.")
     action: str = strawberry.field(description="What happened, e.g. llm_call, tool_use, guardrail_block.")
-    prompt: str | None = strawberry.field(description="The prompt sent, with secrets masked.")
-    response: str | None = strawberry.field(description="The response received, with secrets masked.")
-    metadata: JSON = strawberry.field(description="Free-form metadata (JSON object), with secrets masked.")
-    args: JSON | None = strawberry.field(description="Arguments of the executed call (JSON), with secrets masked.")
-    result: JSON | None = strawberry.field(description="Result of the executed call (JSON), with secrets masked.")
+    # the content fields (up to 1 MB of text or 256 KB of JSON each) weigh as much as a node each
+    prompt: str | None = strawberry.field(description="The prompt sent, with secrets masked.", directives=[CONTENT])
+    response: str | None = strawberry.field(
+        description="The response received, with secrets masked.", directives=[CONTENT]
+    )
+    metadata: JSON = strawberry.field(
+        description="Free-form metadata (JSON object), with secrets masked.", directives=[CONTENT]
+    )
+    args: JSON | None = strawberry.field(
+        description="Arguments of the executed call (JSON), with secrets masked.", directives=[CONTENT]
+    )
+    result: JSON | None = strawberry.field(
+        description="Result of the executed call (JSON), with secrets masked.", directives=[CONTENT]
+    )
     occurred_at: datetime = strawberry.field(description="When the action happened (sender's clock).")
     received_at: datetime = strawberry.field(description="When Agentrail received the record.")
     duration_ms: float | None = strawberry.field(description="How long the action took, in milliseconds.")
