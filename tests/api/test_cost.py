@@ -66,7 +66,7 @@ def test_declared_bounds_and_weights() -> None:
     plain = cost("{ auditLogs(first: 1) { edges { node { id } } } }")
     searched = cost('{ auditLogs(first: 1, filter: {search: "refund"}) { edges { node { id } } } }')
     assert searched == plain + 1_000
-    assert cost("{ verifyAuditTrail { ok } }") >= 50_000
+    assert cost("{ verifyAuditTrail { ok } }") >= 25_000
     assert cost(METRICS_30) > 30 * 5_000
     # the documents frontends copy stay within the default limit
     limit = Settings().max_query_cost
