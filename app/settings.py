@@ -53,7 +53,7 @@ class Settings(BaseSettings):
     # HTTP connections (uvicorn + app/runtime/connections.py)
     http_header_timeout_seconds: float = 10.0  # from the connection (or the previous response) to the end of headers
     http_body_timeout_seconds: float = 30.0  # to receive the whole request body
-    http_keep_alive_seconds: float = 5.0
+    http_keep_alive_seconds: int = 5
     max_connections_per_client: int = 64  # open connections from one client address (0: no cap)
     subscriber_queue_size: int = 1000  # live messages buffered per subscriber before it is dropped as too slow
     subscriber_max_buffered_bytes: int = 4 * 1024 * 1024  # unsent bytes on a live connection before it is too slow

@@ -69,9 +69,12 @@ def _declared(definition: Any) -> Declared:
     strawberry_field = (getattr(definition, "extensions", None) or {}).get("strawberry-definition")
     for directive in getattr(strawberry_field, "directives", None) or ():
         if isinstance(directive, Cost):
-            values = (directive.weight, directive.list_size, directive.scope)
-            return Declared(*(None if v is UNSET else v for v in values))
+            return Declared(_set(directive.weight), _set(directive.list_size), _set(directive.scope))
     return _NONE
+
+
+def _set(value: Any) -> Any:
+    return None if value is UNSET else value
 
 
 class CostAnalysis:
