@@ -10,6 +10,7 @@ lets operations through rather than taking the API down with it.
 
 from __future__ import annotations
 
+import contextlib
 import math
 from collections.abc import AsyncIterator
 from typing import Any
@@ -102,8 +103,12 @@ class QueryCost(SchemaExtension):
         # nothing to report for a free operation (introspection, __typename); over a WebSocket, where every
         # live message would carry it again, the figures stay out of the messages
         report = self.report
-        if report is None or not report["requested"] or _over_websocket(self.execution_context.context):
+        ctx = self.execution_context
+        if report is None or not report["requested"] or _over_websocket(ctx.context):
             return {}
+        with contextlib.suppress(RuntimeError):  # RuntimeError: no operation (the document did not parse)
+            if ctx.operation_type is OperationType.SUBSCRIPTION:
+                return {}  # shared live executions have no connection of their own in their context
         return {"cost": report}
 
 
