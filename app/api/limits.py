@@ -55,11 +55,13 @@ class QueryCost(SchemaExtension):
         if ctx.graphql_document is not None:
             try:
                 await self._check(ctx)
-            except AppError as exc:
+            except Exception as exc:  # a refusal, or the caller's look-up failing (a database outage)
                 if ctx.operation_type is OperationType.SUBSCRIPTION:
                     raise  # strawberry sends what on_execute raises as the subscription's error
-                # a result set here is returned instead of executing; ErrorCodes formats its error
-                ctx.result = ExecutionResult(data=None, errors=[GraphQLError(exc.message, original_error=exc)])
+                # a result set here is returned instead of executing; ErrorCodes formats its error (UNAVAILABLE
+                # for an outage, INTERNAL masked for anything unexpected)
+                message = exc.message if isinstance(exc, AppError) else str(exc)
+                ctx.result = ExecutionResult(data=None, errors=[GraphQLError(message, original_error=exc)])
         yield
 
     async def _check(self, ctx: Any) -> None:
