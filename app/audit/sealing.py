@@ -30,6 +30,7 @@ from app.integrity import (
     verify_digest_signature,
 )
 from app.runtime.isolation import each_organization
+from app.runtime.unit_of_work import transaction
 
 MAX_RECORDS_PER_DIGEST = 100_000
 VERIFY_CHUNK = 2_000
@@ -85,7 +86,6 @@ async def seal_organization(
         )
     ).all()
     if not rows:
-        await session.rollback()
         return None
     digest = AuditDigest(
         id=new_id("dgst"),
@@ -106,7 +106,7 @@ async def seal_organization(
     digest.digest_hash = digest_hash(payload)
     digest.signature = sign_digest(key, payload)
     session.add(digest)
-    await session.commit()
+    await session.flush()
     return digest
 
 
@@ -118,7 +118,7 @@ async def seal_all(db: Database, secret: str) -> int:
     async def seal(org_id: str) -> int:
         written = 0
         while True:
-            async with db.tenant_session(org_id) as session:
+            async with transaction(db, org_id) as session:  # one digest per transaction
                 digest = await seal_organization(session, key)
             if digest is None:
                 return written

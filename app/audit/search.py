@@ -17,6 +17,7 @@ from app.audit.models import AuditLog, AuditSearch
 from app.db import Database, scoped_text
 from app.errors import BadUserInput
 from app.runtime.isolation import each_organization
+from app.runtime.unit_of_work import transaction
 
 TEXT_CONFIG = "simple"  # language-neutral: prompts come in every language, and no stemming surprises
 MAX_INDEXED_CHARS = 100_000  # per field: a tsvector is capped at 1 MB, and later text adds little
@@ -102,10 +103,9 @@ async def drain_pending(db: Database, redis: Any, org_id: str, *, chunk: int = S
 
 
 async def index_records(db: Database, org_id: str, record_ids: list[str]) -> int:
-    async with db.tenant_session(org_id) as session:
+    async with transaction(db, org_id) as session:
         result = await session.execute(_INDEX_IDS, {"ids": record_ids})
-        await session.commit()
-        return int(result.rowcount or 0)
+    return int(result.rowcount or 0)
 
 
 async def sweep(db: Database, *, lag_seconds: float = SWEEP_LAG_SECONDS) -> int:
@@ -124,7 +124,7 @@ async def sweep(db: Database, *, lag_seconds: float = SWEEP_LAG_SECONDS) -> int:
     async def sweep_one(org_id: str) -> int:
         swept, found = swept_by_org[org_id], 0
         while True:
-            async with db.tenant_session(org_id) as session:
+            async with transaction(db, org_id) as session:
                 row = (await session.execute(_SWEEP, {"after": swept, "limit": SWEEP_CHUNK, "lag": lag_seconds})).one()
                 if not row.checked:
                     return found
@@ -137,7 +137,6 @@ async def sweep(db: Database, *, lag_seconds: float = SWEEP_LAG_SECONDS) -> int:
                     ),
                     {"seq": swept},
                 )
-                await session.commit()
             if row.checked < SWEEP_CHUNK:
                 return found
 

@@ -15,6 +15,7 @@ from app.api.rest import JSONResponse, error_response
 from app.billing import plans, service
 from app.billing.ratelimit import plan_cache_key
 from app.errors import AppError, BadUserInput
+from app.runtime.unit_of_work import system_unit_of_work
 
 log = structlog.get_logger(__name__)
 
@@ -63,7 +64,7 @@ async def stripe_webhook(request: Request) -> Response:
         return error_response(BadUserInput(f"invalid Stripe-Signature: {exc}"))
     except AppError as exc:
         return error_response(exc)
-    async with runtime.db.system_session() as session:
+    async with system_unit_of_work(runtime) as session:
         outcome = await service.process_event(session, event, settings=runtime.settings)
     if outcome.org_id and not outcome.duplicate:
         with contextlib.suppress(RedisError):

@@ -175,6 +175,7 @@ class BillingMutation:
             price_id=price_id,
             settings=info.context.runtime.settings,
             source_ip=info.context.source_ip,
+            keep=info.context.commit,
         )
         return CheckoutSession(session_id=result.session_id, url=result.url)
 
@@ -189,5 +190,6 @@ class BillingMutation:
             principal,
             settings=info.context.runtime.settings,
             source_ip=info.context.source_ip,
+            keep=info.context.commit,
         )
         return PortalSession(url=url)

@@ -11,6 +11,7 @@ replace a live one.
 from __future__ import annotations
 
 import uuid
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from typing import Any, cast
@@ -124,10 +125,13 @@ async def _locked_account(session: AsyncSession, org_id: str) -> BillingAccount:
     return (await session.exec(query)).one()
 
 
-async def _ensure_customer_id(session: AsyncSession, principal: Principal, client: Any) -> str:
-    """The organisation's Stripe customer id. Creates the customer on first use and stores its id (committed
-    at once, so a later failure does not lose it). Two managers racing are serialised by the row lock; the
-    idempotency key makes a retry of the same person's attempt return the same customer."""
+async def _ensure_customer_id(
+    session: AsyncSession, principal: Principal, client: Any, keep: Callable[[], Awaitable[object]]
+) -> str:
+    """The organisation's Stripe customer id. Creates the customer on first use and stores its id, kept at once
+    by `keep` (the owner's commit, handed in: the operation goes on in a second transaction), so a later failure
+    does not lose it. Two managers racing are serialised by the row lock; the idempotency key makes a retry of
+    the same person's attempt return the same customer."""
     account = await _locked_account(session, principal.org_id)
     if account.stripe_customer_id:
         return account.stripe_customer_id
@@ -147,12 +151,18 @@ async def _ensure_customer_id(session: AsyncSession, principal: Principal, clien
         target_id=org.id,
         metadata={"customerId": customer.id},
     )
-    await session.commit()
+    await keep()
     return str(customer.id)
 
 
 async def create_checkout_session(
-    session: AsyncSession, principal: Principal, *, price_id: str, settings: Settings, source_ip: str | None
+    session: AsyncSession,
+    principal: Principal,
+    *,
+    price_id: str,
+    settings: Settings,
+    source_ip: str | None,
+    keep: Callable[[], Awaitable[object]],
 ) -> CheckoutSession:
     """A Stripe Checkout session subscribing the organisation to the plan of `price_id`."""
     require_configured(settings)
@@ -168,7 +178,7 @@ async def create_checkout_session(
         )
     base = _public_url(settings)
     async with stripe_client(settings) as client:
-        customer_id = await _ensure_customer_id(session, principal, client)
+        customer_id = await _ensure_customer_id(session, principal, client, keep)
         created = await client.v1.checkout.sessions.create_async(
             {
                 "mode": "subscription",
@@ -191,18 +201,23 @@ async def create_checkout_session(
         metadata={"plan": plan.value, "priceId": price_id.strip(), "checkoutSessionId": created.id},
         source_ip=source_ip,
     )
-    await session.commit()
+    await session.flush()
     # a hosted Checkout session (mode "subscription", no ui_mode) always has its URL
     return CheckoutSession(session_id=created.id, url=cast(str, created.url))
 
 
 async def create_portal_session(
-    session: AsyncSession, principal: Principal, *, settings: Settings, source_ip: str | None
+    session: AsyncSession,
+    principal: Principal,
+    *,
+    settings: Settings,
+    source_ip: str | None,
+    keep: Callable[[], Awaitable[object]],
 ) -> str:
     """A Stripe billing portal session (change plan, cancel, payment methods, invoices); returns its URL."""
     require_configured(settings)
     async with stripe_client(settings) as client:
-        customer_id = await _ensure_customer_id(session, principal, client)
+        customer_id = await _ensure_customer_id(session, principal, client, keep)
         portal = await client.v1.billing_portal.sessions.create_async(
             {"customer": customer_id, "return_url": f"{_public_url(settings)}/billing"},
             {"idempotency_key": f"agentrail-portal-{principal.org_id}-{uuid.uuid4().hex}"},
@@ -215,7 +230,7 @@ async def create_portal_session(
         target_id=principal.org_id,
         source_ip=source_ip,
     )
-    await session.commit()
+    await session.flush()
     return str(portal.url)
 
 
@@ -258,7 +273,6 @@ async def process_event(session: AsyncSession, event: dict[str, Any], *, setting
         .returning(col(StripeEvent.id))
     )
     if stored.first() is None:
-        await session.rollback()
         return EventOutcome(event_id=event_id, duplicate=True, outcome="duplicate")
     obj = ((event.get("data") or {}).get("object")) or {}
     handler = _HANDLERS.get(event_type)
@@ -269,7 +283,7 @@ async def process_event(session: AsyncSession, event: dict[str, Any], *, setting
     assert row is not None
     row.outcome = outcome.outcome
     row.org_id = outcome.org_id
-    await session.commit()
+    await session.flush()
     log.info("stripe event processed", event_id=event_id, type=event_type, outcome=outcome.outcome, org=outcome.org_id)
     return outcome
 

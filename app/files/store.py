@@ -32,8 +32,9 @@ import sqlalchemy as sa
 import structlog
 from sqlmodel import col
 
-from app.db import Database, utcnow
+from app.db import SYSTEM, Database, utcnow
 from app.files.models import POSTGRES, S3, StoredFile, StoredFileChunk
+from app.runtime.unit_of_work import transaction
 
 if TYPE_CHECKING:
     from app.settings import Settings
@@ -123,13 +124,12 @@ class _ChunkUpload:
         self._seq = 0
 
     async def part(self, data: bytes) -> None:
-        async with self._db.tenant_session(self._file.org_id) as session:
+        async with transaction(self._db, self._file.org_id) as session:
             await session.execute(
                 sa.insert(StoredFileChunk).values(
                     file_id=self._file.id, seq=self._seq, org_id=self._file.org_id, data=data
                 )
             )
-            await session.commit()
         self._seq += 1
 
     async def finish(self, data: bytes) -> None:
@@ -377,9 +377,8 @@ class FileWriter:
     async def __aenter__(self) -> FileWriter:
         # a rewrite (the job runs again after a crash) starts from nothing: the old bytes, then the old row
         await self._store.delete(self._org_id, self.file.id)
-        async with self._store.db.tenant_session(self._org_id) as session:
+        async with transaction(self._store.db, self._org_id) as session:
             session.add(self.file)
-            await session.commit()
         self._upload = self._backend.upload(self.file)
         return self
 
@@ -431,7 +430,7 @@ class FileWriter:
             self._digest.update(last)
         self.file.sha256 = self._digest.hexdigest()
         self.file.complete = True
-        async with self._store.db.tenant_session(self._org_id) as session:
+        async with transaction(self._store.db, self._org_id) as session:
             await session.execute(
                 sa.update(StoredFile)
                 .where(col(StoredFile.id) == self.file.id)
@@ -442,7 +441,6 @@ class FileWriter:
                     complete=True,
                 )
             )
-            await session.commit()
 
     async def _discard(self) -> None:
         assert self._upload is not None
@@ -510,9 +508,8 @@ class FileStore:
             return
         if await self._backend_of(file).remove([file]):
             raise OSError(f"stored file {file_id}: its bytes could not be removed")
-        async with self.db.tenant_session(org_id) as session:
+        async with transaction(self.db, org_id) as session:
             await session.execute(sa.delete(StoredFile).where(col(StoredFile.id) == file_id))
-            await session.commit()
 
     async def delete_expired(self, now: datetime | None = None) -> int:
         """Removes every organisation's expired files, bytes first, then rows, a batch at a time. A file
@@ -542,14 +539,13 @@ class FileStore:
                 kept |= await backend.remove(group)
             ids = [file.id for file in files if file.id not in kept]
             if ids:
-                async with self.db.system_session() as session:
+                async with transaction(self.db, SYSTEM) as session:
                     result = await session.execute(
                         sa.delete(StoredFile)
                         .where(col(StoredFile.id).in_(ids), col(StoredFile.expires_at) <= now)
                         .returning(col(StoredFile.id))
                     )
                     removed += len(result.all())
-                    await session.commit()
             skipped |= kept
             if len(files) < EXPIRED_BATCH:
                 return removed

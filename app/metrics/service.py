@@ -28,6 +28,7 @@ from app.db import AsyncSession, Database, global_text, lock_organisation, scope
 from app.errors import BadUserInput
 from app.metrics import histogram
 from app.runtime.isolation import each_organization
+from app.runtime.unit_of_work import transaction
 
 METRICS_LOCK_NAMESPACE = 0x4D455452  # "METR": one rollup run per organisation at a time
 MAX_RANGE = timedelta(days=400)
@@ -138,15 +139,14 @@ async def orgs_to_roll_up(db: Database, *, now: datetime | None = None) -> list[
 async def rollup_organization(db: Database, org_id: str, *, now: datetime | None = None) -> RollupResult:
     """Brings the organisation's rollups up to the last completed hour. Idempotent."""
     until = floor_hour(now or utcnow())
-    async with db.tenant_session(org_id) as session:
+    async with transaction(db, org_id) as session:
         # exclusive ingest lock (ingest holds it shared): every record of this organisation with seq <= max
         # is committed, and none committed later can have a smaller seq. The max is global (seq is), so the
         # watermark of an idle organisation keeps up and the late-record scan of a query stays short.
         await lock_organisation(session, INGEST_LOCK_NAMESPACE)
         new_seq = (await session.execute(_MAX_SEQ)).scalar_one()
-        await session.commit()
 
-    async with db.tenant_session(org_id) as session:
+    async with transaction(db, org_id) as session:
         await lock_organisation(session, METRICS_LOCK_NAMESPACE)
         state = (
             await session.execute(
@@ -196,7 +196,6 @@ async def rollup_organization(db: Database, org_id: str, *, now: datetime | None
             ),
             {"seq": new_seq, "until": until},
         )
-        await session.commit()
     return RollupResult(org_id=org_id, hours=len(hours), rows=rows, rolled_seq=new_seq, rolled_until=until)
 
 

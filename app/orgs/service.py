@@ -99,9 +99,8 @@ async def register(
         source_ip=source_ip,
     )
     try:
-        await session.commit()
+        await session.flush()
     except IntegrityError:
-        await session.rollback()
         raise Conflict("an account with this email already exists", field="email") from None
     return user, org
 
@@ -207,7 +206,7 @@ async def principal_from_api_key(session: AsyncSession, secret: str) -> Principa
     now = utcnow()
     if key.last_used_at is None or (now - key.last_used_at).total_seconds() > LAST_USED_RESOLUTION_SECONDS:
         key.last_used_at = now
-        await session.commit()
+        await session.flush()  # the caller's session autocommits: written at once
     return Principal(kind="api_key", org_id=key.org_id, api_key_id=key.id, actor_name=f"{key.name} ({key.prefix}…)")
 
 
@@ -265,7 +264,7 @@ async def update_profile(
             metadata={"fields": changed},
             source_ip=source_ip,
         )
-        await session.commit()
+        await session.flush()
     return user
 
 
@@ -297,7 +296,7 @@ async def create_api_key(
         metadata={"name": name, "prefix": key.prefix},
         source_ip=source_ip,
     )
-    await session.commit()
+    await session.flush()
     return key, generated.secret
 
 
@@ -338,5 +337,5 @@ async def revoke_api_key(session: AsyncSession, principal: Principal, key_id: st
         )
         revoked = Revoked(api_key_ids=(key.id,))
         after_commit(session, lambda runtime: revocation.announce(runtime.broadcaster, revoked))
-        await session.commit()
+        await session.flush()
     return key

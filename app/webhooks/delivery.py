@@ -16,8 +16,9 @@ from datetime import datetime
 import structlog
 from sqlmodel import col, select
 
-from app.db import AsyncSession, Database, utcnow
+from app.db import SYSTEM, AsyncSession, Database, utcnow
 from app.errors import unavailable
+from app.runtime.unit_of_work import transaction
 from app.settings import Settings
 from app.webhooks import outbox, secretbox
 from app.webhooks.models import WebhookEndpoint
@@ -52,7 +53,8 @@ async def deliver_due(
     records the outcomes. `now` is the clock (tests move it instead of sleeping)."""
     now = now or utcnow()
     report = BatchReport()
-    async with db.system_session() as session:
+    # this runner's transactions: the claim (a lease, committed before anything is sent), then each window's outcomes
+    async with transaction(db, SYSTEM) as session:
         token, claimed = await outbox.claim(
             session, now=now, limit=limit or settings.webhook_batch_size, settings=settings, ids=ids
         )
@@ -118,8 +120,9 @@ async def _record(
     pause = 0.5
     while True:
         try:
-            async with db.system_session() as session:
-                return await outbox.record(session, token, outcomes, settings=settings, now=now)
+            async with transaction(db, SYSTEM) as session:
+                applied = await outbox.record(session, token, outcomes, settings=settings, now=now)
+            return applied
         except Exception as exc:
             if unavailable(exc) is None or asyncio.get_running_loop().time() + pause > deadline:
                 raise

@@ -110,7 +110,8 @@ def retry_delay(settings: Settings, attempt: int) -> float | None:
 async def claim(
     session: AsyncSession, *, now: datetime, limit: int, settings: Settings, ids: Sequence[str] | None = None
 ) -> tuple[str, list[Claimed]]:
-    """Claims up to `limit` due deliveries (optionally only among `ids`) and commits. A system session."""
+    """Claims up to `limit` due deliveries (optionally only among `ids`) in the caller's (system) transaction,
+    which the runner commits before sending."""
     token = new_id("clm")
     rows = await session.execute(
         _CLAIM,
@@ -136,7 +137,6 @@ async def claim(
         )
         for r in rows.all()
     ]
-    await session.commit()
     return token, claimed
 
 
@@ -160,10 +160,10 @@ async def record(
     settings: Settings,
     now: datetime,
 ) -> list[Outcome]:
-    """Writes the outcomes of one claim set-based and commits: the deliveries' new states (only while this
-    claim still holds them), every attempt made (plus, for a delivery retaken after its lease expired, the
-    attempt its crashed worker lost), the endpoints' health, and disables endpoints that have been failing for
-    too long. Returns the outcomes applied."""
+    """Writes the outcomes of one claim set-based, in the caller's transaction: the deliveries' new states
+    (only while this claim still holds them), every attempt made (plus, for a delivery retaken after its lease
+    expired, the attempt its crashed worker lost), the endpoints' health, and disables endpoints that have been
+    failing for too long. Returns the outcomes applied."""
     for outcome in outcomes:
         decide(outcome, settings)
     applied: set[str] = set()
@@ -212,7 +212,6 @@ async def record(
     if attempts:
         await session.execute(sa.insert(WebhookAttempt), attempts)
     await _track_health(session, [o for o in outcomes if o.delivery.id in applied], settings=settings, now=now)
-    await session.commit()
     return [o for o in outcomes if o.delivery.id in applied]
 
 
