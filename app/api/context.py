@@ -14,13 +14,13 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncMappingResult, AsyncRes
 from sqlalchemy.ext.asyncio.result import AsyncTupleResult
 from starlette.requests import HTTPConnection
 
+from app import unit_of_work
 from app.api.auth import authenticate
 from app.api.loaders import Loaders
 from app.db import SYSTEM, AsyncSession
 from app.errors import Unauthenticated
 from app.orgs.credentials import TokenSigner
 from app.principal import Principal
-from app.runtime import unit_of_work
 from app.runtime.resources import Runtime
 
 log = structlog.get_logger(__name__)

@@ -13,12 +13,12 @@ from collections.abc import Sequence
 
 import structlog
 
+from app import unit_of_work
 from app.alerts import live as live_alerts
 from app.alerts.models import Alert
 from app.audit import live, search
 from app.audit.models import AuditRecord
 from app.db import AsyncSession
-from app.runtime import unit_of_work
 from app.runtime.resources import Runtime
 
 log = structlog.get_logger(__name__)

@@ -18,7 +18,7 @@ from app.audit.validation import check_records
 from app.db import AsyncSession
 from app.principal import Principal
 from app.runtime.resources import Runtime
-from app.runtime.unit_of_work import unit_of_work
+from app.unit_of_work import unit_of_work
 
 
 async def ingest(

@@ -30,7 +30,7 @@ from app.integrity import (
     verify_digest_signature,
 )
 from app.runtime.isolation import each_organization
-from app.runtime.unit_of_work import transaction
+from app.unit_of_work import transaction
 
 MAX_RECORDS_PER_DIGEST = 100_000
 VERIFY_CHUNK = 2_000

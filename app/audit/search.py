@@ -17,7 +17,7 @@ from app.audit.models import AuditLog, AuditSearch
 from app.db import Database, scoped_text
 from app.errors import BadUserInput
 from app.runtime.isolation import each_organization
-from app.runtime.unit_of_work import transaction
+from app.unit_of_work import transaction
 
 TEXT_CONFIG = "simple"  # language-neutral: prompts come in every language, and no stemming surprises
 MAX_INDEXED_CHARS = 100_000  # per field: a tsvector is capped at 1 MB, and later text adds little

@@ -15,7 +15,7 @@ from app.api.rest import JSONResponse, error_response
 from app.billing import plans, service
 from app.billing.ratelimit import plan_cache_key
 from app.errors import AppError, BadUserInput
-from app.runtime.unit_of_work import system_unit_of_work
+from app.unit_of_work import system_unit_of_work
 
 log = structlog.get_logger(__name__)
 

@@ -12,8 +12,8 @@ from collections.abc import Callable
 
 import structlog
 
+from app import unit_of_work
 from app.db import AsyncSession
-from app.runtime import unit_of_work
 from app.runtime.redis import Broadcaster
 
 log = structlog.get_logger(__name__)

@@ -22,7 +22,7 @@ from app.exports import service
 from app.exports.datasets import ACTIVITY, AUDIT_LOGS, Dataset
 from app.exports.formats import JsonArrayItems, csv_header, json_envelope_head
 from app.principal import Principal
-from app.runtime.unit_of_work import unit_of_work
+from app.unit_of_work import unit_of_work
 
 
 def _time(params: Any, name: str) -> datetime | None:

@@ -20,6 +20,7 @@ from arq.constants import abort_jobs_ss
 from arq.utils import timestamp_ms
 from sqlmodel import col, select
 
+from app import unit_of_work
 from app.activity.service import record_activity
 from app.db import AsyncSession, Database, iso, new_id, utcnow
 from app.errors import BadUserInput, Conflict, Forbidden, NotFound
@@ -29,7 +30,6 @@ from app.exports.formats import FILE_TYPES
 from app.exports.models import ExportJob
 from app.jobs.service import JobUpdate, lock_claimable, publish_job_update, signed_download_url
 from app.principal import Principal
-from app.runtime import unit_of_work
 from app.runtime.resources import Runtime
 from app.webhooks import service as webhooks
 

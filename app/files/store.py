@@ -34,7 +34,7 @@ from sqlmodel import col
 
 from app.db import SYSTEM, Database, utcnow
 from app.files.models import POSTGRES, S3, StoredFile, StoredFileChunk
-from app.runtime.unit_of_work import transaction
+from app.unit_of_work import transaction
 
 if TYPE_CHECKING:
     from app.settings import Settings

@@ -28,7 +28,7 @@ from app.db import AsyncSession, Database, global_text, lock_organisation, scope
 from app.errors import BadUserInput
 from app.metrics import histogram
 from app.runtime.isolation import each_organization
-from app.runtime.unit_of_work import transaction
+from app.unit_of_work import transaction
 
 METRICS_LOCK_NAMESPACE = 0x4D455452  # "METR": one rollup run per organisation at a time
 MAX_RANGE = timedelta(days=400)

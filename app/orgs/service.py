@@ -30,7 +30,7 @@ from app.orgs.credentials import (
 from app.orgs.models import ApiKey, Organization, Role, User
 from app.orgs.revocation import Revoked
 from app.principal import Principal
-from app.runtime.unit_of_work import after_commit
+from app.unit_of_work import after_commit
 
 MIN_PASSWORD_LENGTH = 10
 MAX_PASSWORD_LENGTH = 1024

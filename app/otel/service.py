@@ -23,7 +23,7 @@ from app.errors import BadUserInput, QuotaExceeded
 from app.otel.mapping import MappedSpan, Rejection, map_request
 from app.principal import Principal
 from app.runtime.resources import Runtime
-from app.runtime.unit_of_work import unit_of_work
+from app.unit_of_work import unit_of_work
 
 log = structlog.get_logger(__name__)
 

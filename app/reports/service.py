@@ -19,6 +19,7 @@ import sqlalchemy as sa
 import structlog
 from sqlmodel import col, select
 
+from app import unit_of_work
 from app.activity.service import record_activity
 from app.agents import service as agents
 from app.db import AsyncSession, Database, iso, new_id, utcnow
@@ -28,7 +29,6 @@ from app.orgs import service as orgs
 from app.principal import Principal
 from app.reports import auth, data, render
 from app.reports.models import Report
-from app.runtime import unit_of_work
 from app.settings import Settings
 from app.webhooks import service as webhooks
 

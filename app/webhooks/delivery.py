@@ -18,8 +18,8 @@ from sqlmodel import col, select
 
 from app.db import SYSTEM, AsyncSession, Database, utcnow
 from app.errors import unavailable
-from app.runtime.unit_of_work import transaction
 from app.settings import Settings
+from app.unit_of_work import transaction
 from app.webhooks import outbox, secretbox
 from app.webhooks.models import WebhookEndpoint
 from app.webhooks.outbox import TEST_EVENT, Claimed, Outcome

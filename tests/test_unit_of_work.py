@@ -6,11 +6,11 @@ import pytest
 import sqlalchemy as sa
 from sqlmodel import select
 
+from app import unit_of_work
 from app.activity.models import ActivityEvent
 from app.agents.models import Agent
 from app.db import new_id
 from app.orgs.models import Organization
-from app.runtime import unit_of_work
 from support import gql, register
 
 
