@@ -70,6 +70,8 @@ class QueryCost(SchemaExtension):
         if cost is None:
             return
         self.report = {"requested": cost, "limit": settings.max_query_cost}
+        # the caller first: its request rate limit then also counts the operations refused below
+        principal = await _principal(ctx.context)
         if cost > settings.max_query_cost:
             raise BadUserInput(
                 f"query cost {cost} exceeds the limit of {settings.max_query_cost} per operation: ask for "
@@ -77,7 +79,6 @@ class QueryCost(SchemaExtension):
                 cost=cost,
                 limit=settings.max_query_cost,
             )
-        principal = await _principal(ctx.context)
         if principal is None or cost == 0 or settings.query_cost_refill_per_second <= 0:
             return
         budget = max(settings.query_cost_budget, settings.max_query_cost)
