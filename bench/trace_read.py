@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import random
 import statistics
 import time
@@ -67,6 +68,10 @@ async def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--reads", type=int, default=30)
     args = parser.parse_args()
+    # this measures read speed, not the query cost budget: a nested 10,000-span read costs ~60,000 points, so the
+    # default budget (200,000) would refuse the repeated reads
+    os.environ.setdefault("AGENTRAIL_QUERY_COST_BUDGET", "100000000")
+    os.environ.setdefault("AGENTRAIL_QUERY_COST_REFILL_PER_SECOND", "1000000")
     results: dict = {"benchmark": "trace_read", "reads_per_case": args.reads}
     with running_server() as server:
         async with httpx.AsyncClient(base_url=server.url, headers={"X-API-Key": server.api_key}, timeout=120) as client:
