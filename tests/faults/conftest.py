@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,6 +17,7 @@ from typing import Any
 
 import httpx
 import pytest
+import sqlalchemy as sa
 import uvicorn
 
 from app.main import create_app
@@ -24,6 +26,20 @@ from app.runtime.resources import Runtime
 from app.runtime.websocket import FanoutWebSocketProtocol
 from app.settings import Settings
 from support import free_port
+
+
+async def scalar(runtime: Runtime, sql: str, **params: Any) -> Any:
+    """One value read straight from PostgreSQL (the counts the fault tests assert), outside any tenant session."""
+    async with runtime.db.engine.connect() as conn:
+        return (await conn.execute(sa.text(sql), params)).scalar()
+
+
+async def until(check: Any, timeout: float, what: str) -> None:
+    """Polls `check()` until it is true; fails naming `what` after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while not await check():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        await asyncio.sleep(0.2)
 
 
 @dataclass

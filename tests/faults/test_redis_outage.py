@@ -11,27 +11,14 @@ import asyncio
 import collections
 import time
 
-import sqlalchemy as sa
 from webhooks.receiver import Receiver
 
 from app.runtime.redis import Broadcaster, Gap, create_redis
-from faults.conftest import Stack
+from faults.conftest import Stack, scalar, until
 from support import GraphQLWebSocket, create_api_key, gql, register
 
 RECORDS = 150
 OUTAGE_SECONDS = 3.0
-
-
-async def _scalar(runtime, sql: str, **params):
-    async with runtime.db.engine.connect() as conn:
-        return (await conn.execute(sa.text(sql), params)).scalar()
-
-
-async def _until(check, timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not await check():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        await asyncio.sleep(0.2)
 
 
 async def _log(http, key: str, n: int) -> str:
@@ -106,7 +93,7 @@ async def test_redis_killed_under_load_loses_nothing(stack):
         endpoint = {"input": {"url": receiver.url(), "events": ["alert.created"]}}
         assert "errors" not in await gql(http, "CreateWebhookEndpoint", endpoint, token=account.token)
         subscribers = [await _subscriber(stack, account.token) for _ in range(2)]
-        await _until(lambda: _ready(http, worker=True), 20, "the worker's first heartbeat")
+        await until(lambda: _ready(http, worker=True), 20, "the worker's first heartbeat")
 
         sent: list[str] = []
         for n in range(RECORDS):
@@ -123,22 +110,22 @@ async def test_redis_killed_under_load_loses_nothing(stack):
 
         runtime = stack.runtime
         org = account.org_id
-        stored = await _scalar(runtime, "SELECT count(*) FROM audit_logs WHERE org_id = :o", o=org)
-        distinct = await _scalar(runtime, "SELECT count(DISTINCT idempotency_key) FROM audit_logs WHERE org_id = :o",
+        stored = await scalar(runtime, "SELECT count(*) FROM audit_logs WHERE org_id = :o", o=org)
+        distinct = await scalar(runtime, "SELECT count(DISTINCT idempotency_key) FROM audit_logs WHERE org_id = :o",
                                  o=org)  # fmt: skip
-        alerts = await _scalar(runtime, "SELECT count(*) FROM alerts WHERE org_id = :o", o=org)
+        alerts = await scalar(runtime, "SELECT count(*) FROM alerts WHERE org_id = :o", o=org)
 
         async def subscribers_complete() -> bool:
             return all(len(set(s.alerts)) >= RECORDS or s.ended for s in subscribers)
 
-        await _until(subscribers_complete, 60, "every subscriber to have every alert")
+        await until(subscribers_complete, 60, "every subscriber to have every alert")
 
         async def delivered() -> bool:
-            left = await _scalar(runtime, "SELECT count(*) FROM webhook_deliveries WHERE status <> 'DELIVERED'")
+            left = await scalar(runtime, "SELECT count(*) FROM webhook_deliveries WHERE status <> 'DELIVERED'")
             return left == 0
 
-        await _until(delivered, 60, "every webhook delivery to be delivered")
-        deliveries = await _scalar(runtime, "SELECT count(*) FROM webhook_deliveries")
+        await until(delivered, 60, "every webhook delivery to be delivered")
+        deliveries = await scalar(runtime, "SELECT count(*) FROM webhook_deliveries")
         ids = collections.Counter(r.headers["webhook-id"] for r in receiver.received)
 
         # the worker resumed by itself: an export and a seal run after the outage
@@ -151,16 +138,16 @@ async def test_redis_killed_under_load_loses_nothing(stack):
             assert job["data"]["exportJob"]["status"] not in ("FAILED", "CANCELLED"), job
             return job["data"]["exportJob"]["status"] == "READY"
 
-        await _until(exported, 60, "the export to complete")
+        await until(exported, 60, "the export to complete")
         await stack.runtime.queue.enqueue_job("seal_audit_trail")
 
         async def sealed() -> bool:
-            count = await _scalar(runtime, "SELECT coalesce(sum(record_count), 0) FROM audit_digests WHERE org_id = :o",
+            count = await scalar(runtime, "SELECT coalesce(sum(record_count), 0) FROM audit_digests WHERE org_id = :o",
                                   o=org)  # fmt: skip
             return count == RECORDS
 
-        await _until(sealed, 60, "the records to be sealed")
-        await _until(lambda: _ready(http, worker=True), 20, "/readyz to report the worker again")
+        await until(sealed, 60, "the records to be sealed")
+        await until(lambda: _ready(http, worker=True), 20, "/readyz to report the worker again")
 
         figures = {
             "sent": len(sent),

@@ -14,9 +14,9 @@ import signal
 import subprocess
 import time
 
-import sqlalchemy as sa
 from webhooks.receiver import Receiver
 
+from faults.conftest import scalar, until
 from support import agentrail_command, create_api_key, gql, register
 
 RECORDS = 60
@@ -38,18 +38,6 @@ def _worker(stack) -> subprocess.Popen[bytes]:
         }
     )
     return subprocess.Popen([*agentrail_command(), "worker"], env=env, start_new_session=True)
-
-
-async def _scalar(runtime, sql: str, **params):
-    async with runtime.db.engine.connect() as conn:
-        return (await conn.execute(sa.text(sql), params)).scalar()
-
-
-async def _until(check, timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not await check():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        await asyncio.sleep(0.3)
 
 
 async def test_worker_killed_under_load_every_delivery_and_export_completes(stack):
@@ -76,7 +64,7 @@ async def test_worker_killed_under_load_every_delivery_and_export_completes(stac
 
         # the batch stays in flight (one request held) while the others' outcomes are recorded as they come in
         async def recorded_delivered() -> int:
-            return await _scalar(runtime, "SELECT count(*) FROM webhook_deliveries WHERE status = 'DELIVERED'")
+            return await scalar(runtime, "SELECT count(*) FROM webhook_deliveries WHERE status = 'DELIVERED'")
 
         while await recorded_delivered() < RECORDS - 1 and time.monotonic() - held_at < TIMEOUT - 1:
             await asyncio.sleep(0.1)
@@ -97,12 +85,12 @@ async def test_worker_killed_under_load_every_delivery_and_export_completes(stac
             await runtime.queue.enqueue_job(sweeper, _queue_name="agentrail:queue")
 
         async def delivered() -> bool:
-            return await _scalar(runtime, "SELECT count(*) FROM webhook_deliveries WHERE status <> 'DELIVERED'") == 0
+            return await scalar(runtime, "SELECT count(*) FROM webhook_deliveries WHERE status <> 'DELIVERED'") == 0
 
-        await _until(delivered, 60, "every webhook delivery to be delivered")
-        await _until(exported, 60, "the export to complete")
-        stored = await _scalar(runtime, "SELECT count(*) FROM audit_logs")
-        deliveries = await _scalar(runtime, "SELECT count(*) FROM webhook_deliveries")
+        await until(delivered, 60, "every webhook delivery to be delivered")
+        await until(exported, 60, "the export to complete")
+        stored = await scalar(runtime, "SELECT count(*) FROM audit_logs")
+        deliveries = await scalar(runtime, "SELECT count(*) FROM webhook_deliveries")
         ids = collections.Counter(r.headers["webhook-id"] for r in receiver.completed)
         figures = {
             "sent": RECORDS,
