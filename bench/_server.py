@@ -18,7 +18,26 @@ from pathlib import Path
 
 import httpx
 
-ROOT = Path(__file__).resolve().parents[1]
+# the checkout whose `agentrail serve` is measured: this one, or another (AGENTRAIL_BENCH_ROOT, e.g. a worktree of an
+# older commit) run with this venv and its own `app` first on the path, for side-by-side runs (bench/side_by_side.py)
+ROOT = Path(os.environ.get("AGENTRAIL_BENCH_ROOT") or Path(__file__).resolve().parents[1]).resolve()
+
+
+def cpu_ref() -> float:
+    """Seconds for a fixed piece of pure-Python work (≈ 0.33 s when this machine is quiet): printed beside each
+    figure, so that figures taken on a loaded machine can be judged."""
+    started = time.perf_counter()
+    sum(range(3 * 10**7))
+    return round(time.perf_counter() - started, 3)
+
+
+def server_env(**extra: str) -> dict[str, str]:
+    env = {**os.environ, **extra}
+    if os.environ.get("AGENTRAIL_BENCH_ROOT"):
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))
+    return env
+
+
 WORDS = [
     "refund",
     "order",
@@ -114,7 +133,7 @@ def _free_port() -> int:
 def running_server() -> Iterator[Server]:
     """Embedded servers in a temporary folder unless DATABASE_URL / REDIS_URL are set."""
     port = _free_port()
-    env = {**os.environ, "AGENTRAIL_LOG_LEVEL": "WARNING", "AGENTRAIL_LOGIN_MAX_FAILURES": "1000"}
+    env = server_env(AGENTRAIL_LOG_LEVEL="WARNING", AGENTRAIL_LOGIN_MAX_FAILURES="1000")
     with tempfile.TemporaryDirectory(prefix="agentrail-bench-") as tmp:
         process = subprocess.Popen(
             [str(Path(sys.executable).with_name("agentrail")), "serve", "--port", str(port), "--data-dir", tmp],
@@ -163,7 +182,7 @@ def extra_node() -> Iterator[tuple[str, int]]:
         if not os.environ.get(name):
             raise SystemExit(f"a second API process needs {name} (the first one's servers and secret)")
     port = _free_port()
-    env = {**os.environ, "AGENTRAIL_LOG_LEVEL": "WARNING"}
+    env = server_env(AGENTRAIL_LOG_LEVEL="WARNING")
     with tempfile.TemporaryDirectory(prefix="agentrail-bench-node-") as tmp:
         command = [str(Path(sys.executable).with_name("agentrail")), "serve", "--no-worker", "--port", str(port)]
         process = subprocess.Popen(

@@ -4,7 +4,8 @@
 
 Prints JSON: records/s through `POST /api/v1/audit-logs/batch` and `logEvents` for batches of 100 and
 1,000 realistic records (prompts of 200–2,000 characters), p50/p99 of a single `logEvent`, and the
-server's peak RSS. Targets: ≥ 5,000 records/s in batches; single logEvent p99 < 25 ms.
+server's peak RSS, each figure with the CPU reference taken just before it (`…_cpu_ref_s`).
+Targets: ≥ 5,000 records/s in batches; single logEvent p99 < 25 ms.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ import time
 
 import httpx
 import orjson
-from _server import realistic_record, running_server
+from _server import cpu_ref, realistic_record, running_server
 
 LOG_EVENTS = "mutation($input: [AuditLogInput!]!) { logEvents(input: $input) { id } }"
 JSON = {"content-type": "application/json"}
@@ -101,11 +102,13 @@ async def main() -> None:
                     mutation = f'mutation {{ installCompliancePack(packId: "{pack}") {{ id }} }}'
                     assert "errors" not in (await c.post("/graphql", json={"query": mutation})).json()
         # first, on a quiet server: the throughput runs leave the worker indexing their records for a while
+        results["single_logEvent_cpu_ref_s"] = cpu_ref()
         results["single_logEvent"] = await single_latency(server.url, server.api_key, args.singles)
         for via in ("rest", "graphql"):
             for batch in (100, 1000):
                 # each run from the same state: the worker has indexed the previous run's records
                 await asyncio.to_thread(server.settle)
+                results[f"{via}_batch{batch}_cpu_ref_s"] = cpu_ref()
                 rate = await throughput(
                     server.url, server.api_key, via=via, batch=batch, total=args.records, concurrency=args.concurrency
                 )

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import httpx
 import orjson
-from _server import realistic_record, running_server
+from _server import cpu_ref, realistic_record, running_server
 
 ROOT = Path(__file__).resolve().parents[1]
 SPAN = "id traceId spanId parentSpanId action status occurredAt durationMs"
@@ -80,6 +80,7 @@ async def main() -> None:
                 await seed(client, trace_id, spans)
                 await asyncio.to_thread(server.settle)  # let the worker index what was just written
                 results[f"spans_{spans}"] = {
+                    "cpu_ref_s": cpu_ref(),
                     "nested": await timed_reads(client, nested_query(), trace_id, args.reads),
                     "flat": await timed_reads(client, FLAT, trace_id, args.reads),
                 }

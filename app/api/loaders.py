@@ -6,7 +6,7 @@ from typing import Any, Generic, TypeVar
 
 from app.agents.loaders import AgentLoader
 from app.alerts.loaders import AlertCountLoader, AlertsByRecordLoader
-from app.audit.loaders import ChildrenLoader, RecordLoader, SpanLoader, TraceLoader
+from app.audit.loaders import ChildrenLoader, RecordLoader, SpanLoader, TraceLoader, TraceRootsLoader
 from app.compliance.loaders import RuleLoader
 from app.dataloader import SessionLoader, SessionSource
 from app.policies.loaders import AgentIdsByPolicyLoader, PoliciesByAgentLoader, VersionLoader
@@ -40,6 +40,7 @@ class Loaders:
     span = _OnFirstUse(SpanLoader)
     children = _OnFirstUse(ChildrenLoader)
     trace = _OnFirstUse(TraceLoader)
+    trace_roots = _OnFirstUse(TraceRootsLoader)
     record = _OnFirstUse(RecordLoader)
     rule = _OnFirstUse(RuleLoader)
     policies_by_agent = _OnFirstUse(PoliciesByAgentLoader)

@@ -69,3 +69,20 @@ class RecordLoader(SessionLoader[str, AuditRecord | None]):
     async def fetch(self, session: AsyncSession, keys: list[str]) -> list[AuditRecord | None]:
         by_id = {r.id: r for r in await service.records_by_ids(session, keys)}
         return [by_id.get(i) for i in keys]
+
+
+RootsKey = tuple[str, bool]  # (trace_id, with the JSON content)
+
+
+class TraceRootsLoader(SessionLoader[RootsKey, list[AuditRecord]]):
+    """The root spans of traces, read alone (a page of `traces` selecting `rootSpans` without `children`):
+    no other span's content is read."""
+
+    async def fetch(self, session: AsyncSession, keys: list[RootsKey]) -> list[list[AuditRecord]]:
+        out: dict[RootsKey, list[AuditRecord]] = {}
+        for with_json in (False, True):
+            trace_ids = [t for t, j in keys if j is with_json]
+            if trace_ids:
+                found = await service.trace_roots(session, trace_ids, with_json=with_json)
+                out.update({(t, with_json): found[t] for t in trace_ids})
+        return [out[k] for k in keys]

@@ -7,7 +7,7 @@ from datetime import datetime
 from typing import Any, cast
 
 import sqlalchemy as sa
-from sqlalchemy.dialects.postgresql import JSONB, TSVECTOR
+from sqlalchemy.dialects.postgresql import ARRAY, JSONB, TSVECTOR
 from sqlalchemy.orm import InstrumentedAttribute
 from sqlmodel import Field, SQLModel, col
 
@@ -71,6 +71,29 @@ class AuditLog(SQLModel, TenantScoped, table=True):
     tenant_id: str | None = Field(default=None, max_length=255)
     credential_masked: bool = False
     checksum: str = Field(max_length=80)
+
+
+class AuditTrace(SQLModel, TenantScoped, table=True):
+    """One row per trace: its summary, kept in the ingest transaction (`app.audit.summaries`), so that the
+    newest traces are an index scan of this table, whatever the number of spans stored.
+
+    Records are never updated or deleted, so a summary only grows: counts add up, the start can only move
+    earlier and the end later, agents join. It equals the aggregate over the trace's records at every commit.
+    """
+
+    __tablename__ = "audit_traces"
+    __table_args__ = (
+        sa.Index("ix_audit_traces_org_started", "org_id", sa.text("started_at DESC"), sa.text("trace_id DESC")),
+    )
+
+    org_id: str = Field(primary_key=True, foreign_key="organizations.id", max_length=40)
+    trace_id: str = Field(primary_key=True, max_length=64)
+    span_count: int = Field(sa_type=sa.BigInteger)
+    started_at: datetime = timestamp_column()
+    ended_at: datetime = timestamp_column()  # latest start plus duration
+    error_count: int = Field(sa_type=sa.BigInteger)
+    blocked_count: int = Field(sa_type=sa.BigInteger)
+    agent_ids: list[str] = Field(sa_column=sa.Column(ARRAY(sa.String(40)), nullable=False))  # distinct, sorted
 
 
 class AuditSearch(SQLModel, TenantScoped, table=True):
@@ -194,6 +217,22 @@ RECORD_COLUMNS = [
 _CONTENT_KEYS = {"metadata_" if name == "metadata" else name for name in CONTENT_FIELDS}
 LIGHT_RECORD_COLUMNS = [
     sa.null().label(column.key) if column.key in _CONTENT_KEYS else column
+    for column in cast(list[InstrumentedAttribute[Any]], RECORD_COLUMNS)
+]
+
+
+# what a trace's tree is worked out from (ids, parents, time order), every other column NULL: for finding the
+# roots of traces without reading their spans' content
+_TREE_KEYS = {"id", "org_id", "seq", "trace_id", "span_id", "parent_span_id", "occurred_at"}
+TREE_RECORD_COLUMNS = [
+    column if column.key in _TREE_KEYS else sa.null().label(column.key)
+    for column in cast(list[InstrumentedAttribute[Any]], RECORD_COLUMNS)
+]
+
+# RECORD_COLUMNS without the JSON content (metadata, args, result: NULL), for reads that select none of it
+_JSON_KEYS = {"metadata_", "args", "result"}
+TEXT_RECORD_COLUMNS = [
+    sa.null().label(column.key) if column.key in _JSON_KEYS else column
     for column in cast(list[InstrumentedAttribute[Any]], RECORD_COLUMNS)
 ]
 

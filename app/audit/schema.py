@@ -187,6 +187,8 @@ class AuditLog:
 
 
 CONTENT_FIELD_NAMES = frozenset(CONTENT_FIELDS)
+_CHILDREN = frozenset({"children"})
+_JSON_FIELD_NAMES = frozenset({"metadata", "args", "result"})
 
 
 @strawberry.type(description="A trace: the spans of one agent run, as a tree and as a flat list.")
@@ -205,6 +207,11 @@ class Trace:
         directives=[Cost(list_size=service.MAX_TRACE_SPANS, scope="trace")],
     )
     async def root_spans(self, info: Info) -> list[AuditLog]:
+        if self.tree is None and not selects_any(info.selected_fields, _CHILDREN):
+            # the roots alone (a page of traces): no other span is read whole, no unselected JSON decoded
+            with_json = selects_any(info.selected_fields, _JSON_FIELD_NAMES)
+            roots = await info.context.loaders.trace_roots.load((self.trace_id, with_json))
+            return [AuditLog.of(r, SpanNode(record=r)) for r in roots]
         tree = await self._tree(info)
         return [AuditLog.of(n.record, n) for n in tree.roots] if tree else []
 

@@ -19,8 +19,17 @@ from app.agents import service as agents
 from app.alerts import writing as alert_writing
 from app.alerts.models import Alert
 from app.alerts.service import has_alerts_condition
-from app.audit import followups, search
-from app.audit.models import LIGHT_RECORD_COLUMNS, RECORD_COLUMNS, AuditLog, AuditRecord, record_from_row
+from app.audit import followups, search, summaries
+from app.audit.models import (
+    LIGHT_RECORD_COLUMNS,
+    RECORD_COLUMNS,
+    TEXT_RECORD_COLUMNS,
+    TREE_RECORD_COLUMNS,
+    AuditLog,
+    AuditRecord,
+    AuditTrace,
+    record_from_row,
+)
 from app.audit.traces import TraceTree, build_tree
 from app.audit.validation import AuditLogDraft
 from app.billing import quota as billing_quota
@@ -220,6 +229,8 @@ async def ingest(session: AsyncSession, principal: Principal, drafts: Sequence[A
     )
     if created:
         await agents.touch_last_seen(session, {r.agent_id: r.occurred_at for r in created if r.agent_id})
+        # the traces' summaries, in this transaction: the newest traces are listed without aggregating spans
+        await summaries.add_records(session, [row for row in rows if row["id"] in inserted])
     # the plan's monthly quota counts the records written now (not idempotent replays); last before the
     # commit: over the limit it raises QUOTA_EXCEEDED and the whole batch rolls back
     await billing_quota.consume_records(session, org_id, len(created))
@@ -341,6 +352,40 @@ async def load_trace(
     return build_tree(trace_id, records[:max_spans], truncated=truncated)
 
 
+async def trace_roots(
+    session: AsyncSession, trace_ids: Sequence[str], *, with_json: bool
+) -> dict[str, list[AuditRecord]]:
+    """The root spans of these traces (as `load_trace` nests them: each trace's first MAX_TRACE_SPANS spans,
+    loops cut), read alone: the trees are worked out from a narrow read of ids, parents and times, then only
+    the roots' rows are read; their metadata, args and result (JSON) only `with_json`."""
+    ranked = (
+        sa.select(
+            *TREE_RECORD_COLUMNS,
+            sa.func.row_number()
+            .over(partition_by=col(AuditLog.trace_id), order_by=(col(AuditLog.occurred_at), col(AuditLog.seq)))
+            .label("rank"),
+        )
+        .where(col(AuditLog.trace_id).in_(list(trace_ids)))
+        .subquery()
+    )
+    stmt = (
+        sa.select(*[c for c in ranked.c if c.name != "rank"])
+        .where(ranked.c.rank <= MAX_TRACE_SPANS)
+        .order_by(ranked.c.trace_id, ranked.c.occurred_at, ranked.c.seq)
+    )
+    by_trace: dict[str, list[AuditRecord]] = {t: [] for t in trace_ids}
+    for row in (await session.execute(stmt)).all():
+        by_trace[row.trace_id].append(record_from_row(row))
+    root_ids = {t: [n.record.id for n in build_tree(t, records).roots] for t, records in by_trace.items() if records}
+    wanted = [i for ids in root_ids.values() for i in ids]
+    if not wanted:
+        return {t: [] for t in trace_ids}
+    columns = RECORD_COLUMNS if with_json else TEXT_RECORD_COLUMNS
+    found = await session.execute(sa.select(*columns).where(col(AuditLog.id).in_(wanted)))
+    by_id = {r.id: r for r in map(record_from_row, found.all())}
+    return {t: [by_id[i] for i in root_ids.get(t, []) if i in by_id] for t in trace_ids}
+
+
 async def children_of(
     session: AsyncSession, keys: Sequence[tuple[str, str]]
 ) -> dict[tuple[str, str], list[AuditRecord]]:
@@ -441,43 +486,40 @@ class TraceQuery:
 async def list_traces(
     session: AsyncSession, query: TraceQuery, *, limit: int, after: tuple[datetime, str] | None
 ) -> list[TraceSummary]:
-    """One row per trace, newest start first, grouped in SQL."""
-    end_expr = AuditLog.occurred_at + sa.func.make_interval(
-        0, 0, 0, 0, 0, 0, sa.func.coalesce(AuditLog.duration_ms, 0) / 1000.0
-    )
-    started = sa.func.min(AuditLog.occurred_at).label("started_at")
-    errors = sa.func.count().filter(col(AuditLog.status) == "error").label("error_count")
-    blocked = sa.func.count().filter(col(AuditLog.status) == "blocked").label("blocked_count")
+    """One row per trace, newest start first: an index scan of the summaries kept at ingest (`audit_traces`),
+    flat however many spans are stored."""
     stmt = sa.select(
-        col(AuditLog.trace_id),
-        sa.func.count().label("span_count"),
-        started,
-        sa.func.max(end_expr).label("ended_at"),
-        errors,
-        blocked,
-        sa.func.array_remove(sa.func.array_agg(sa.distinct(col(AuditLog.agent_id))), None).label("agent_ids"),
-    ).group_by(col(AuditLog.trace_id))
+        col(AuditTrace.trace_id),
+        col(AuditTrace.span_count),
+        col(AuditTrace.started_at),
+        col(AuditTrace.ended_at),
+        col(AuditTrace.error_count),
+        col(AuditTrace.blocked_count),
+        col(AuditTrace.agent_ids),
+    )
+    conditions: list[Any] = []
     if query.agent_ids:
         with_agent = sa.select(col(AuditLog.trace_id)).where(col(AuditLog.agent_id).in_(query.agent_ids))
-        stmt = stmt.where(col(AuditLog.trace_id).in_(with_agent))
+        conditions.append(col(AuditTrace.trace_id).in_(with_agent))
     if query.has_alerts is not None:
         alerted = sa.select(col(AuditLog.trace_id)).where(has_alerts_condition(col(AuditLog.id)))
-        stmt = stmt.where(
-            col(AuditLog.trace_id).in_(alerted) if query.has_alerts else col(AuditLog.trace_id).not_in(alerted)
+        conditions.append(
+            col(AuditTrace.trace_id).in_(alerted) if query.has_alerts else col(AuditTrace.trace_id).not_in(alerted)
         )
-    having = []
-    having += within(started, query.started_from, query.started_to)
+    conditions += within(AuditTrace.started_at, query.started_from, query.started_to)
     if query.status == "error":
-        having.append(errors > 0)
+        conditions.append(col(AuditTrace.error_count) > 0)
     elif query.status == "blocked":
-        having.append(sa.and_(errors == 0, blocked > 0))
+        conditions.append(sa.and_(col(AuditTrace.error_count) == 0, col(AuditTrace.blocked_count) > 0))
     elif query.status == "ok":
-        having.append(sa.and_(errors == 0, blocked == 0))
+        conditions.append(sa.and_(col(AuditTrace.error_count) == 0, col(AuditTrace.blocked_count) == 0))
     if after is not None:
-        having.append(sa.tuple_(started, AuditLog.trace_id) < sa.tuple_(*after))
-    if having:
-        stmt = stmt.having(sa.and_(*having))
-    stmt = stmt.order_by(started.desc(), col(AuditLog.trace_id).desc()).limit(limit)
+        conditions.append(sa.tuple_(AuditTrace.started_at, AuditTrace.trace_id) < sa.tuple_(*after))
+    stmt = (
+        stmt.where(*conditions)
+        .order_by(col(AuditTrace.started_at).desc(), col(AuditTrace.trace_id).desc())
+        .limit(limit)
+    )
     return [TraceSummary(**row._mapping) for row in (await session.execute(stmt)).all()]
 
 

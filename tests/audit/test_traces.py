@@ -281,3 +281,98 @@ async def test_search_sweeper_indexes_what_a_lost_job_missed(client, runtime):
     other = await register(client, org="Other")
     theirs = await gql(client, "AuditLogs", {"filter": {"search": "revenue"}}, token=other.token)
     assert theirs["data"]["auditLogs"]["edges"] == []
+
+
+_AGGREGATE = """
+    SELECT org_id, trace_id, count(*) AS span_count, min(occurred_at) AS started_at,
+        max(occurred_at + make_interval(secs => coalesce(duration_ms, 0) / 1000.0)) AS ended_at,
+        count(*) FILTER (WHERE status = 'error') AS error_count,
+        count(*) FILTER (WHERE status = 'blocked') AS blocked_count,
+        array_remove(array_agg(DISTINCT agent_id), NULL) AS agent_ids
+    FROM audit_logs GROUP BY org_id, trace_id ORDER BY org_id, trace_id
+"""
+
+
+async def _summaries(runtime):
+    import sqlalchemy as sa
+
+    async with runtime.db.system_session() as session:
+        kept = (await session.execute(sa.text("SELECT * FROM audit_traces ORDER BY org_id, trace_id"))).all()
+        aggregated = (await session.execute(sa.text(_AGGREGATE))).all()
+    return [tuple(r) for r in kept], [tuple(r) for r in aggregated]
+
+
+async def test_trace_summaries_kept_at_ingest_equal_the_aggregate(client, runtime):
+    """The summary row of each trace (written in the ingest transaction) equals the aggregate over its records,
+    through out-of-order spans, repeated idempotency keys, agents joining, errors and blocks, concurrent batches
+    sharing traces, and traces without a traceId (one span each)."""
+    account = await register(client)
+    agents = []
+    for name in ("a1", "a2"):
+        created = await gql(client, "mutation($n: String!) { createAgent(input: {name: $n}) { id } }", {"n": name},
+                            token=account.token)  # fmt: skip
+        agents.append(created["data"]["createAgent"]["id"])
+    await _log(client, account, traceId="s", spanId="late", occurredAt=_at(10), durationMs=2500, agentId=agents[1])
+    await _log(client, account, traceId="s", spanId="early", occurredAt=_at(1), status="ERROR", idempotencyKey="k")
+    await _log(client, account, traceId="s", spanId="again", occurredAt=_at(0), idempotencyKey="k")  # a replay
+    await _log(client, account, action="alone")
+
+    async def batch(offset: int) -> None:
+        records = [
+            {"action": "step", "traceId": f"c{i % 3}", "spanId": f"x{offset}-{i}", "occurredAt": _at(offset + i),
+             "durationMs": i * 1.5, "status": "BLOCKED" if i == 4 else "OK", "agentId": agents[i % 2]}
+            for i in range(12)
+        ]  # fmt: skip
+        result = await gql(client, "LogEvents", {"input": records}, token=account.token)
+        assert "errors" not in result, result
+
+    await asyncio.gather(*(batch(o) for o in range(0, 60, 12)))
+    kept, aggregated = await _summaries(runtime)
+    assert kept == aggregated and len(kept) == 5
+    by_trace = {r[1]: r for r in kept}
+    assert by_trace["s"][2] == 2 and by_trace["s"][5] == 1  # the replay counted nothing
+    page = (await gql(client, "Traces", {"first": 10}, token=account.token))["data"]["traces"]["edges"]
+    assert {n["node"]["traceId"] for n in page} == set(by_trace)
+    s = next(n["node"] for n in page if n["node"]["traceId"] == "s")
+    assert s["spanCount"] == 2 and s["status"] == "ERROR" and s["durationMs"] == 11500
+    assert [a["id"] for a in s["agents"]] == [agents[1]]
+
+
+async def test_traces_page_reads_roots_alone(client, runtime):
+    """`traces { rootSpans { … } }` without `children` reads the roots' rows only (the other spans' ids and
+    parents to find them), leaves out the JSON content unless selected, and gives the roots a full read gives,
+    loops cut the same way."""
+    account = await register(client)
+    await _log(client, account, traceId="r", spanId="root", prompt="p0", metadata={"m": 0}, occurredAt=_at(0))
+    for i in range(5):
+        await _log(client, account, traceId="r", spanId=f"c{i}", parentSpanId="root", metadata={"big": "x" * 100},
+                   occurredAt=_at(i + 1))  # fmt: skip
+    await _log(client, account, traceId="r", spanId="orphan", parentSpanId="missing", prompt="p1", occurredAt=_at(9))
+    await _log(client, account, traceId="loop", spanId="a", parentSpanId="b", occurredAt=_at(20))
+    await _log(client, account, traceId="loop", spanId="b", parentSpanId="a", occurredAt=_at(21))
+    statements: list[str] = []
+
+    def record(conn, cursor, statement, parameters, context, executemany):
+        if "FROM audit_logs" in statement:
+            statements.append(statement)
+
+    query = "{ traces(first: 3) { edges { node { traceId rootSpans { id spanId depth prompt %s } } } } }"
+    event.listen(runtime.db.engine.sync_engine, "before_cursor_execute", record)
+    try:
+        light = await gql(client, query % "", token=account.token)
+        assert "errors" not in light, light
+        light_statements, statements[:] = list(statements), []
+        heavy = await gql(client, query % "metadata", token=account.token)
+    finally:
+        event.remove(runtime.db.engine.sync_engine, "before_cursor_execute", record)
+    roots = {e["node"]["traceId"]: e["node"]["rootSpans"] for e in light["data"]["traces"]["edges"]}
+    assert [(s["spanId"], s["depth"], s["prompt"]) for s in roots["r"]] == [("root", 0, "p0"), ("orphan", 0, "p1")]
+    assert [s["spanId"] for s in roots["loop"]] == ["a"]
+    full = await gql(client, '{ trace(traceId: "loop") { rootSpans { spanId } } }', token=account.token)
+    assert [s["spanId"] for s in full["data"]["trace"]["rootSpans"]] == ["a"]  # as a whole trace's read
+    assert len(light_statements) == 2
+    assert "NULL AS prompt" in light_statements[0] and "NULL AS metadata" in light_statements[1]
+    assert "errors" not in heavy, heavy
+    assert "NULL AS metadata" not in statements[1], statements
+    heavy_roots = {e["node"]["traceId"]: e["node"]["rootSpans"] for e in heavy["data"]["traces"]["edges"]}
+    assert [s["metadata"] for s in heavy_roots["r"]] == [{"m": 0}, {}]
