@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import random
 import statistics
 import time
@@ -74,6 +75,11 @@ async def main() -> None:
     parser.add_argument("--reads", type=int, default=24)
     args = parser.parse_args()
     stages = [int(s) for s in args.stages.split(",")]
+    # this measures read speed, not the query cost limits: a page of 50 traces' rootSpans is weighed as up to
+    # 10,000 roots each, far above the default per-operation maximum
+    os.environ.setdefault("AGENTRAIL_MAX_QUERY_COST", "100000000")
+    os.environ.setdefault("AGENTRAIL_QUERY_COST_BUDGET", "100000000")
+    os.environ.setdefault("AGENTRAIL_QUERY_COST_REFILL_PER_SECOND", "1000000")
     results: dict = {"benchmark": "traces_page", "spans_per_trace": SPANS_PER_TRACE, "reads_per_case": args.reads}
     rng = random.Random(18)
     with running_server() as server:
