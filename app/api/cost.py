@@ -21,7 +21,7 @@ Introspection (`__schema`, `__type`, `__typename`) is free: it is bounded by the
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 from graphql import (
     DocumentNode,
@@ -37,14 +37,18 @@ from graphql import (
     GraphQLSchema,
     GraphQLUnionType,
     InlineFragmentNode,
+    ListValueNode,
+    ObjectValueNode,
     OperationDefinitionNode,
     SelectionSetNode,
+    VariableNode,
     get_named_type,
     is_composite_type,
     is_input_object_type,
     is_list_type,
 )
 from graphql.execution.values import get_argument_values, get_variable_values
+from graphql.utilities import type_from_ast
 from strawberry.types.unset import UNSET
 
 from app.cost import Cost
@@ -77,12 +81,58 @@ def _set(value: Any) -> Any:
     return None if value is UNSET else value
 
 
+class _Arguments:
+    """The arguments of a field that can change its cost (page sizes, weighted inputs), in the shape
+    `get_argument_values` reads (`.args`): the others are never coerced for the analysis."""
+
+    __slots__ = ("args",)
+
+    def __init__(self, args: dict[str, Any]) -> None:
+        self.args = args
+
+
 class CostAnalysis:
-    """Per schema: the declarations, read once per field, and the walk over an operation."""
+    """Per schema: the declarations, read once per field, and the walk over an operation.
+
+    Only what can change a cost is coerced: page sizes and input objects that hold a weighted field (at any
+    depth). An ingest batch's records (`logEvents(input: [...])`, up to 1,000 of them) weigh nothing, so they
+    are left to execution, which coerces them anyway, instead of being coerced and walked twice.
+    """
 
     def __init__(self, schema: GraphQLSchema) -> None:
         self.schema = schema
         self._fields: dict[tuple[str, str], Declared] = {}
+        self._weighted: dict[str, bool] = {}
+        self._arguments: dict[tuple[str, str], _Arguments] = {}
+
+    def weighted_input(self, type_: Any) -> bool:
+        """Whether an input object type (or one nested in it) has a field with a declared weight."""
+        named = get_named_type(type_)
+        if not is_input_object_type(named):
+            return False
+        assert isinstance(named, GraphQLInputObjectType)
+        found = self._weighted.get(named.name)
+        if found is None:
+            self._weighted[named.name] = False  # a recursive input type: its cycle adds nothing
+            found = any(
+                self.declared(named, name, field).weight or self.weighted_input(field.type)
+                for name, field in named.fields.items()
+            )
+            self._weighted[named.name] = found
+        return found
+
+    def relevant(self, type_: Any) -> bool:
+        """Whether a value of this type can change a cost: anything but an input object without weights."""
+        return not is_input_object_type(get_named_type(type_)) or self.weighted_input(type_)
+
+    def arguments(self, parent: Any, name: str, definition: GraphQLField) -> _Arguments:
+        key = (parent.name, name)
+        found = self._arguments.get(key)
+        if found is None:
+            found = self._arguments[key] = _Arguments(
+                {n: a for n, a in definition.args.items() if n in PAGE_ARGUMENTS or self.weighted_input(a.type)}
+            )
+        return found
 
     def declared(self, parent: Any, name: str, definition: Any) -> Declared:
         key = (parent.name, name)
@@ -110,7 +160,14 @@ class CostAnalysis:
         root = self.schema.get_root_type(operation.operation)
         if root is None:
             return None
-        coerced = get_variable_values(self.schema, operation.variable_definitions or (), variables or {})
+        # a variable given whole as an argument has that argument's type; one inside a literal is always kept
+        nested = _variables_in_literals(document)
+        wanted = [
+            d
+            for d in operation.variable_definitions or ()
+            if d.variable.name.value in nested or (t := type_from_ast(self.schema, d.type)) is None or self.relevant(t)
+        ]
+        coerced = get_variable_values(self.schema, wanted, variables or {})
         if isinstance(coerced, list):
             return None
         walk = _Walk(self, fragments, coerced)
@@ -177,7 +234,8 @@ class _Walk:
         page: int | None,
     ) -> int:
         declared = self.analysis.declared(parent, node.name.value, definition)
-        arguments = get_argument_values(definition, node, self.variables) if definition.args else {}
+        relevant = self.analysis.arguments(parent, node.name.value, definition)
+        arguments = get_argument_values(cast(Any, relevant), node, self.variables) if relevant.args else {}
         cost = multiplier * ((declared.weight or 0) + self._input_weights(definition, arguments))
         named = get_named_type(definition.type)
         if not is_composite_type(named):
@@ -225,6 +283,36 @@ class _Walk:
                 declared = self.analysis.declared(named, field_name, input_field)
                 total += (declared.weight or 0) + self._input_value_weight(input_field.type, field_value)
         return total
+
+
+def _variables_in_literals(document: DocumentNode) -> set[str]:
+    """Names of the variables used inside list or object literals of the document's arguments."""
+    found: set[str] = set()
+
+    def literal(value: Any, inside: bool) -> None:
+        if isinstance(value, VariableNode):
+            if inside:
+                found.add(value.name.value)
+        elif isinstance(value, ListValueNode):
+            for item in value.values:
+                literal(item, True)
+        elif isinstance(value, ObjectValueNode):
+            for field in value.fields:
+                literal(field.value, True)
+
+    def selections(selection_set: SelectionSetNode | None) -> None:
+        for selection in selection_set.selections if selection_set is not None else ():
+            for argument in getattr(selection, "arguments", None) or ():
+                literal(argument.value, False)
+            for directive in selection.directives or ():
+                for argument in directive.arguments or ():
+                    literal(argument.value, False)
+            selections(getattr(selection, "selection_set", None))
+
+    for definition in document.definitions:
+        if isinstance(definition, OperationDefinitionNode | FragmentDefinitionNode):
+            selections(definition.selection_set)
+    return found
 
 
 def _input_field_value(item: Any, name: str, input_field: Any) -> Any:

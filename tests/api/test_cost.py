@@ -74,6 +74,22 @@ def test_declared_bounds_and_weights() -> None:
     assert cost(operation("AuditLogs"), {"first": 500}, "AuditLogs") <= limit
 
 
+def test_weights_through_variables_and_unweighted_inputs_left_to_execution() -> None:
+    """A weighted input counts however it arrives (a whole variable, a variable inside a literal); an input
+    without weights (an ingest batch's records) is not coerced by the analysis: its values do not matter."""
+    plain = cost("{ auditLogs(first: 1) { edges { node { id } } } }")
+    whole = "query($f: AuditLogFilter) { auditLogs(first: 1, filter: $f) { edges { node { id } } } }"
+    assert cost(whole, {"f": {"search": "refund"}}) == plain + 1_000
+    inside = "query($s: String, $a: [String!]) { auditLogs(first: 1, filter: {search: $s, action: $a}) { edges { node { id } } } }"  # noqa: E501
+    assert cost(inside, {"s": "refund", "a": ["x"]}) == plain + 1_000
+    assert cost(inside, {"a": ["x"]}) == plain
+    batch = "mutation($input: [AuditLogInput!]!) { logEvents(input: $input) { id } }"
+    records = [{"action": "step", "metadata": {"k": i}} for i in range(1000)]
+    assert cost(batch, {"input": records}) == cost(batch, {"input": [{"not": "even valid"}]}) == 100
+    # a variable that does matter and does not coerce: left to execution to report
+    assert cost("query($n: Int) { auditLogs(first: $n) { edges { node { id } } } }", {"n": "many"}) is None
+
+
 def test_the_attacks_exceed_the_default_limit() -> None:
     limit = Settings().max_query_cost
     for query in (SPANS_CHAIN, DEEP_500, METRICS_30, ANALYTICS_30):
