@@ -35,7 +35,6 @@ from app.api.permissions import guard_routes
 from app.api.rest import JSONResponse, error_response
 from app.api.schema import build_schema
 from app.api.shared_subscriptions import SharedSubscriptions, SharingTransportWSHandler
-from app.billing.middleware import BillingMiddleware
 from app.db import InvalidJSON, request_json
 from app.errors import AppError, PayloadTooLarge, Unavailable, unavailable
 from app.guardrails.cache import listen_for_rule_changes
@@ -45,6 +44,7 @@ from app.runtime.connections import CancelOnDisconnect
 from app.runtime.resources import Runtime
 from app.runtime.telemetry import ERRORS, HTTP_LATENCY, HTTP_REQUESTS, POOL_COLLECTOR, REGISTRY
 from app.settings import Settings
+from app.usage.middleware import BillingMiddleware
 
 log = structlog.get_logger(__name__)
 

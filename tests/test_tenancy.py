@@ -12,12 +12,12 @@ from sqlmodel import select
 
 from app.audit import sealing, search
 from app.audit import service as audit
-from app.billing import quota
 from app.db import SYSTEM, TenancyError, global_text, new_id, scoped_text
 from app.integrity import digest_signing_key
 from app.metrics import service as metrics
 from app.orgs.models import ApiKey, Organization
 from app.runtime.copy_out import copy_lines
+from app.usage import quota
 from support import ROOT, gql, register
 
 

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from app.billing.ratelimit import enforce_rate_limit
 from app.errors import Unauthenticated
 from app.orgs import service as orgs
 from app.orgs.credentials import TokenSigner, looks_like_api_key
 from app.principal import Principal
 from app.runtime.resources import Runtime
+from app.usage.ratelimit import enforce_rate_limit
 
 
 def read_credential(headers: Mapping[str, str]) -> tuple[str, str] | None:

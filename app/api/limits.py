@@ -22,10 +22,10 @@ from strawberry.extensions import SchemaExtension
 from strawberry.types.graphql import OperationType
 
 from app.api.cost import CostAnalysis
-from app.billing.ratelimit import RateLimiter
 from app.errors import AppError, BadUserInput, RateLimited, Unauthenticated
 from app.principal import Principal
 from app.settings import Settings
+from app.usage.ratelimit import RateLimiter
 
 log = structlog.get_logger(__name__)
 

@@ -32,13 +32,13 @@ from app.audit.models import (
 )
 from app.audit.traces import TraceTree, build_tree
 from app.audit.validation import AuditLogDraft
-from app.billing import quota as billing_quota
 from app.db import SYSTEM, AsyncSession, TenancyError, lock_organisation, new_id, scoped_text, session_org, within
 from app.errors import NotFound
 from app.guardrails import service as guardrails
 from app.integrity import checksum_content, record_checksum
 from app.masking import mask_record
 from app.principal import Principal
+from app.usage import quota as billing_quota
 
 MAX_TRACE_SPANS = 10_000
 INGEST_LOCK_NAMESPACE = 0x41554454  # "AUDT": ingest holds it shared per org, sealing exclusively

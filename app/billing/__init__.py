@@ -1,2 +1,2 @@
-"""Billing: plans and their limits, Stripe Checkout/Portal, subscription state from signed webhooks,
-the monthly record quota and per-key/per-user rate limits."""
+"""Billing: Stripe Checkout/Portal and the subscription state (the plan) from signed webhooks. The plans, their
+limits and their enforcement are in `app.usage`."""

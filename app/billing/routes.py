@@ -12,10 +12,11 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from app.api.rest import JSONResponse, error_response
-from app.billing import plans, service
-from app.billing.ratelimit import plan_cache_key
+from app.billing import service
 from app.errors import AppError, BadUserInput
 from app.unit_of_work import system_unit_of_work
+from app.usage import plans
+from app.usage.ratelimit import plan_cache_key
 
 log = structlog.get_logger(__name__)
 

@@ -8,9 +8,10 @@ from typing import Annotated
 
 import strawberry
 
-from app.billing import plans, service
+from app.billing import service
 from app.info import Info, RequestInfo
 from app.settings import Settings
+from app.usage import plans
 
 
 @strawberry.enum(description="A billing plan.")

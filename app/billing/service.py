@@ -23,15 +23,16 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlmodel import col, select
 
 from app.activity.service import record_activity
-from app.billing import plans
-from app.billing.models import BillingAccount, StripeEvent
-from app.billing.quota import current_plan, period_of, records_used
+from app.billing.models import StripeEvent
 from app.billing.stripe_api import stripe_client, verify_event
 from app.db import AsyncSession, utcnow
 from app.errors import BadUserInput, Conflict, Forbidden, NotFound
 from app.orgs import service as orgs
 from app.principal import Principal
 from app.settings import Settings
+from app.usage import plans
+from app.usage.models import BillingAccount
+from app.usage.quota import current_plan, period_of, records_used
 
 log = structlog.get_logger(__name__)
 

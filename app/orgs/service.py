@@ -13,7 +13,6 @@ from sqlalchemy.exc import IntegrityError
 from sqlmodel import col, select
 
 from app.activity.service import record_activity
-from app.billing import quota as billing_quota
 from app.db import AsyncSession, new_id, utcnow
 from app.errors import BadUserInput, Conflict, NotFound, RateLimited, Unauthenticated
 from app.masking import mask_json
@@ -31,6 +30,7 @@ from app.orgs.models import ApiKey, Organization, Role, User
 from app.orgs.revocation import Revoked
 from app.principal import Principal
 from app.unit_of_work import after_commit
+from app.usage import quota as billing_quota
 
 MIN_PASSWORD_LENGTH = 10
 MAX_PASSWORD_LENGTH = 1024

@@ -25,12 +25,12 @@ from sqlmodel import col, select
 
 from app import unit_of_work
 from app.activity.service import record_activity
-from app.billing import quota as billing_quota
 from app.db import SYSTEM, AsyncSession, TenancyError, iso, new_id, session_org, utcnow, within
 from app.errors import BadUserInput, Conflict, NotFound
 from app.inputs import check_json_object
 from app.principal import Principal
 from app.settings import Settings
+from app.usage import quota as billing_quota
 from app.webhooks import secretbox, signing, ssrf
 from app.webhooks.models import (
     DEAD_LETTERED,

@@ -51,8 +51,8 @@ async def test_concurrent_key_creation_respects_the_limit(make_client, runtime):
 
 async def test_exposed_limits_for_other_domains(make_client, runtime, settings, stripe_stub):
     """What the webhooks domain will call: require_capacity(..., "webhook_endpoints", count=...)."""
-    from app.billing import quota
     from app.errors import QuotaExceeded
+    from app.usage import quota
 
     client = await make_client()
     owner = await register(client)

@@ -105,7 +105,7 @@ async def test_not_enforced_means_no_rate_limit_headers(make_client):
 async def test_redis_down_lets_requests_through(make_client, monkeypatch):
     from redis.exceptions import ConnectionError as RedisConnectionError
 
-    from app.billing import ratelimit
+    from app.usage import ratelimit
 
     client = await make_client(**_per_key(1))
     owner = await register(client)

@@ -21,12 +21,12 @@ from datetime import UTC, date, datetime
 
 from sqlmodel import select
 
-from app.billing import plans
-from app.billing.middleware import current_settings
-from app.billing.models import BillingAccount, UsageCounter
 from app.db import AsyncSession, lock_organisation, scoped_text
 from app.errors import QuotaExceeded
 from app.settings import Settings
+from app.usage import plans
+from app.usage.middleware import current_settings
+from app.usage.models import BillingAccount, UsageCounter
 
 LIMIT_LOCK_NAMESPACE = 0x42494C4C  # "BILL": serialises counted resources (API keys, webhook endpoints) per org
 

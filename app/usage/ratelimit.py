@@ -17,12 +17,12 @@ import structlog
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
-from app.billing import plans, quota
-from app.billing.middleware import RateLimitDecision, note_rate_limit
 from app.errors import RateLimited
 from app.principal import Principal
 from app.runtime.resources import Runtime
 from app.settings import Settings
+from app.usage import plans, quota
+from app.usage.middleware import RateLimitDecision, note_rate_limit
 
 log = structlog.get_logger(__name__)
 
