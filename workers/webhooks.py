@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 import time
-from collections import defaultdict
 from datetime import datetime, timedelta
 from typing import Any
 
 from app.webhooks import delivery, sender
 from app.webhooks.service import enqueue_deliveries
 
-RETRY_BUCKET_SECONDS = 5
+# retries due within this of each other share one deferred job, which runs at the latest of them: a retry is at
+# most this late (plus the worker's poll delay), never early, and a burst of failures is a few jobs, not one each
+RETRY_GROUP_SECONDS = 0.1
 
 CLIENT = "webhook_client"
 SWEEP_SECONDS = 50.0  # a sweep stops claiming new batches after this long (the next one starts each minute)
@@ -32,15 +33,24 @@ async def _run(ctx: dict[str, Any], ids: list[str] | None) -> delivery.BatchRepo
     report = await delivery.deliver_due(
         runtime.db, ctx[CLIENT], settings=runtime.settings, secret_key=runtime.secret_key, ids=ids
     )
-    # one deferred job per retry time (rounded up to RETRY_BUCKET_SECONDS), so that each retry runs when it is
-    # due, not when the batch's latest one is; the sweeper is the safety net
-    buckets: dict[datetime, list[str]] = defaultdict(list)
-    for delivery_id, due in report.retry_at:
-        late = -due.timestamp() % RETRY_BUCKET_SECONDS
-        buckets[due + timedelta(seconds=late)].append(delivery_id)
-    for due, ids in buckets.items():
+    # a deferred job per retry time (retries due within RETRY_GROUP_SECONDS share one), so that each retry runs
+    # when it is due, not when the batch's latest one is; the sweeper is the safety net
+    for due, ids in retry_groups(report.retry_at):
         await enqueue_deliveries(runtime.queue, ids, defer_until=due)
     return report
+
+
+def retry_groups(retry_at: list[tuple[str, datetime]]) -> list[tuple[datetime, list[str]]]:
+    """Retries grouped by due time: each group spans at most RETRY_GROUP_SECONDS and is due at its latest."""
+    groups: list[tuple[datetime, list[str]]] = []
+    first: datetime | None = None
+    for delivery_id, due in sorted(retry_at, key=lambda item: item[1]):
+        if first is None or due - first > timedelta(seconds=RETRY_GROUP_SECONDS):
+            first = due
+            groups.append((due, []))
+        groups[-1][1].append(delivery_id)
+        groups[-1] = (due, groups[-1][1])
+    return groups
 
 
 async def deliver_webhooks(ctx: dict[str, Any], delivery_ids: list[str]) -> int:

@@ -31,7 +31,9 @@ class AgentStats:
     records: int = strawberry.field(description="Audit records.")
     traces: int = strawberry.field(description="Distinct traces.")
     errors: int = strawberry.field(description="Records with status ERROR.")
-    blocked: int = strawberry.field(description="Records with status BLOCKED.")
+    blocked: int = strawberry.field(
+        description='Records blocked: governanceStatus "blocked" (by a rule, or as sent) or status BLOCKED.'
+    )
     error_rate: float = strawberry.field(description="errors / records (0 when there are none).")
     duration_p50: float | None = strawberry.field(description="Median duration in milliseconds.")
     duration_p95: float | None = strawberry.field(description="95th percentile duration in milliseconds.")

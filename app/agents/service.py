@@ -157,12 +157,32 @@ async def update_agent(
     return agent
 
 
-def _metadata_diff(old: dict[str, Any], new: dict[str, Any]) -> dict[str, list[str]]:
-    """Which top-level keys changed; the values themselves (up to 64 KB each) stay out of the trail."""
+MAX_TRAIL_VALUE_BYTES = 4096  # a metadata value larger than this (serialised) is named in the trail, not copied
+
+
+def _trail_values(values: dict[str, Any]) -> dict[str, Any]:
+    """Top-level metadata values as the activity trail keeps them: masked (secret-like keys and secret-shaped
+    strings become [REDACTED]), and each at most MAX_TRAIL_VALUE_BYTES serialised."""
+    masked, _ = mask_json(values)
+    out: dict[str, Any] = {}
+    for key, value in masked.items():
+        size = len(_canonical(value).encode())
+        out[key] = value if size <= MAX_TRAIL_VALUE_BYTES else f"[{size} bytes, too large for the activity trail]"
+    return out
+
+
+def _metadata_diff(old: dict[str, Any], new: dict[str, Any]) -> dict[str, Any]:
+    """Which top-level keys were added, removed and changed, with their previous (`from`) and new (`to`)
+    values, masked."""
+    added = sorted(k for k in new if k not in old)
+    removed = sorted(k for k in old if k not in new)
+    changed = sorted(k for k in new if k in old and _canonical(new[k]) != _canonical(old[k]))
     return {
-        "keysAdded": sorted(k for k in new if k not in old),
-        "keysRemoved": sorted(k for k in old if k not in new),
-        "keysChanged": sorted(k for k in new if k in old and _canonical(new[k]) != _canonical(old[k])),
+        "keysAdded": added,
+        "keysRemoved": removed,
+        "keysChanged": changed,
+        "from": _trail_values({k: old[k] for k in removed + changed}),
+        "to": _trail_values({k: new[k] for k in added + changed}),
     }
 
 

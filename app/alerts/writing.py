@@ -65,17 +65,18 @@ async def write_alerts(
 
 
 def alert_event_data(alert: Alert) -> dict[str, Any]:
-    """An alert as webhook events carry it (`data.alert`): the redacted excerpt, never the matched text."""
+    """An alert as webhook events carry it (`data.alert`): the redacted excerpt, never the matched text. Enum
+    values are spelled as GraphQL spells them (`PII`, `ALERT`, `HIGH`)."""
     return {
         "alert": {
             "id": alert.id,
             "ruleId": alert.rule_id,
             "ruleName": alert.rule_name,
-            "ruleKind": alert.rule_kind,
+            "ruleKind": alert.rule_kind.upper(),
             "policyId": alert.policy_id,
             "policyVersion": alert.policy_version,
             "severity": alert.severity,
-            "action": alert.action,
+            "action": alert.action.upper(),
             "message": alert.message,
             "field": alert.field,
             "excerpt": alert.excerpt,

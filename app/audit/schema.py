@@ -297,6 +297,9 @@ class AuditLogFilter:
     governance_status: list[str] | None = strawberry.field(default=None, description="Any of these decisions.")
     provider: list[str] | None = strawberry.field(default=None, description="Any of these providers.")
     verb: list[str] | None = strawberry.field(default=None, description="Any of these verbs.")
+    tenant_id: list[str] | None = strawberry.field(
+        default=None, description="Any of these tenants (the `tenantId` the agent sent)."
+    )
     execution_id: str | None = strawberry.field(default=None, description="Only this execution.")
     from_: datetime | None = strawberry.field(default=None, name="from", description="Occurred at or after.")
     to: datetime | None = strawberry.field(default=None, description="Occurred before.")
@@ -317,6 +320,7 @@ class AuditLogFilter:
             governance_statuses=self.governance_status,
             providers=self.provider,
             verbs=self.verb,
+            tenant_ids=self.tenant_id,
             execution_id=self.execution_id,
             occurred_from=self.from_,
             occurred_to=self.to,

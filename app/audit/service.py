@@ -274,6 +274,7 @@ class AuditLogQuery:
     governance_statuses: list[str] | None = None
     providers: list[str] | None = None
     verbs: list[str] | None = None
+    tenant_ids: list[str] | None = None
     execution_id: str | None = None
     occurred_from: datetime | None = None
     occurred_to: datetime | None = None
@@ -305,6 +306,8 @@ def _filtered(query: AuditLogQuery) -> Any:
         conditions.append(col(AuditLog.provider).in_(query.providers))
     if query.verbs:
         conditions.append(col(AuditLog.verb).in_(query.verbs))
+    if query.tenant_ids:
+        conditions.append(col(AuditLog.tenant_id).in_(query.tenant_ids))
     if query.execution_id:
         conditions.append(col(AuditLog.execution_id) == query.execution_id)
     conditions += within(AuditLog.occurred_at, query.occurred_from, query.occurred_to)
@@ -542,7 +545,8 @@ async def agent_stats(
         sa.func.count(),
         sa.func.count(sa.distinct(col(AuditLog.trace_id))),
         sa.func.count().filter(col(AuditLog.status) == "error"),
-        sa.func.count().filter(col(AuditLog.status) == "blocked"),
+        # blocked as metrics count it: by a rule (or as sent), or sent with status BLOCKED
+        sa.func.count().filter(sa.or_(col(AuditLog.status) == "blocked", col(AuditLog.governance_status) == "blocked")),
         sa.func.percentile_cont(0.5).within_group(col(AuditLog.duration_ms)),
         sa.func.percentile_cont(0.95).within_group(col(AuditLog.duration_ms)),
     ).where(*conditions)

@@ -205,6 +205,7 @@ _PUBLIC_NAMES = {
     "governance_statuses": "governanceStatus",
     "providers": "provider",
     "verbs": "verb",
+    "tenant_ids": "tenantId",
     "execution_id": "executionId",
     "occurred_from": "from",
     "occurred_to": "to",

@@ -107,6 +107,7 @@ async def export_audit_logs(request: Request) -> Response:
             governance_statuses=_many(params, "governanceStatus"),
             providers=_many(params, "provider"),
             verbs=_many(params, "verb"),
+            tenant_ids=_many(params, "tenantId"),
             execution_id=params.get("executionId"),
             occurred_from=_time(params, "from"),
             occurred_to=_time(params, "to"),

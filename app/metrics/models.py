@@ -12,9 +12,11 @@ from app.db import TenantScoped, optional_timestamp_column, timestamp_column
 
 
 class MetricRollup(SQLModel, TenantScoped, table=True):
-    """Audit records of one organisation, hour and (agent, action, status, governance status).
+    """Audit records of one organisation, hour and (agent, action, status, governance status, verb, provider,
+    tenant).
 
-    Absent agent and governance status are stored as '' so that they take part in the primary key.
+    Absent agent, governance status, verb, provider and tenant are stored as '' so that they take part in the
+    primary key.
     `duration_buckets` counts durations in fixed log-spaced buckets (see `app.metrics.histogram`): arrays
     of different rows add up element by element, so percentiles can be read after merging any rows.
     """
@@ -27,9 +29,13 @@ class MetricRollup(SQLModel, TenantScoped, table=True):
     action: str = Field(primary_key=True, max_length=128)
     status: str = Field(primary_key=True, max_length=16)
     governance_status: str = Field(primary_key=True, max_length=32)
+    verb: str = Field(primary_key=True, max_length=255)
+    provider: str = Field(primary_key=True, max_length=255)
+    tenant_id: str = Field(primary_key=True, max_length=255)
     count: int = Field(sa_type=sa.BigInteger)
     errors: int = Field(sa_type=sa.BigInteger)
-    blocked: int = Field(sa_type=sa.BigInteger)
+    blocked: int = Field(sa_type=sa.BigInteger)  # governance status "blocked" or status "blocked"
+    idempotent: int = Field(sa_type=sa.BigInteger)  # sent with idempotent: true
     alerts: int = Field(sa_type=sa.BigInteger)
     tokens: float = Field(sa_type=sa.Double)
     duration_count: int = Field(sa_type=sa.BigInteger)

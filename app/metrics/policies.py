@@ -6,8 +6,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 
+import sqlalchemy as sa
+from sqlalchemy.dialects.postgresql import ARRAY
+
 from app.alerts.analytics import alert_breakdown
-from app.db import AsyncSession
+from app.db import AsyncSession, scoped_text
 from app.errors import BadUserInput
 from app.metrics import service as metrics
 from app.policies import service as policies
@@ -72,6 +75,52 @@ async def _record_counts(
     return total, blocked, by_day, by_agent
 
 
+# The records a policy evaluated: those its agents sent while it was attached to them (by arrival, which is
+# when ingest checked them), occurring in the window. A (policy, agent) pair has one interval open at a time,
+# so the intervals never overlap and no record is counted twice.
+_EVALUATED = scoped_text(
+    """
+    SELECT (date_trunc('day', a.occurred_at AT TIME ZONE 'UTC'))::date AS day, a.agent_id, count(*)::bigint,
+           count(*) FILTER (WHERE a.governance_status = 'blocked')::bigint
+    FROM unnest(CAST(:agent_ids AS text[]), CAST(:attached AS timestamptz[]), CAST(:detached AS timestamptz[]))
+        AS i(agent_id, attached_at, detached_at)
+    JOIN audit_logs a ON a.org_id = :org AND a.agent_id = i.agent_id
+        AND a.occurred_at >= :start AND a.occurred_at < :end
+        AND a.received_at >= i.attached_at AND (i.detached_at IS NULL OR a.received_at < i.detached_at)
+    GROUP BY 1, 2
+    """
+).bindparams(
+    sa.bindparam("agent_ids", type_=ARRAY(sa.Text)),
+    sa.bindparam("attached", type_=ARRAY(sa.DateTime(timezone=True))),
+    sa.bindparam("detached", type_=ARRAY(sa.DateTime(timezone=True))),
+)
+
+
+async def _evaluated_counts(
+    session: AsyncSession, policy_id: str, start: datetime, end: datetime
+) -> tuple[int, int, dict[date, int], dict[str | None, int]]:
+    """Like `_record_counts`, for what one policy evaluated: its attachment intervals, not today's agents."""
+    intervals = await policies.attachment_intervals(session, policy_id)
+    if not intervals:
+        return 0, 0, {}, {}
+    params = {
+        "agent_ids": [i.agent_id for i in intervals],
+        "attached": [i.attached_at for i in intervals],
+        "detached": [i.detached_at for i in intervals],
+        "start": start,
+        "end": end,
+    }
+    total = blocked = 0
+    by_day: dict[date, int] = {}
+    by_agent: dict[str | None, int] = {}
+    for day, agent_id, count, blocked_count in (await session.execute(_EVALUATED, params)).all():
+        total += count
+        blocked += blocked_count
+        by_day[day] = by_day.get(day, 0) + count
+        by_agent[agent_id] = by_agent.get(agent_id, 0) + count
+    return total, blocked, by_day, by_agent
+
+
 async def analytics(
     session: AsyncSession,
     *,
@@ -79,13 +128,14 @@ async def analytics(
     occurred_to: datetime | None,
     policy_id: str | None = None,
 ) -> Analytics:
-    """Organisation-wide, or for one policy: the records of the agents it is attached to, and its alerts."""
+    """Organisation-wide (every record), or for one policy: the records it evaluated (those its agents sent
+    while it was attached to them), and its alerts."""
     start, end = window(occurred_from, occurred_to)
-    agent_ids = None
     if policy_id is not None:
         await policies.get_policy(session, policy_id)
-        agent_ids = (await policies.agents_of(session, [policy_id]))[policy_id]
-    records = await _record_counts(session, start, end, agent_ids)
+        records = await _evaluated_counts(session, policy_id, start, end)
+    else:
+        records = await _record_counts(session, start, end, None)
     alerts = await alert_breakdown(session, created_from=start, created_to=end, policy_id=policy_id)
     days: list[date] = []
     day = start.astimezone(UTC).date()

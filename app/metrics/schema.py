@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime
 from enum import Enum
-from typing import Annotated
+from typing import Annotated, cast
 
 import strawberry
 
@@ -16,12 +16,15 @@ from app.metrics import service
 
 @strawberry.enum(description="What metric buckets are split by.")
 class MetricDimension(Enum):
-    AGENT = "agent"
-    ACTION = "action"
-    STATUS = "status"
-    GOVERNANCE_STATUS = "governance_status"
-    HOUR = "hour"
-    DAY = "day"
+    AGENT = strawberry.enum_value("agent", description="The agent that sent the records.")
+    ACTION = strawberry.enum_value("action", description="The action (llm_call, tool_use, ...).")
+    STATUS = strawberry.enum_value("status", description="The outcome (OK, ERROR, BLOCKED).")
+    GOVERNANCE_STATUS = strawberry.enum_value("governance_status", description="The governance decision.")
+    VERB = strawberry.enum_value("verb", description="The verb called (e.g. stripe:create_refund).")
+    PROVIDER = strawberry.enum_value("provider", description="The provider called (e.g. stripe, openai).")
+    TENANT = strawberry.enum_value("tenant", description="The tenant of the agent's customer (`tenantId`).")
+    HOUR = strawberry.enum_value("hour", description="The UTC hour the records occurred in.")
+    DAY = strawberry.enum_value("day", description="The UTC day the records occurred on.")
 
 
 @strawberry.input(description="Which records count. All conditions must hold.")
@@ -31,6 +34,15 @@ class MetricFilter:
     status: list[SpanStatus] | None = strawberry.field(default=None, description="Any of these outcomes.")
     governance_status: list[str] | None = strawberry.field(
         default=None, description='Any of these governance decisions; "" selects records without one.'
+    )
+    verb: list[str] | None = strawberry.field(
+        default=None, description='Any of these verbs; "" selects records without one.'
+    )
+    provider: list[str] | None = strawberry.field(
+        default=None, description='Any of these providers; "" selects records without one.'
+    )
+    tenant_id: list[str] | None = strawberry.field(
+        default=None, description='Any of these tenants; "" selects records without one.'
     )
 
 
@@ -42,6 +54,9 @@ class MetricDimensions:
     governance_status: str | None = strawberry.field(
         description="The governance decision (null also for records without one)."
     )
+    verb: str | None = strawberry.field(description="The verb (null also for records without one).")
+    provider: str | None = strawberry.field(description="The provider (null also for records without one).")
+    tenant_id: str | None = strawberry.field(description="The tenant (null also for records without one).")
 
 
 @strawberry.type(description="Aggregates of the audit records of one bucket.")
@@ -52,7 +67,14 @@ class MetricBucket:
     dimensions: MetricDimensions = strawberry.field(description="What this bucket is.")
     count: int = strawberry.field(description="Number of records.")
     errors: int = strawberry.field(description="Records with status ERROR.")
-    blocked: int = strawberry.field(description="Records with status BLOCKED.")
+    blocked: int = strawberry.field(
+        description='Records blocked: governanceStatus "blocked" (by a rule, or as sent) or status BLOCKED.'
+    )
+    idempotent: int = strawberry.field(
+        description="Records sent with `idempotent: true` (the agent's idempotency fence caught a repeat)."
+    )
+    idempotency_hit_rate: float = strawberry.field(description="`idempotent` / `count` (0 to 1).")
+    governance_block_rate: float = strawberry.field(description="`blocked` / `count` (0 to 1).")
     alerts: int = strawberry.field(description="Alerts the records raised.")
     tokens: float = strawberry.field(description="Sum of the numeric `metadata.tokens` of the records.")
     duration_p50: float | None = strawberry.field(
@@ -69,10 +91,16 @@ class MetricBucket:
                 action=row.action,
                 status=SpanStatus(row.status) if row.status else None,
                 governance_status=row.governance_status,
+                verb=row.verb,
+                provider=row.provider,
+                tenant_id=row.tenant_id,
             ),
             count=row.count,
             errors=row.errors,
             blocked=row.blocked,
+            idempotent=row.idempotent,
+            idempotency_hit_rate=row.idempotent / row.count if row.count else 0.0,
+            governance_block_rate=row.blocked / row.count if row.count else 0.0,
             alerts=row.alerts,
             tokens=row.tokens,
             duration_p50=row.percentile(0.5),
@@ -108,11 +136,14 @@ class MetricsQuery:
         query = service.MetricsQuery(
             start=from_,
             end=to,
-            group_by=[d.value for d in group_by or []],
+            group_by=[cast(str, d.value) for d in group_by or []],  # enum_value types members as definitions
             agent_ids=[str(a) for a in f.agent_id] if f.agent_id is not None else None,
             actions=f.action,
             statuses=[s.value for s in f.status] if f.status is not None else None,
             governance_statuses=f.governance_status,
+            verbs=f.verb,
+            providers=f.provider,
+            tenant_ids=f.tenant_id,
         )
         rows = await service.metrics(await info.context.db(), query)
         return [MetricBucket.of(r) for r in rows]

@@ -34,7 +34,7 @@ METRICS_LOCK_NAMESPACE = 0x4D455452  # "METR": one rollup run per organisation a
 MAX_RANGE = timedelta(days=400)
 HOUR = timedelta(hours=1)
 
-DIMENSIONS = ("agent", "action", "status", "governance_status")
+DIMENSIONS = ("agent", "action", "status", "governance_status", "verb", "provider", "tenant")
 TIME_GRAINS = ("hour", "day")
 
 
@@ -60,8 +60,9 @@ _TOKENS = "CASE WHEN jsonb_typeof(a.metadata->'tokens') = 'number' THEN (a.metad
 _ALERTS = "(SELECT count(*) FROM alerts al WHERE al.org_id = a.org_id AND al.audit_log_id = a.id)"
 _RAW_COLUMNS = f"""
     a.occurred_at, coalesce(a.agent_id, '') AS agent_id, a.action, a.status,
-    coalesce(a.governance_status, '') AS governance_status, {_ALERTS} AS alerts, {_TOKENS} AS tokens,
-    a.duration_ms, {histogram.bucket_sql("a.duration_ms")} AS bucket
+    coalesce(a.governance_status, '') AS governance_status, coalesce(a.verb, '') AS verb,
+    coalesce(a.provider, '') AS provider, coalesce(a.tenant_id, '') AS tenant_id, a.idempotent,
+    {_ALERTS} AS alerts, {_TOKENS} AS tokens, a.duration_ms, {histogram.bucket_sql("a.duration_ms")} AS bucket
 """
 _HISTOGRAM_FROM_RAW = (
     "ARRAY[" + ", ".join(f"count(*) FILTER (WHERE s.bucket = {i})" for i in range(histogram.BUCKETS)) + "]"
@@ -69,7 +70,9 @@ _HISTOGRAM_FROM_RAW = (
 _AGGREGATES_FROM_RAW = """
     count(*)::bigint AS count,
     count(*) FILTER (WHERE s.status = 'error')::bigint AS errors,
-    count(*) FILTER (WHERE s.status = 'blocked')::bigint AS blocked,
+    -- blocked: by a rule (or as sent: governanceStatus "blocked"), or sent with status BLOCKED
+    count(*) FILTER (WHERE s.governance_status = 'blocked' OR s.status = 'blocked')::bigint AS blocked,
+    count(*) FILTER (WHERE s.idempotent)::bigint AS idempotent,
     coalesce(sum(s.alerts), 0)::bigint AS alerts,
     coalesce(sum(s.tokens), 0)::double precision AS tokens,
     count(s.duration_ms)::bigint AS duration_count,
@@ -81,9 +84,11 @@ _AGGREGATES_FROM_RAW = """
 # S608: the SQL here is assembled from constants and whitelisted column names; values are always bound
 _ROLLUP_INSERT = scoped_text(
     f"""
-    INSERT INTO metric_rollups (org_id, hour, agent_id, action, status, governance_status, count, errors,
-        blocked, alerts, tokens, duration_count, duration_sum, duration_min, duration_max, duration_buckets)
-    SELECT :org, s.hour, s.agent_id, s.action, s.status, s.governance_status, {_AGGREGATES_FROM_RAW},
+    INSERT INTO metric_rollups (org_id, hour, agent_id, action, status, governance_status, verb, provider,
+        tenant_id, count, errors, blocked, idempotent, alerts, tokens, duration_count, duration_sum, duration_min,
+        duration_max, duration_buckets)
+    SELECT :org, s.hour, s.agent_id, s.action, s.status, s.governance_status, s.verb, s.provider, s.tenant_id,
+        {_AGGREGATES_FROM_RAW},
         {_HISTOGRAM_FROM_RAW}::int[]
     FROM (
         SELECT {_utc_hour("a.occurred_at")} AS hour, {_RAW_COLUMNS}
@@ -91,7 +96,7 @@ _ROLLUP_INSERT = scoped_text(
         WHERE a.org_id = :org AND a.seq <= :seq AND a.occurred_at >= :low AND a.occurred_at < :high
     ) s
     WHERE s.hour = ANY(:hours)
-    GROUP BY s.hour, s.agent_id, s.action, s.status, s.governance_status
+    GROUP BY s.hour, s.agent_id, s.action, s.status, s.governance_status, s.verb, s.provider, s.tenant_id
     """  # noqa: S608
 ).bindparams(sa.bindparam("hours", type_=ARRAY(sa.DateTime(timezone=True))))
 
@@ -215,6 +220,9 @@ class MetricsQuery:
     actions: list[str] | None = None
     statuses: list[str] | None = None
     governance_statuses: list[str] | None = None
+    verbs: list[str] | None = None
+    providers: list[str] | None = None
+    tenant_ids: list[str] | None = None
 
 
 @dataclass
@@ -224,9 +232,13 @@ class MetricRow:
     action: str | None
     status: str | None
     governance_status: str | None
+    verb: str | None = None
+    provider: str | None = None
+    tenant_id: str | None = None
     count: int = 0
     errors: int = 0
     blocked: int = 0
+    idempotent: int = 0
     alerts: int = 0
     tokens: float = 0.0
     duration_count: int = 0
@@ -259,6 +271,9 @@ _DIMENSION_COLUMNS = {
     "action": "action",
     "status": "status",
     "governance_status": "governance_status",
+    "verb": "verb",
+    "provider": "provider",
+    "tenant": "tenant_id",
 }
 
 
@@ -281,7 +296,7 @@ def _select_sql(query: MetricsQuery, source: str, time_column: str) -> tuple[str
     return ", ".join(selected), (" GROUP BY " + ", ".join(grouped)) if grouped else ""
 
 
-_NULLABLE = ("agent_id", "governance_status")
+_NULLABLE = ("agent_id", "governance_status", "verb", "provider", "tenant_id")
 
 
 def _filters_sql(query: MetricsQuery, source: str, params: dict[str, Any]) -> str:
@@ -291,10 +306,13 @@ def _filters_sql(query: MetricsQuery, source: str, params: dict[str, Any]) -> st
         ("actions", "action", query.actions),
         ("statuses", "status", query.statuses),
         ("governance_statuses", "governance_status", query.governance_statuses),
+        ("verbs", "verb", query.verbs),
+        ("providers", "provider", query.providers),
+        ("tenant_ids", "tenant_id", query.tenant_ids),
     ):
         if values is not None:
             params[name] = list(values)
-            # rollups store an absent agent or governance status as '': the raw records must agree
+            # rollups store an absent agent, governance status, verb, provider or tenant as '': the raw records agree
             expr = f"coalesce({source}.{column}, '')" if source == "a" and column in _NULLABLE else f"{source}.{column}"
             clauses.append(f"{expr} = ANY(CAST(:{name} AS text[]))")
     return "".join(f" AND {c}" for c in clauses)
@@ -304,7 +322,8 @@ _HISTOGRAM_FROM_ROLLUPS = (
     "ARRAY[" + ", ".join(f"sum(m.duration_buckets[{i + 1}])::bigint" for i in range(histogram.BUCKETS)) + "]"
 )
 _AGGREGATES_FROM_ROLLUPS = """
-    sum(m.count)::bigint, sum(m.errors)::bigint, sum(m.blocked)::bigint, sum(m.alerts)::bigint,
+    sum(m.count)::bigint, sum(m.errors)::bigint, sum(m.blocked)::bigint, sum(m.idempotent)::bigint,
+    sum(m.alerts)::bigint,
     sum(m.tokens)::double precision, sum(m.duration_count)::bigint, sum(m.duration_sum)::double precision,
     min(m.duration_min), max(m.duration_max)
 """
@@ -359,10 +378,13 @@ async def metrics(session: AsyncSession, query: MetricsQuery, *, now: datetime |
     await session.execute(_JIT_OFF)
     merged: dict[tuple[Any, ...], MetricRow] = {}
     for row in (await session.execute(scoped_text(sql), params)).all():
-        t, agent_id, action, status, gov, count, errors, blocked, alerts, tokens, d_count, d_sum, d_min, d_max, b = row
+        (t, agent_id, action, status, gov, verb, provider, tenant_id, count, errors, blocked, idempotent, alerts) = row[
+            :13
+        ]
+        tokens, d_count, d_sum, d_min, d_max, b = row[13:]
         if not count:
             continue  # an aggregate without GROUP BY over no rows
-        key = (t, agent_id, action, status, gov)
+        key = (t, agent_id, action, status, gov, verb, provider, tenant_id)
         target = merged.get(key)
         if target is None:
             target = merged[key] = MetricRow(
@@ -371,10 +393,14 @@ async def metrics(session: AsyncSession, query: MetricsQuery, *, now: datetime |
                 action=action,
                 status=status,
                 governance_status=gov or None,
+                verb=verb or None,
+                provider=provider or None,
+                tenant_id=tenant_id or None,
             )
         target.count += count
         target.errors += errors
         target.blocked += blocked
+        target.idempotent += idempotent
         target.alerts += alerts
         target.tokens += tokens or 0.0
         target.duration_count += d_count
@@ -386,5 +412,14 @@ async def metrics(session: AsyncSession, query: MetricsQuery, *, now: datetime |
         target.buckets = [x + y for x, y in zip(target.buckets, b, strict=True)]
     return sorted(
         merged.values(),
-        key=lambda r: (r.start, r.agent_id or "", r.action or "", r.status or "", r.governance_status or ""),
+        key=lambda r: (
+            r.start,
+            r.agent_id or "",
+            r.action or "",
+            r.status or "",
+            r.governance_status or "",
+            r.verb or "",
+            r.provider or "",
+            r.tenant_id or "",
+        ),
     )

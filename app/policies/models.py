@@ -51,6 +51,21 @@ class PolicyVersion(SQLModel, TenantScoped, table=True):
     created_at: datetime = timestamp_column()
 
 
+class PolicyAttachmentInterval(SQLModel, TenantScoped, table=True):
+    """When a policy was attached to an agent: from `attached_at` until `detached_at` (open while attached).
+    The records an agent sent in an interval are the ones the policy evaluated (`Policy.analytics`)."""
+
+    __tablename__ = "policy_attachment_intervals"
+    __table_args__ = (sa.Index("ix_policy_attachment_intervals_policy", "org_id", "policy_id", "agent_id"),)
+
+    id: str = Field(primary_key=True, max_length=40)
+    org_id: str = Field(foreign_key="organizations.id", max_length=40)
+    policy_id: str = Field(foreign_key="policies.id", max_length=40)
+    agent_id: str = Field(foreign_key="agents.id", max_length=40)
+    attached_at: datetime = timestamp_column()
+    detached_at: datetime | None = optional_timestamp_column()
+
+
 class PolicyAttachment(SQLModel, TenantScoped, table=True):
     __tablename__ = "policy_attachments"
     __table_args__ = (sa.Index("ix_policy_attachments_org_agent", "org_id", "agent_id"),)

@@ -24,7 +24,7 @@ from app.compliance.engine import ACTIONS, SEVERITIES, TEXT_FIELDS, RuleSpec, va
 from app.compliance.packs import all_packs
 from app.db import AsyncSession, new_id, utcnow, within
 from app.errors import BadUserInput, Conflict, NotFound
-from app.policies.models import Policy, PolicyAttachment, PolicyVersion
+from app.policies.models import Policy, PolicyAttachment, PolicyAttachmentInterval, PolicyVersion
 from app.principal import Principal
 from app.webhooks import service as webhooks
 
@@ -291,7 +291,7 @@ def version_event_data(
             "createdAt": version.created_at,
         },
         "origin": origin,
-        "actor": {"type": principal.kind, "id": principal.actor_id},
+        "actor": {"type": principal.kind.upper(), "id": principal.actor_id},  # GraphQL's ViewerKind: USER, API_KEY
         **(extra or {}),
     }
 
@@ -323,6 +323,7 @@ async def delete_policy(
         await session.execute(sa.delete(PolicyAttachment).where(col(PolicyAttachment.policy_id) == policy.id))
     ).rowcount
     policy.deleted_at = utcnow()
+    await _close_intervals(session, policy.id, None, policy.deleted_at)
     record_activity(
         session,
         principal,
@@ -354,14 +355,25 @@ async def set_attached(
     rules_changed(session, principal.org_id)
     if (existing is not None) == attached:
         return policy
+    now = utcnow()
     if attached:
         session.add(
             PolicyAttachment(
-                org_id=principal.org_id, policy_id=policy.id, agent_id=agent.id, attached_by=principal.actor_id
+                org_id=principal.org_id,
+                policy_id=policy.id,
+                agent_id=agent.id,
+                attached_at=now,
+                attached_by=principal.actor_id,
+            )
+        )
+        session.add(
+            PolicyAttachmentInterval(
+                id=new_id("pati"), org_id=principal.org_id, policy_id=policy.id, agent_id=agent.id, attached_at=now
             )
         )
     else:
         await session.delete(existing)
+        await _close_intervals(session, policy.id, agent.id, now)
     record_activity(
         session,
         principal,
@@ -374,6 +386,40 @@ async def set_attached(
     )
     await session.flush()
     return policy
+
+
+async def _close_intervals(session: AsyncSession, policy_id: str, agent_id: str | None, at: datetime) -> None:
+    """Ends the open attachment intervals of the policy (to one agent, or to all)."""
+    stmt = sa.update(PolicyAttachmentInterval).where(
+        col(PolicyAttachmentInterval.policy_id) == policy_id, col(PolicyAttachmentInterval.detached_at).is_(None)
+    )
+    if agent_id is not None:
+        stmt = stmt.where(col(PolicyAttachmentInterval.agent_id) == agent_id)
+    await session.execute(stmt.values(detached_at=at))
+
+
+@dataclass(frozen=True, slots=True)
+class AttachmentInterval:
+    agent_id: str
+    attached_at: datetime
+    detached_at: datetime | None
+
+
+async def attachment_intervals(
+    session: AsyncSession, policy_id: str, *, overlapping: tuple[datetime, datetime] | None = None
+) -> list[AttachmentInterval]:
+    """When the policy was attached to which agent (every interval, or those overlapping a window)."""
+    stmt = select(PolicyAttachmentInterval).where(col(PolicyAttachmentInterval.policy_id) == policy_id)
+    if overlapping is not None:
+        start, end = overlapping
+        stmt = stmt.where(
+            col(PolicyAttachmentInterval.attached_at) < end,
+            sa.or_(
+                col(PolicyAttachmentInterval.detached_at).is_(None), col(PolicyAttachmentInterval.detached_at) > start
+            ),
+        )
+    rows = (await session.exec(stmt.order_by(col(PolicyAttachmentInterval.attached_at)))).all()
+    return [AttachmentInterval(r.agent_id, r.attached_at, r.detached_at) for r in rows]
 
 
 async def clone_pack(

@@ -269,7 +269,7 @@ async def mark_ready(
             "report.ready",
             {
                 "reportId": row.id,
-                "type": row.type,
+                "type": row.type.upper(),  # GraphQL's ReportType spelling
                 "format": row.format,
                 "from": iso(row.window_from),
                 "to": iso(row.window_to),

@@ -113,8 +113,29 @@ async def test_crud_round_trip(client, runtime):
         "keysAdded": ["tier"],
         "keysRemoved": ["team"],
         "keysChanged": ["model"],
+        "from": {"team": {"name": "support"}, "model": "gpt-x"},
+        "to": {"tier": 2, "model": "gpt-y"},
     }
     assert events[3].metadata == {"name": "Helpdesk"}
+
+
+async def test_metadata_change_records_previous_and_new_values_masked(client, runtime):
+    account = await register(client)
+    created = await _create(client, account, "Keys")
+    big = "x" * 5000
+    first = {"apiKey": "sk_live_" + "a" * 30, "region": "eu", "notes": "token ghp_" + "b" * 36, "blob": big}
+    second = {"region": "us", "notes": "plain", "blob": big + "y"}
+    for metadata in (first, second):
+        result = await gql(client, "UpdateAgent", {"id": created["id"], "input": {"metadata": metadata}},
+                           token=account.token)  # fmt: skip
+        assert "errors" not in result, result
+    changes = (await _activity(runtime, account.org_id))[-1].metadata["changes"]["metadata"]
+    assert (changes["keysChanged"], changes["keysRemoved"]) == (["blob", "notes", "region"], ["apiKey"])
+    assert changes["from"]["region"] == "eu" and changes["to"]["region"] == "us"
+    assert changes["from"]["apiKey"] == "[REDACTED]" and "apiKey" not in changes["to"]
+    assert "[REDACTED]" in changes["from"]["notes"] and changes["to"]["notes"] == "plain"
+    assert changes["from"]["blob"] == "[5002 bytes, too large for the activity trail]"
+    assert "sk_live_" not in str(changes) and "ghp_" not in str(changes)
 
 
 async def test_defaults_and_an_update_that_changes_nothing_writes_nothing(client, runtime):

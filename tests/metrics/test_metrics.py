@@ -59,6 +59,15 @@ async def _seed(client, account, base: datetime, n: int = 90) -> None:
             event["governanceStatus"] = "approved"
         elif i % 3 == 1:
             event["governanceStatus"] = "blocked"
+        if i % 4:
+            event["verb"] = ("stripe:create_refund", "github:open_pr", "stripe:list_charges")[i % 3]
+            event["provider"] = event["verb"].split(":")[0]
+        if i % 5 in (1, 2):
+            event["tenantId"] = ("ten_a", "ten_b")[i % 5 - 1]
+        if i % 8 == 0:
+            event["idempotent"] = True
+        elif i % 8 == 1:
+            event["idempotent"] = False
         if i % 6 == 0:
             event["metadata"] = {"tokens": 100 + i}
         elif i % 6 == 1:
@@ -72,6 +81,9 @@ _DIRECT_COLUMNS = {
     "ACTION": "a.action",
     "STATUS": "a.status",
     "GOVERNANCE_STATUS": "a.governance_status",
+    "VERB": "a.verb",
+    "PROVIDER": "a.provider",
+    "TENANT": "a.tenant_id",
     "HOUR": "date_trunc('hour', a.occurred_at AT TIME ZONE 'UTC')",
     "DAY": "date_trunc('day', a.occurred_at AT TIME ZONE 'UTC')",
 }
@@ -82,7 +94,8 @@ async def _direct(runtime, org_id: str, start: datetime, end: datetime, group_by
     keys = [_DIRECT_COLUMNS[g] for g in group_by] or ["1"]
     sql = f"""
         SELECT {", ".join(keys)}, count(*), count(*) FILTER (WHERE a.status = 'error'),
-               count(*) FILTER (WHERE a.status = 'blocked'),
+               count(*) FILTER (WHERE a.status = 'blocked' OR a.governance_status = 'blocked'),
+               count(*) FILTER (WHERE a.idempotent),
                coalesce(sum((SELECT count(*) FROM alerts al WHERE al.audit_log_id = a.id)), 0),
                coalesce(sum(CASE WHEN jsonb_typeof(a.metadata->'tokens') = 'number'
                                  THEN (a.metadata->>'tokens')::float8 END), 0),
@@ -106,6 +119,9 @@ def _key(bucket: dict, group_by: list[str]) -> tuple:
         "ACTION": dims["action"],
         "STATUS": dims["status"].lower() if dims["status"] else None,
         "GOVERNANCE_STATUS": dims["governanceStatus"],
+        "VERB": dims["verb"],
+        "PROVIDER": dims["provider"],
+        "TENANT": dims["tenantId"],
         "HOUR": datetime.fromisoformat(bucket["start"].replace("Z", "+00:00")).replace(tzinfo=None),
         "DAY": datetime.fromisoformat(bucket["start"].replace("Z", "+00:00")).replace(tzinfo=None),
     }
@@ -131,9 +147,11 @@ async def _assert_matches_direct(client, runtime, account, start, end, group_by)
     direct = await _direct(runtime, account.org_id, start, end, group_by)
     got = {_key(b, group_by): b for b in buckets}
     assert set(got) == set(direct), (group_by, sorted(map(str, got)), sorted(map(str, direct)))
-    for key, (count, errors, blocked, alerts, tokens, durations) in direct.items():
+    for key, (count, errors, blocked, idempotent, alerts, tokens, durations) in direct.items():
         b = got[key]
         assert (b["count"], b["errors"], b["blocked"], b["alerts"]) == (count, errors, blocked, alerts), (group_by, key)
+        assert b["idempotent"] == idempotent and abs(b["idempotencyHitRate"] - idempotent / count) < 1e-9
+        assert abs(b["governanceBlockRate"] - blocked / count) < 1e-9
         assert abs(b["tokens"] - tokens) < 1e-6
         if not durations:
             assert b["durationP50"] is None and b["durationP95"] is None
@@ -154,6 +172,13 @@ GROUPINGS = [
     ["DAY", "AGENT", "ACTION", "STATUS", "GOVERNANCE_STATUS"],
     ["HOUR", "AGENT", "ACTION", "STATUS", "GOVERNANCE_STATUS"],
 ]
+# seed 004's dimensions (a test of their own: each test's queries stay within one user's cost budget)
+GROUPINGS_004 = [
+    ["VERB"],
+    ["PROVIDER", "TENANT"],
+    ["DAY", "VERB", "PROVIDER", "TENANT", "GOVERNANCE_STATUS"],
+    ["HOUR", "AGENT", "VERB", "TENANT"],
+]
 
 
 async def _rollup_in_worker(runtime, org_id: str) -> int:
@@ -164,11 +189,14 @@ async def _rollup_in_worker(runtime, org_id: str) -> int:
     return await job.result(timeout=30)
 
 
+_ROLLUP_KEY = "org_id, hour, agent_id, action, status, governance_status, verb, provider, tenant_id"
+
+
 async def _rollup_rows(runtime) -> list[tuple]:
     async with runtime.db.engine.connect() as conn:
         return [
             tuple(r)
-            for r in (await conn.execute(sa.text("SELECT * FROM metric_rollups ORDER BY 1, 2, 3, 4, 5, 6"))).all()
+            for r in (await conn.execute(sa.text(f"SELECT * FROM metric_rollups ORDER BY {_ROLLUP_KEY}"))).all()
         ]
 
 
@@ -196,12 +224,34 @@ async def test_metrics_equal_direct_counts_before_and_after_rollup(client, runti
         client, account, start, end, ["ACTION"], filter={"status": ["ERROR", "BLOCKED"], "action": ["tool_use"]}
     )
     assert [(b["dimensions"]["action"], b["count"]) for b in filtered] == [("tool_use", 18)]
-    assert filtered[0]["errors"] + filtered[0]["blocked"] == 18
+    # blocked counts the governance decision too: errors + BLOCKED-status + governance-blocked OK records
+    assert filtered[0]["errors"] + filtered[0]["blocked"] >= 18
     # "" selects records without a governance status, from rollups and raw records alike (ragged edges)
     for window in ((start, end), (ragged_start, ragged_end)):
         none = await _metrics(client, account, *window, [], filter={"governanceStatus": [""]})
         direct = await _direct(runtime, account.org_id, *window, ["GOVERNANCE_STATUS"])
         assert [b["count"] for b in none] == [direct[(None,)][0]]
+
+
+async def test_verb_provider_and_tenant_dimensions_and_filters_equal_direct_counts(client, runtime):
+    account = await register(client)
+    base = _hour_now() - timedelta(hours=6)
+    await _seed(client, account, base)
+    start, end = base - timedelta(hours=1), _hour_now() + timedelta(hours=1)
+    ragged_start, ragged_end = base + timedelta(minutes=37), base + timedelta(hours=3, minutes=11)
+    for rolled in (False, True):
+        if rolled:
+            assert await _rollup_in_worker(runtime, account.org_id) == 5
+        for group_by in GROUPINGS_004:
+            await _assert_matches_direct(client, runtime, account, start, end, group_by)
+            await _assert_matches_direct(client, runtime, account, ragged_start, ragged_end, group_by)
+        # tenantId, verb and provider filter both parts too ("" again: records without one)
+        for window in ((start, end), (ragged_start, ragged_end)):
+            for name, dimension, value in (("tenantId", "TENANT", "ten_a"), ("verb", "VERB", "github:open_pr"),
+                                           ("provider", "PROVIDER", "")):  # fmt: skip
+                only = await _metrics(client, account, *window, [], filter={name: [value]})
+                direct = await _direct(runtime, account.org_id, *window, [dimension])
+                assert [b["count"] for b in only] == [direct[(value or None,)][0]], name
 
 
 async def test_rollup_is_idempotent(client, runtime):
@@ -341,3 +391,18 @@ async def test_cron_job_rolls_up_every_organisation_in_a_real_worker(client, run
     await run_worker(runtime, burst=True)
     assert await job.result(timeout=30) == 2  # one hour in each organisation
     assert sorted((r[0], r[3]) for r in await _rollup_rows(runtime)) == sorted([(a.org_id, "x"), (b.org_id, "y")])
+
+
+async def test_records_blocked_by_a_rule_count_as_blocked(client, runtime):
+    """Issue 17.12: records a BLOCK rule stored with governanceStatus "blocked" (status OK) count in `blocked`."""
+    account = await register(client)
+    rule = {"name": "stop", "kind": "KEYWORDS", "config": {"keywords": ["halt"]}, "action": "BLOCK"}
+    assert "errors" not in await gql(client, "CreateComplianceRule", {"input": rule}, token=account.token)
+    events = [{"action": "tool_use", "prompt": "halt now"}, {"action": "tool_use", "prompt": "halt"}, {"action": "x"}]
+    await _log_events(client, account, events)
+    [bucket] = await _metrics(client, account, _hour_now() - timedelta(hours=1), None, [])
+    assert (bucket["count"], bucket["blocked"]) == (3, 2)
+    assert abs(bucket["governanceBlockRate"] - 2 / 3) < 1e-9
+    await _rollup_in_worker(runtime, account.org_id)
+    [bucket] = await _metrics(client, account, _hour_now() - timedelta(hours=1), None, [])
+    assert bucket["blocked"] == 2

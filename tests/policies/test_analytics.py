@@ -59,3 +59,38 @@ async def test_organisation_and_policy_analytics(client):
         client, "PolicyAnalytics", {"from": (now - timedelta(days=500)).isoformat()}, token=account.token
     )
     assert error_code(too_long) == "BAD_USER_INPUT"
+
+
+async def test_policy_analytics_count_what_the_policy_evaluated(client):
+    """Issue 17.13: a record sent before the policy was attached is not counted; after detaching, the records it
+    evaluated stay counted beside their violations; re-attaching counts again from then on."""
+    account = await register(client)
+    bot = (await gql(client, "CreateAgent", {"input": {"name": "bot"}}, token=account.token))["data"]["createAgent"]
+    policy = (await gql(client, "CreatePolicy", {"input": {"name": "P", "rules": [EMAIL]}}, token=account.token))[
+        "data"
+    ]["createPolicy"]
+    ids = {"policyId": policy["id"], "agentId": bot["id"]}
+
+    async def log(*prompts: str) -> None:
+        records = [{"action": "a", "agentId": bot["id"], "prompt": p} for p in prompts]
+        assert "errors" not in await gql(client, "LogEvents", {"input": records}, token=account.token)
+
+    async def figures() -> tuple[int, int, int]:
+        result = await gql(client, "OnePolicyAnalytics", {"id": policy["id"]}, token=account.token)
+        data = result["data"]["policy"]["analytics"]
+        return data["recordsEvaluated"], data["violations"], sum(d["records"] for d in data["daily"])
+
+    await log("before a@example.com")  # not evaluated by the policy: no alert, not counted
+    assert await figures() == (0, 0, 0)
+    assert "errors" not in await gql(client, "AttachPolicy", ids, token=account.token)
+    await log("x@example.com", "y@example.com", "z@example.com", "clean", "clean", "clean")
+    assert await figures() == (6, 3, 6)
+    assert "errors" not in await gql(client, "DetachPolicy", ids, token=account.token)
+    await log("after q@example.com")
+    assert await figures() == (6, 3, 6)  # history stays: 6 evaluated, 3 violations
+    assert "errors" not in await gql(client, "AttachPolicy", ids, token=account.token)
+    assert "errors" not in await gql(client, "AttachPolicy", ids, token=account.token)  # idempotent: one interval
+    await log("again r@example.com")
+    assert await figures() == (7, 4, 7)
+    org = (await gql(client, "PolicyAnalytics", {}, token=account.token))["data"]["policyAnalytics"]
+    assert org["recordsEvaluated"] == 9  # organisation-wide: every record

@@ -5,6 +5,7 @@ refusals, a worker killed mid-delivery, concurrent claims, auto-disable, and the
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 import re
 from datetime import timedelta
@@ -16,7 +17,7 @@ from standardwebhooks import Webhook
 
 from app.db import TenancyError, utcnow
 from app.webhooks import delivery, outbox
-from app.webhooks.service import emit_event, emit_events
+from app.webhooks.service import emit_event, emit_events, enqueue_deliveries
 from support import create_api_key, error_code, gql, register
 from webhooks.receiver import verify_signature
 
@@ -94,6 +95,8 @@ async def test_alert_created_end_to_end_through_the_worker_with_a_verified_signa
     iso_ms = r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z"
     assert re.fullmatch(iso_ms, payload["createdAt"]) and re.fullmatch(iso_ms, alert["createdAt"])
     assert alert["auditLogId"] == record_id and alert["ruleName"] == "No codes" and alert["severity"] == "HIGH"
+    # enum values as GraphQL spells them (RuleKind, RuleAction, Severity)
+    assert (alert["ruleKind"], alert["action"]) == ("KEYWORDS", "ALERT")
     assert "bluebird" not in request.body.decode()  # the excerpt is redacted, as on the alert
     assert abs(int(request.headers["webhook-timestamp"]) - utcnow().timestamp()) < 60
 
@@ -138,6 +141,32 @@ async def test_retry_schedule_then_success(client, runtime, receiver, http):
     assert all(verify_signature(secret, r.headers, r.body) == [True] for r in receiver.received)
     health = await _rows(runtime, "SELECT failing_since FROM webhook_endpoints WHERE id = :id", id=endpoint["id"])
     assert health[0].failing_since is None  # the success cleared it
+
+
+async def test_retries_are_sent_at_their_scheduled_time(client, runtime, receiver, settings, monkeypatch):
+    """Delays [1, 1, 1] without jitter, through a real worker and its deferred jobs: each retry follows the failed
+    attempt by its delay (plus the worker's 0.2 s poll), not rounded up to a time slot."""
+    monkeypatch.setattr(settings, "webhook_retry_delays", [1.0, 1.0, 1.0])
+    monkeypatch.setattr(settings, "webhook_retry_jitter", 0.0)
+    owner = await register(client)
+    await _endpoint(client, owner, receiver.url("/gaps"))
+    receiver.plan("/gaps", [500, 500, 500])
+    ids = await _emit(runtime, owner.org_id)
+    await enqueue_deliveries(runtime.queue, ids)
+    await _run_worker(runtime)  # burst: runs until the deferred retries have run too
+    times = [r.at for r in receiver.received if r.path == "/gaps"]
+    assert len(times) == 4
+    gaps = [later - earlier for earlier, later in itertools.pairwise(times)]
+    assert all(0.99 <= gap <= 1.6 for gap in gaps), gaps
+    assert (await _delivery(client, owner, ids[0]))["status"] == "DELIVERED"
+
+
+def test_retries_due_together_share_a_job_that_runs_at_the_latest():
+    from workers.webhooks import RETRY_GROUP_SECONDS, retry_groups
+
+    t = utcnow()
+    due = [("a", t), ("b", t + timedelta(seconds=RETRY_GROUP_SECONDS / 2)), ("c", t + timedelta(seconds=1))]
+    assert retry_groups(list(reversed(due))) == [(due[1][1], ["a", "b"]), (due[2][1], ["c"])]
 
 
 def _time(text):
@@ -419,6 +448,7 @@ async def test_policy_and_alert_resolution_events(client, runtime, receiver):
     assert resolved_body["data"]["alert"]["resolvedAt"] and resolved_body["data"]["alert"]["resolutionNote"] == "fine"
     versions = sorted(b["data"]["version"]["number"] for b in bodies if b["type"] == "policy.version_created")
     assert versions == [1, 2]
+    assert {b["data"]["actor"]["type"] for b in bodies if b["type"] == "policy.version_created"} == {"USER"}
 
 
 async def test_emit_is_a_no_op_without_endpoints_and_rejects_unknown_types(client, runtime):

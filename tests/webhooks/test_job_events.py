@@ -6,6 +6,7 @@ import orjson
 import pytest
 from exports import export_support as exports
 from reports import helpers as reports
+from standardwebhooks import Webhook
 
 from support import gql, register
 from webhooks.receiver import verify_signature
@@ -29,6 +30,8 @@ async def test_report_ready_is_delivered_with_the_report(client, runtime, receiv
     payload = orjson.loads(request.body)
     assert payload["type"] == "report.ready"
     assert payload["data"]["reportId"] == report["id"] and payload["data"]["format"] == "JSON"
+    assert payload["data"]["type"] == "POLICY_CHANGES"  # GraphQL's ReportType spelling
+    assert Webhook(secret).verify(request.body, request.headers)["data"]["type"] == "POLICY_CHANGES"
 
 
 async def test_export_ready_is_delivered_with_the_export(client, runtime, receiver):
@@ -45,3 +48,4 @@ async def test_export_ready_is_delivered_with_the_export(client, runtime, receiv
     payload = orjson.loads(request.body)
     assert payload["type"] == "export.ready"
     assert payload["data"]["exportId"] == job["id"] and payload["data"]["rowCount"] == 25
+    assert (payload["data"]["dataset"], payload["data"]["format"]) == ("AUDIT_LOGS", "NDJSON")
