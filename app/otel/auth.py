@@ -3,4 +3,4 @@
 from app.audit import auth as audit
 from app.permissions import Permissions
 
-PERMISSIONS = Permissions("otel", {"POST /v1/traces": audit.WRITE})
+PERMISSIONS = Permissions("otel", {"POST /v1/traces": audit.WRITE, "POST /v1/logs": audit.WRITE})

@@ -11,13 +11,17 @@ from __future__ import annotations
 import base64
 import zlib
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import orjson
 from google.protobuf import json_format
 from google.protobuf.duration_pb2 import Duration
 from google.protobuf.message import DecodeError, Message
 from google.rpc import code_pb2, error_details_pb2, status_pb2
+from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import (
+    ExportLogsServiceRequest,
+    ExportLogsServiceResponse,
+)
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
     ExportTraceServiceRequest,
     ExportTraceServiceResponse,
@@ -89,25 +93,36 @@ def decompress(body: bytes, encoding_header: str | None, *, max_bytes: int) -> b
     return bytes(out)
 
 
-def decode_request(payload: bytes, encoding: str) -> ExportTraceServiceRequest:
+_M = TypeVar("_M", bound=Message)
+
+
+def _decode(payload: bytes, encoding: str, message: _M, rewrite_ids: Any) -> _M:
+    name = type(message).__name__
     if encoding == PROTOBUF:
-        request = ExportTraceServiceRequest()
         try:
-            request.ParseFromString(payload)
+            message.ParseFromString(payload)
         except (DecodeError, RuntimeError, ValueError) as exc:
-            raise WireError(400, f"the body is not a valid ExportTraceServiceRequest: {exc}") from None
-        return request
+            raise WireError(400, f"the body is not a valid {name}: {exc}") from None
+        return message
     try:
         document = orjson.loads(payload)
     except orjson.JSONDecodeError as exc:
         raise WireError(400, f"the body is not valid JSON: {exc}") from None
     if not isinstance(document, dict):
-        raise WireError(400, "the body must be a JSON object (ExportTraceServiceRequest)")
-    _hex_ids_to_base64(document)
+        raise WireError(400, f"the body must be a JSON object ({name})")
+    rewrite_ids(document)
     try:
-        return json_format.ParseDict(document, ExportTraceServiceRequest(), ignore_unknown_fields=True)
+        return json_format.ParseDict(document, message, ignore_unknown_fields=True)
     except (json_format.ParseError, TypeError, ValueError, RecursionError) as exc:
-        raise WireError(400, f"the body is not a valid OTLP JSON ExportTraceServiceRequest: {exc}") from None
+        raise WireError(400, f"the body is not a valid OTLP JSON {name}: {exc}") from None
+
+
+def decode_request(payload: bytes, encoding: str) -> ExportTraceServiceRequest:
+    return _decode(payload, encoding, ExportTraceServiceRequest(), _hex_ids_to_base64)
+
+
+def decode_logs_request(payload: bytes, encoding: str) -> ExportLogsServiceRequest:
+    return _decode(payload, encoding, ExportLogsServiceRequest(), _hex_log_ids_to_base64)
 
 
 def _items(value: Any) -> list[Any]:
@@ -134,6 +149,19 @@ def _hex_ids_to_base64(document: dict[str, Any]) -> None:
                 for link in _items(span.get("links")):
                     if isinstance(link, dict):
                         _rewrite_ids(link, ("traceId", "trace_id", "spanId", "span_id"))
+
+
+def _hex_log_ids_to_base64(document: dict[str, Any]) -> None:
+    """The same for an ExportLogsServiceRequest's log records."""
+    for resource_logs in _items(_get(document, "resourceLogs", "resource_logs")):
+        if not isinstance(resource_logs, dict):
+            continue
+        for scope_logs in _items(_get(resource_logs, "scopeLogs", "scope_logs")):
+            if not isinstance(scope_logs, dict):
+                continue
+            for record in _items(_get(scope_logs, "logRecords", "log_records")):
+                if isinstance(record, dict):
+                    _rewrite_ids(record, ("traceId", "trace_id", "spanId", "span_id"))
 
 
 def _rewrite_ids(node: dict[str, Any], names: tuple[str, ...]) -> None:
@@ -165,6 +193,14 @@ def export_response(rejected: int, error_message: str, encoding: str) -> Encoded
     response = ExportTraceServiceResponse()
     if rejected or error_message:
         response.partial_success.rejected_spans = rejected
+        response.partial_success.error_message = error_message
+    return _encode(response, encoding)
+
+
+def logs_response(rejected: int, error_message: str, encoding: str) -> Encoded:
+    response = ExportLogsServiceResponse()
+    if rejected or error_message:
+        response.partial_success.rejected_log_records = rejected
         response.partial_success.error_message = error_message
     return _encode(response, encoding)
 

@@ -11,6 +11,7 @@ store) become U+FFFD, and ids are lower-case hex. The README's "OpenTelemetry in
 table of this module; keep the two together.
 
 Sources, first found wins:
+    agent     resource service.name; openinference.project.name when service.name is the SDK's default
     action    gen_ai.operation.name → OPERATION_ACTIONS; openinference.span.kind → SPAN_KIND_ACTIONS;
               gen_ai.tool.name present → tool_use; else the span name (control characters removed,
               secrets masked, ≤ 128 characters)
@@ -508,6 +509,51 @@ def _response(attrs: dict[str, Any], events: list[tuple[Span.Event, dict[str, An
     return _from_events(events, "gen_ai.output.messages", "gen_ai.completion", OUTPUT_MESSAGE_EVENTS)
 
 
+_TOOL_VALUE_KEYS = frozenset(("input.value", "output.value"))
+_EMBEDDINGS = "embedding.embeddings."
+
+
+def _embedding(attrs: dict[str, Any], used: set[str]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """An embedding span (OpenInference EMBEDDING, GenAI `embeddings`): the texts embedded
+    (`embedding.embeddings.N.embedding.text`) are the prompt; vectors are never stored, only counted
+    (`metadata.embeddings: {count, dimensions}`), and the raw `output.value` (the provider's answer, vectors
+    and all) is dropped. Returns (the summary, the attributes the prompt and response are read from)."""
+    texts: dict[int, str] = {}
+    count = 0
+    dimensions = None
+    for key, value in attrs.items():
+        if not key.startswith(_EMBEDDINGS):
+            continue
+        number, _, rest = key[len(_EMBEDDINGS) :].partition(".")
+        if rest == "embedding.vector":
+            used.add(key)
+            count += 1
+            if dimensions is None and isinstance(value, list):
+                dimensions = len(value)
+        elif rest == "embedding.text" and number.isdigit():
+            used.add(key)
+            texts[int(number)] = value if isinstance(value, str) else orjson.dumps(value).decode()
+    view = {k: v for k, v in attrs.items() if k != "output.value"}
+    if "output.value" in attrs:
+        used.update(("output.value", "output.mime_type"))
+        if not count:  # the vectors only in the raw answer: an OpenAI-style {"data": [{"embedding": [...]}]}
+            parsed = _json_or_text(attrs["output.value"])
+            data = parsed.get("data") if isinstance(parsed, dict) else None
+            if isinstance(data, list):
+                count = len(data)
+                first = data[0].get("embedding") if data and isinstance(data[0], dict) else None
+                dimensions = len(first) if isinstance(first, list) else dimensions
+    if texts:
+        view["input.value"] = "\n".join(texts[i] for i in sorted(texts))
+        used.add("input.value")
+    summary: dict[str, Any] = {"count": count} if count or texts else {}
+    if dimensions is not None:
+        summary["dimensions"] = dimensions
+    if texts and not count:
+        summary["count"] = len(texts)
+    return summary, view
+
+
 def _from_events(
     events: list[tuple[Span.Event, dict[str, Any]]], messages_key: str, legacy_key: str, per_message: tuple[str, ...]
 ) -> str | None:
@@ -599,8 +645,18 @@ def map_span(span: Span, context: _Context) -> MappedSpan | Rejection:
     truncated_fields: list[str] = []
 
     action = _action(attrs, name)
-    prompt = _prompt(attrs, events, used)
-    response = _response(attrs, events, used)
+    tool_values: tuple[Any, Any] | None = None
+    embedding: dict[str, Any] | None = None
+    text_attrs = attrs
+    if action == "tool_use" and ("input.value" in attrs or "output.value" in attrs):
+        # OpenInference TOOL spans carry the call's arguments and result as input/output.value
+        tool_values = (attrs.get("input.value"), attrs.get("output.value"))
+        used.update(("input.value", "output.value", "input.mime_type", "output.mime_type"))
+        text_attrs = {k: v for k, v in attrs.items() if k not in _TOOL_VALUE_KEYS}
+    elif action == "embedding":
+        embedding, text_attrs = _embedding(attrs, used)
+    prompt = _prompt(text_attrs, events, used)
+    response = _response(text_attrs, events, used)
     if prompt is not None:
         prompt, cut = truncate_bytes(clean_text(prompt), MAX_TEXT_BYTES)
         if cut:
@@ -637,6 +693,19 @@ def map_span(span: Span, context: _Context) -> MappedSpan | Rejection:
     verb = _short(_first(attrs, used, "gen_ai.tool.name", "tool.name"))
     provider = _short(_first(attrs, used, "gen_ai.provider.name", "gen_ai.system", "llm.provider", "llm.system"))
     args = result = None
+    if tool_values is not None:
+        for position, value in enumerate(tool_values):
+            if value is None:
+                continue
+            fitted, cut = _fit_json(value)
+            if position == 0:
+                args = fitted
+            else:
+                result = fitted
+            if cut:
+                truncated_fields.append(("args", "result")[position])
+    if embedding:
+        metadata["embeddings"] = embedding
     if attrs.get("gen_ai.tool.call.arguments") is not None:
         used.add("gen_ai.tool.call.arguments")
         args, cut = _fit_json(attrs["gen_ai.tool.call.arguments"])
@@ -716,11 +785,25 @@ def agent_name(value: Any) -> str | None:
     return _printable(value)[:MAX_AGENT_NAME].strip() or None
 
 
+PROJECT_NAME_KEY = "openinference.project.name"  # arize-phoenix-otel's register(project_name=…)
+
+
+def service_name_of(resource_attrs: dict[str, Any]) -> str | None:
+    """The agent of a resource: `service.name`, unless it is missing or the SDK's default
+    (`unknown_service`, `unknown_service:python`, …) and the resource names an OpenInference project."""
+    name = resource_attrs.get("service.name")
+    if not isinstance(name, str) or not name.strip() or name.startswith("unknown_service"):
+        project = agent_name(resource_attrs.get(PROJECT_NAME_KEY))
+        if project is not None:
+            return project
+    return agent_name(name)
+
+
 def map_request(request: ExportTraceServiceRequest) -> Mapped:
     out = Mapped()
     for resource_spans in request.resource_spans:
         resource_attrs = attributes(resource_spans.resource.attributes)
-        service_name = agent_name(resource_attrs.get("service.name"))
+        service_name = service_name_of(resource_attrs)
         resource, _, _ = bounded_object(resource_attrs, MAX_RESOURCE_BYTES)
         for scope_spans in resource_spans.scope_spans:
             scope: dict[str, Any] = {}

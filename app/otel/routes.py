@@ -1,7 +1,7 @@
-"""POST /v1/traces: the OTLP/HTTP trace receiver (protobuf or JSON, gzip/deflate or not).
+"""POST /v1/traces and /v1/logs: the OTLP/HTTP receivers (protobuf or JSON, gzip/deflate or not).
 
-Answers as the OTLP/HTTP specification asks: 200 with an ExportTraceServiceResponse in the request's
-encoding (`partial_success` when some spans were rejected), and for errors a google.rpc.Status in the
+Answers as the OTLP/HTTP specification asks: 200 with an ExportTraceServiceResponse (ExportLogsServiceResponse)
+in the request's encoding (`partial_success` when some were rejected), and for errors a google.rpc.Status in the
 request's encoding: 400 undecodable, 401/403, 413 too large (also after decompression), 415 unsupported
 content type or encoding, 429/503 with Retry-After (exporters retry those, and only those).
 """
@@ -25,6 +25,13 @@ log = structlog.get_logger(__name__)
 SPANS = Counter(
     "agentrail_otlp_spans_total",
     "OTLP spans received, by outcome: written, duplicate (already stored), rejected",
+    ["outcome"],
+    registry=REGISTRY,
+)
+
+LOG_RECORDS = Counter(
+    "agentrail_otlp_log_records_total",
+    "OTLP log records received, by outcome: received, rejected; and the records written from them",
     ["outcome"],
     registry=REGISTRY,
 )
@@ -70,6 +77,14 @@ def _client_encoding(request: Request) -> str:
 
 
 async def export_traces(request: Request) -> Response:
+    return await _export(request, logs=False)
+
+
+async def export_logs(request: Request) -> Response:
+    return await _export(request, logs=True)
+
+
+async def _export(request: Request, *, logs: bool) -> Response:
     runtime = request.app.state.runtime
     settings = runtime.settings
     header = request.headers.get("content-type")
@@ -89,31 +104,39 @@ async def export_traces(request: Request) -> Response:
             payload = decode.decompress(
                 body, request.headers.get("content-encoding"), max_bytes=settings.max_request_bytes
             )
-            export = decode.decode_request(payload, encoding)
-            del body, payload
             client = request.client.host if request.client else None
-            outcome = await otel.export(runtime, principal, export, source_ip=client)
+            if logs:
+                logs_export = decode.decode_logs_request(payload, encoding)
+                del body, payload
+                outcome = await otel.export_logs(runtime, principal, logs_export, source_ip=client)
+            else:
+                export = decode.decode_request(payload, encoding)
+                del body, payload
+                outcome = await otel.export(runtime, principal, export, source_ip=client)
         except Exception as exc:
             return _failure(exc, encoding, request)
     finally:
         _InFlight.count -= 1
+    counter = LOG_RECORDS if logs else SPANS
     for label, value in (
-        ("written", outcome.written),
-        ("duplicate", outcome.duplicates),
+        ("received" if logs else "written", outcome.received if logs else outcome.written),
+        ("written" if logs else "duplicate", outcome.written if logs else outcome.duplicates),
         ("rejected", outcome.rejected),
     ):
         if value:
-            SPANS.labels(outcome=label).inc(value)
+            counter.labels(outcome=label).inc(value)
     if outcome.rejected and outcome.rejected == outcome.received:
         # nothing accepted: a permanent failure, which the specification answers with 400 (partial success
         # is for requests of which some spans were stored)
         return _error(400, outcome.error_message(), encoding, code="BAD_USER_INPUT")
-    return _respond(decode.export_response(outcome.rejected, outcome.error_message(), encoding))
+    respond = decode.logs_response if logs else decode.export_response
+    return _respond(respond(outcome.rejected, outcome.error_message(), encoding))
 
 
 # refusals of the route's permission declaration (app/otel/auth.py) are OTLP answers too
-export_traces.render_error = lambda request, error: _failure(  # type: ignore[attr-defined]
-    error, _client_encoding(request), request
-)
+for _route in (export_traces, export_logs):
+    _route.render_error = lambda request, error: _failure(  # type: ignore[attr-defined]
+        error, _client_encoding(request), request
+    )
 
-routes = [Route("/v1/traces", export_traces, methods=["POST"])]
+routes = [Route("/v1/traces", export_traces, methods=["POST"]), Route("/v1/logs", export_logs, methods=["POST"])]

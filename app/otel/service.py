@@ -14,13 +14,15 @@ from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import structlog
+from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
 from app.agents import service as agents
 from app.audit.ingest import ingest
 from app.audit.validation import AuditLogDraft, check_records
 from app.errors import BadUserInput, QuotaExceeded
-from app.otel.mapping import MappedSpan, Rejection, map_request
+from app.otel.logs import map_logs_request
+from app.otel.mapping import Mapped, MappedSpan, Rejection, map_request
 from app.principal import Principal
 from app.runtime.resources import Runtime
 from app.unit_of_work import unit_of_work
@@ -38,6 +40,7 @@ class ExportOutcome:
     written: int  # new records
     duplicates: int  # spans already stored (a retried export)
     rejections: list[Rejection]
+    noun: str = "spans"
 
     @property
     def rejected(self) -> int:
@@ -48,7 +51,7 @@ class ExportOutcome:
             return ""
         shown = "; ".join(f"{r.label}: {r.reason}" for r in self.rejections[:MAX_REASONS_SHOWN])
         more = self.rejected - MAX_REASONS_SHOWN
-        message = f"{self.rejected} of {self.received} spans rejected: {shown}"
+        message = f"{self.rejected} of {self.received} {self.noun} rejected: {shown}"
         if more > 0:
             message += f"; and {more} more"
         return message[:MAX_ERROR_MESSAGE]
@@ -142,7 +145,23 @@ async def export(
     runtime: Runtime, principal: Principal, request: ExportTraceServiceRequest, *, source_ip: str | None = None
 ) -> ExportOutcome:
     mapped = map_request(request)
-    received = len(mapped.spans) + len(mapped.rejections)
+    return await _write_mapped(runtime, principal, mapped, len(mapped.spans) + len(mapped.rejections), source_ip)
+
+
+async def export_logs(
+    runtime: Runtime, principal: Principal, request: ExportLogsServiceRequest, *, source_ip: str | None = None
+) -> ExportOutcome:
+    """OTLP logs: the GenAI content events, one record per span (see `app.otel.logs`); other log records are
+    acknowledged and not stored. `received` counts log records; `written` counts records."""
+    mapped, received = map_logs_request(request)
+    outcome = await _write_mapped(runtime, principal, mapped, received, source_ip)
+    outcome.noun = "log records"
+    return outcome
+
+
+async def _write_mapped(
+    runtime: Runtime, principal: Principal, mapped: Mapped, received: int, source_ip: str | None
+) -> ExportOutcome:
     agent_ids = await _register_agents(
         runtime, principal, {s.service_name for s in mapped.spans if s.service_name}, source_ip
     )

@@ -272,10 +272,64 @@ def test_openinference_attributes():
         "llm.input_messages.1.message.contents.0.message_content.type": "text",
         "output.value": "raw output",
     }
+    # TOOL spans (issue 17.8): input.value / output.value are the call's args / result, JSON parsed when JSON
     tool = one(
         build({"openinference.span.kind": "TOOL", "tool.name": "calc", "input.value": "1+1", "output.value": "2"})
     )
-    assert (tool["action"], tool["verb"], tool["prompt"], tool["response"]) == ("tool_use", "calc", "1+1", "2")
+    assert (tool["action"], tool["verb"], tool["args"], tool["result"]) == ("tool_use", "calc", "1+1", "2")
+    assert "prompt" not in tool and "response" not in tool
+    tool = one(
+        build(
+            {
+                "openinference.span.kind": "TOOL",
+                "tool.name": "refund",
+                "input.value": '{"order": 1234, "amount": 50}',
+                "input.mime_type": "application/json",
+                "output.value": '{"refund_id": "re_1"}',
+                "output.mime_type": "application/json",
+                "tool.parameters": '{"type": "object"}',
+            }
+        )
+    )
+    assert (tool["args"], tool["result"]) == ({"order": 1234, "amount": 50}, {"refund_id": "re_1"})
+    assert tool["metadata"]["attributes"] == {
+        "openinference.span.kind": "TOOL",
+        "tool.parameters": '{"type": "object"}',
+    }
+    only_input = one(build({"openinference.span.kind": "TOOL", "input.value": "[1, 2]"}))
+    assert only_input["args"] == [1, 2] and "result" not in only_input
+
+
+def test_embedding_spans_keep_the_texts_and_drop_the_vectors():
+    """Issue 17.9: embedding.text is the prompt; vectors are counted, never stored."""
+    vector = [0.125] * 1536
+    raw_answer = json.dumps({"data": [{"embedding": vector}, {"embedding": vector}], "usage": {"total_tokens": 8}})
+    record = one(
+        build(
+            {
+                "openinference.span.kind": "EMBEDDING",
+                "embedding.model_name": "text-embedding-3-small",
+                "embedding.embeddings.0.embedding.text": "first text",
+                "embedding.embeddings.0.embedding.vector": vector,
+                "embedding.embeddings.1.embedding.text": "second text",
+                "embedding.embeddings.1.embedding.vector": vector,
+                "input.value": json.dumps({"input": ["first text", "second text"], "model": "x"}),
+                "output.value": raw_answer,
+                "llm.token_count.prompt": 8,
+            }
+        )
+    )
+    assert record["action"] == "embedding" and record["prompt"] == "first text\nsecond text"
+    assert "response" not in record
+    assert record["metadata"]["embeddings"] == {"count": 2, "dimensions": 1536}
+    assert record["metadata"]["model"] == "text-embedding-3-small"
+    stored = json.dumps(record, default=str)
+    assert "0.125" not in stored and "embedding.vector" not in stored
+    # only the provider's raw answer: vectors counted from it, and it is not kept
+    raw_only = one(build({"gen_ai.operation.name": "embeddings", "input.value": "hello", "output.value": raw_answer}))
+    assert raw_only["prompt"] == "hello" and "response" not in raw_only
+    assert raw_only["metadata"]["embeddings"] == {"count": 2, "dimensions": 1536}
+    assert "0.125" not in json.dumps(raw_only, default=str)
 
 
 def test_prompts_and_completions_from_span_events():
@@ -390,6 +444,15 @@ def test_service_name_is_the_agent():
     assert mapped.spans[0].service_name == "support bot"
     assert map_request(build(resource={"other": 1})).spans[0].service_name is None
     assert map_request(build(resource={"service.name": 7})).spans[0].service_name is None
+    # arize-phoenix-otel's register(project_name=…) leaves the SDK's default service.name (issue 17.7)
+    for default in ("unknown_service", "unknown_service:python", "unknown_service:java"):
+        resource = {"service.name": default, "openinference.project.name": "support-bot"}
+        assert map_request(build(resource=resource)).spans[0].service_name == "support-bot"
+    assert map_request(build(resource={"openinference.project.name": "p"})).spans[0].service_name == "p"
+    chosen = {"service.name": "billing", "openinference.project.name": "support-bot"}
+    assert map_request(build(resource=chosen)).spans[0].service_name == "billing"  # a chosen name wins
+    lone = {"service.name": "unknown_service:python"}
+    assert map_request(build(resource=lone)).spans[0].service_name == "unknown_service:python"
 
 
 def test_future_spans_are_left_to_the_record_check():

@@ -295,7 +295,8 @@ async def test_openinference_span_tree_round_trips_as_otlp_json(client, runtime,
     )
     assert llm["metadata"]["attributes"]["input.value"] == '{"messages": "..."}'  # the messages won
     assert tool["action"] == "tool_use" and tool["verb"] == "search_archive"
-    assert (tool["prompt"], tool["response"]) == ("invoice 7", "archive/2024/inv-7.pdf")
+    assert (tool["args"], tool["result"]) == ("invoice 7", "archive/2024/inv-7.pdf")  # a TOOL span's input/output
+    assert (tool["prompt"], tool["response"]) == (None, None)
     assert retriever["action"] == "retrieval" and retriever["metadata"]["attributes"]["custom.flag"] is True
     assert {r["agentId"] for r in by_name.values()} == {trace["agents"][0]["id"]}
     assert trace["agents"][0]["name"] == "research-agent"
