@@ -54,7 +54,7 @@ def server_urls(settings: Settings) -> Iterator[tuple[str, str]]:
 
 def _settings_from(args: argparse.Namespace) -> Settings:
     overrides: dict[str, Any] = {}
-    for name in ("host", "port", "data_dir"):
+    for name in ("host", "port", "data_dir", "otlp_grpc_port"):
         value = getattr(args, name, None)
         if value is not None:
             overrides[name] = value
@@ -128,7 +128,15 @@ async def _serve(settings: Settings, database_url: str, redis_url: str, *, embed
     worker_task = None
     if settings.run_worker:
         worker_task = asyncio.create_task(run_worker(runtime), name="arq-worker")
+    grpc_server = None
     try:
+        if settings.otlp_grpc_port is not None:
+            from app.api.otlp_grpc import start_server
+
+            grpc_server, grpc_port = await start_server(
+                runtime, settings, host=settings.host, port=settings.otlp_grpc_port
+            )
+            print(f"  OTLP/gRPC receiver on {settings.host}:{grpc_port}", flush=True)
         serve_task = asyncio.create_task(server.serve(), name="uvicorn")
         while not server.started and not serve_task.done():  # noqa: ASYNC110 uvicorn exposes a flag only
             await asyncio.sleep(0.02)
@@ -136,6 +144,8 @@ async def _serve(settings: Settings, database_url: str, redis_url: str, *, embed
             print(_banner(settings, f"http://{settings.host}:{settings.port}", embedded), flush=True)
         await serve_task
     finally:
+        if grpc_server is not None:
+            await grpc_server.stop(grace=5)
         if worker_task is not None:
             worker_task.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
@@ -337,6 +347,13 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--host", default=None, help="bind address (env AGENTRAIL_HOST, default 127.0.0.1)")
     serve.add_argument("--port", type=int, default=None, help="port (env AGENTRAIL_PORT, default 8000)")
     serve.add_argument("--no-worker", action="store_true", help="do not run the arq worker in this process")
+    serve.add_argument(
+        "--otlp-grpc-port",
+        type=int,
+        default=None,
+        help="also receive OTLP over gRPC on this port (4317 is the collectors' default; env AGENTRAIL_OTLP_GRPC_PORT; "
+        "default off)",
+    )
     common(serve)
     serve.set_defaults(func=cmd_serve)
 

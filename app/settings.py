@@ -20,6 +20,7 @@ class Settings(BaseSettings):
     env: Literal["development", "production", "test"] = "development"
     host: str = "127.0.0.1"
     port: int = 8000
+    otlp_grpc_port: int | None = None  # OTLP over gRPC (app/api/otlp_grpc.py) in `serve`; off unless set
     data_dir: Path = Path(".agentrail")
 
     database_url: str | None = Field(
