@@ -30,7 +30,7 @@ from app.api.permissions import declarations
 from app.errors import AppError, RateLimited, Unauthenticated, unavailable
 from app.orgs.credentials import TokenSigner
 from app.otel import service as otel
-from app.otel.routes import LOG_RECORDS, OVERLOAD_RETRY_AFTER, SPANS, _InFlight
+from app.otel.routes import OVERLOAD_RETRY_AFTER, _InFlight, count_outcome
 from app.principal import Principal
 from app.runtime.resources import Runtime
 from app.runtime.telemetry import ERRORS
@@ -143,13 +143,7 @@ class TraceService(trace_service_pb2_grpc.TraceServiceServicer):
             return await otel.export(runtime, principal, request, source_ip=peer)
 
         outcome = await self.receiver.run(context, "POST /v1/traces", work)
-        for label, value in (
-            ("written", outcome.written),
-            ("duplicate", outcome.duplicates),
-            ("rejected", outcome.rejected),
-        ):
-            if value:
-                SPANS.labels(outcome=label).inc(value)
+        count_outcome(outcome, logs=False)
         response = trace_service_pb2.ExportTraceServiceResponse()
         if outcome.rejected:
             response.partial_success.rejected_spans = outcome.rejected
@@ -170,13 +164,7 @@ class LogsService(logs_service_pb2_grpc.LogsServiceServicer):
             return await otel.export_logs(runtime, principal, request, source_ip=peer)
 
         outcome = await self.receiver.run(context, "POST /v1/logs", work)
-        for label, value in (
-            ("received", outcome.received),
-            ("written", outcome.written),
-            ("rejected", outcome.rejected),
-        ):
-            if value:
-                LOG_RECORDS.labels(outcome=label).inc(value)
+        count_outcome(outcome, logs=True)
         response = logs_service_pb2.ExportLogsServiceResponse()
         if outcome.rejected:
             response.partial_success.rejected_log_records = outcome.rejected

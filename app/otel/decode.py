@@ -133,35 +133,33 @@ def _get(node: dict[str, Any], camel: str, snake: str) -> Any:
     return node.get(camel, node.get(snake))
 
 
+def _children(document: dict[str, Any], *levels: tuple[str, str]) -> list[dict[str, Any]]:
+    """The objects found by descending the named lists (camelCase or snake_case, as OTLP JSON allows),
+    level by level; anything that is not an object is passed over (it fails later, alone)."""
+    nodes = [document]
+    for camel, snake in levels:
+        nodes = [child for node in nodes for child in _items(_get(node, camel, snake)) if isinstance(child, dict)]
+    return nodes
+
+
+_IDS = ("traceId", "trace_id", "spanId", "span_id")
+
+
 def _hex_ids_to_base64(document: dict[str, Any]) -> None:
     """OTLP JSON ids are hex; protobuf's JSON mapping expects base64. Rewritten in place. An id that
     is not hex becomes empty, so that span is rejected on its own instead of failing the request."""
-    for resource_spans in _items(_get(document, "resourceSpans", "resource_spans")):
-        if not isinstance(resource_spans, dict):
-            continue
-        for scope_spans in _items(_get(resource_spans, "scopeSpans", "scope_spans")):
-            if not isinstance(scope_spans, dict):
-                continue
-            for span in _items(scope_spans.get("spans")):
-                if not isinstance(span, dict):
-                    continue
-                _rewrite_ids(span, ("traceId", "trace_id", "spanId", "span_id", "parentSpanId", "parent_span_id"))
-                for link in _items(span.get("links")):
-                    if isinstance(link, dict):
-                        _rewrite_ids(link, ("traceId", "trace_id", "spanId", "span_id"))
+    levels = (("resourceSpans", "resource_spans"), ("scopeSpans", "scope_spans"), ("spans", "spans"))
+    for span in _children(document, *levels):
+        _rewrite_ids(span, (*_IDS, "parentSpanId", "parent_span_id"))
+        for link in _children(span, ("links", "links")):
+            _rewrite_ids(link, _IDS)
 
 
 def _hex_log_ids_to_base64(document: dict[str, Any]) -> None:
     """The same for an ExportLogsServiceRequest's log records."""
-    for resource_logs in _items(_get(document, "resourceLogs", "resource_logs")):
-        if not isinstance(resource_logs, dict):
-            continue
-        for scope_logs in _items(_get(resource_logs, "scopeLogs", "scope_logs")):
-            if not isinstance(scope_logs, dict):
-                continue
-            for record in _items(_get(scope_logs, "logRecords", "log_records")):
-                if isinstance(record, dict):
-                    _rewrite_ids(record, ("traceId", "trace_id", "spanId", "span_id"))
+    levels = (("resourceLogs", "resource_logs"), ("scopeLogs", "scope_logs"), ("logRecords", "log_records"))
+    for record in _children(document, *levels):
+        _rewrite_ids(record, _IDS)
 
 
 def _rewrite_ids(node: dict[str, Any], names: tuple[str, ...]) -> None:

@@ -56,6 +56,17 @@ def _error(status: int, message: str, encoding: str, *, retry_after: int | None 
     return _respond(decode.status_body(status, message, encoding, retry_after=retry_after), status, retry_after)
 
 
+def count_outcome(outcome: otel.ExportOutcome, *, logs: bool) -> None:
+    """The export's figures in /metrics, the same for OTLP over HTTP and over gRPC."""
+    if logs:
+        counter, figures = LOG_RECORDS, (("received", outcome.received), ("written", outcome.written))
+    else:
+        counter, figures = SPANS, (("written", outcome.written), ("duplicate", outcome.duplicates))
+    for label, value in (*figures, ("rejected", outcome.rejected)):
+        if value:
+            counter.labels(outcome=label).inc(value)
+
+
 def _failure(exc: Exception, encoding: str, request: Request) -> Response:
     if isinstance(exc, decode.WireError):
         return _error(exc.status, exc.message, encoding)
@@ -117,14 +128,7 @@ async def _export(request: Request, *, logs: bool) -> Response:
             return _failure(exc, encoding, request)
     finally:
         _InFlight.count -= 1
-    counter = LOG_RECORDS if logs else SPANS
-    for label, value in (
-        ("received" if logs else "written", outcome.received if logs else outcome.written),
-        ("written" if logs else "duplicate", outcome.written if logs else outcome.duplicates),
-        ("rejected", outcome.rejected),
-    ):
-        if value:
-            counter.labels(outcome=label).inc(value)
+    count_outcome(outcome, logs=logs)
     if outcome.rejected and outcome.rejected == outcome.received:
         # nothing accepted: a permanent failure, which the specification answers with 400 (partial success
         # is for requests of which some spans were stored)

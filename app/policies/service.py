@@ -405,19 +405,9 @@ class AttachmentInterval:
     detached_at: datetime | None
 
 
-async def attachment_intervals(
-    session: AsyncSession, policy_id: str, *, overlapping: tuple[datetime, datetime] | None = None
-) -> list[AttachmentInterval]:
-    """When the policy was attached to which agent (every interval, or those overlapping a window)."""
+async def attachment_intervals(session: AsyncSession, policy_id: str) -> list[AttachmentInterval]:
+    """When the policy was attached to which agent, every interval, oldest first."""
     stmt = select(PolicyAttachmentInterval).where(col(PolicyAttachmentInterval.policy_id) == policy_id)
-    if overlapping is not None:
-        start, end = overlapping
-        stmt = stmt.where(
-            col(PolicyAttachmentInterval.attached_at) < end,
-            sa.or_(
-                col(PolicyAttachmentInterval.detached_at).is_(None), col(PolicyAttachmentInterval.detached_at) > start
-            ),
-        )
     rows = (await session.exec(stmt.order_by(col(PolicyAttachmentInterval.attached_at)))).all()
     return [AttachmentInterval(r.agent_id, r.attached_at, r.detached_at) for r in rows]
 

@@ -200,12 +200,18 @@ async def _rollup_rows(runtime) -> list[tuple]:
         ]
 
 
-async def test_metrics_equal_direct_counts_before_and_after_rollup(client, runtime):
+async def _seeded_account(client):
+    """A new account with six hours of seeded records; the window around them, and one with ragged edges."""
     account = await register(client)
     base = _hour_now() - timedelta(hours=6)
     await _seed(client, account, base)
-    start, end = base - timedelta(hours=1), _hour_now() + timedelta(hours=1)
-    ragged_start, ragged_end = base + timedelta(minutes=37), base + timedelta(hours=3, minutes=11)
+    window = (base - timedelta(hours=1), _hour_now() + timedelta(hours=1))
+    ragged = (base + timedelta(minutes=37), base + timedelta(hours=3, minutes=11))
+    return account, window, ragged
+
+
+async def test_metrics_equal_direct_counts_before_and_after_rollup(client, runtime):
+    account, (start, end), (ragged_start, ragged_end) = await _seeded_account(client)
 
     before = {}
     for group_by in GROUPINGS:
@@ -234,11 +240,7 @@ async def test_metrics_equal_direct_counts_before_and_after_rollup(client, runti
 
 
 async def test_verb_provider_and_tenant_dimensions_and_filters_equal_direct_counts(client, runtime):
-    account = await register(client)
-    base = _hour_now() - timedelta(hours=6)
-    await _seed(client, account, base)
-    start, end = base - timedelta(hours=1), _hour_now() + timedelta(hours=1)
-    ragged_start, ragged_end = base + timedelta(minutes=37), base + timedelta(hours=3, minutes=11)
+    account, (start, end), (ragged_start, ragged_end) = await _seeded_account(client)
     for rolled in (False, True):
         if rolled:
             assert await _rollup_in_worker(runtime, account.org_id) == 5
