@@ -5,8 +5,9 @@ principal may call it (users, API keys, or anyone: public), the lowest role a us
 needs, and what it takes to act on something another principal owns. The API applies the declarations before
 any resolver or route body runs (app/api/permissions.py); services receive an already-authorised principal.
 
-Roles are ranked by their order in `Role` (highest first): a role added at the end (e.g. VIEWER) ranks lowest,
-may call every operation declared `ANY_ROLE` and nothing declared for MEMBER or above.
+Roles are ranked by their order in `Role` (highest first): VIEWER, at the end, ranks lowest: it may call every
+operation declared `ANY_ROLE` (the reads) and nothing declared for MEMBER or above (every write).
+API key scopes: a key holds INGEST, READ or FULL (which holds every scope); an operation names the one it needs.
 """
 
 from __future__ import annotations
@@ -59,7 +60,7 @@ class Access:
         else:
             if self.api_keys is None:
                 raise Forbidden(f"an API key cannot {self.action}; sign in as a user")
-            if self.api_keys not in principal.scopes:
+            if not principal.holds(self.api_keys):
                 raise Forbidden(f"this API key lacks the {self.api_keys.value} scope needed to {self.action}")
         return principal
 
@@ -88,9 +89,9 @@ def public(action: str, note: str = "") -> Access:
     return Access(action, public=True, note=note)
 
 
-def anyone(action: str, *, scope: Scope = Scope.READ, note: str = "") -> Access:
-    """Users of any role and API keys with `scope`."""
-    return Access(action, api_keys=scope, note=note)
+def anyone(action: str, *, scope: Scope = Scope.READ, role: Role | None = ANY_ROLE, note: str = "") -> Access:
+    """Users (of any role, or from `role` up: a write) and API keys with `scope`."""
+    return Access(action, role=role, api_keys=scope, note=note)
 
 
 def users(action: str, role: Role | None = Role.MEMBER, *, others: Role | None = None, note: str = "") -> Access:

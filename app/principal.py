@@ -14,13 +14,16 @@ class Role(StrEnum):
     OWNER = "owner"
     ADMIN = "admin"
     MEMBER = "member"
+    VIEWER = "viewer"  # read-only: every operation declared for any role, nothing declared for MEMBER or above
 
 
 class Scope(StrEnum):
-    """What an API key is for (app/permissions.py). Keys have no scopes of their own yet: each holds all."""
+    """What an API key is for (app/permissions.py): a key holds the scopes it was created with; FULL stands in
+    for every scope."""
 
-    INGEST = "ingest"  # write audit records and spans
+    INGEST = "ingest"  # write audit records and spans (GraphQL, REST, OTLP)
     READ = "read"  # read the organisation's data
+    FULL = "full"  # everything an API key may do
 
 
 @dataclass(frozen=True)
@@ -36,6 +39,8 @@ class Principal:
     # a user token's expiry: open subscriptions are closed when it passes
     expires_at: datetime | None = None
     scopes: frozenset[Scope] = frozenset(Scope)  # API keys only
+    # API keys only: the agents the key may write records for; None: any agent of the organisation
+    agent_ids: frozenset[str] | None = None
 
     @property
     def actor_id(self) -> str:
@@ -44,3 +49,7 @@ class Principal:
     @property
     def is_user(self) -> bool:
         return self.kind == "user"
+
+    def holds(self, scope: Scope) -> bool:
+        """Whether an API key holds `scope` (FULL holds every scope)."""
+        return scope in self.scopes or Scope.FULL in self.scopes

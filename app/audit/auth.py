@@ -1,9 +1,15 @@
 """Who may call the audit domain's operations (see app/permissions.py)."""
 
 from app.permissions import Permissions, Scope, anyone
+from app.principal import Role
 
 READ = anyone("read audit records")
-WRITE = anyone("write audit records", scope=Scope.INGEST)
+WRITE = anyone(
+    "write audit records",
+    scope=Scope.INGEST,
+    role=Role.MEMBER,
+    note="a viewer cannot ingest; a key limited to agents writes only for them",
+)
 
 PERMISSIONS = Permissions(
     "audit",

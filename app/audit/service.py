@@ -33,7 +33,7 @@ from app.audit.models import (
 from app.audit.traces import TraceTree, build_tree
 from app.audit.validation import AuditLogDraft
 from app.db import SYSTEM, AsyncSession, TenancyError, lock_organisation, new_id, scoped_text, session_org, within
-from app.errors import NotFound
+from app.errors import Forbidden, NotFound
 from app.guardrails import service as guardrails
 from app.integrity import checksum_content, record_checksum
 from app.masking import mask_record
@@ -175,6 +175,15 @@ async def ingest(session: AsyncSession, principal: Principal, drafts: Sequence[A
     org_id = _org(session)
     if principal.org_id != org_id:
         raise TenancyError("principal and session disagree on the organisation")
+    if principal.agent_ids is not None:  # an API key limited to agents writes only for them
+        outside = {d.agent_id for d in drafts} - principal.agent_ids
+        if outside:
+            named = sorted(a for a in outside if a)
+            raise Forbidden(
+                "this API key may write records only for its agents"
+                + (f"; not for {', '.join(named[:20])}" if named else "; every record must name one (agentId)"),
+                field="agentId",
+            )
     await agents.require_active_agent_ids(session, {d.agent_id for d in drafts if d.agent_id})
 
     now = datetime.now(UTC)

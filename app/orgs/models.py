@@ -52,3 +52,8 @@ class ApiKey(SQLModel, TenantScoped, table=True):
     created_at: datetime = timestamp_column()
     last_used_at: datetime | None = optional_timestamp_column()
     revoked_at: datetime | None = optional_timestamp_column()
+    # what the key may do (app.principal.Scope values) and, when set, the only agents it may write records for
+    scopes: list[str] = Field(
+        default_factory=lambda: ["full"], sa_column=sa.Column(sa.ARRAY(sa.String(20)), nullable=False)
+    )
+    agent_ids: list[str] | None = Field(default=None, sa_column=sa.Column(sa.ARRAY(sa.String(40)), nullable=True))

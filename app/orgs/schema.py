@@ -8,17 +8,27 @@ from typing import Annotated
 
 import strawberry
 
+from app.agents import service as agents
 from app.info import Info, RequestInfo
 from app.orgs import models, service
+from app.principal import Scope
 from app.pagination import Connection, build_connection, decode_cursor, page_size
 from app.scalars import JSON
 
 
-@strawberry.enum(description="A member's role in the organisation.")
+@strawberry.enum(description="A member's role in the organisation, highest first.")
 class Role(Enum):
-    OWNER = "owner"
-    ADMIN = "admin"
-    MEMBER = "member"
+    OWNER = strawberry.enum_value("owner", description="Everything, including billing and ownership.")
+    ADMIN = strawberry.enum_value("admin", description="Everything but transferring ownership.")
+    MEMBER = strawberry.enum_value("member", description="Reads, ingest and everyday changes.")
+    VIEWER = strawberry.enum_value("viewer", description="Read-only: reads and exports, no changes, no ingest.")
+
+
+@strawberry.enum(description="What an API key may do.")
+class ApiKeyScope(Enum):
+    INGEST = strawberry.enum_value("ingest", description="Write audit records and spans (GraphQL, REST, OTLP).")
+    READ = strawberry.enum_value("read", description="Read the organisation's data.")
+    FULL = strawberry.enum_value("full", description="Everything an API key may do (ingest and read).")
 
 
 @strawberry.enum(description="What kind of credential made the request.")
@@ -67,6 +77,10 @@ class ApiKey:
     created_at: datetime = strawberry.field(description="When it was created.")
     last_used_at: datetime | None = strawberry.field(description="Last successful use (minute resolution).")
     revoked_at: datetime | None = strawberry.field(description="When it was revoked; null while active.")
+    scopes: list[ApiKeyScope] = strawberry.field(description="What the key may do.")
+    agent_ids: list[strawberry.ID] | None = strawberry.field(
+        description="The only agents the key may write records for; null: every agent."
+    )
 
     @classmethod
     def from_model(cls, key: models.ApiKey) -> ApiKey:
@@ -77,6 +91,8 @@ class ApiKey:
             created_at=key.created_at,
             last_used_at=key.last_used_at,
             revoked_at=key.revoked_at,
+            scopes=[ApiKeyScope(s) for s in key.scopes],
+            agent_ids=[strawberry.ID(a) for a in key.agent_ids] if key.agent_ids is not None else None,
         )
 
 
@@ -229,11 +245,28 @@ class OrgsMutation:
 
     @strawberry.mutation(description="Create an API key for agents. Users only; the secret is returned once.")
     async def create_api_key(
-        self, info: RequestInfo, name: Annotated[str, strawberry.argument(description="What the key is for.")]
+        self,
+        info: RequestInfo,
+        name: Annotated[str, strawberry.argument(description="What the key is for.")],
+        scopes: Annotated[
+            list[ApiKeyScope] | None, strawberry.argument(description="What the key may do; FULL when omitted.")
+        ] = None,
+        agent_ids: Annotated[
+            list[strawberry.ID] | None,
+            strawberry.argument(description="Limit the key to these agents (at most 100); omit for every agent."),
+        ] = None,
     ) -> CreatedApiKey:
         principal = await info.context.principal()
+        session = await info.context.db()
+        if agent_ids is not None:
+            await agents.require_active_agent_ids(session, {str(a) for a in agent_ids})
         key, secret = await service.create_api_key(
-            await info.context.db(), principal, name=name, source_ip=info.context.source_ip
+            session,
+            principal,
+            name=name,
+            source_ip=info.context.source_ip,
+            scopes=[Scope(s.value) for s in scopes] if scopes is not None else None,
+            agent_ids=[str(a) for a in agent_ids] if agent_ids is not None else None,
         )
         return CreatedApiKey(api_key=ApiKey.from_model(key), secret=secret)
 

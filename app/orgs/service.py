@@ -28,7 +28,7 @@ from app.orgs.credentials import (
 )
 from app.orgs.models import ApiKey, Organization, Role, User
 from app.orgs.revocation import Revoked
-from app.principal import Principal
+from app.principal import Principal, Scope
 from app.unit_of_work import after_commit
 from app.usage import quota as billing_quota
 
@@ -36,6 +36,8 @@ MIN_PASSWORD_LENGTH = 10
 MAX_PASSWORD_LENGTH = 1024
 LAST_USED_RESOLUTION_SECONDS = 60  # lastUsedAt is refreshed at most once a minute per key
 BAD_CREDENTIALS = "email or password is incorrect"
+_SCOPES = {s.value for s in Scope}
+MAX_KEY_AGENTS = 100
 
 
 def normalise_email(email: str) -> str:
@@ -207,7 +209,14 @@ async def principal_from_api_key(session: AsyncSession, secret: str) -> Principa
     if key.last_used_at is None or (now - key.last_used_at).total_seconds() > LAST_USED_RESOLUTION_SECONDS:
         key.last_used_at = now
         await session.flush()  # the caller's session autocommits: written at once
-    return Principal(kind="api_key", org_id=key.org_id, api_key_id=key.id, actor_name=f"{key.name} ({key.prefix}…)")
+    return Principal(
+        kind="api_key",
+        org_id=key.org_id,
+        api_key_id=key.id,
+        actor_name=f"{key.name} ({key.prefix}…)",
+        scopes=frozenset(Scope(s) for s in key.scopes if s in _SCOPES),
+        agent_ids=frozenset(key.agent_ids) if key.agent_ids is not None else None,
+    )
 
 
 async def get_user(session: AsyncSession, user_id: str) -> User:
@@ -269,10 +278,26 @@ async def update_profile(
 
 
 async def create_api_key(
-    session: AsyncSession, principal: Principal, *, name: str, source_ip: str | None
+    session: AsyncSession,
+    principal: Principal,
+    *,
+    name: str,
+    source_ip: str | None,
+    scopes: list[Scope] | None = None,
+    agent_ids: list[str] | None = None,
 ) -> tuple[ApiKey, str]:
-    """Returns the key and its secret; the secret is never stored and never shown again."""
+    """Returns the key and its secret; the secret is never stored and never shown again. `scopes`: FULL when
+    omitted; `agent_ids` (already checked to be the organisation's active agents): the only agents it may
+    write records for."""
     name = _check_name(name, "name")
+    chosen = sorted({Scope(s).value for s in (scopes if scopes is not None else [Scope.FULL])})
+    if not chosen:
+        raise BadUserInput("scopes must name at least one scope", field="scopes")
+    if agent_ids is not None:
+        agent_ids = sorted(set(agent_ids))
+        if not agent_ids or len(agent_ids) > MAX_KEY_AGENTS:
+            raise BadUserInput(f"agentIds must name 1 to {MAX_KEY_AGENTS} agents (omit it for every agent)",
+                               field="agentIds")  # fmt: skip
     # the plan's limit on active keys (QUOTA_EXCEEDED); counted under a per-organisation lock until the commit
     await billing_quota.require_capacity(
         session, principal.org_id, "api_keys", count=lambda: count_active_api_keys(session)
@@ -285,6 +310,8 @@ async def create_api_key(
         prefix=generated.prefix,
         secret_hash=generated.secret_hash,
         created_by=principal.user_id,
+        scopes=chosen,
+        agent_ids=agent_ids,
     )
     session.add(key)
     record_activity(
@@ -293,7 +320,7 @@ async def create_api_key(
         "api_key.created",
         target_type="api_key",
         target_id=key.id,
-        metadata={"name": name, "prefix": key.prefix},
+        metadata={"name": name, "prefix": key.prefix, "scopes": chosen, "agentIds": agent_ids},
         source_ip=source_ip,
     )
     await session.flush()

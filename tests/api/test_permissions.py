@@ -32,8 +32,8 @@ from app.api.permissions import declarations, guard_root_types, guard_routes, ma
 from app.db import new_id
 from app.orgs.credentials import TokenSigner
 from app.permissions import Access, at_least
-from app.principal import Principal, Role
-from support import create_api_key, register
+from app.principal import Principal, Role, Scope
+from support import gql, register
 
 README = Path(__file__).resolve().parents[2] / "README.md"
 ROOTS = ("Query", "Mutation", "Subscription")
@@ -86,16 +86,22 @@ def root_fields(schema: GraphQLSchema) -> list[tuple[str, str, Any]]:
 
 # --- callers --------------------------------------------------------------------------------------------
 class Callers:
-    """An organisation with an API key and one user of every role (the owner registered, the others added)."""
+    """An organisation with an API key of every scope and one user of every role (the owner registered, the
+    others added)."""
 
-    def __init__(self, api_key: str, tokens: dict[Role, str]) -> None:
-        self.api_key = api_key
+    def __init__(self, api_keys: dict[Scope, str], tokens: dict[Role, str]) -> None:
+        self.api_keys = api_keys
         self.tokens = tokens
 
     @classmethod
     async def create(cls, client: Any, runtime: Any, settings: Any) -> Callers:
         owner = await register(client)
-        secret, _ = await create_api_key(client, owner)
+        keys = {}
+        for scope in Scope:
+            created = await gql(
+                client, "CreateApiKey", {"name": scope.value, "scopes": [scope.name]}, token=owner.token
+            )
+            keys[scope] = created["data"]["createApiKey"]["secret"]
         signer = TokenSigner(runtime.secret_key, issuer=settings.jwt_issuer, lifetime=timedelta(minutes=30))
         tokens = {Role.OWNER: owner.token}
         for role in Role:
@@ -111,7 +117,7 @@ class Callers:
                     {"id": user_id, "org": owner.org_id, "email": f"{user_id}@example.com", "role": role.value},
                 )
             tokens[role] = signer.issue(user_id=user_id, org_id=owner.org_id).token
-        return cls(secret, tokens)
+        return cls(keys, tokens)
 
     def cases(self, access: Access) -> list[tuple[str, dict[str, str], str | None]]:
         """(who, headers, the code the declaration demands: None when the call must get past the check)."""
@@ -119,8 +125,10 @@ class Callers:
         cases: list[tuple[str, dict[str, str], str | None]] = [("no credentials", {}, unauthenticated)]
         if access.public:
             return cases
-        key_code = None if access.api_keys is not None else "FORBIDDEN"
-        cases.append(("API key", {"x-api-key": self.api_key}, key_code))
+        for scope, secret in self.api_keys.items():
+            key = Principal(kind="api_key", org_id="org", api_key_id="k", scopes=frozenset({scope}))
+            key_code = None if access.api_keys is not None and key.holds(access.api_keys) else "FORBIDDEN"
+            cases.append((f"{scope.value} API key", {"x-api-key": secret}, key_code))
         for role, token in self.tokens.items():
             user = Principal(kind="user", org_id="org", user_id="u", role=role.value)
             allowed = access.users and (access.role is None or at_least(user, access.role))
