@@ -11,8 +11,8 @@ import strawberry
 from app.agents import service as agents
 from app.info import Info, RequestInfo
 from app.orgs import models, service
-from app.principal import Scope
 from app.pagination import Connection, build_connection, decode_cursor, page_size
+from app.principal import Scope
 from app.scalars import JSON
 
 
@@ -265,7 +265,7 @@ class OrgsMutation:
             principal,
             name=name,
             source_ip=info.context.source_ip,
-            scopes=[Scope(s.value) for s in scopes] if scopes is not None else None,
+            scopes=[Scope[s.name] for s in scopes] if scopes is not None else None,
             agent_ids=[str(a) for a in agent_ids] if agent_ids is not None else None,
         )
         return CreatedApiKey(api_key=ApiKey.from_model(key), secret=secret)
