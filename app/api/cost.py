@@ -146,6 +146,28 @@ class CostAnalysis:
     ) -> int | None:
         """The operation's cost; None when it cannot be known statically (the variables do not coerce:
         execution then reports that error itself)."""
+        prepared = self._prepare(document, operation_name, variables)
+        if prepared is None:
+            return None
+        walk, root, operation = prepared
+        # nested multipliers can make any number: what is reported stays an integer JSON carries exactly
+        return min(walk.selections(root, operation.selection_set, 1, None, None), MAX_REPORTED_COST)
+
+    def actual_cost(
+        self, document: DocumentNode, operation_name: str | None, variables: dict[str, Any] | None, data: Any
+    ) -> int | None:
+        """What the operation cost once it ran: the same count over the nodes its result really holds
+        (every object returned is one node, a list counts its items, not its bound), plus the weight of every
+        weighted field that was resolved. None when the operation cannot be analysed."""
+        prepared = self._prepare(document, operation_name, variables)
+        if prepared is None:
+            return None
+        walk, root, operation = prepared
+        return min(walk.returned(root, (operation.selection_set,), data), MAX_REPORTED_COST)
+
+    def _prepare(
+        self, document: DocumentNode, operation_name: str | None, variables: dict[str, Any] | None
+    ) -> tuple[_Walk, Any, OperationDefinitionNode] | None:
         operation: OperationDefinitionNode | None = None
         fragments: dict[str, FragmentDefinitionNode] = {}
         for definition in document.definitions:
@@ -170,9 +192,12 @@ class CostAnalysis:
         coerced = get_variable_values(self.schema, wanted, variables or {})
         if isinstance(coerced, list):
             return None
-        walk = _Walk(self, fragments, coerced)
-        # nested multipliers can make any number: what is reported stays an integer JSON carries exactly
-        return min(walk.selections(root, operation.selection_set, 1, None, None), MAX_REPORTED_COST)
+        return _Walk(self, fragments, coerced), root, operation
+
+
+# what the result walk looks at in one object: (response name, weight of resolving it, its composite type or
+# None for a leaf, the selection sets below it)
+_Returned = tuple[str, int, Any, tuple[SelectionSetNode, ...]]
 
 
 class _Walk:
@@ -180,6 +205,62 @@ class _Walk:
         self.analysis = analysis
         self.fragments = fragments
         self.variables = variables
+        self._plans: dict[tuple[str, tuple[int, ...]], list[_Returned]] = {}
+
+    def returned(self, parent: Any, selection_sets: tuple[SelectionSetNode, ...], value: Any) -> int:
+        """Nodes and weights of what one object of the result (`value`, keyed by response names) holds."""
+        if not isinstance(value, dict):
+            return 0
+        total = 0
+        for response_name, weight, named, below in self._plan(parent, selection_sets):
+            if response_name not in value:
+                continue  # a fragment on another type, or a field skipped (@skip, @include)
+            total += weight
+            if named is not None:
+                total += self._objects(named, below, value[response_name])
+        return total
+
+    def _objects(self, named: Any, below: tuple[SelectionSetNode, ...], value: Any) -> int:
+        if value is None:
+            return 0
+        if isinstance(value, list):
+            return sum(self._objects(named, below, item) for item in value)
+        return 1 + self.returned(named, below, value)
+
+    def _plan(self, parent: Any, selection_sets: tuple[SelectionSetNode, ...]) -> list[_Returned]:
+        """Per type and selection: the fields that count (weighted or composite), by response name, merged
+        as execution merges them (a name selected twice walks both selections below it)."""
+        key = (parent.name, tuple(id(s) for s in selection_sets))
+        found = self._plans.get(key)
+        if found is not None:
+            return found
+        grouped: dict[str, list[tuple[Any, FieldNode]]] = {}
+        for selection_set in selection_sets:
+            for owner, node in self._fields(parent, selection_set, frozenset()):
+                if not node.name.value.startswith("__"):
+                    grouped.setdefault(node.alias.value if node.alias else node.name.value, []).append((owner, node))
+        plan: list[_Returned] = []
+        for response_name, fields in grouped.items():
+            owner, node = fields[0]
+            for concrete in self._possible(owner):
+                definition: GraphQLField | None = concrete.fields.get(node.name.value)
+                if definition is None:
+                    continue
+                weight = self._weight(concrete, node, definition)
+                named = get_named_type(definition.type)
+                composite = named if is_composite_type(named) else None
+                if weight or composite is not None:
+                    below = tuple(n.selection_set for _, n in fields if n.selection_set is not None)
+                    plan.append((response_name, weight, composite, below))
+                break
+        self._plans[key] = plan
+        return plan
+
+    def _weight(self, parent: Any, node: FieldNode, definition: GraphQLField) -> int:
+        declared = self.analysis.declared(parent, node.name.value, definition)
+        relevant = self.analysis.arguments(parent, node.name.value, definition)
+        arguments = get_argument_values(cast(Any, relevant), node, self.variables) if relevant.args else {}
+        return (declared.weight or 0) + self._input_weights(definition, arguments)
 
     def _fields(self, parent: Any, selection_set: SelectionSetNode, seen: frozenset[str]) -> list[tuple[Any, Any]]:
         """(type, field node) for every field selected on `parent`, fragments expanded (on an abstract

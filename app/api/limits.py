@@ -6,6 +6,14 @@ AGENTRAIL_QUERY_COST_BUDGET points refilled at AGENTRAIL_QUERY_COST_REFILL_PER_S
 user, kept in Redis (one GCRA script, the rate limiter's, with the cost as the quantity), so every API node
 draws on the same bucket. Exhausted: RATE_LIMITED with `retryAfter`. As with the rate limit, a Redis outage
 lets operations through rather than taking the API down with it.
+
+Once an operation has run, what it really returned is counted the same way (app/api/cost.py,
+`actual_cost`: the nodes in its result, the weights of the fields resolved) and the difference is given back to
+the bucket, as Shopify does: a dashboard reading a big trace pays for the trace it got, not for the largest one
+it could have got. The per-operation maximum stays the static cost. An operation whose result has errors keeps
+its whole charge (its work may have been done and its data lost to a null). `extensions.cost` reports both:
+`requestedQueryCost`, `actualQueryCost` and `throttleStatus` (`maximumAvailable`, `currentlyAvailable` after
+the refund, `restoreRate`).
 """
 
 from __future__ import annotations
@@ -49,6 +57,7 @@ class QueryCost(SchemaExtension):
     def __init__(self, *, settings: Settings) -> None:
         self.settings = settings
         self.report: dict[str, Any] | None = None
+        self.charged: tuple[str, int] | None = None  # (budget key, points) taken before execution
 
     async def on_execute(self) -> AsyncIterator[None]:
         ctx = self.execution_context
@@ -63,13 +72,42 @@ class QueryCost(SchemaExtension):
                 message = exc.message if isinstance(exc, AppError) else str(exc)
                 ctx.result = ExecutionResult(data=None, errors=[GraphQLError(message, original_error=exc)])
         yield
+        if self.report is not None and ctx.operation_type is not OperationType.SUBSCRIPTION:
+            await self._settle(ctx)
+
+    async def _settle(self, ctx: Any) -> None:
+        """Counts what the operation returned and gives the rest of its charge back to the budget."""
+        report = self.report
+        assert report is not None
+        result = ctx.result
+        data = getattr(result, "data", None)
+        actual = 0
+        if data is not None:
+            analysis = _analysis(ctx.schema._schema)
+            actual = analysis.actual_cost(ctx.graphql_document, ctx.operation_name, ctx.variables, data) or 0
+        report["actualQueryCost"] = actual
+        if self.charged is None:
+            return
+        key, charged = self.charged
+        refund = charged - actual
+        if refund <= 0 or getattr(result, "errors", None):
+            return
+        settings = self.settings
+        try:
+            available = await RateLimiter(ctx.context.runtime.redis).refund(
+                key, rate=settings.query_cost_refill_per_second, burst=report["budget"], quantity=refund
+            )
+        except RedisError as exc:
+            log.warning("query cost refund unavailable; the operation keeps its charge", error=str(exc))
+            return
+        report["throttleStatus"]["currentlyAvailable"] = max(0, available)
 
     async def _check(self, ctx: Any) -> None:
         settings = self.settings
         cost = _analysis(ctx.schema._schema).operation_cost(ctx.graphql_document, ctx.operation_name, ctx.variables)
         if cost is None:
             return
-        self.report = {"requested": cost, "limit": settings.max_query_cost}
+        self.report = {"requested": cost, "limit": settings.max_query_cost, "requestedQueryCost": cost}
         # the caller first: its request rate limit then also counts the operations refused below
         principal = await _principal(ctx.context)
         if cost > settings.max_query_cost:
@@ -89,10 +127,20 @@ class QueryCost(SchemaExtension):
         except RedisError as exc:
             log.warning("query cost budget unavailable; letting the operation through", error=str(exc))
             return
+        # `remaining`: what was left once the requested cost was taken; throttleStatus: after the refund
         self.report.update(
-            remaining=max(0, decision.remaining), budget=budget, refillPerSecond=settings.query_cost_refill_per_second
+            remaining=max(0, decision.remaining),
+            budget=budget,
+            refillPerSecond=settings.query_cost_refill_per_second,
+            throttleStatus={
+                "maximumAvailable": budget,
+                "currentlyAvailable": max(0, decision.remaining),
+                "restoreRate": settings.query_cost_refill_per_second,
+            },
         )
-        if not decision.allowed:
+        if decision.allowed:
+            self.charged = (budget_key(principal), cost)
+        else:
             retry_after = math.ceil(decision.retry_after_seconds)
             raise RateLimited(
                 f"query cost budget exhausted: this operation costs {cost} points, {max(0, decision.remaining)} "

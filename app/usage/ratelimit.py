@@ -49,6 +49,26 @@ return {1, 0, math.floor((now - allow_at) / interval), new_tat - now}
 """
 
 
+# Gives back units a request took (a query's cost beyond what it really returned): KEYS[1], ARGV[1] interval,
+# ARGV[2] burst, ARGV[3] units. The theoretical arrival time moves back, never before now (a bucket never holds
+# more than its burst). Returns the units available afterwards.
+_GCRA_REFUND = """
+local interval = tonumber(ARGV[1])
+local burst = tonumber(ARGV[2])
+local quantity = tonumber(ARGV[3])
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+local tat = tonumber(redis.call('GET', KEYS[1]) or now)
+local new_tat = tat - interval * quantity
+if new_tat <= now then
+  redis.call('DEL', KEYS[1])
+  return burst
+end
+redis.call('SET', KEYS[1], string.format('%.0f', new_tat), 'PX', math.max(1, math.ceil((new_tat - now) / 1000)))
+return math.floor((now - new_tat + interval * burst) / interval)
+"""
+
+
 def plan_cache_key(org_id: str) -> str:
     return f"agentrail:plan:{org_id}"
 
@@ -57,6 +77,12 @@ class RateLimiter:
     def __init__(self, redis: Redis) -> None:
         self._redis = redis
         self._script = redis.register_script(_GCRA)
+
+    async def refund(self, key: str, *, rate: float, burst: int, quantity: int) -> int:
+        """Gives back `quantity` units taken by `hit`; returns the units available afterwards."""
+        interval = max(1, round(1_000_000 / rate))
+        refund = self._redis.register_script(_GCRA_REFUND)
+        return int(await refund(keys=[key], args=[interval, burst, quantity]))
 
     async def hit(self, key: str, *, rate: float, burst: int, quantity: int = 1) -> RateLimitDecision:
         interval = max(1, round(1_000_000 / rate))

@@ -121,6 +121,69 @@ async def test_cost_reported_in_extensions(client: httpx.AsyncClient) -> None:
     assert budget - 41 - 5 <= report["remaining"] <= budget - 41
     again = await gql(client, "{ auditLogs(first: 20) { edges { node { id } } } }", api_key=key)
     assert again["extensions"]["cost"]["remaining"] <= budget - 41  # refilled at 1,000 points a second
+    # what it really returned (the connection alone: no records yet) is what it finally cost
+    assert report["requestedQueryCost"] == 41 and report["actualQueryCost"] == 1
+    throttle = report["throttleStatus"]
+    assert throttle["maximumAvailable"] == budget and throttle["restoreRate"] == Settings().query_cost_refill_per_second
+    assert budget - 1 - 5 <= throttle["currentlyAvailable"] <= budget
+
+
+def test_actual_cost_counts_what_the_result_holds() -> None:
+    def actual(query: str, data: Any, variables: dict[str, Any] | None = None, name: str | None = None) -> int | None:
+        return ANALYSIS.actual_cost(parse(query), name, variables, data)
+
+    page = "{ auditLogs(first: 10) { edges { node { id prompt } } pageInfo { hasNextPage } } }"
+    three = {"auditLogs": {"edges": [{"node": {"id": str(i), "prompt": "p"}} for i in range(3)], "pageInfo": {}}}
+    # the connection, 3 edges, 3 nodes (each with its weighted prompt), pageInfo; against 10 of each requested
+    assert actual(page, three) == 1 + 3 + 3 * (1 + 1) + 1
+    assert cost(page) == 1 + 10 + 10 * (1 + 1) + 1
+    full = {"auditLogs": {"edges": [{"node": {"id": str(i), "prompt": "p"}} for i in range(10)], "pageInfo": {}}}
+    assert actual(page, full) == cost(page)
+    # a trace tree: the trace (and its weight), its agents and every span returned, however deep
+    tree = {
+        "trace": {
+            "traceId": "t",
+            "agents": [],
+            "rootSpans": [{"id": "a", "children": [{"id": "b", "children": []}, {"id": "c", "children": []}]}],
+        }
+    }
+    assert actual(operation("TraceTree"), tree, {"traceId": "t"}, "TraceTree") == 1 + 10 + 3
+    assert actual(operation("TraceTree"), {"trace": None}, {"traceId": "t"}, "TraceTree") == 10
+    # aliases count apiece, fragments like inline fields; absent fields (a skipped one) count nothing
+    assert actual("{ a: me { user { id } } b: me { user { id } } }", {"a": {"user": {"id": "u"}}, "b": None}) == 2
+    skipped = '{ me { user @skip(if: true) { id } } auditLog(id: "x") { id } }'
+    assert actual(skipped, {"me": {}, "auditLog": None}) == 1
+    assert actual("{ __typename }", {"__typename": "Query"}) == 0
+
+
+async def test_actual_cost_is_refunded_so_big_traces_can_be_read_again(client: httpx.AsyncClient) -> None:
+    """A dashboard opening big trace trees: each TraceTree is charged ~60,000 points up front (its static cost,
+    which the default budget of 200,000 allows three times in a row), then what the trace really returned is
+    all it costs."""
+    account = await register(client)
+    records = [
+        {"action": "step", "traceId": "big", "spanId": f"s{i}", "parentSpanId": f"s{(i - 1) // 3}" if i else None}
+        for i in range(40)
+    ]
+    stored = await gql(client, "LogEvents", {"input": records}, token=account.token)
+    assert "errors" not in stored, stored
+    budget = Settings().query_cost_budget
+    for _ in range(6):
+        result = await gql(client, "TraceTree", {"traceId": "big"}, token=account.token)
+        assert "errors" not in result, result
+        report = result["extensions"]["cost"]
+        assert report["requestedQueryCost"] == cost(operation("TraceTree"), {"traceId": "big"}, "TraceTree")
+        assert report["requestedQueryCost"] > budget / 4
+        assert report["actualQueryCost"] == 1 + 10 + 40  # the trace, its weight, its 40 spans (no agents)
+    throttle = result["extensions"]["cost"]["throttleStatus"]
+    assert throttle["currentlyAvailable"] >= budget - 6 * 51 - 100  # LogEvents cost 100 of the user's budget
+    # an operation that fails keeps its whole charge
+    failed = await gql(
+        client, '{ auditLogs(first: 20, after: "not a cursor") { edges { node { id } } } }', token=account.token
+    )
+    assert error_code(failed) == "BAD_USER_INPUT", failed
+    report = failed["extensions"]["cost"]
+    assert report["throttleStatus"]["currentlyAvailable"] == report["remaining"]
 
 
 @pytest.fixture
@@ -142,6 +205,9 @@ async def test_budget_per_principal_runs_out_and_refills(small_budget: httpx.Asy
     account = await register(http)
     key, _ = await create_api_key(http, account)
     other = await register(http, org="Other")
+    # 200 records, so that the pages below return all they ask for (what is not returned is refunded)
+    records = [{"action": "step", "metadata": {"n": i}} for i in range(200)]
+    assert error_code(await gql(http, "LogEvents", {"input": records}, token=account.token)) is None
     page = "{ auditLogs(first: 200) { edges { node { id } } } }"  # 401 points
     assert error_code(await gql(http, page, api_key=key)) is None
     assert error_code(await gql(http, page, api_key=key)) is None
