@@ -32,13 +32,13 @@ from app.activity.service import REQUEST_ORIGIN
 from app.api.context import Context
 from app.api.open_connections import ClosesWhenCredentialEnds, OpenConnections, watch_credentials
 from app.api.permissions import guard_routes
-from app.api.rest import JSONResponse, error_response
 from app.api.schema import build_schema
 from app.api.shared_subscriptions import SharedSubscriptions, SharingTransportWSHandler
 from app.db import InvalidJSON, request_json
 from app.errors import AppError, PayloadTooLarge, Unavailable, unavailable
 from app.guardrails.cache import listen_for_rule_changes
 from app.orgs.credentials import TokenSigner
+from app.rest.responses import JSONResponse, error_response
 from app.runtime import heartbeat
 from app.runtime.connections import CancelOnDisconnect
 from app.runtime.resources import Runtime

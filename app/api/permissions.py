@@ -21,7 +21,6 @@ from app.activity import auth as activity
 from app.agents import auth as agents
 from app.alerts import auth as alerts
 from app.api.auth import authenticate
-from app.api.rest import error_response
 from app.audit import auth as audit
 from app.billing import auth as billing
 from app.compliance import auth as compliance
@@ -35,6 +34,7 @@ from app.permissions import Access, Permissions, public, roles_from
 from app.policies import auth as policies
 from app.principal import Principal
 from app.reports import auth as reports
+from app.rest.responses import error_response
 from app.webhooks import auth as webhooks
 
 GRAPHQL = public("GraphQL", note="each root field has its own declaration")

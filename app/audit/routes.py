@@ -8,11 +8,11 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from app.api.rest import JSONResponse, error_response, principal_of
 from app.audit.ingest import ingest
 from app.audit.models import AuditRecord
 from app.db import InvalidJSON, iso, request_json
 from app.errors import AppError, BadUserInput
+from app.rest.responses import JSONResponse, error_response, principal_of
 
 _JSON_NAMES = {
     "trace_id": "traceId",

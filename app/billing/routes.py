@@ -11,9 +11,9 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from app.api.rest import JSONResponse, error_response
 from app.billing import service
 from app.errors import AppError, BadUserInput
+from app.rest.responses import JSONResponse, error_response
 from app.unit_of_work import system_unit_of_work
 from app.usage import plans
 from app.usage.ratelimit import plan_cache_key

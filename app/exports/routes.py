@@ -13,8 +13,6 @@ from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
 
 from app.activity import service as activity
-from app.api.downloads import download
-from app.api.rest import JSONResponse, error_response, principal_of
 from app.audit import service as audit
 from app.db import iso
 from app.errors import AppError, BadUserInput, NotFound
@@ -22,6 +20,8 @@ from app.exports import service
 from app.exports.datasets import ACTIVITY, AUDIT_LOGS, Dataset
 from app.exports.formats import JsonArrayItems, csv_header, json_envelope_head
 from app.principal import Principal
+from app.rest.downloads import download
+from app.rest.responses import JSONResponse, error_response, principal_of
 from app.unit_of_work import unit_of_work
 
 

@@ -155,7 +155,7 @@ async def list_jobs(
 
 
 async def file_of(runtime: Runtime, org_id: str, principal: Principal | None, job_id: str) -> str | None:
-    """The stored file of a READY export of this organisation, for `app.api.downloads.download`: with
+    """The stored file of a READY export of this organisation, for `app.rest.downloads.download`: with
     credentials, only an export the caller may see (`find_job`); with a signed link, any."""
     async with runtime.db.tenant_session(org_id) as session:
         job = await find_job(session, principal, job_id) if principal else await session.get(ExportJob, job_id)

@@ -14,10 +14,10 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from app.api.rest import principal_of
 from app.errors import AppError, RateLimited, unavailable
 from app.otel import decode
 from app.otel import service as otel
+from app.rest.responses import principal_of
 from app.runtime.telemetry import ERRORS, REGISTRY
 
 log = structlog.get_logger(__name__)

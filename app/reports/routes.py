@@ -6,9 +6,9 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from app.api.downloads import download
 from app.principal import Principal
 from app.reports import service
+from app.rest.downloads import download
 from app.runtime.resources import Runtime
 
 

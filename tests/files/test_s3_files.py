@@ -16,11 +16,11 @@ from moto.server import ThreadedMotoServer
 from starlette.applications import Starlette
 from starlette.routing import Route
 
-from app.api.downloads import download
 from app.db import new_id, utcnow
 from app.files import store as files_module
 from app.files.models import StoredFile, StoredFileChunk
 from app.files.store import S3_MIN_PART_SIZE, FileStore, S3Objects
+from app.rest.downloads import download
 from app.runtime.signed_links import sign_path
 from app.settings import ConfigurationError, Settings
 from support import register

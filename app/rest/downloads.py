@@ -7,9 +7,9 @@ from collections.abc import Awaitable, Callable
 from starlette.requests import Request
 from starlette.responses import Response
 
-from app.api.rest import error_response, principal_of, stored_file_response
 from app.errors import AppError, Forbidden, NotFound
 from app.principal import Principal
+from app.rest.responses import error_response, principal_of, stored_file_response
 from app.runtime.resources import Runtime
 from app.runtime.signed_links import verify_path
 
