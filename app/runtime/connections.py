@@ -165,7 +165,13 @@ def protocols(settings: Settings) -> tuple[type[GuardedHttpProtocol], type[Guard
 
 
 class CancelOnDisconnect:
-    """Cancels an HTTP request's handling when the client disconnects once its body has been read."""
+    """Cancels an HTTP request's handling when the client disconnects before the answer, for every method.
+
+    The body is read here first (the app gets it replayed), so that the disconnect watch starts as soon as the
+    request is in: a GET has no body and strawberry never calls `receive` for it, so a watch waiting for the
+    app to read the body would never start. After the body, uvicorn's `receive` returns only when the client
+    has gone (or the response is done). Bodies are bounded by the request size limit outside this layer.
+    """
 
     def __init__(self, app: ASGIApp, *, paths: tuple[str, ...] = ("/graphql",)) -> None:
         self.app = app
@@ -175,14 +181,20 @@ class CancelOnDisconnect:
         if scope["type"] != "http" or scope["path"] not in self.paths:
             await self.app(scope, receive, send)
             return
-        body_read = asyncio.Event()
+        body: list[Message] = []
+        while True:
+            message = await receive()
+            if message["type"] != "http.request":
+                return  # it left while sending its body (or its body was cut as too slow): nobody to answer
+            body.append(message)
+            if not message.get("more_body", False):
+                break
         responded = False
 
-        async def tracking_receive() -> Message:
-            message = await receive()
-            if message["type"] != "http.request" or not message.get("more_body", False):
-                body_read.set()
-            return message
+        async def replaying_receive() -> Message:
+            if body:
+                return body.pop(0)
+            return await receive()
 
         async def tracking_send(message: Message) -> None:
             nonlocal responded
@@ -190,13 +202,11 @@ class CancelOnDisconnect:
                 responded = True
             await send(message)
 
-        handler = asyncio.ensure_future(self.app(scope, tracking_receive, tracking_send))
+        handler = asyncio.ensure_future(self.app(scope, replaying_receive, tracking_send))
         client_left = False
 
         async def watch() -> None:
             nonlocal client_left
-            await body_read.wait()
-            # after the body, uvicorn's receive returns only when the client has gone (or the response is done)
             message = await receive()
             if message["type"] == "http.disconnect" and not responded:
                 client_left = True
@@ -210,7 +220,7 @@ class CancelOnDisconnect:
                 raise
             # the client left: nothing to answer, nobody to answer
         except ClientDisconnect:
-            pass  # it left while sending its body (or its body was cut as too slow)
+            pass
         finally:
             watcher.cancel()
             with contextlib.suppress(asyncio.CancelledError):

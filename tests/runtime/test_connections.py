@@ -23,7 +23,7 @@ async def echo_app(scope: dict[str, Any], receive: Callable[..., Any], send: Cal
     if scope["type"] != "http":
         return
     body = b""
-    while True:
+    while scope["method"] != "GET":  # as strawberry: a GET's body is never read
         message = await receive()
         body += message.get("body", b"")
         if not message.get("more_body"):
@@ -152,6 +152,22 @@ async def test_work_is_cancelled_when_the_client_disconnects() -> None:
     async with server() as port:
         _reader, writer = await asyncio.open_connection("127.0.0.1", port)
         writer.write(b"POST /slow HTTP/1.1\r\nhost: x\r\ncontent-length: 2\r\n\r\n{}")
+        await writer.drain()
+        await asyncio.sleep(0.3)
+        writer.close()
+        for _ in range(50):
+            if events:
+                break
+            await asyncio.sleep(0.05)
+        assert events == ["cancelled"]
+
+
+async def test_get_work_is_cancelled_when_the_client_disconnects() -> None:
+    """A GET has no body and its handler never calls receive: the watch starts without it."""
+    events.clear()
+    async with server() as port:
+        _reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(b"GET /slow?query=x HTTP/1.1\r\nhost: x\r\n\r\n")
         await writer.drain()
         await asyncio.sleep(0.3)
         writer.close()
