@@ -10,6 +10,7 @@ from app.billing import models as billing_models  # noqa: F401
 from app.compliance import models as compliance_models  # noqa: F401
 from app.exports import models as exports_models  # noqa: F401
 from app.files import models as files_models  # noqa: F401
+from app.mail import models as mail_models  # noqa: F401
 from app.metrics import models as metrics_models  # noqa: F401
 from app.orgs import models as orgs_models  # noqa: F401
 from app.policies import models as policies_models  # noqa: F401

@@ -124,6 +124,20 @@ class Settings(BaseSettings):
     webhook_max_in_flight: int = 64  # requests a worker process has in flight at once (pools of 8 connections)
     webhook_allow_private_targets: bool = False  # self-hosted installs: allow loopback/private addresses
 
+    # email (app/mail): an outbox in PostgreSQL sent by the worker over SMTP; without a host, development and
+    # tests write each email to `mail_dir` (default data_dir/mail) and print it; production keeps them queued
+    smtp_host: str | None = None
+    smtp_port: int = 587
+    smtp_tls: Literal["starttls", "tls", "none"] = "starttls"  # tls: implicit TLS (port 465)
+    smtp_username: str | None = None
+    smtp_password: SecretStr | None = None
+    smtp_ca_file: str | None = None  # a private CA for the SMTP server's certificate
+    smtp_timeout_seconds: float = 15.0
+    mail_from: str = "Agentrail <no-reply@agentrail.local>"
+    mail_dir: Path | None = None
+    mail_batch_size: int = 50  # emails one job claims and sends over one connection
+    mail_max_attempts: int = 10  # then FAILED (retries back off from 30 s to an hour)
+
     # in-process worker for `agentrail serve` (production runs `agentrail worker` separately)
     run_worker: bool = True
     # every worker beats this often while it polls the queue; /readyz answers 503 ("worker") when no worker has

@@ -19,6 +19,7 @@ from app.runtime import heartbeat
 from app.runtime.resources import ARQ_QUEUE, Runtime, arq_redis_settings
 from workers.audit import index_audit_search, seal_audit_trail, sweep_audit_search
 from workers.exports import expire_export_jobs, run_export, sweep_export_jobs
+from workers.mail import send_emails
 from workers.maintenance import remove_expired_files
 from workers.metrics import rollup_metrics, rollup_org_metrics
 from workers.reports import build_report, sweep_reports
@@ -48,8 +49,9 @@ FUNCTIONS: list[Any] = [
     func(run_export, timeout=3600, keep_result=0),
     sweep_export_jobs,
     expire_export_jobs,
+    func(send_emails, keep_result=0, timeout=300),
 ]
-AFTER_OUTAGE = [drain_webhook_deliveries, sweep_export_jobs, sweep_reports, sweep_audit_search]
+AFTER_OUTAGE = [send_emails, drain_webhook_deliveries, sweep_export_jobs, sweep_reports, sweep_audit_search]
 CRON_JOBS: list[Any] = [
     # unique: with several workers, one seals per minute (the advisory lock would serialise them anyway)
     cron(seal_audit_trail, second=30, unique=True, timeout=600),
@@ -61,6 +63,7 @@ CRON_JOBS: list[Any] = [
     cron(sweep_reports, second=40, unique=True, timeout=600),
     cron(sweep_export_jobs, second=20, unique=True, timeout=600),
     cron(expire_export_jobs, second=25, unique=True, timeout=600),
+    cron(send_emails, second=10, timeout=300),  # not unique: claims skip each other's rows
 ]
 
 

@@ -1,0 +1,1 @@
+"""Email: an outbox in PostgreSQL, templates, and the worker's SMTP sender (aiosmtplib)."""
