@@ -7,6 +7,7 @@ import contextlib
 import secrets
 import time
 from collections.abc import AsyncIterator
+from contextvars import ContextVar
 from datetime import timedelta
 from typing import Any
 
@@ -22,14 +23,20 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from starlette.websockets import WebSocketDisconnect
 from strawberry.asgi import ASGIWebSocketAdapter, GraphQL
 from strawberry.exceptions import ConnectionRejectionError
+from strawberry.http import GraphQLHTTPResponse, process_result
 from strawberry.http.exceptions import WebSocketDisconnected
+from strawberry.http.parse_content_type import parse_content_type
+from strawberry.schema.exceptions import InvalidOperationTypeError
 from strawberry.subscriptions import GRAPHQL_TRANSPORT_WS_PROTOCOL
+from strawberry.types import ExecutionResult
+from strawberry.types.graphql import OperationType
 from strawberry.types.unset import UNSET
 from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
 
 import app.models  # noqa: F401  every table known before the first session, so foreign keys resolve
 from app.activity.service import REQUEST_ORIGIN
 from app.api.context import Context
+from app.api.http_media import GRAPHQL_RESPONSE_JSON, JSON, is_request_error, negotiate, request_error_status
 from app.api.open_connections import ClosesWhenCredentialEnds, OpenConnections, watch_credentials
 from app.api.permissions import guard_routes
 from app.api.schema import build_schema
@@ -58,6 +65,18 @@ class TextWebSocketAdapter(ASGIWebSocketAdapter):
             await self.ws.send_text(orjson.dumps(message).decode())
         except (WebSocketDisconnect, RuntimeError) as exc:  # RuntimeError: we closed it (a credential ended)
             raise WebSocketDisconnected from exc
+
+
+# the media type the current HTTP request is answered with (negotiated in AgentrailGraphQL.run)
+_RESPONSE_MEDIA: ContextVar[str] = ContextVar("graphql_response_media", default=JSON)
+
+
+class _HTTPError(HTTPException):
+    """An HTTP-level refusal with headers (405's Allow)."""
+
+    def __init__(self, status_code: int, reason: str, headers: dict[str, str]) -> None:
+        super().__init__(status_code, reason)
+        self.headers = headers
 
 
 class AgentrailGraphQL(GraphQL[Context, None]):
@@ -115,6 +134,10 @@ class AgentrailGraphQL(GraphQL[Context, None]):
         return value
 
     async def parse_http_body(self, request: Any) -> Any:
+        if request.method == "POST":
+            content_type, _ = parse_content_type(request.content_type or "")
+            if content_type != "application/json":
+                raise HTTPException(415, "the request body must be application/json (GraphQL over HTTP)")
         data = await super().parse_http_body(request)
         for item in data if isinstance(data, list) else [data]:
             if item.query is not None and ("\\u0000" in item.query or "\x00" in item.query):
@@ -122,15 +145,61 @@ class AgentrailGraphQL(GraphQL[Context, None]):
                 raise HTTPException(400, "the document must not contain NUL characters (\\u0000)")
         return data
 
+    async def execute_single(self, *args: Any, **kwargs: Any) -> ExecutionResult:
+        try:
+            return await super().execute_single(*args, **kwargs)
+        except HTTPException as exc:
+            refused = exc.__cause__
+            if isinstance(refused, InvalidOperationTypeError) and refused.operation_type is OperationType.MUTATION:
+                # a mutation over GET: the method is what is wrong (GraphQL over HTTP: 405)
+                raise _HTTPError(405, "mutations are sent with POST, not GET", {"Allow": "POST"}) from None
+            raise
+
+    async def process_result(self, request: Any, result: ExecutionResult) -> GraphQLHTTPResponse:
+        response = process_result(result)
+        if is_request_error(response):
+            del response["data"]  # refused before execution: no data entry (GraphQL spec, response format)
+        return response
+
+    def create_response(
+        self, response_data: GraphQLHTTPResponse | list[GraphQLHTTPResponse], sub_response: Response
+    ) -> Response:
+        media = _RESPONSE_MEDIA.get()
+        status = 200
+        if media == GRAPHQL_RESPONSE_JSON and not isinstance(response_data, list) and is_request_error(response_data):
+            status = request_error_status(response_data)
+        response = Response(self.encode_json(response_data), status_code=status, media_type=media)
+        response.headers.raw.extend(sub_response.headers.raw)
+        if sub_response.background:
+            response.background = sub_response.background
+        if sub_response.status_code:
+            response.status_code = sub_response.status_code
+        return response
+
     async def run(self, request: Any, context: Any = UNSET, root_value: Any = UNSET) -> Any:
+        if self.is_websocket_request(request):
+            return await super().run(request, context, root_value)
+        media = negotiate(request.headers.get("accept"))
+        if media is None and not self.should_render_graphql_ide(self.request_adapter_class(request)):
+            accepted = f"{GRAPHQL_RESPONSE_JSON} or {JSON}"
+            return self._error_response(
+                HTTPException(406, f"cannot answer with what Accept asks for: {accepted}"), JSON
+            )
+        token = _RESPONSE_MEDIA.set(media or JSON)
         try:
             return await super().run(request, context, root_value)
         except HTTPException as exc:
-            # strawberry answers these in plain text: the same JSON errors as every other GraphQL failure
-            code = "BAD_USER_INPUT" if 400 <= exc.status_code < 500 else "INTERNAL"
-            ERRORS.labels(code=code).inc()
-            body = {"errors": [{"message": exc.reason, "extensions": {"code": code}}]}
-            return Response(orjson.dumps(body), status_code=exc.status_code, media_type="application/json")
+            return self._error_response(exc, media or JSON)
+        finally:
+            _RESPONSE_MEDIA.reset(token)
+
+    def _error_response(self, exc: HTTPException, media: str) -> Response:
+        # strawberry answers these in plain text: the same JSON errors as every other GraphQL failure
+        code = "BAD_USER_INPUT" if 400 <= exc.status_code < 500 else "INTERNAL"
+        ERRORS.labels(code=code).inc()
+        body = {"errors": [{"message": exc.reason, "extensions": {"code": code}}]}
+        headers = getattr(exc, "headers", None)
+        return Response(orjson.dumps(body), status_code=exc.status_code, media_type=media, headers=headers)
 
     async def get_context(self, request: HTTPConnection, response: Any) -> Context:
         state = request.app.state
