@@ -27,8 +27,12 @@ from strawberry.http import GraphQLHTTPResponse, process_result
 from strawberry.http.exceptions import WebSocketDisconnected
 from strawberry.http.parse_content_type import parse_content_type
 from strawberry.schema.exceptions import InvalidOperationTypeError
-from strawberry.subscriptions import GRAPHQL_TRANSPORT_WS_PROTOCOL
-from strawberry.types import ExecutionResult
+from strawberry.subscriptions import (
+    GRAPHQL_SSE_PROTOCOL,
+    GRAPHQL_TRANSPORT_WS_PROTOCOL,
+    MULTIPART_SUBSCRIPTION_PROTOCOL,
+)
+from strawberry.types import ExecutionResult, SubscriptionExecutionResult
 from strawberry.types.graphql import OperationType
 from strawberry.types.unset import UNSET
 from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
@@ -37,6 +41,7 @@ import app.models  # noqa: F401  every table known before the first session, so 
 from app.activity.service import REQUEST_ORIGIN
 from app.api.context import Context
 from app.api.http_media import GRAPHQL_RESPONSE_JSON, JSON, is_request_error, negotiate, request_error_status
+from app.api.http_subscriptions import MultipartSubscriptions, bound_to_credential
 from app.api.open_connections import ClosesWhenCredentialEnds, OpenConnections, watch_credentials
 from app.api.permissions import guard_routes
 from app.api.schema import build_schema
@@ -81,13 +86,22 @@ class _HTTPError(HTTPException):
 
 class AgentrailGraphQL(GraphQL[Context, None]):
     websocket_adapter_class = TextWebSocketAdapter
+    stream_transport_classes_by_protocol = {
+        **GraphQL.stream_transport_classes_by_protocol,
+        MULTIPART_SUBSCRIPTION_PROTOCOL: MultipartSubscriptions,
+    }
 
     def __init__(self, settings: Settings, **kwargs: Any) -> None:
         super().__init__(
             build_schema(settings),
             graphql_ide="graphiql" if settings.graphql_ide else None,
             allow_queries_via_get=True,
-            subscription_protocols=(GRAPHQL_TRANSPORT_WS_PROTOCOL,),
+            # WebSocket, and subscriptions over HTTP: multipart (Apollo) and SSE (app/api/http_subscriptions.py)
+            subscription_protocols=(
+                GRAPHQL_TRANSPORT_WS_PROTOCOL,
+                MULTIPART_SUBSCRIPTION_PROTOCOL,
+                GRAPHQL_SSE_PROTOCOL,
+            ),
             max_subscriptions_per_connection=settings.max_subscriptions_per_connection,
             connection_init_wait_timeout=timedelta(seconds=10),
             keep_alive=True,
@@ -145,6 +159,19 @@ class AgentrailGraphQL(GraphQL[Context, None]):
                 raise HTTPException(400, "the document must not contain NUL characters (\\u0000)")
         return data
 
+    async def execute_operation(
+        self, request: Any, request_adapter: Any, request_data: Any, context: Any, root_value: Any, sub_response: Any
+    ) -> Any:
+        streaming = not isinstance(request_data, list) and request_data.protocol != "http"
+        if streaming:
+            await context.principal()  # as a WebSocket's connection_init: no credential, no stream (401)
+        result = await super().execute_operation(
+            request, request_adapter, request_data, context, root_value, sub_response
+        )
+        if streaming and isinstance(result, SubscriptionExecutionResult):
+            return bound_to_credential(result, context, request.app.state.open_connections)
+        return result
+
     async def execute_single(self, *args: Any, **kwargs: Any) -> ExecutionResult:
         try:
             return await super().execute_single(*args, **kwargs)
@@ -180,7 +207,8 @@ class AgentrailGraphQL(GraphQL[Context, None]):
         if self.is_websocket_request(request):
             return await super().run(request, context, root_value)
         media = negotiate(request.headers.get("accept"))
-        if media is None and not self.should_render_graphql_ide(self.request_adapter_class(request)):
+        streams = self._get_stream_transport_from_headers(request.headers) is not None
+        if media is None and not streams and not self.should_render_graphql_ide(self.request_adapter_class(request)):
             accepted = f"{GRAPHQL_RESPONSE_JSON} or {JSON}"
             return self._error_response(
                 HTTPException(406, f"cannot answer with what Accept asks for: {accepted}"), JSON
@@ -190,6 +218,10 @@ class AgentrailGraphQL(GraphQL[Context, None]):
             return await super().run(request, context, root_value)
         except HTTPException as exc:
             return self._error_response(exc, media or JSON)
+        except AppError as exc:  # refused before a stream opened (its credential)
+            ERRORS.labels(code=exc.code).inc()
+            body = {"errors": [{"message": exc.message, "extensions": {"code": exc.code, **exc.extensions}}]}
+            return Response(orjson.dumps(body), status_code=exc.http_status, media_type=media or JSON)
         finally:
             _RESPONSE_MEDIA.reset(token)
 

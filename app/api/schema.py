@@ -77,19 +77,22 @@ class Mutation(
     pass
 
 
-@strawberry.type(description="Live updates over WebSocket (graphql-transport-ws).")
+@strawberry.type(description="Live updates over WebSocket (graphql-transport-ws) or an HTTP stream (multipart or SSE).")
 class Subscription(AuditSubscription, AlertsSubscription, JobsSubscription):
     pass
 
 
 class SubscriptionOverHTTP(InvalidOperationTypeError):
-    """A subscription sent as an HTTP request: the view answers 400 with this reason."""
+    """A subscription sent as a plain HTTP request (no streaming Accept): the view answers 400 with this reason."""
 
     def __init__(self) -> None:
         super().__init__(OperationType.SUBSCRIPTION)
 
     def as_http_error_reason(self, method: str) -> str:
-        return "subscriptions are served over WebSocket (graphql-transport-ws at /graphql), not over HTTP"
+        return (
+            "subscriptions are served over WebSocket (graphql-transport-ws at /graphql) or as an HTTP stream: "
+            "send Accept: multipart/mixed;subscriptionSpec=1.0 (multipart) or Accept: text/event-stream (SSE)"
+        )
 
 
 # every root field checks its domain's declaration (app/<domain>/auth.py) before its resolver; a root field

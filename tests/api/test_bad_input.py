@@ -93,11 +93,10 @@ async def test_a_huge_search_is_refused_quickly_and_not_logged(client, key, capl
     _no_payload_logged(caplog, marker)
 
 
-@pytest.mark.parametrize(
-    "accept", [None, "application/json", "text/event-stream", "multipart/mixed;subscriptionSpec=1.0"]
-)
+# with a streaming Accept they are served (tests/api/test_http_subscriptions.py)
+@pytest.mark.parametrize("accept", [None, "application/json"])
 @pytest.mark.parametrize("authenticated", [False, True])
-async def test_subscriptions_over_http_are_a_clear_4xx(client, key, caplog, accept, authenticated):
+async def test_subscriptions_over_plain_http_are_a_clear_4xx(client, key, caplog, accept, authenticated):
     headers = {"X-API-Key": key} if authenticated else {}
     if accept:
         headers["accept"] = accept
@@ -110,8 +109,7 @@ async def test_subscriptions_over_http_are_a_clear_4xx(client, key, caplog, acce
             assert 400 <= response.status_code < 500, (response.status_code, response.text[:300])
             assert error_code(response.json()) == "BAD_USER_INPUT", response.text[:300]
             message = response.json()["errors"][0]["message"]
-            # a streaming Accept alone has nothing this endpoint serves over plain HTTP: 406 names what it does
-            assert "WebSocket" in message or (response.status_code == 406 and "application/json" in message)
+            assert "WebSocket" in message and "text/event-stream" in message
     assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
 
 
