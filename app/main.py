@@ -46,6 +46,7 @@ from app.api.open_connections import ClosesWhenCredentialEnds, OpenConnections, 
 from app.api.permissions import guard_routes
 from app.api.schema import build_schema
 from app.api.shared_subscriptions import SharedSubscriptions, SharingTransportWSHandler
+from app.api.websocket_protocol import CLOSE_FORBIDDEN, SendsPings, rejection_reason
 from app.db import InvalidJSON, request_json
 from app.errors import AppError, PayloadTooLarge, Unavailable, unavailable
 from app.guardrails.cache import listen_for_rule_changes
@@ -70,6 +71,12 @@ class TextWebSocketAdapter(ASGIWebSocketAdapter):
             await self.ws.send_text(orjson.dumps(message).decode())
         except (WebSocketDisconnect, RuntimeError) as exc:  # RuntimeError: we closed it (a credential ended)
             raise WebSocketDisconnected from exc
+
+    async def close(self, code: int, reason: str) -> None:
+        rejection = getattr(self.ws.state, "ws_rejection", None)
+        if code == CLOSE_FORBIDDEN and reason == "Forbidden" and rejection is not None:
+            reason = rejection_reason(rejection)  # strawberry's refusal of connection_init, with its reason
+        await super().close(code, reason)
 
 
 # the media type the current HTTP request is answered with (negotiated in AgentrailGraphQL.run)
@@ -104,16 +111,15 @@ class AgentrailGraphQL(GraphQL[Context, None]):
             ),
             max_subscriptions_per_connection=settings.max_subscriptions_per_connection,
             connection_init_wait_timeout=timedelta(seconds=10),
-            keep_alive=True,
-            keep_alive_interval=15,
             **kwargs,
         )
         self.max_response_bytes = settings.max_response_bytes
         # identical live subscriptions share one execution per process (see app/api/shared_subscriptions.py)
         self.graphql_transport_ws_handler_class = type(
             "AgentrailTransportWSHandler",
-            (ClosesWhenCredentialEnds, SharingTransportWSHandler),
+            (SendsPings, ClosesWhenCredentialEnds, SharingTransportWSHandler),
             {
+                "ping_interval": settings.ws_ping_interval_seconds,
                 "shared": SharedSubscriptions(flush_interval=settings.live_flush_interval_ms / 1000),
                 "max_buffered_bytes": settings.subscriber_max_buffered_bytes,
                 "max_queued_results": settings.subscriber_queue_size,
@@ -246,7 +252,9 @@ class AgentrailGraphQL(GraphQL[Context, None]):
             error = exc if isinstance(exc, AppError) else unavailable(exc)
             if error is None:
                 raise
-            raise ConnectionRejectionError({"message": error.message, "code": error.code, **error.extensions}) from None
+            payload = {"message": error.message, "code": error.code, **error.extensions}
+            context.connection.state.ws_rejection = payload  # the close reason (TextWebSocketAdapter.close)
+            raise ConnectionRejectionError(payload) from None
         return None
 
 

@@ -43,6 +43,9 @@ class Settings(BaseSettings):
     max_request_bytes: int = 10 * 1024 * 1024
     max_ws_message_bytes: int = 1024 * 1024
     max_subscriptions_per_connection: int = 50
+    # graphql-transport-ws `ping` sent to every acknowledged connection this often (0: never), so that proxies
+    # in between do not cut idle subscribers; clients answer `pong`
+    ws_ping_interval_seconds: float = 15.0
     # query cost (app/api/cost.py, README "Query cost"): nodes an operation can return, weighted; the most one
     # operation may cost, and each API key's and user's budget of points (a leaky bucket in Redis)
     max_query_cost: int = 100_000
