@@ -53,7 +53,7 @@ from app.guardrails.cache import listen_for_rule_changes
 from app.orgs.credentials import TokenSigner
 from app.rest.responses import JSONResponse, error_response
 from app.runtime import heartbeat
-from app.runtime.connections import CancelOnDisconnect
+from app.runtime.connections import CancelOnDisconnect, HoldRefusals
 from app.runtime.resources import Runtime
 from app.runtime.telemetry import ERRORS, HTTP_LATENCY, HTTP_REQUESTS, POOL_COLLECTOR, REGISTRY
 from app.settings import Settings
@@ -458,6 +458,8 @@ def create_app(settings: Settings, *, runtime: Runtime | None = None, urls: tupl
     app.state.graphql = graphql_app
     app.state.open_connections = OpenConnections()  # closed when their credential ends (app/api/open_connections.py)
     app.add_middleware(CancelOnDisconnect)  # a GraphQL request's work stops when its client has gone
+    # a RATE_LIMITED answer to a caller over its rate or budget is sent once its retryAfter has passed
+    app.add_middleware(HoldRefusals, max_seconds=settings.rate_limit_hold_max_seconds)
     app.add_middleware(BillingMiddleware, settings=settings)  # per-request plan settings, X-RateLimit-* headers
     app.add_middleware(RequestMiddleware, max_body_bytes=settings.max_request_bytes)
     trusted = [entry.strip() for entry in settings.trusted_proxies.split(",") if entry.strip()]

@@ -59,6 +59,9 @@ class Settings(BaseSettings):
     http_body_timeout_seconds: float = 30.0  # to receive the whole request body
     http_keep_alive_seconds: int = 5
     max_connections_per_client: int = 64  # open connections from one client address (0: no cap)
+    # a caller over its request rate or query cost budget gets its RATE_LIMITED answer after its retryAfter, at
+    # most this long (0: at once): with the per-address connection cap, a loop of refusals is bounded too
+    rate_limit_hold_max_seconds: float = 5.0
     subscriber_queue_size: int = 1000  # live messages buffered per subscriber before it is dropped as too slow
     subscriber_max_buffered_bytes: int = 4 * 1024 * 1024  # unsent bytes on a live connection before it is too slow
     live_flush_interval_ms: float = 20.0  # under load, live messages to one connection are written together

@@ -6,8 +6,10 @@
 The attacker (its own process, so its client's CPU does not slow the victim's) loops over the queries of
 issue 15 (auditLogs→trace→spans→chain, traces→spans→chain, agents→traces→spans→trace→spans with first:500,
 30 aliases × metrics(groupBy: [AGENT, ACTION, STATUS, HOUR]), 30 × policyAnalytics, a 2,000-term search OR)
-and the heaviest ones that stay within the cost limit (a whole trace's spans with every field, 500-record
-pages, a few aliased metrics, a 32-term search), on `--attackers` connections. The victim, another
+and the heaviest ones that stay within the cost limit and every other check, so that they really run (a whole
+trace's spans with every field, 500-record pages, 4 aliased metrics over the longest range allowed, 400 days, a
+32-term search), on `--attackers` connections. Its outcomes are counted apart for the warm-up and for the
+measured window (`attacker_measured`: what runs once the budget it started with is spent). The victim, another
 organisation, sends `me` and `logEvent` 8 times a second on one connection, first on the idle server, then
 under attack once the attacker has spent the budget it started with (`--warmup`). Plan limits are enforced as
 in production (free plan: 10 requests a second per key).
@@ -26,6 +28,7 @@ import random
 import statistics
 import time
 from collections import Counter
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import httpx
@@ -36,6 +39,8 @@ SPAN_FIELDS = (
     "id traceId spanId parentSpanId action prompt response metadata status occurredAt durationMs agentId verb provider"
 )
 FROM = "2020-01-01T00:00:00Z"
+# the within-limit metrics read the longest range allowed (400 days; older is refused before it runs)
+WITHIN_FROM = (datetime.now(UTC) - timedelta(days=399)).strftime("%Y-%m-%dT%H:%M:%SZ")
 OVER_LIMIT = {
     "auditLogs_trace_spans_chain": (
         "{ auditLogs(first: 500) { edges { node { trace { spans { id chain { id } } } } } } }"
@@ -57,7 +62,9 @@ WITHIN_LIMIT = {
     "trace_spans_all_fields": f"query($t: String!) {{ trace(traceId: $t) {{ spans {{ {SPAN_FIELDS} }} }} }}",
     "auditLogs_500_all_fields": f"{{ auditLogs(first: 500) {{ edges {{ node {{ {SPAN_FIELDS} }} }} }} }}",
     "metrics_x4": "{ "
-    + " ".join(f'm{i}: metrics(from: "{FROM}", groupBy: [AGENT, ACTION, STATUS, HOUR]) {{ count }}' for i in range(4))
+    + " ".join(
+        f'm{i}: metrics(from: "{WITHIN_FROM}", groupBy: [AGENT, ACTION, STATUS, HOUR]) {{ count }}' for i in range(4)
+    )
     + " }",
     "search_or_32": "query($s: String) { auditLogs(first: 50, filter: {search: $s}) { edges { node { id } } } }",
 }
@@ -82,10 +89,13 @@ def _variables(name: str, trace_id: str) -> dict:
     return {}
 
 
-async def _attack(url: str, api_key: str, trace_id: str, connections: int, seconds: float, out: dict) -> None:
+async def _attack(
+    url: str, api_key: str, trace_id: str, connections: int, seconds: float, warmup: float, out: dict
+) -> None:
     outcomes: Counter[str] = Counter()
     queries = [*OVER_LIMIT.items(), *WITHIN_LIMIT.items()]
-    deadline = time.monotonic() + seconds
+    started = time.monotonic()
+    deadline = started + seconds
 
     async def loop(client: httpx.AsyncClient, offset: int) -> None:
         i = offset
@@ -99,7 +109,9 @@ async def _attack(url: str, api_key: str, trace_id: str, connections: int, secon
                 code = errors[0].get("extensions", {}).get("code") if errors else "OK"
             except (httpx.HTTPError, ValueError) as exc:
                 code = type(exc).__name__
-            outcomes[f"{name}:{code}"] += 1
+            # outcomes of the measured window apart: what the attacker gets once its starting budget is spent
+            phase = "warmup" if time.monotonic() - started < warmup else "measured"
+            outcomes[f"{phase}:{name}:{code}"] += 1
 
     limits = httpx.Limits(max_connections=connections)
     async with httpx.AsyncClient(base_url=url, headers={"X-API-Key": api_key}, timeout=120, limits=limits) as client:
@@ -107,9 +119,11 @@ async def _attack(url: str, api_key: str, trace_id: str, connections: int, secon
     out.update(outcomes)
 
 
-def attacker_process(url: str, api_key: str, trace_id: str, connections: int, seconds: float, queue: object) -> None:
+def attacker_process(
+    url: str, api_key: str, trace_id: str, connections: int, seconds: float, warmup: float, queue: object
+) -> None:
     out: dict = {}
-    asyncio.run(_attack(url, api_key, trace_id, connections, seconds, out))
+    asyncio.run(_attack(url, api_key, trace_id, connections, seconds, warmup, out))
     queue.put(out)  # type: ignore[attr-defined]
 
 
@@ -233,7 +247,15 @@ async def main() -> None:
         queue: multiprocessing.Queue = multiprocessing.Queue()
         attacker = multiprocessing.Process(
             target=attacker_process,
-            args=(server.url, server.api_key, trace_id, args.attackers, args.warmup + args.seconds + 2, queue),
+            args=(
+                server.url,
+                server.api_key,
+                trace_id,
+                args.attackers,
+                args.warmup + args.seconds + 2,
+                args.warmup,
+                queue,
+            ),
         )
         peak = 0.0
         attacker.start()
@@ -256,6 +278,13 @@ async def main() -> None:
         await sampler
         results["attacker_outcomes"] = dict(sorted(outcomes.items()))
         results["attacker_requests"] = sum(outcomes.values())
+        measured = {k: v for k, v in outcomes.items() if k.startswith("measured:")}
+        results["attacker_measured"] = {
+            "requests_per_s": round(sum(measured.values()) / args.seconds, 1),
+            "ok": sum(v for k, v in measured.items() if k.endswith(":OK")),
+            "rate_limited": sum(v for k, v in measured.items() if k.endswith(":RATE_LIMITED")),
+            "refused_too_costly_or_invalid": sum(v for k, v in measured.items() if k.endswith(":BAD_USER_INPUT")),
+        }
         results["server_rss_mb_under_attack_max"] = round(peak, 1)
         results["server_peak_rss_mb"] = server.peak_rss_mb()
     results["victim_p99_ratio"] = {

@@ -32,6 +32,7 @@ from strawberry.types.graphql import OperationType
 from app.api.cost import CostAnalysis
 from app.errors import AppError, BadUserInput, RateLimited, Unauthenticated
 from app.principal import Principal
+from app.runtime.connections import hold_refusal
 from app.settings import Settings
 from app.usage.ratelimit import RateLimiter
 
@@ -142,6 +143,8 @@ class QueryCost(SchemaExtension):
             self.charged = (budget_key(principal), cost)
         else:
             retry_after = math.ceil(decision.retry_after_seconds)
+            # a caller that did not wait as it was told is made to (app/runtime/connections.py)
+            hold_refusal(budget_key(principal), retry_after)
             raise RateLimited(
                 f"query cost budget exhausted: this operation costs {cost} points, {max(0, decision.remaining)} "
                 f"of {budget} are left, refilled at {settings.query_cost_refill_per_second:g} per second",

@@ -14,13 +14,22 @@ in). So the timeouts and the per-address cap live in the HTTP protocol, where th
 
 `CancelOnDisconnect` cancels a GraphQL request's execution when its client disconnects before the answer
 (uvicorn only flags the disconnect; the work would otherwise run to the end for nobody).
+
+`HoldRefusals` makes a caller that does not wait as it was told wait anyway: a RATE_LIMITED answer (request rate
+or query cost budget) to a caller that was already refused less than its `retryAfter` ago is sent only once that
+`retryAfter` has passed (at most AGENTRAIL_RATE_LIMIT_HOLD_MAX_SECONDS), at the cost of an idle socket. Each
+refusal costs some work (reading the request, identifying the caller, a Redis round trip); held, a client gets
+at most one per connection and retryAfter (≥ 1 s), and connections are capped per address. A client that honours
+`Retry-After` is never held. The hold starts once the operation is over: no database session is held meanwhile.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from collections import Counter
+from contextvars import ContextVar
 from typing import Any, ClassVar
 
 from starlette.requests import ClientDisconnect
@@ -225,3 +234,51 @@ class CancelOnDisconnect:
             watcher.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await watcher
+
+
+# the request's hold (seconds; the longest asked for wins), set by HoldRefusals around each HTTP request
+_HOLD: ContextVar[list[float] | None] = ContextVar("agentrail_refusal_hold", default=None)
+# per limit key (a caller's rate or budget): until when (monotonic) its last refusal told it to wait
+_TOLD_TO_WAIT: dict[str, float] = {}
+_TOLD_TO_WAIT_MAX = 100_000
+
+
+def hold_refusal(key: str, retry_after: float) -> None:
+    """A caller was refused under `key` and told to retry after `retry_after` seconds. If it had been told
+    to wait already and came back early, this HTTP request's answer is held for `retry_after` seconds.
+    Outside an HTTP request (a WebSocket, a job) only the refusal is noted."""
+    now = time.monotonic()
+    told_until = _TOLD_TO_WAIT.pop(key, None)  # popped and set again: the dict stays in order of refusal
+    _TOLD_TO_WAIT[key] = now + retry_after
+    if len(_TOLD_TO_WAIT) > _TOLD_TO_WAIT_MAX:
+        for stale in list(_TOLD_TO_WAIT)[: _TOLD_TO_WAIT_MAX // 10]:
+            del _TOLD_TO_WAIT[stale]
+    holder = _HOLD.get()
+    if holder is not None and told_until is not None and now < told_until and retry_after > 0:
+        holder.append(retry_after)
+
+
+class HoldRefusals:
+    """Holds an HTTP answer for the time `hold_refusal` asked for, at most `max_seconds`, before sending it."""
+
+    def __init__(self, app: ASGIApp, *, max_seconds: float) -> None:
+        self.app = app
+        self.max_seconds = max_seconds
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or self.max_seconds <= 0:
+            await self.app(scope, receive, send)
+            return
+        holder: list[float] = []
+        token = _HOLD.set(holder)
+
+        async def holding_send(message: Message) -> None:
+            if message["type"] == "http.response.start" and holder:
+                await asyncio.sleep(min(max(holder), self.max_seconds))
+                holder.clear()
+            await send(message)
+
+        try:
+            await self.app(scope, receive, holding_send)
+        finally:
+            _HOLD.reset(token)

@@ -19,6 +19,7 @@ from redis.exceptions import RedisError
 
 from app.errors import RateLimited
 from app.principal import Principal
+from app.runtime.connections import hold_refusal
 from app.runtime.resources import Runtime
 from app.settings import Settings
 from app.usage import plans, quota
@@ -132,6 +133,7 @@ async def enforce_rate_limit(runtime: Runtime, principal: Principal) -> None:
     note_rate_limit(decision)
     if not decision.allowed:
         who = "user" if principal.is_user else "API key"
+        hold_refusal(key, math.ceil(decision.retry_after_seconds))  # a caller that did not wait is made to
         raise RateLimited(
             f"rate limit of {decision.limit:g} requests per second per {who} exceeded "
             f"(bursts up to {decision.burst}); retry after the time in Retry-After",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 
 from billing.stripe_stub import event, now, send_event, subscription
 from support import create_api_key, error_code, gql, register
@@ -42,6 +43,39 @@ async def test_an_api_key_over_its_rate_gets_429_with_retry_after(make_client, r
     await asyncio.sleep(1.05)
     again = await client.post("/api/v1/audit-logs", json={"action": "later"}, headers=headers)
     assert again.status_code == 201
+
+
+async def test_a_caller_that_does_not_wait_is_held_for_its_retry_after(make_client):
+    """A refused caller that comes back before its Retry-After gets its next refusal only once that time has
+    passed (the server's work for it stays bounded); one that waits as told is answered at once."""
+    client = await make_client(**_per_key(1))  # burst 3, then one per second
+    owner = await register(client)
+    key, _ = await create_api_key(client, owner)
+    headers = {"X-API-Key": key}
+
+    async def timed(path: str = "/api/v1/audit-logs") -> tuple[int, float]:
+        started = time.monotonic()
+        response = await client.post(path, json={"action": "a"}, headers=headers)
+        return response.status_code, time.monotonic() - started
+
+    for _ in range(3):
+        assert (await timed())[0] == 201
+    status, first = await timed()
+    assert status == 429 and first < 0.5  # the first refusal: at once
+    status, held = await timed()
+    assert status == 429 and held >= 0.95  # came back at once: held for its Retry-After (1 s)
+    await asyncio.sleep(1.05)  # waits as told
+    status, honoured = await timed()
+    assert status == 201 and honoured < 0.5
+    for _ in range(3):  # what refilled meanwhile, then refused again: at once, it had waited
+        status, first = await timed()
+        if status == 429:
+            break
+    assert status == 429 and first < 0.5
+    # GraphQL: the same hold for a caller that does not wait
+    started = time.monotonic()
+    graphql = await client.post("/graphql", json={"query": "{ me { kind } }"}, headers=headers)
+    assert error_code(graphql.json()) == "RATE_LIMITED" and time.monotonic() - started >= 0.95
 
 
 async def test_keys_are_limited_separately(make_client):
