@@ -8,6 +8,8 @@ PERMISSIONS = Permissions(
         "Query.complianceRules": anyone("read compliance rules"),
         "Query.compliancePacks": anyone("read compliance packs"),
         "Query.installedPacks": anyone("read compliance packs"),
+        "Query.complianceSettings": anyone("read compliance settings"),
+        "Mutation.updateComplianceSettings": managers("change compliance settings"),
         "Mutation.createComplianceRule": managers("create compliance rules"),
         "Mutation.updateComplianceRule": managers("change compliance rules"),
         "Mutation.deleteComplianceRule": managers("delete compliance rules"),

@@ -21,7 +21,9 @@ from app.errors import BadUserInput
 
 KINDS = ("pii", "pattern", "keywords", "threshold", "action_match")
 SEVERITIES = ("LOW", "MEDIUM", "HIGH", "CRITICAL")
-ACTIONS = ("alert", "block")
+ACTIONS = ("alert", "block", "redact")
+# REDACT stores the redacted text of what a rule found instead of the original: rules that find text only
+REDACTING_KINDS = ("pii", "pattern", "keywords")
 TEXT_FIELDS = ("prompt", "response", "metadata", "args", "result")
 MAX_PATTERN_LENGTH = 2000
 MAX_KEYWORDS = 500
@@ -123,6 +125,15 @@ def validate_config(kind: str, config: Any) -> dict[str, Any]:
     return lists
 
 
+def action_problem(kind: str, action: str) -> str | None:
+    """Why `action` cannot be a `kind` rule's action (None when it can): one check for rules and policies."""
+    if action not in ACTIONS:
+        return "must be ALERT, BLOCK or REDACT"
+    if action == "redact" and kind not in REDACTING_KINDS:
+        return "REDACT applies to the rules that find text (PII, PATTERN, KEYWORDS) only"
+    return None
+
+
 # --- compiled rules ----------------------------------------------------------------------------
 @dataclass(frozen=True)
 class RuleSpec:
@@ -165,14 +176,25 @@ class RuleSet:
     _patterns: list[_TextPattern] = field(default_factory=list)
     _numeric: list[int] = field(default_factory=list)
     _action: list[int] = field(default_factory=list)
+    # the rules whose findings are stored redacted: action REDACT, or a PII rule of an organisation that
+    # redacts PII by default (its compliance settings)
+    _redacting: frozenset[int] = frozenset()
+
+    redact_pii: bool = False  # the organisation's default it was compiled with
 
     @property
     def empty(self) -> bool:
         return not self.rules
 
 
-def compile_rules(rules: Iterable[RuleSpec]) -> RuleSet:
-    ruleset = RuleSet(rules=[r for r in rules])
+def compile_rules(rules: Iterable[RuleSpec], *, redact_pii: bool = False) -> RuleSet:
+    """`redact_pii`: the organisation's default, every PII rule also stores what it finds redacted."""
+    ruleset = RuleSet(rules=[r for r in rules], redact_pii=redact_pii)
+    ruleset._redacting = frozenset(
+        index
+        for index, rule in enumerate(ruleset.rules)
+        if rule.action == "redact" or (redact_pii and rule.kind == "pii")
+    )
     texts: list[str] = []
     for index, rule in enumerate(ruleset.rules):
         if rule.kind == "pii":
@@ -302,3 +324,70 @@ def evaluate(ruleset: RuleSet, record: Mapping[str, Any]) -> list[Finding]:
         detail = ", ".join(labels.get(index, [finding.message])) + (f" ({count} matches)" if count > 1 else "")
         finding.message = f"{finding.rule.name}: {detail} in {finding.field}"[:500]
     return list(found.values())
+
+
+# --- redaction (REDACT) ---------------------------------------------------------------------------
+def redact_record(ruleset: RuleSet, record: dict[str, Any], findings: Sequence[Finding]) -> bool:
+    """Replaces, in `record`'s content fields (in place), every match of the redacting rules among
+    `findings` by its redacted form (`***-**-6789`; secrets and long matches `[REDACTED]`), in text and in
+    every string of the JSON fields (their structure and keys are kept). Returns whether anything changed.
+    Runs in the ingest transaction before the checksum, so the original is never stored."""
+    found = {id(f.rule) for f in findings}
+    patterns = [
+        p for p in ruleset._patterns if p.rule_index in ruleset._redacting and id(ruleset.rules[p.rule_index]) in found
+    ]
+    if not patterns:
+        return False
+    changed = False
+    for name in TEXT_FIELDS:
+        value = record.get(name)
+        if value is None:
+            continue
+        here = [p for p in patterns if name in ruleset.rules[p.rule_index].applies_to]
+        if not here:
+            continue
+        redacted = _redact_json(value, here)
+        if redacted is not value:
+            record[name] = redacted
+            changed = True
+    return changed
+
+
+def _redact_json(value: Any, patterns: Sequence[_TextPattern]) -> Any:
+    """`value` itself when nothing in it matched, else a new value (containers copied)."""
+    if isinstance(value, str):
+        return _redact_text(value, patterns)
+    if isinstance(value, dict):
+        items = {k: _redact_json(v, patterns) for k, v in value.items()}
+        return value if all(items[k] is value[k] for k in value) else items
+    if isinstance(value, list):
+        new = [_redact_json(v, patterns) for v in value]
+        return value if all(a is b for a, b in zip(new, value, strict=True)) else new
+    return value
+
+
+def _redact_text(text: str, patterns: Sequence[_TextPattern]) -> str:
+    spans: list[tuple[int, int, str]] = []
+    for pattern in patterns:
+        for match in pattern.regex.finditer(text):
+            group = 1 if match.groups() else 0
+            candidate = match.group(group)
+            if not candidate or (pattern.validate is not None and not pattern.validate(candidate, match.group(0))):
+                continue
+            start, end = match.span(group)
+            masked = "[REDACTED]" if pattern.secret or len(candidate) > 120 else redact(candidate)
+            spans.append((start, end, masked))
+    if not spans:
+        return text
+    spans.sort()
+    parts: list[str] = []
+    position = 0
+    for start, end, masked in spans:
+        if start < position:  # overlaps a match already replaced
+            continue
+        parts.append(text[position:start])
+        parts.append(masked)
+        position = end
+    parts.append(text[position:])
+    redacted = "".join(parts)
+    return text if redacted == text else redacted

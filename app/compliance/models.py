@@ -1,4 +1,4 @@
-"""Tables of the compliance domain: rules and installed packs."""
+"""Tables of the compliance domain: rules, installed packs and the organisation's compliance settings."""
 
 from __future__ import annotations
 
@@ -51,3 +51,14 @@ class InstalledPack(SQLModel, TenantScoped, table=True):
     pack_id: str = Field(primary_key=True, max_length=40)
     installed_at: datetime = timestamp_column()
     installed_by: str | None = Field(default=None, max_length=40)
+
+
+class ComplianceSettings(SQLModel, TenantScoped, table=True):
+    """An organisation's defaults for its rules; no row means every default (nothing redacted by default)."""
+
+    __tablename__ = "compliance_settings"
+
+    org_id: str = Field(primary_key=True, foreign_key="organizations.id", max_length=40)
+    redact_pii: bool = False
+    updated_at: datetime = timestamp_column()
+    updated_by: str | None = Field(default=None, max_length=40)

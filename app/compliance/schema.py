@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from datetime import datetime
 from enum import Enum
-from typing import Annotated
+from typing import Annotated, cast
 
 import strawberry
 
-from app.compliance import installs, service
+from app.compliance import installs, models, service
 from app.compliance.models import ComplianceRule as RuleRow
 from app.compliance.packs import Pack, PackRule, all_packs
 from app.info import Info, RequestInfo
@@ -34,8 +34,18 @@ class RuleKind(Enum):
 
 @strawberry.enum(description="What happens when a rule matches.")
 class RuleAction(Enum):
-    ALERT = "alert"
-    BLOCK = "block"
+    ALERT = strawberry.enum_value("alert", description="Raise an alert; the record is stored as sent.")
+    BLOCK = strawberry.enum_value(
+        "block", description="Raise an alert and store the record as blocked (governanceStatus BLOCKED)."
+    )
+    REDACT = strawberry.enum_value(
+        "redact",
+        description=(
+            "Raise an alert and store what the rule found redacted (`***-**-6789`; secrets `[REDACTED]`) instead "
+            "of the original, in the same transaction: the original never lands. Rules that find text only "
+            "(PII, PATTERN, KEYWORDS)."
+        ),
+    )
 
 
 @strawberry.enum(description="A field of an audit record that text rules can check.")
@@ -57,7 +67,9 @@ class ComplianceRule:
     severity: Severity = strawberry.field(description="Severity of its alerts.")
     enabled: bool = strawberry.field(description="Disabled rules are not evaluated.")
     applies_to: list[RecordField] = strawberry.field(description="Fields text rules check.")
-    action: RuleAction = strawberry.field(description="ALERT, or BLOCK (the record is stored as blocked).")
+    action: RuleAction = strawberry.field(
+        description="ALERT; BLOCK (the record is stored as blocked); REDACT (what it finds is stored redacted)."
+    )
     pack_id: str | None = strawberry.field(description="The pack it was installed from, if any.")
     created_at: datetime = strawberry.field(description="When it was created.")
     updated_at: datetime = strawberry.field(description="When it last changed.")
@@ -88,7 +100,7 @@ class PackRuleDefinition:
     kind: RuleKind = strawberry.field(description="What it checks.")
     config: JSON = strawberry.field(description="Kind-specific settings.")
     severity: Severity = strawberry.field(description="Severity.")
-    action: RuleAction = strawberry.field(description="ALERT or BLOCK.")
+    action: RuleAction = strawberry.field(description="ALERT, BLOCK or REDACT.")
     applies_to: list[RecordField] = strawberry.field(description="Fields text rules check.")
 
     @classmethod
@@ -155,12 +167,31 @@ class ComplianceRuleInput:
             severity=self.severity.value if self.severity else None,
             enabled=self.enabled,
             applies_to=[f.value for f in self.applies_to] if self.applies_to is not None else None,
-            action=self.action.value if self.action else None,
+            action=cast(str, self.action.value) if self.action else None,  # enum_value types members as definitions
         )
+
+
+@strawberry.type(description="The organisation's defaults for its compliance rules.")
+class ComplianceSettings:
+    redact_pii: bool = strawberry.field(
+        description=(
+            "Every PII rule (the organisation's, packs' and attached policies') also stores what it finds redacted, "
+            "whatever its action, as REDACT does. Off by default."
+        )
+    )
+    updated_at: datetime | None = strawberry.field(description="When they last changed; null: never changed.")
+
+    @classmethod
+    def from_model(cls, row: models.ComplianceSettings) -> ComplianceSettings:
+        return cls(redact_pii=row.redact_pii, updated_at=row.updated_at if row.updated_by else None)
 
 
 @strawberry.type
 class ComplianceQuery:
+    @strawberry.field(description="The organisation's compliance settings (the defaults its rules apply).")
+    async def compliance_settings(self, info: Info) -> ComplianceSettings:
+        return ComplianceSettings.from_model(await service.settings(await info.context.db()))
+
     @strawberry.field(description="The organisation's compliance rules, oldest first.")
     async def compliance_rules(self, info: Info) -> list[ComplianceRule]:
         return [ComplianceRule.from_model(r) for r in await service.list_rules(await info.context.db())]
@@ -183,6 +214,20 @@ class ComplianceQuery:
 
 @strawberry.type
 class ComplianceMutation:
+    @strawberry.mutation(description="Change the organisation's compliance settings. Owners and admins.")
+    async def update_compliance_settings(
+        self,
+        info: RequestInfo,
+        redact_pii: Annotated[
+            bool | None, strawberry.argument(description="Redact what every PII rule finds; null: unchanged.")
+        ] = None,
+    ) -> ComplianceSettings:
+        ctx = info.context
+        row = await service.update_settings(
+            await ctx.db(), await ctx.principal(), redact_pii=redact_pii, source_ip=ctx.source_ip
+        )
+        return ComplianceSettings.from_model(row)
+
     @strawberry.mutation(description="Create a custom rule. Owners and admins.")
     async def create_compliance_rule(
         self, info: RequestInfo, input: Annotated[ComplianceRuleInput, strawberry.argument(description="The rule.")]

@@ -1,4 +1,5 @@
-"""Operations of the compliance domain: the organisation's rules (create, change, delete, list)."""
+"""Operations of the compliance domain: the organisation's rules (create, change, delete, list) and its
+compliance settings (the defaults its rules are compiled with)."""
 
 from __future__ import annotations
 
@@ -10,9 +11,9 @@ from sqlmodel import col, select
 
 from app.activity.service import record_activity
 from app.compliance.changes import rules_changed
-from app.compliance.engine import ACTIONS, KINDS, SEVERITIES, TEXT_FIELDS, RuleSpec, validate_config
-from app.compliance.models import ComplianceRule
-from app.db import AsyncSession, new_id, utcnow
+from app.compliance.engine import KINDS, SEVERITIES, TEXT_FIELDS, RuleSpec, action_problem, validate_config
+from app.compliance.models import ComplianceRule, ComplianceSettings
+from app.db import AsyncSession, new_id, session_org, utcnow
 from app.errors import BadUserInput, NotFound
 from app.principal import Principal
 
@@ -40,12 +41,16 @@ def _check_rule_fields(values: RuleInput, *, creating: bool) -> None:
         raise BadUserInput("description must be at most 2000 characters", field="description")
     if values.severity is not None and values.severity not in SEVERITIES:
         raise BadUserInput(f"severity must be one of {', '.join(SEVERITIES)}", field="severity")
-    if values.action is not None and values.action not in ACTIONS:
-        raise BadUserInput("action must be ALERT or BLOCK", field="action")
     if values.applies_to is not None and not set(values.applies_to) <= set(TEXT_FIELDS):
         raise BadUserInput(f"appliesTo must be among {', '.join(TEXT_FIELDS)}", field="appliesTo")
     if creating and values.kind not in KINDS:
         raise BadUserInput(f"kind must be one of {', '.join(KINDS)}", field="kind")
+
+
+def _check_action(kind: str, action: str | None) -> None:
+    problem = action_problem(kind, action) if action is not None else None
+    if problem:
+        raise BadUserInput(f"action {problem}", field="action")
 
 
 def rule_spec(rule: ComplianceRule) -> RuleSpec:
@@ -88,6 +93,7 @@ async def create_rule(
 ) -> ComplianceRule:
     _check_rule_fields(values, creating=True)
     assert values.kind is not None and values.name is not None
+    _check_action(values.kind, values.action)
     config = validate_config(values.kind, values.config if values.config is not None else {})
     if await _count_rules(session) >= MAX_RULES_PER_ORG:
         raise BadUserInput(f"an organisation can have at most {MAX_RULES_PER_ORG} rules")
@@ -126,6 +132,7 @@ async def update_rule(
     changed = []
     if values.kind is not None and values.kind != rule.kind:
         raise BadUserInput("a rule's kind cannot change; create a new rule", field="kind")
+    _check_action(rule.kind, values.action)
     if values.config is not None:
         rule.config = validate_config(rule.kind, values.config)
         changed.append("config")
@@ -165,3 +172,37 @@ async def delete_rule(session: AsyncSession, principal: Principal, rule_id: str,
     await session.flush()
     rules_changed(session, principal.org_id)
     return rule_id
+
+
+async def settings(session: AsyncSession) -> ComplianceSettings:
+    """The organisation's compliance settings (the defaults when it never changed them)."""
+    found = await session.get(ComplianceSettings, session_org(session))
+    return found or ComplianceSettings(org_id=session_org(session) or "", updated_at=utcnow())
+
+
+async def update_settings(
+    session: AsyncSession, principal: Principal, *, redact_pii: bool | None, source_ip: str | None
+) -> ComplianceSettings:
+    current = await session.get(ComplianceSettings, principal.org_id)
+    if current is None:
+        current = ComplianceSettings(org_id=principal.org_id, updated_at=utcnow())
+        session.add(current)
+    changed = {}
+    if redact_pii is not None and redact_pii != current.redact_pii:
+        changed["redactPii"] = {"from": current.redact_pii, "to": redact_pii}
+        current.redact_pii = redact_pii
+    if changed:
+        current.updated_at = utcnow()
+        current.updated_by = principal.actor_id
+        record_activity(
+            session,
+            principal,
+            "compliance_settings.updated",
+            target_type="organization",
+            target_id=principal.org_id,
+            metadata=changed,
+            source_ip=source_ip,
+        )
+        await session.flush()
+        rules_changed(session, principal.org_id)
+    return current

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any, cast
 
 import strawberry
 
@@ -264,7 +264,7 @@ class PolicyRuleInput:
             config=self.config,
             description=self.description or "",
             severity=self.severity.value if self.severity else "MEDIUM",
-            action=self.action.value if self.action else "alert",
+            action=cast(str, self.action.value) if self.action else "alert",  # enum_value: members typed as definitions
             applies_to=[f.value for f in self.applies_to] if self.applies_to is not None else None,
             key=self.key,
         )

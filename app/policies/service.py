@@ -20,7 +20,7 @@ from sqlmodel import col, select
 from app.activity.service import record_activity
 from app.agents import service as agents
 from app.compliance.changes import rules_changed
-from app.compliance.engine import ACTIONS, SEVERITIES, TEXT_FIELDS, RuleSpec, validate_config
+from app.compliance.engine import SEVERITIES, TEXT_FIELDS, RuleSpec, action_problem, validate_config
 from app.compliance.packs import all_packs
 from app.db import AsyncSession, new_id, utcnow, within
 from app.errors import BadUserInput, Conflict, NotFound
@@ -62,8 +62,9 @@ def check_rules(rules: Sequence[PolicyRuleInput]) -> list[dict[str, Any]]:
             raise BadUserInput(f"{where}.name must be 1–200 characters", field=f"{where}.name")
         if rule.severity not in SEVERITIES:
             raise BadUserInput(f"{where}.severity must be one of {', '.join(SEVERITIES)}", field=f"{where}.severity")
-        if rule.action not in ACTIONS:
-            raise BadUserInput(f"{where}.action must be ALERT or BLOCK", field=f"{where}.action")
+        action = action_problem(rule.kind, rule.action)
+        if action:
+            raise BadUserInput(f"{where}.action {action}", field=f"{where}.action")
         applies_to = list(rule.applies_to) if rule.applies_to is not None else list(TEXT_FIELDS)
         if not set(applies_to) <= set(TEXT_FIELDS):
             raise BadUserInput(f"{where}.appliesTo must be among {', '.join(TEXT_FIELDS)}", field=f"{where}.appliesTo")
