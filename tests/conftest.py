@@ -27,8 +27,7 @@ from app.runtime import migrations
 from app.runtime.embedded import EmbeddedPostgres, EmbeddedRedis
 from app.runtime.resources import Runtime
 from app.settings import Settings
-
-TEST_SECRET = "test-secret-" + "x" * 40
+from support import TEST_SECRET
 
 
 # --- servers -----------------------------------------------------------------------------------

@@ -10,6 +10,10 @@ from typing import Any
 
 import httpx
 
+# the secret key of the tests' runtimes (tokens, signed links): one module every test can import, unlike a
+# conftest, whose name several folders share
+TEST_SECRET = "test-secret-" + "x" * 40
+
 ROOT = Path(__file__).resolve().parents[1]
 OPERATIONS_DIR = ROOT / "graphql"
 

@@ -11,8 +11,7 @@ from joserfc import jwt
 from joserfc.jwk import OctKey
 
 from app.runtime.resources import Runtime
-from conftest import TEST_SECRET
-from support import error_code, gql, register
+from support import TEST_SECRET, error_code, gql, register
 
 
 async def _count(runtime: Runtime, table: str) -> int:
