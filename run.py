@@ -3,7 +3,8 @@
 `python3 run.py lint` runs the linters, the type checker and the import contract (CI runs it before the tests).
 
 Creates `.venv` next to this file and installs the project into it (editable, with the test and lint
-extras) on first use, and again whenever `pyproject.toml` changes. Needs nothing but Python 3.11+.
+extras) and the Python SDK (`sdk/python`, editable, with its `otel` extra) on first use, and again whenever
+either `pyproject.toml` changes. Needs nothing but Python 3.11+.
 Anything after the command is passed on: `python3 run.py serve --port 9000`, `python3 run.py test -k auth`.
 Other commands run the `agentrail` CLI: `python3 run.py migrate current`, `python3 run.py verify`.
 """
@@ -27,7 +28,9 @@ def _venv_python() -> Path:
 
 
 def _wanted_stamp() -> str:
-    digest = hashlib.sha256((ROOT / "pyproject.toml").read_bytes()).hexdigest()
+    digest = hashlib.sha256(
+        (ROOT / "pyproject.toml").read_bytes() + (ROOT / "sdk" / "python" / "pyproject.toml").read_bytes()
+    ).hexdigest()
     return f"{sys.version_info[:2]} {digest}"
 
 
@@ -41,7 +44,10 @@ def ensure_environment() -> Path:
     if not STAMP.exists() or STAMP.read_text() != _wanted_stamp():
         print("installing agentrail and its dependencies into .venv ...", flush=True)
         subprocess.run(
-            [str(python), "-m", "pip", "install", "--disable-pip-version-check", "-q", "-e", ".[test,lint]"],
+            [
+                *(str(python), "-m", "pip", "install", "--disable-pip-version-check", "-q"),
+                *("-e", ".[test,lint]", "-e", "./sdk/python[otel]"),
+            ],
             cwd=ROOT,
             check=True,
         )
@@ -51,8 +57,8 @@ def ensure_environment() -> Path:
 
 # `lint`: every step runs (all failures shown at once); any failure fails the command
 LINT_STEPS = [
-    ["ruff", "check", "app", "workers", "tests", "bench", "run.py"],
-    ["ruff", "format", "--check", "app", "workers", "tests", "bench", "run.py"],
+    ["ruff", "check", "app", "workers", "tests", "bench", "sdk", "run.py"],
+    ["ruff", "format", "--check", "app", "workers", "tests", "bench", "sdk", "run.py"],
     ["mypy"],  # files and options: [tool.mypy] in pyproject.toml
     # the import contract ([tool.importlinter]); no cache directory left in the checkout (about a second)
     ["lint-imports", "--no-cache"],
