@@ -206,16 +206,19 @@ def test_full_queue_block_policy_waits_then_drops_and_reports(
         client.log("step", metadata={"n": n})
         waits.append(time.perf_counter() - started)
     stats = client.stats()
-    assert stats.queued == 30 and stats.in_flight == 10
-    refused = [n for n, w in enumerate(waits) if w >= 0.025 and n > 0]  # (the first starts the sender)
-    assert len(refused) == 20 and stats.dropped == {"queue_full": 20}  # each waited block_ms, then was let go
-    assert sum(e.count for e in events) == 20 and {e.reason for e in events} == {"queue_full"}
+    in_flight = stats.in_flight  # the first batch, stuck in the proxy (10 records, fewer if it left early)
+    assert stats.queued == 30 and 1 <= in_flight <= 10
+    refused = 60 - 30 - in_flight
+    assert stats.dropped == {"queue_full": refused}
+    assert sum(e.count for e in events) == refused and {e.reason for e in events} == {"queue_full"}
+    refused_ns = [json.loads(r)["metadata"]["n"] for e in events for r in e.records]
+    assert all(waits[n] >= 0.027 for n in refused_ns)  # each waited block_ms (30 ms) for room, then was let go
     assert any("dropped 1 record(s) (queue_full" in r.getMessage() for r in caplog.records)
     proxy.release()
     assert client.flush(30) is False  # records were dropped: not everything was acknowledged
     dropped_keys = {k for e in events for k in e.idempotency_keys()}
     stored = db.keys(account.org_id)
-    assert len(stored) == 40 and not dropped_keys & set(stored)
+    assert len(stored) == 30 + in_flight and not dropped_keys & set(stored)
     ns = sorted(
         r[0] for r in db.rows("SELECT (metadata->>'n')::int FROM audit_logs WHERE org_id = :o", o=account.org_id)
     )

@@ -49,14 +49,15 @@ for n in range(200):
 
 def test_fork_child_and_parent_each_send_their_own_once(server: Server, account: Account, db: Database):
     script = """
-import os, threading, agentrail
-client = agentrail.Agentrail(flush_interval=0.01, batch_size=5)
+import os, threading, time, agentrail
+client = agentrail.Agentrail(flush_interval=0.01, batch_size=20)
 stop = threading.Event()
 def busy():  # the parent keeps logging while it forks: the sender may be mid-batch, holding its lock
     n = 0
     while not stop.is_set():
         client.log("parent-busy", metadata={"n": n})
         n += 1
+        time.sleep(0.0005)
 threading.Thread(target=busy, daemon=True).start()
 for n in range(10):
     client.log("parent-before", metadata={"n": n})

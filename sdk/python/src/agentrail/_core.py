@@ -11,6 +11,9 @@ order (acknowledged or dropped), which is what `flush` waits on.
 
 from __future__ import annotations
 
+# imported now, never first in the sender thread: a fork during that import would leave the child with a
+# half-imported module (httpcore is imported by httpx's first client; the idna codec by the first getaddrinfo)
+import encodings.idna  # noqa: F401
 import json
 import logging
 import os
@@ -24,7 +27,7 @@ from dataclasses import dataclass, field
 from email.utils import parsedate_to_datetime
 from typing import Any, Literal, NamedTuple
 
-import httpcore  # noqa: F401 - imported now, never first in the sender thread (a fork then would leave it half-imported)
+import httpcore  # noqa: F401
 import httpx
 
 from agentrail._records import iso_utc, parse_ids
@@ -495,7 +498,7 @@ class Core:
                 timeout = min(timeout, self._time_left())
             try:
                 response = self.http.post("/api/v1/audit-logs/batch", content=body, timeout=timeout)
-            except httpx.HTTPError as exc:
+            except Exception as exc:  # network trouble (httpx.HTTPError), or anything else: retried, never lost
                 attempt += 1
                 self._retry_later(part, stack, attempt, None, f"{type(exc).__name__}: {exc}")
                 continue
