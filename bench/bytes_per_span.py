@@ -78,10 +78,10 @@ async def main() -> None:
             "indexes": round(r["indexes"] / spans),
         }
         for r in rows
-        if r["kind"] == "r" and r["total"] > 1_000_000
+        if r["kind"] in ("r", b"r") and r["total"] > 1_000_000  # asyncpg reads the "char" relkind as bytes
     }
     results["indexes"] = {
-        r["name"]: round(r["total"] / spans) for r in rows if r["kind"] == "i" and r["total"] > 1_000_000
+        r["name"]: round(r["total"] / spans) for r in rows if r["kind"] in ("i", b"i") and r["total"] > 1_000_000
     }
     print(json.dumps(results, indent=2))
 
