@@ -24,7 +24,7 @@ from app.api.auth import authenticate
 from app.audit import auth as audit
 from app.billing import auth as billing
 from app.compliance import auth as compliance
-from app.errors import AppError
+from app.errors import AppError, BadUserInput
 from app.exports import auth as exports
 from app.jobs import auth as jobs
 from app.metrics import auth as metrics
@@ -34,6 +34,7 @@ from app.permissions import Access, Permissions, public, roles_from
 from app.policies import auth as policies
 from app.principal import Principal
 from app.reports import auth as reports
+from app.rest.params import declared_parameters
 from app.rest.responses import error_response
 from app.webhooks import auth as webhooks
 
@@ -168,8 +169,12 @@ def guard_routes(routes: list[BaseRoute]) -> list[BaseRoute]:
         if len(accesses) != 1:
             raise RuntimeError(f"route {getattr(route, 'path', route)} needs one declaration for all its methods")
         access = accesses.pop()
-        if isinstance(route, Route) and inspect.isfunction(route.endpoint) and not access.public:
-            route = Route(route.path, _guarded(route.endpoint, access), methods=route.methods, name=route.name)
+        if isinstance(route, Route) and inspect.isfunction(route.endpoint):
+            # every REST route checks its query parameters (app/rest/params.py), after its access
+            endpoint = _with_parameters(route.endpoint)
+            if not access.public:
+                endpoint = _guarded(endpoint, access)
+            route = Route(route.path, endpoint, methods=route.methods, name=route.name)
         guarded.append(route)
     return guarded
 
@@ -177,6 +182,26 @@ def guard_routes(routes: list[BaseRoute]) -> list[BaseRoute]:
 def _json_error(_request: Request, error: Exception) -> Response:
     assert isinstance(error, AppError)
     return error_response(error)
+
+
+def _with_parameters(endpoint: Callable[[Request], Awaitable[Response]]) -> Callable[..., Any]:
+    declared = declared_parameters(endpoint)
+    own: ErrorRenderer | None = getattr(endpoint, "render_error", None)
+    render: ErrorRenderer = own or _json_error
+
+    async def endpoint_with_parameters(request: Request) -> Response:
+        try:
+            request.state.query = declared.parse(request.query_params)
+        except BadUserInput as error:
+            return render(request, error)
+        return await endpoint(request)
+
+    endpoint_with_parameters.query_parameters = declared  # type: ignore[attr-defined]
+    if own is not None:
+        endpoint_with_parameters.render_error = own  # type: ignore[attr-defined]
+    endpoint_with_parameters.__name__ = endpoint.__name__
+    endpoint_with_parameters.__doc__ = endpoint.__doc__
+    return endpoint_with_parameters
 
 
 def _guarded(endpoint: Callable[[Request], Awaitable[Response]], access: Access) -> Callable[..., Any]:

@@ -14,38 +14,51 @@ from starlette.routing import Route
 
 from app.activity import service as activity
 from app.audit import service as audit
+from app.audit import validation
 from app.db import iso
-from app.errors import AppError, BadUserInput, NotFound
+from app.errors import AppError, NotFound
 from app.exports import service
 from app.exports.datasets import ACTIVITY, AUDIT_LOGS, Dataset
 from app.exports.formats import JsonArrayItems, csv_header, json_envelope_head
 from app.principal import Principal
-from app.rest.downloads import download
+from app.rest import params
+from app.rest.downloads import SIGNED_LINK, download
 from app.rest.responses import JSONResponse, error_response, principal_of
 from app.unit_of_work import unit_of_work
 
-
-def _time(params: Any, name: str) -> datetime | None:
-    value = params.get(name)
-    if value is None:
-        return None
-    try:
-        parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
-    except ValueError:
-        raise BadUserInput(f"{name} must be an ISO 8601 date-time", field=name) from None
-    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
-
-
-def _format(request: Request) -> str:
-    fmt = request.query_params.get("format", "csv").lower()
-    if fmt not in ("csv", "json"):
-        raise BadUserInput("format must be csv or json", field="format")
-    return fmt
-
-
-def _many(params: Any, name: str) -> list[str] | None:
-    values = [v for item in params.getlist(name) for v in item.split(",") if v]
-    return values or None
+FORMAT = params.choice("format", {"csv": "csv", "json": "json"}, default="csv")
+AUDIT_LOG_FILTERS = (
+    FORMAT,
+    params.text("agentId", many=True),
+    params.text("action", many=True),
+    params.text("traceId"),
+    params.choice("status", {s.upper(): s for s in validation.STATUSES}, many=True),
+    params.choice("riskLevel", {r: r for r in validation.RISK_LEVELS}, many=True),
+    params.pattern(
+        "governanceStatus",
+        validation.GOVERNANCE_STATUS.pattern.strip("^$"),
+        "decisions such as approved, blocked, pending, dry_run",
+        many=True,
+    ),
+    params.text("provider", many=True),
+    params.text("verb", many=True),
+    params.text("tenantId", many=True),
+    params.text("executionId"),
+    params.timestamp("from"),
+    params.timestamp("to"),
+    params.text("search"),
+    params.boolean("hasAlerts"),
+)
+ACTIVITY_FILTERS = (
+    FORMAT,
+    params.pattern("targetType", r"[a-z][a-z0-9_]{0,63}", "target types such as agent, policy, api_key", many=True),
+    params.text("action", many=True),
+    params.text("actorId"),
+    params.text("targetId"),
+    params.timestamp("from"),
+    params.timestamp("to"),
+    params.text("search"),
+)
 
 
 async def _sync_export(request: Request, principal: Principal, dataset: Dataset, fmt: str, query: Any) -> Response:
@@ -92,48 +105,47 @@ async def _sync_export(request: Request, principal: Principal, dataset: Dataset,
     )
 
 
+@params.accepts(*AUDIT_LOG_FILTERS)
 async def export_audit_logs(request: Request) -> Response:
     try:
         principal = principal_of(request)
-        fmt = _format(request)
-        params = request.query_params
-        has_alerts = params.get("hasAlerts")
+        q = params.query_of(request)
         query = audit.AuditLogQuery(
-            agent_ids=_many(params, "agentId"),
-            actions=_many(params, "action"),
-            trace_id=params.get("traceId"),
-            statuses=_many(params, "status"),
-            risk_levels=_many(params, "riskLevel"),
-            governance_statuses=_many(params, "governanceStatus"),
-            providers=_many(params, "provider"),
-            verbs=_many(params, "verb"),
-            tenant_ids=_many(params, "tenantId"),
-            execution_id=params.get("executionId"),
-            occurred_from=_time(params, "from"),
-            occurred_to=_time(params, "to"),
-            search=params.get("search"),
-            has_alerts=None if has_alerts is None else has_alerts.lower() == "true",
+            agent_ids=q["agentId"],
+            actions=q["action"],
+            trace_id=q["traceId"],
+            statuses=q["status"],
+            risk_levels=q["riskLevel"],
+            governance_statuses=q["governanceStatus"],
+            providers=q["provider"],
+            verbs=q["verb"],
+            tenant_ids=q["tenantId"],
+            execution_id=q["executionId"],
+            occurred_from=q["from"],
+            occurred_to=q["to"],
+            search=q["search"],
+            has_alerts=q["hasAlerts"],
         )
-        return await _sync_export(request, principal, AUDIT_LOGS, fmt, query)
+        return await _sync_export(request, principal, AUDIT_LOGS, q["format"], query)
     except AppError as exc:
         return error_response(exc)
 
 
+@params.accepts(*ACTIVITY_FILTERS)
 async def export_activity(request: Request) -> Response:
     try:
         principal = principal_of(request)
-        fmt = _format(request)
-        params = request.query_params
+        q = params.query_of(request)
         query = activity.ActivityQuery(
-            target_types=_many(params, "targetType"),
-            actions=_many(params, "action"),
-            actor_id=params.get("actorId"),
-            target_id=params.get("targetId"),
-            occurred_from=_time(params, "from"),
-            occurred_to=_time(params, "to"),
-            search=params.get("search"),
+            target_types=q["targetType"],
+            actions=q["action"],
+            actor_id=q["actorId"],
+            target_id=q["targetId"],
+            occurred_from=q["from"],
+            occurred_to=q["to"],
+            search=q["search"],
         )
-        return await _sync_export(request, principal, ACTIVITY, fmt, query)
+        return await _sync_export(request, principal, ACTIVITY, q["format"], query)
     except AppError as exc:
         return error_response(exc)
 
@@ -167,6 +179,7 @@ async def export_job_status(request: Request) -> Response:
         return error_response(exc)
 
 
+@params.accepts(*SIGNED_LINK)
 async def download_export(request: Request) -> Response:
     """The export's file: Content-Type per format, Content-Length, `audit-log-{orgId}-{YYYYMMDD}.{ext}`."""
     return await download(request, request.path_params["job_id"], service.file_of)

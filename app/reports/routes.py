@@ -8,7 +8,8 @@ from starlette.routing import Route
 
 from app.principal import Principal
 from app.reports import service
-from app.rest.downloads import download
+from app.rest.downloads import SIGNED_LINK, download
+from app.rest.params import accepts
 from app.runtime.resources import Runtime
 
 
@@ -16,6 +17,7 @@ async def _file_of(runtime: Runtime, org_id: str, principal: Principal | None, r
     return await service.file_of(runtime.db, org_id, principal, report_id)
 
 
+@accepts(*SIGNED_LINK)
 async def download_report(request: Request) -> Response:
     return await download(request, request.path_params["report_id"], _file_of)
 

@@ -9,6 +9,7 @@ from starlette.responses import Response
 
 from app.errors import AppError, Forbidden, NotFound
 from app.principal import Principal
+from app.rest.params import text
 from app.rest.responses import error_response, principal_of, stored_file_response
 from app.runtime.resources import Runtime
 from app.runtime.signed_links import verify_path
@@ -16,6 +17,9 @@ from app.runtime.signed_links import verify_path
 # (runtime, org_id, principal, resource id) -> the stored file's id when the resource is ready for download
 # and the caller may have it, else None. The principal is None for a signed link (whoever was given the link
 # may download). The domain looks the resource up in a tenant session: another organisation's id finds nothing.
+# the query parameters of a signed link (app/runtime/signed_links.py); a download route accepts these only
+SIGNED_LINK = (text("org"), text("expires"), text("signature"))
+
 FileOf = Callable[[Runtime, str, Principal | None, str], Awaitable[str | None]]
 
 
