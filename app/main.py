@@ -241,7 +241,12 @@ class AgentrailGraphQL(GraphQL[Context, None]):
 
     async def get_context(self, request: HTTPConnection, response: Any) -> Context:
         state = request.app.state
-        return Context(runtime=state.runtime, signer=state.signer, connection=request)
+        return Context(
+            runtime=state.runtime,
+            signer=state.signer,
+            connection=request,
+            response=response if isinstance(response, Response) else None,
+        )
 
     async def on_ws_connect(self, context: Context) -> Any:
         # Authenticate once per connection from the connection_init payload
@@ -399,10 +404,11 @@ def domain_routes() -> list[BaseRoute]:
     from app.audit.routes import routes as audit_routes
     from app.billing.routes import routes as billing_routes
     from app.exports.routes import routes as export_routes
+    from app.orgs.routes import routes as orgs_routes
     from app.otel.routes import routes as otel_routes
     from app.reports.routes import routes as report_routes
 
-    return [*audit_routes, *export_routes, *billing_routes, *otel_routes, *report_routes]
+    return [*orgs_routes, *audit_routes, *export_routes, *billing_routes, *otel_routes, *report_routes]
 
 
 def create_app(settings: Settings, *, runtime: Runtime | None = None, urls: tuple[str, str] | None = None) -> Starlette:

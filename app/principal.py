@@ -38,6 +38,7 @@ class Principal:
     actor_email: str | None = None
     # a user token's expiry: open subscriptions are closed when it passes
     expires_at: datetime | None = None
+    session_id: str | None = None  # users: the sign-in session the token belongs to
     scopes: frozenset[Scope] = frozenset(Scope)  # API keys only
     # API keys only: the agents the key may write records for; None: any agent of the organisation
     agent_ids: frozenset[str] | None = None

@@ -32,8 +32,15 @@ class Settings(BaseSettings):
 
     # tokens
     secret_key: SecretStr | None = None
-    access_token_minutes: int = 60
+    access_token_minutes: int = 15
     jwt_issuer: str = "agentrail"
+    # sign-in sessions (app/orgs/sessions.py): rotating refresh tokens, in the body or in an httpOnly cookie
+    refresh_token_days: int = 30
+    auth_cookie_secure: bool | None = None  # None: Secure in production only (the dev server is plain HTTP)
+    auth_cookie_samesite: Literal["strict", "lax"] = "strict"
+    invitation_days: int = 7
+    password_reset_minutes: int = 60
+    email_verification_hours: int = 48
 
     # GraphQL
     graphql_ide: bool = True

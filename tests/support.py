@@ -174,22 +174,61 @@ def agentrail_command() -> list[str]:
 
 
 async def add_user(runtime: Any, settings: Any, account: Account, role: str) -> tuple[str, str]:
-    """A user of `role` in the account's organisation (there is no invitation yet); returns (user id, token)."""
-    from datetime import timedelta
-
+    """A user of `role` in the account's organisation (added directly, not invited); returns (user id, token)."""
     import sqlalchemy as sa
 
     from app.db import new_id
-    from app.orgs.credentials import TokenSigner
 
     user_id = new_id("usr")
     async with runtime.db.engine.begin() as conn:
         await conn.execute(
             sa.text(
-                "INSERT INTO users (id, org_id, email, name, password_hash, role, notification_preferences, "
-                "created_at, updated_at) VALUES (:id, :org, :email, 'Added', 'x', :role, '{}', now(), now())"
+                "INSERT INTO users (id, email, name, password_hash, notification_preferences, created_at,"
+                " updated_at) VALUES (:id, :email, 'Added', 'x', '{}', now(), now())"
             ),
-            {"id": user_id, "org": account.org_id, "email": f"{user_id}@example.com", "role": role},
+            {"id": user_id, "email": f"{user_id}@example.com"},
         )
-    signer = TokenSigner(runtime.secret_key, issuer=settings.jwt_issuer, lifetime=timedelta(minutes=30))
-    return user_id, signer.issue(user_id=user_id, org_id=account.org_id).token
+        await conn.execute(
+            sa.text(
+                "INSERT INTO memberships (id, org_id, user_id, role, joined_at) VALUES (:id, :org, :user, :role, now())"
+            ),
+            {"id": new_id("mem"), "org": account.org_id, "user": user_id, "role": role},
+        )
+    return user_id, (await session_token(runtime, settings, user_id, account.org_id)).token
+
+
+async def session_token(runtime: Any, settings: Any, user_id: str, org_id: str, *, lifetime: Any = None) -> Any:
+    """An access token (AccessToken) of a new sign-in session of the user in `org_id`."""
+    from datetime import timedelta
+
+    from app.orgs import sessions
+    from app.orgs.credentials import TokenSigner
+    from app.orgs.models import User
+    from app.unit_of_work import system_unit_of_work
+
+    signer = TokenSigner(runtime.secret_key, issuer=settings.jwt_issuer, lifetime=lifetime or timedelta(minutes=30))
+    async with system_unit_of_work(runtime) as session:
+        user = await session.get(User, user_id)
+        issued = await sessions.start(
+            session, signer, settings, user=user, org_id=org_id, user_agent="tests", ip_address="127.0.0.1"
+        )
+    return issued.access
+
+
+async def emailed_token(runtime: Any, to: str, template: str) -> str:
+    """The single-use token of the latest email of `template` to `to` still in the outbox (from its link)."""
+    import sqlalchemy as sa
+
+    async with runtime.db.engine.connect() as conn:
+        body = (
+            await conn.execute(
+                sa.text(
+                    "SELECT body_text FROM email_outbox WHERE to_address = :to AND template = :t"
+                    " ORDER BY created_at DESC, id DESC LIMIT 1"
+                ),
+                {"to": to.lower(), "t": template},
+            )
+        ).scalar_one()
+    found = re.search(r"#token=([\w-]+)", body)
+    assert found, body
+    return found.group(1)

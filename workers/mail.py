@@ -29,8 +29,9 @@ async def send_emails(ctx: dict[str, Any]) -> int:
         report = await service.send_due(runtime.db, transport_for(settings) or transport, settings)
         sent += report.sent
         if report.uncertain:
-            log.warning("emails left uncertain by a sender that stopped mid-way; not sent again",
-                        count=report.uncertain)  # fmt: skip
+            log.warning(
+                "emails left uncertain by a sender that stopped mid-way; not sent again", count=report.uncertain
+            )
         if report.errors:
             log.warning("emails not sent yet; retried later", count=report.retried, error=report.errors[-1][:200])
             break

@@ -13,6 +13,7 @@ from graphql import GraphQLSchema
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncMappingResult, AsyncResult, AsyncScalarResult
 from sqlalchemy.ext.asyncio.result import AsyncTupleResult
 from starlette.requests import HTTPConnection
+from starlette.responses import Response
 
 from app import unit_of_work
 from app.api.auth import authenticate
@@ -192,10 +193,13 @@ class OperationScope:
 class Context(OperationScope):
     """One request's (or one WebSocket connection's) context: the caller and where the call came from."""
 
-    def __init__(self, *, runtime: Runtime, signer: TokenSigner, connection: HTTPConnection) -> None:
+    def __init__(
+        self, *, runtime: Runtime, signer: TokenSigner, connection: HTTPConnection, response: Response | None = None
+    ) -> None:
         super().__init__(runtime)
         self.signer = signer
         self.connection = connection
+        self.response = response  # HTTP: where resolvers set cookies (sign-in's cookie mode); None on a WebSocket
         self.connection_params: dict[str, Any] | None = None  # set by graphql-transport-ws connection_init
         self.request_id: str = connection.scope.get("state", {}).get("request_id", "")
         self.source_ip: str = connection.client.host if connection.client else "unknown"

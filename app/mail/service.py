@@ -173,8 +173,10 @@ async def send_due(
                 },
             )
         ).all()
-    claimed = [Claimed(r.id, r.to_address, r.subject, r.body_text or "", r.body_html or "", r.message_id,
-                       r.attempt_count) for r in rows]  # fmt: skip
+    claimed = [
+        Claimed(r.id, r.to_address, r.subject, r.body_text or "", r.body_html or "", r.message_id, r.attempt_count)
+        for r in rows
+    ]
     report.claimed = len(claimed)
     if not claimed:
         return report
@@ -204,9 +206,15 @@ async def send_due(
 
 
 async def _retry(
-    db: Database, emails: list[Claimed], token: str, error: str, settings: Settings, report: SendReport, *,
+    db: Database,
+    emails: list[Claimed],
+    token: str,
+    error: str,
+    settings: Settings,
+    report: SendReport,
+    *,
     sending_first: bool,
-) -> None:  # fmt: skip
+) -> None:
     report.errors.append(error)
     for i, email in enumerate(emails):
         statuses = [SENDING] if sending_first and i == 0 else [CLAIMED]
@@ -215,8 +223,9 @@ async def _retry(
             report.failed += 1
             continue
         delay = RETRY_DELAYS[min(email.attempt - 1, len(RETRY_DELAYS) - 1)]
-        await _move(db, email, token, PENDING, from_statuses=statuses, error=error,
-                    next_at=utcnow() + timedelta(seconds=delay))  # fmt: skip
+        await _move(
+            db, email, token, PENDING, from_statuses=statuses, error=error, next_at=utcnow() + timedelta(seconds=delay)
+        )
         report.retried += 1
 
 

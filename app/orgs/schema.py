@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import secrets
 from datetime import datetime
 from enum import Enum
-from typing import Annotated
+from typing import Annotated, Any, cast
 
 import strawberry
 
 from app.agents import service as agents
+from app.db import utcnow
+from app.errors import BadUserInput, Forbidden, NotFound, Unauthenticated
 from app.info import Info, RequestInfo
-from app.orgs import models, service
+from app.orgs import members, models, service, sessions
 from app.pagination import Connection, build_connection, decode_cursor, page_size
 from app.principal import Scope
 from app.scalars import JSON
@@ -53,19 +56,21 @@ class User:
     id: strawberry.ID = strawberry.field(description="User id (`usr_…`).")
     email: str = strawberry.field(description="Normalised email address, used to sign in.")
     name: str = strawberry.field(description="Display name.")
-    role: Role = strawberry.field(description="Role in the organisation.")
-    notification_preferences: JSON = strawberry.field(description="Free-form notification settings.")
+    role: Role = strawberry.field(description="Role in the organisation the caller is signed in to.")
+    notification_preferences: JSON = strawberry.field(description="Notification settings (see the README).")
     created_at: datetime = strawberry.field(description="When the account was created.")
+    email_verified: bool = strawberry.field(description="Whether the email address has been confirmed.")
 
     @classmethod
-    def from_model(cls, user: models.User) -> User:
+    def from_model(cls, user: models.User, role: str) -> User:
         return cls(
             id=strawberry.ID(user.id),
             email=user.email,
             name=user.name,
-            role=Role(user.role),
+            role=Role(role),
             notification_preferences=user.notification_preferences,
             created_at=user.created_at,
+            email_verified=user.email_verified_at is not None,
         )
 
 
@@ -102,12 +107,29 @@ class CreatedApiKey:
     secret: str = strawberry.field(description="The secret (`aa_live_…`). Store it now: it is never shown again.")
 
 
-@strawberry.type(description="A signed-in session.")
+@strawberry.enum(description="Where a sign-in hands its refresh token.")
+class TokenDelivery(Enum):
+    BODY = strawberry.enum_value("body", description="In the answer (`refreshToken`): for scripts and apps.")
+    COOKIE = strawberry.enum_value(
+        "cookie",
+        description="In an httpOnly, SameSite cookie (browsers); `csrfToken` must come back as `X-CSRF-Token`.",
+    )
+
+
+@strawberry.type(description="A signed-in session: a short access token and the refresh token that renews it.")
 class AuthPayload:
     access_token: str = strawberry.field(description="Send as `Authorization: Bearer <accessToken>`.")
-    expires_at: datetime = strawberry.field(description="When the token stops working.")
+    expires_at: datetime = strawberry.field(description="When the access token stops working (15 minutes).")
+    refresh_token: str | None = strawberry.field(
+        description="Trade it for new tokens with `refreshSession` (once: it rotates). Null in cookie mode."
+    )
+    refresh_token_expires_at: datetime = strawberry.field(description="When the session ends unless renewed.")
+    csrf_token: str | None = strawberry.field(
+        description="Cookie mode: send it as `X-CSRF-Token` with `refreshSession` and `logout`."
+    )
+    session_id: strawberry.ID = strawberry.field(description="The sign-in session (`ses_…`).")
     user: User = strawberry.field(description="The signed-in user.")
-    organization: Organization = strawberry.field(description="The user's organisation.")
+    organization: Organization = strawberry.field(description="The organisation signed in to.")
 
 
 @strawberry.type(description="Who is calling: a user or an API key, and its organisation.")
@@ -118,7 +140,179 @@ class Viewer:
     organization: Organization = strawberry.field(description="The caller's organisation.")
 
 
+@strawberry.type(description="A person in the organisation.")
+class Member:
+    user: User = strawberry.field(description="The person.")
+    role: Role = strawberry.field(description="Their role here.")
+    joined_at: datetime = strawberry.field(description="When they joined.")
+    last_active_at: datetime | None = strawberry.field(description="Their last request here (minute resolution).")
+
+
+@strawberry.enum(description="Where an invitation stands.")
+class InvitationStatus(Enum):
+    PENDING = strawberry.enum_value("pending", description="Sent, not yet accepted.")
+    ACCEPTED = strawberry.enum_value("accepted", description="Accepted: the person is a member.")
+    REVOKED = strawberry.enum_value("revoked", description="Revoked by an owner or admin.")
+    EXPIRED = strawberry.enum_value("expired", description="Not accepted within its 7 days.")
+
+
+@strawberry.type(description="An invitation to join the organisation (its token is only in the email).")
+class Invitation:
+    id: strawberry.ID = strawberry.field(description="Invitation id (`inv_…`).")
+    email: str = strawberry.field(description="The invited address.")
+    role: Role = strawberry.field(description="The role it grants.")
+    status: InvitationStatus = strawberry.field(description="Where it stands.")
+    invited_by: strawberry.ID | None = strawberry.field(description="Who sent it.")
+    created_at: datetime = strawberry.field(description="When it was first sent.")
+    expires_at: datetime = strawberry.field(description="When its current link stops working.")
+
+    @classmethod
+    def from_model(cls, row: models.Invitation) -> Invitation:
+        if row.accepted_at is not None:
+            status = InvitationStatus.ACCEPTED
+        elif row.revoked_at is not None:
+            status = InvitationStatus.REVOKED
+        elif row.expires_at <= utcnow():
+            status = InvitationStatus.EXPIRED
+        else:
+            status = InvitationStatus.PENDING
+        return cls(
+            id=strawberry.ID(row.id),
+            email=row.email,
+            role=Role(row.role),
+            status=status,
+            invited_by=strawberry.ID(row.invited_by) if row.invited_by else None,
+            created_at=row.created_at,
+            expires_at=row.expires_at,
+        )
+
+
+@strawberry.type(description="An organisation the signed-in user belongs to.")
+class OrganizationMembership:
+    organization: Organization = strawberry.field(description="The organisation.")
+    role: Role = strawberry.field(description="The user's role there.")
+    joined_at: datetime = strawberry.field(description="When the user joined it.")
+    current: bool = strawberry.field(description="Whether the caller is signed in to it now.")
+
+
+@strawberry.type(description="A signed-in browser or script.")
+class SignInSession:
+    id: strawberry.ID = strawberry.field(description="Session id (`ses_…`).")
+    device: str | None = strawberry.field(description="The User-Agent it signed in with.")
+    ip_address: str | None = strawberry.field(description="The address of its last sign-in or refresh.")
+    organization_id: strawberry.ID = strawberry.field(description="The organisation it is signed in to.")
+    method: str = strawberry.field(description="How it signed in: password, invitation, sso or reset.")
+    created_at: datetime = strawberry.field(description="When it signed in.")
+    last_used_at: datetime = strawberry.field(description="Its last request or refresh (minute resolution).")
+    expires_at: datetime = strawberry.field(description="When it ends unless renewed.")
+    current: bool = strawberry.field(description="Whether it is the caller's own session.")
+
+    @classmethod
+    def from_model(cls, row: models.SignInSession, current_id: str | None) -> SignInSession:
+        return cls(
+            id=strawberry.ID(row.id),
+            device=row.user_agent,
+            ip_address=row.ip_address,
+            organization_id=strawberry.ID(row.org_id),
+            method=row.method,
+            created_at=row.created_at,
+            last_used_at=row.last_used_at,
+            expires_at=row.expires_at,
+            current=row.id == current_id,
+        )
+
+
 ApiKeyConnection = Connection[ApiKey]
+MemberConnection = Connection[Member]
+InvitationConnection = Connection[Invitation]
+
+REFRESH_COOKIE = "agentrail_refresh"
+CSRF_COOKIE = "agentrail_csrf"
+CSRF_HEADER = "x-csrf-token"
+
+
+def _member(membership: models.Membership, user: models.User) -> Member:
+    return Member(
+        user=User.from_model(user, membership.role),
+        role=Role(membership.role),
+        joined_at=membership.joined_at,
+        last_active_at=membership.last_active_at,
+    )
+
+
+def _cookie_attributes(info: RequestInfo) -> dict[str, Any]:
+    settings = info.context.runtime.settings
+    secure = settings.auth_cookie_secure if settings.auth_cookie_secure is not None else settings.is_production
+    return {"secure": secure, "samesite": settings.auth_cookie_samesite, "path": "/"}
+
+
+async def _signed_in(
+    info: RequestInfo,
+    issued: sessions.Issued,
+    user: models.User,
+    org: models.Organization,
+    role: str,
+    delivery: TokenDelivery,
+) -> AuthPayload:
+    """The payload; in cookie mode the refresh token goes into an httpOnly cookie, with a CSRF token beside it."""
+    refresh: str | None = issued.refresh_token
+    csrf: str | None = None
+    if delivery is TokenDelivery.COOKIE:
+        response = info.context.response
+        if response is None:
+            raise BadUserInput("cookie mode needs an HTTP request", field="refreshTokenIn")
+        csrf = secrets.token_urlsafe(24)
+        attributes = _cookie_attributes(info)
+        max_age = int((issued.session.expires_at - utcnow()).total_seconds())
+        response.set_cookie(REFRESH_COOKIE, issued.refresh_token, max_age=max_age, httponly=True, **attributes)
+        response.set_cookie(CSRF_COOKIE, csrf, max_age=max_age, httponly=False, **attributes)
+        refresh = None
+    return AuthPayload(
+        access_token=issued.access.token,
+        expires_at=issued.access.expires_at,
+        refresh_token=refresh,
+        refresh_token_expires_at=issued.session.expires_at,
+        csrf_token=csrf,
+        session_id=strawberry.ID(issued.session.id),
+        user=User.from_model(user, role),
+        organization=Organization.from_model(org),
+    )
+
+
+def _cookie_refresh_token(info: RequestInfo) -> str:
+    """The refresh cookie, once the CSRF token came back in its header (double submit): a page on another site
+    can make the browser send the cookie, never read it or set the header."""
+    request = info.context.connection
+    token = request.cookies.get(REFRESH_COOKIE)
+    if not token:
+        raise Unauthenticated("no refresh token: send `refreshToken`, or the session cookie")
+    expected = request.cookies.get(CSRF_COOKIE) or ""
+    sent = request.headers.get(CSRF_HEADER) or ""
+    if not expected or not secrets.compare_digest(expected, sent):
+        raise Forbidden("cookie mode needs the CSRF token in the X-CSRF-Token header")
+    return token
+
+
+def _clear_cookies(info: RequestInfo) -> None:
+    response = info.context.response
+    if response is not None and REFRESH_COOKIE in info.context.connection.cookies:
+        attributes = _cookie_attributes(info)
+        response.delete_cookie(REFRESH_COOKIE, httponly=True, **attributes)
+        response.delete_cookie(CSRF_COOKIE, **attributes)
+
+
+def _user_agent(info: RequestInfo) -> str | None:
+    return info.context.connection.headers.get("user-agent")
+
+
+Delivery = Annotated[
+    TokenDelivery, strawberry.argument(description="BODY (scripts) or COOKIE (browsers) for the refresh token.")
+]
+Token = Annotated[str, strawberry.argument(description="The token from the emailed link.")]
+NewPassword = Annotated[str, strawberry.argument(description="At least 10 characters.")]
+UserId = Annotated[strawberry.ID, strawberry.argument(description="The member's user id.")]
+First = Annotated[int | None, strawberry.argument(description="Page size, at most 500.")]
+After = Annotated[str | None, strawberry.argument(description="Cursor of the previous page.")]
 
 
 @strawberry.type
@@ -130,7 +324,7 @@ class OrgsQuery:
         org = await service.get_organization(session, principal.org_id)
         user = api_key = None
         if principal.is_user:
-            user = User.from_model(await service.get_user(session, principal.user_id or ""))
+            user = User.from_model(await service.get_user(session, principal.user_id or ""), principal.role or "")
         else:
             key = await session.get(models.ApiKey, principal.api_key_id)
             api_key = ApiKey.from_model(key) if key else None
@@ -145,8 +339,8 @@ class OrgsQuery:
     async def api_keys(
         self,
         info: Info,
-        first: Annotated[int | None, strawberry.argument(description="Page size, at most 500.")] = None,
-        after: Annotated[str | None, strawberry.argument(description="Cursor of the previous page.")] = None,
+        first: First = None,
+        after: After = None,
         include_revoked: Annotated[bool, strawberry.argument(description="Include revoked keys.")] = True,
     ) -> ApiKeyConnection:
         limit = page_size(first)
@@ -158,6 +352,58 @@ class OrgsQuery:
             after=tuple(cursor) if cursor else None,
         )
         return build_connection(rows, limit=limit, to_node=ApiKey.from_model, sort_key=lambda k: (k.created_at, k.id))
+
+    @strawberry.field(description="The organisation's members, in the order they joined.")
+    async def members(self, info: Info, first: First = None, after: After = None) -> MemberConnection:
+        limit = page_size(first)
+        cursor = decode_cursor(after, (datetime, str))
+        rows = await members.list_members(
+            await info.context.db(), limit=limit + 1, after=tuple(cursor) if cursor else None
+        )
+        connection = build_connection(
+            rows, limit=limit, to_node=lambda r: _member(*r), sort_key=lambda r: (r[0].joined_at, r[0].id)
+        )
+        return cast(MemberConnection, connection)
+
+    @strawberry.field(description="Invitations sent, newest first.")
+    async def invitations(
+        self,
+        info: Info,
+        first: First = None,
+        after: After = None,
+        pending_only: Annotated[bool, strawberry.argument(description="Only those still pending.")] = False,
+    ) -> InvitationConnection:
+        limit = page_size(first)
+        cursor = decode_cursor(after, (datetime, str))
+        rows = await members.list_invitations(
+            await info.context.db(),
+            pending_only=pending_only,
+            limit=limit + 1,
+            after=tuple(cursor) if cursor else None,
+        )
+        return build_connection(
+            rows, limit=limit, to_node=Invitation.from_model, sort_key=lambda i: (i.created_at, i.id)
+        )
+
+    @strawberry.field(description="Every organisation the signed-in user belongs to.")
+    async def organizations(self, info: RequestInfo) -> list[OrganizationMembership]:
+        principal = await info.context.principal()
+        rows = await members.organizations_of(info.context.system_db(), principal.user_id or "")
+        return [
+            OrganizationMembership(
+                organization=Organization.from_model(o),
+                role=Role(m.role),
+                joined_at=m.joined_at,
+                current=o.id == principal.org_id,
+            )
+            for m, o in rows
+        ]
+
+    @strawberry.field(description="The signed-in user's active sessions (every organisation), latest used first.")
+    async def sessions(self, info: RequestInfo) -> list[SignInSession]:
+        principal = await info.context.principal()
+        rows = await sessions.list_active(info.context.system_db(), principal.user_id or "")
+        return [SignInSession.from_model(r, principal.session_id) for r in rows]
 
 
 @strawberry.input(description="Profile fields to change; omitted fields stay as they are.")
@@ -178,9 +424,11 @@ class OrgsMutation:
         password: Annotated[str, strawberry.argument(description="At least 10 characters.")],
         name: Annotated[str, strawberry.argument(description="The owner's display name.")],
         organization_name: Annotated[str, strawberry.argument(description="The new organisation's name.")],
+        refresh_token_in: Delivery = TokenDelivery.BODY,
     ) -> AuthPayload:
         ctx = info.context
         session = ctx.system_db()
+        settings = ctx.runtime.settings
         user, org = await service.register(
             session,
             email=email,
@@ -188,44 +436,138 @@ class OrgsMutation:
             name=name,
             organization_name=organization_name,
             source_ip=ctx.source_ip,
+            settings=settings,
         )
-        token = ctx.signer.issue(user_id=user.id, org_id=org.id)
-        return AuthPayload(
-            access_token=token.token,
-            expires_at=token.expires_at,
-            user=User.from_model(user),
-            organization=Organization.from_model(org),
+        issued = await sessions.start(
+            session,
+            ctx.signer,
+            settings,
+            user=user,
+            org_id=org.id,
+            user_agent=_user_agent(info),
+            ip_address=ctx.source_ip,
         )
+        return await _signed_in(info, issued, user, org, models.Role.OWNER, refresh_token_in)
 
-    @strawberry.mutation(description="Sign in with email and password; returns a short-lived access token.")
+    @strawberry.mutation(description="Sign in with email and password, in the organisation used last.")
     async def login(
         self,
         info: RequestInfo,
         email: Annotated[str, strawberry.argument(description="Sign-in email.")],
         password: Annotated[str, strawberry.argument(description="Password.")],
+        refresh_token_in: Delivery = TokenDelivery.BODY,
     ) -> AuthPayload:
         ctx = info.context
         settings = ctx.runtime.settings
-        throttle = service.LoginThrottle(
-            ctx.runtime.redis,
-            max_failures=settings.login_max_failures,
-            max_account_failures=settings.login_max_failures_per_account,
-            window_seconds=settings.login_failure_window_seconds,
-        )
+        session = ctx.system_db()
         result = await service.login(
-            ctx.system_db(),
-            email=email,
-            password=password,
-            signer=ctx.signer,
-            throttle=throttle,
-            source_ip=ctx.source_ip,
+            session, email=email, password=password, throttle=_throttle(info), source_ip=ctx.source_ip
         )
-        return AuthPayload(
-            access_token=result.token.token,
-            expires_at=result.token.expires_at,
-            user=User.from_model(result.user),
-            organization=Organization.from_model(result.organization),
+        issued = await sessions.start(
+            session,
+            ctx.signer,
+            settings,
+            user=result.user,
+            org_id=result.organization.id,
+            user_agent=_user_agent(info),
+            ip_address=ctx.source_ip,
         )
+        return await _signed_in(info, issued, result.user, result.organization, result.role, refresh_token_in)
+
+    @strawberry.mutation(
+        description="New tokens for a refresh token (it rotates: each works once; one used twice ends the "
+        "session). Without `refreshToken`, the session cookie and the `X-CSRF-Token` header are read."
+    )
+    async def refresh_session(
+        self,
+        info: RequestInfo,
+        refresh_token: Annotated[str | None, strawberry.argument(description="The refresh token (body mode).")] = None,
+    ) -> AuthPayload:
+        ctx = info.context
+        delivery = TokenDelivery.BODY
+        if refresh_token is None:
+            refresh_token = _cookie_refresh_token(info)
+            delivery = TokenDelivery.COOKIE
+        session = ctx.system_db()
+        try:
+            issued, user = await sessions.refresh(session, ctx.signer, refresh_token, ip_address=ctx.source_ip)
+        except sessions.RefreshReused:
+            await ctx.commit()  # the session's end sticks, and its subscriptions are told
+            _clear_cookies(info)
+            raise
+        membership = await members.membership_of(session, user.id, issued.session.org_id)
+        org = await service.get_organization(session, issued.session.org_id)
+        return await _signed_in(info, issued, user, org, membership.role, delivery)
+
+    @strawberry.mutation(description="Sign out: ends the caller's session (its access and refresh tokens).")
+    async def logout(self, info: RequestInfo) -> bool:
+        principal = await info.context.principal()
+        session = info.context.system_db()
+        row = await sessions.get_own(session, principal.user_id or "", principal.session_id or "")
+        if row is not None:
+            await sessions.end(session, row, reason="signed out")
+        _clear_cookies(info)
+        return True
+
+    @strawberry.mutation(description="End one of the caller's own sessions (another device). Idempotent.")
+    async def revoke_session(
+        self, info: RequestInfo, id: Annotated[strawberry.ID, strawberry.argument(description="Session id.")]
+    ) -> SignInSession:
+        principal = await info.context.principal()
+        session = info.context.system_db()
+        row = await sessions.get_own(session, principal.user_id or "", str(id))
+        if row is None:
+            raise NotFound("session not found", id=str(id))
+        await sessions.end(session, row, reason="revoked")
+        return SignInSession.from_model(row, principal.session_id)
+
+    @strawberry.mutation(description="Change the password (the current one checked); ends every other session.")
+    async def change_password(
+        self,
+        info: RequestInfo,
+        current_password: Annotated[str, strawberry.argument(description="The current password.")],
+        new_password: NewPassword,
+    ) -> bool:
+        principal = await info.context.principal()
+        await service.change_password(
+            info.context.system_db(),
+            principal,
+            current=current_password,
+            new=new_password,
+            source_ip=info.context.source_ip,
+        )
+        return True
+
+    @strawberry.mutation(
+        description="Email a password reset link, if the address has an account. Always answers true, "
+        "whether or not it has one."
+    )
+    async def request_password_reset(
+        self, info: RequestInfo, email: Annotated[str, strawberry.argument(description="The account's email.")]
+    ) -> bool:
+        await service.request_password_reset(info.context.system_db(), email, info.context.runtime.settings)
+        return True
+
+    @strawberry.mutation(description="Set a new password with the emailed token; ends every session of the account.")
+    async def reset_password(self, info: RequestInfo, token: Token, new_password: NewPassword) -> bool:
+        await service.reset_password(
+            info.context.system_db(), token=token, password=new_password, source_ip=info.context.source_ip
+        )
+        return True
+
+    @strawberry.mutation(description="Confirm an email address with the emailed token.")
+    async def verify_email(self, info: RequestInfo, token: Token) -> bool:
+        await service.verify_email(info.context.system_db(), token)
+        return True
+
+    @strawberry.mutation(description="Email the signed-in user a new link to confirm their address.")
+    async def request_email_verification(self, info: RequestInfo) -> bool:
+        principal = await info.context.principal()
+        session = info.context.system_db()
+        user = await service.get_user(session, principal.user_id or "")
+        if user.email_verified_at is None:
+            await service.send_verification(session, user, info.context.runtime.settings)
+        return True
 
     @strawberry.mutation(description="Change the signed-in user's name or notification preferences.")
     async def update_profile(
@@ -241,7 +583,7 @@ class OrgsMutation:
             notification_preferences=input.notification_preferences,
             source_ip=info.context.source_ip,
         )
-        return User.from_model(user)
+        return User.from_model(user, principal.role or "")
 
     @strawberry.mutation(description="Create an API key for agents. Users only; the secret is returned once.")
     async def create_api_key(
@@ -279,3 +621,152 @@ class OrgsMutation:
             await info.context.db(), principal, str(id), source_ip=info.context.source_ip
         )
         return ApiKey.from_model(key)
+
+    # --- members ------------------------------------------------------------------------------------
+    @strawberry.mutation(description="Invite someone by email (a single-use link, valid 7 days).")
+    async def invite_member(
+        self,
+        info: RequestInfo,
+        email: Annotated[str, strawberry.argument(description="Their email address.")],
+        role: Annotated[Role, strawberry.argument(description="The role they will have.")],
+    ) -> Invitation:
+        principal = await info.context.principal()
+        row = await members.invite(
+            await info.context.db(),
+            principal,
+            info.context.runtime.settings,
+            email=email,
+            role=models.Role[role.name],
+            source_ip=info.context.source_ip,
+        )
+        return Invitation.from_model(row)
+
+    @strawberry.mutation(description="Revoke a pending invitation: its link stops working.")
+    async def revoke_invitation(
+        self, info: RequestInfo, id: Annotated[strawberry.ID, strawberry.argument(description="Invitation id.")]
+    ) -> Invitation:
+        principal = await info.context.principal()
+        row = await members.revoke_invitation(
+            await info.context.db(), principal, str(id), source_ip=info.context.source_ip
+        )
+        return Invitation.from_model(row)
+
+    @strawberry.mutation(description="Send a pending invitation again: a new link (the old one stops), 7 more days.")
+    async def resend_invitation(
+        self, info: RequestInfo, id: Annotated[strawberry.ID, strawberry.argument(description="Invitation id.")]
+    ) -> Invitation:
+        principal = await info.context.principal()
+        row = await members.resend_invitation(
+            await info.context.db(),
+            principal,
+            info.context.runtime.settings,
+            str(id),
+            source_ip=info.context.source_ip,
+        )
+        return Invitation.from_model(row)
+
+    @strawberry.mutation(
+        description="Accept an invitation: creates the account (name and password) or adds the existing one "
+        "(its password, or signed in as it), and signs in to the organisation."
+    )
+    async def accept_invitation(
+        self,
+        info: RequestInfo,
+        token: Token,
+        name: Annotated[str | None, strawberry.argument(description="A new account's display name.")] = None,
+        password: Annotated[
+            str | None, strawberry.argument(description="A new account's password, or the existing one's.")
+        ] = None,
+        refresh_token_in: Delivery = TokenDelivery.BODY,
+    ) -> AuthPayload:
+        ctx = info.context
+        signed_in = await ctx.caller()
+        session = ctx.system_db()
+        user, membership = await members.accept(
+            session,
+            token=token,
+            name=name,
+            password=password,
+            signed_in_user_id=signed_in.user_id if signed_in is not None else None,
+            source_ip=ctx.source_ip,
+        )
+        org = await service.get_organization(session, membership.org_id)
+        issued = await sessions.start(
+            session,
+            ctx.signer,
+            ctx.runtime.settings,
+            user=user,
+            org_id=org.id,
+            user_agent=_user_agent(info),
+            ip_address=ctx.source_ip,
+            method="invitation",
+        )
+        return await _signed_in(info, issued, user, org, membership.role, refresh_token_in)
+
+    @strawberry.mutation(description="Change a member's role (the owner role: owners only; one owner remains).")
+    async def update_member_role(
+        self,
+        info: RequestInfo,
+        user_id: UserId,
+        role: Annotated[Role, strawberry.argument(description="The new role.")],
+    ) -> Member:
+        principal = await info.context.principal()
+        session = await info.context.db()
+        membership = await members.update_role(
+            session, principal, str(user_id), models.Role[role.name], source_ip=info.context.source_ip
+        )
+        return _member(membership, await service.get_user(session, membership.user_id))
+
+    @strawberry.mutation(description="Remove a member: their sessions here end and their subscriptions close.")
+    async def remove_member(self, info: RequestInfo, user_id: UserId) -> bool:
+        principal = await info.context.principal()
+        await members.remove(await info.context.db(), principal, str(user_id), source_ip=info.context.source_ip)
+        return True
+
+    @strawberry.mutation(description="Make another member an owner; the caller becomes an admin.")
+    async def transfer_ownership(self, info: RequestInfo, user_id: UserId) -> Member:
+        principal = await info.context.principal()
+        session = await info.context.db()
+        membership = await members.transfer_ownership(
+            session, principal, str(user_id), source_ip=info.context.source_ip
+        )
+        return _member(membership, await service.get_user(session, membership.user_id))
+
+    @strawberry.mutation(description="Leave the organisation (not its last owner); the sessions in it end.")
+    async def leave_organization(self, info: RequestInfo) -> bool:
+        principal = await info.context.principal()
+        await members.leave(await info.context.db(), principal, source_ip=info.context.source_ip)
+        _clear_cookies(info)
+        return True
+
+    @strawberry.mutation(
+        description="Sign the current session in to another of the user's organisations: new tokens (those "
+        "for the previous one stop working); sign-in lands there next time."
+    )
+    async def switch_organization(
+        self,
+        info: RequestInfo,
+        id: Annotated[strawberry.ID, strawberry.argument(description="Organisation id.")],
+        refresh_token_in: Delivery = TokenDelivery.BODY,
+    ) -> AuthPayload:
+        principal = await info.context.principal()
+        ctx = info.context
+        session = ctx.system_db()
+        membership = await members.membership_of(session, principal.user_id or "", str(id))
+        row = await sessions.get_own(session, principal.user_id or "", principal.session_id or "")
+        if row is None or row.revoked_at is not None:
+            raise Unauthenticated("your session has ended; sign in again")
+        issued = await sessions.move(session, ctx.signer, row, membership.org_id)
+        user = await service.get_user(session, principal.user_id or "")
+        org = await service.get_organization(session, membership.org_id)
+        return await _signed_in(info, issued, user, org, membership.role, refresh_token_in)
+
+
+def _throttle(info: RequestInfo) -> service.LoginThrottle:
+    settings = info.context.runtime.settings
+    return service.LoginThrottle(
+        info.context.runtime.redis,
+        max_failures=settings.login_max_failures,
+        max_account_failures=settings.login_max_failures_per_account,
+        window_seconds=settings.login_failure_window_seconds,
+    )

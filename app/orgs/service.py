@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Any
 
 import sqlalchemy as sa
@@ -13,22 +14,25 @@ from sqlalchemy.exc import IntegrityError
 from sqlmodel import col, select
 
 from app.activity.service import record_activity
-from app.db import AsyncSession, new_id, utcnow
-from app.errors import BadUserInput, Conflict, NotFound, RateLimited, Unauthenticated
+from app.db import AsyncSession, iso, new_id, utcnow
+from app.errors import BadUserInput, Conflict, Forbidden, NotFound, RateLimited, Unauthenticated
+from app.mail import service as mail
 from app.masking import mask_json
-from app.orgs import auth, revocation
+from app.orgs import auth, revocation, sessions
 from app.orgs.credentials import (
-    AccessToken,
     TokenSigner,
     generate_api_key,
     hash_api_key,
     hash_password,
+    hash_secret,
     looks_like_api_key,
+    new_secret_token,
     verify_password,
 )
-from app.orgs.models import ApiKey, Organization, Role, User
+from app.orgs.models import ApiKey, Membership, Organization, Role, SignInSession, User, UserToken
 from app.orgs.revocation import Revoked
 from app.principal import Principal, Scope
+from app.settings import Settings
 from app.unit_of_work import after_commit
 from app.usage import quota as billing_quota
 
@@ -38,6 +42,8 @@ LAST_USED_RESOLUTION_SECONDS = 60  # lastUsedAt is refreshed at most once a minu
 BAD_CREDENTIALS = "email or password is incorrect"
 _SCOPES = {s.value for s in Scope}
 MAX_KEY_AGENTS = 100
+VERIFY, RESET = "verify", "reset"
+MAX_RESETS_PER_HOUR = 5
 
 
 def normalise_email(email: str) -> str:
@@ -71,26 +77,25 @@ async def register(
     name: str,
     organization_name: str,
     source_ip: str | None,
+    settings: Settings | None = None,
 ) -> tuple[User, Organization]:
-    """Creates an organisation and its owner. `session` is a system session."""
+    """Creates an organisation and its owner, and emails the owner a link to verify the address. `session` is a
+    system session."""
     email = normalise_email(email)
     name = _check_name(name, "name")
     organization_name = _check_name(organization_name, "organizationName")
     _check_password(password)
     org = Organization(id=new_id("org"), name=organization_name)
-    user = User(
-        id=new_id("usr"),
-        org_id=org.id,
-        email=email,
-        name=name,
-        password_hash=hash_password(password),
-        role=Role.OWNER,
-    )
+    user = User(id=new_id("usr"), email=email, name=name, password_hash=hash_password(password), last_org_id=org.id)
     session.add(org)
-    await session.flush()
     session.add(user)
+    try:
+        await session.flush()
+    except IntegrityError:
+        raise Conflict("an account with this email already exists", field="email") from None
+    session.add(Membership(id=new_id("mem"), org_id=org.id, user_id=user.id, role=Role.OWNER))
     owner = Principal(
-        kind="user", org_id=org.id, user_id=user.id, role=user.role, actor_name=user.name, actor_email=user.email
+        kind="user", org_id=org.id, user_id=user.id, role=Role.OWNER, actor_name=user.name, actor_email=user.email
     )
     record_activity(
         session,
@@ -100,18 +105,42 @@ async def register(
         target_id=org.id,
         source_ip=source_ip,
     )
-    try:
-        await session.flush()
-    except IntegrityError:
-        raise Conflict("an account with this email already exists", field="email") from None
+    await session.flush()
+    if settings is not None:
+        await send_verification(session, user, settings)
     return user, org
+
+
+async def send_verification(session: AsyncSession, user: User, settings: Settings) -> None:
+    """Emails a single-use link that verifies the user's address (48 hours by default)."""
+    token, token_hash = new_secret_token()
+    expires = utcnow() + timedelta(hours=settings.email_verification_hours)
+    session.add(UserToken(id=new_id("utk"), user_id=user.id, purpose=VERIFY, token_hash=token_hash, expires_at=expires))
+    mail.enqueue(
+        session,
+        to=user.email,
+        template="verification",
+        values={"email": user.email, "link": link(settings, "verify-email", token), "expires": iso(expires)},
+        user_id=user.id,
+        settings=settings,
+    )
+    await session.flush()
+
+
+def public_url(settings: Settings) -> str:
+    return (settings.public_url or f"http://{settings.host}:{settings.port}").rstrip("/")
+
+
+def link(settings: Settings, page: str, token: str) -> str:
+    """A dashboard link carrying a single-use token (in the fragment: never sent to a server, never logged)."""
+    return f"{public_url(settings)}/{page}#token={token}"
 
 
 @dataclass(frozen=True)
 class LoginResult:
-    token: AccessToken
     user: User
     organization: Organization
+    role: str
 
 
 class LoginThrottle:
@@ -158,11 +187,11 @@ async def login(
     *,
     email: str,
     password: str,
-    signer: TokenSigner,
     throttle: LoginThrottle,
     source_ip: str,
 ) -> LoginResult:
-    """Signs a user in. Unknown email and wrong password fail the same way, in the same time."""
+    """Checks email and password (unknown email and wrong password fail the same way, in the same time) and
+    picks the organisation sign-in lands in: the last used one while the user is still a member there."""
     try:
         normalised = normalise_email(email)
     except BadUserInput:
@@ -176,24 +205,57 @@ async def login(
         await throttle.failed(source_ip, account)
         raise Unauthenticated(BAD_CREDENTIALS)
     await throttle.succeeded(source_ip, account)
-    org = await session.get(Organization, user.org_id)
+    membership = await landing_membership(session, user)
+    if membership is None:
+        raise Forbidden("this account belongs to no organisation any more; ask an admin for an invitation")
+    org = await session.get(Organization, membership.org_id)
     assert org is not None
-    return LoginResult(token=signer.issue(user_id=user.id, org_id=user.org_id), user=user, organization=org)
+    return LoginResult(user=user, organization=org, role=membership.role)
+
+
+async def landing_membership(session: AsyncSession, user: User) -> Membership | None:
+    """The user's membership in the last organisation used, else the oldest one; None when there is none."""
+    rows = (
+        await session.exec(select(Membership).where(Membership.user_id == user.id).order_by(col(Membership.joined_at)))
+    ).all()
+    return next((m for m in rows if m.org_id == user.last_org_id), rows[0] if rows else None)
 
 
 async def principal_from_token(session: AsyncSession, signer: TokenSigner, token: str) -> Principal:
+    """The user of a valid access token: its session active, the user still a member of its organisation (one
+    query). Refreshes the session's and the membership's last use at most once a minute."""
     claims = signer.verify(token)
-    user = (await session.exec(select(User).where(User.id == claims.user_id, User.org_id == claims.org_id))).first()
-    if user is None:
-        raise Unauthenticated("access token is invalid")
+    row = (
+        await session.exec(
+            select(User, Membership, SignInSession)
+            .join(Membership, col(Membership.user_id) == col(User.id))
+            .join(SignInSession, col(SignInSession.user_id) == col(User.id))
+            .where(
+                User.id == claims.user_id,
+                Membership.org_id == claims.org_id,
+                SignInSession.id == claims.session_id,
+                SignInSession.org_id == claims.org_id,
+                col(SignInSession.revoked_at).is_(None),
+            )
+        )
+    ).first()
+    if row is None:
+        raise Unauthenticated("access token is invalid or its session has ended")
+    user, membership, signed_in = row
+    now = utcnow()
+    if (now - signed_in.last_used_at).total_seconds() > LAST_USED_RESOLUTION_SECONDS:
+        signed_in.last_used_at = now
+        membership.last_active_at = now
+        await session.flush()  # the caller's session autocommits: written at once
     return Principal(
         kind="user",
-        org_id=user.org_id,
+        org_id=membership.org_id,
         user_id=user.id,
-        role=user.role,
+        role=membership.role,
         actor_name=user.name,
         actor_email=user.email,
         expires_at=claims.expires_at,
+        session_id=signed_in.id,
     )
 
 
@@ -296,8 +358,9 @@ async def create_api_key(
     if agent_ids is not None:
         agent_ids = sorted(set(agent_ids))
         if not agent_ids or len(agent_ids) > MAX_KEY_AGENTS:
-            raise BadUserInput(f"agentIds must name 1 to {MAX_KEY_AGENTS} agents (omit it for every agent)",
-                               field="agentIds")  # fmt: skip
+            raise BadUserInput(
+                f"agentIds must name 1 to {MAX_KEY_AGENTS} agents (omit it for every agent)", field="agentIds"
+            )
     # the plan's limit on active keys (QUOTA_EXCEEDED); counted under a per-organisation lock until the commit
     await billing_quota.require_capacity(
         session, principal.org_id, "api_keys", count=lambda: count_active_api_keys(session)
@@ -366,3 +429,102 @@ async def revoke_api_key(session: AsyncSession, principal: Principal, key_id: st
         after_commit(session, lambda runtime: revocation.announce(runtime.broadcaster, revoked))
         await session.flush()
     return key
+
+
+# --- the password's life -------------------------------------------------------------------------------
+async def change_password(
+    session: AsyncSession, principal: Principal, *, current: str, new: str, source_ip: str | None
+) -> list[str]:
+    """Changes the caller's password (the current one checked) and ends every other session; their ids."""
+    user = await get_user(session, principal.user_id or "")
+    if not verify_password(current, user.password_hash):
+        raise BadUserInput("the current password is incorrect", field="currentPassword")
+    _check_password(new)
+    user.password_hash = hash_password(new)
+    user.updated_at = utcnow()
+    ended = await sessions.end_all(session, user.id, reason="password changed", except_id=principal.session_id)
+    record_activity(
+        session,
+        principal,
+        "user.password_changed",
+        target_type="user",
+        target_id=user.id,
+        metadata={"sessionsEnded": len(ended)},
+        source_ip=source_ip,
+    )
+    await session.flush()
+    return ended
+
+
+async def request_password_reset(session: AsyncSession, email: str, settings: Settings) -> None:
+    """Emails a single-use reset link when the address is an account's; does the same work either way (the
+    answer says nothing about which addresses have accounts). A system session."""
+    try:
+        normalised = normalise_email(email)
+    except BadUserInput:
+        return
+    user = (await session.exec(select(User).where(User.email == normalised))).first()
+    token, token_hash = new_secret_token()
+    if user is None:
+        return
+    recent = (
+        select(sa.func.count())
+        .select_from(UserToken)
+        .where(
+            UserToken.user_id == user.id,
+            UserToken.purpose == RESET,
+            UserToken.created_at > utcnow() - timedelta(hours=1),
+        )
+    )
+    if int((await session.exec(recent)).one()) >= MAX_RESETS_PER_HOUR:
+        return  # an inbox is not flooded: the links already sent still work
+    expires = utcnow() + timedelta(minutes=settings.password_reset_minutes)
+    session.add(UserToken(id=new_id("utk"), user_id=user.id, purpose=RESET, token_hash=token_hash, expires_at=expires))
+    mail.enqueue(
+        session,
+        to=user.email,
+        template="password_reset",
+        values={"email": user.email, "link": link(settings, "reset-password", token), "expires": iso(expires)},
+        user_id=user.id,
+        settings=settings,
+    )
+    await session.flush()
+
+
+async def use_token(session: AsyncSession, token: str, purpose: str) -> User:
+    """The user of a valid, unused, unexpired emailed token, which is used up now. BAD_USER_INPUT otherwise
+    (one message for every reason)."""
+    row = (
+        await session.exec(
+            select(UserToken)
+            .where(UserToken.token_hash == hash_secret(token.strip()), UserToken.purpose == purpose)
+            .with_for_update()
+        )
+    ).first()
+    if row is None or row.used_at is not None or row.expires_at <= utcnow():
+        raise BadUserInput("this link is invalid, already used or expired; ask for a new one", field="token")
+    row.used_at = utcnow()
+    user = await get_user(session, row.user_id)
+    await session.flush()
+    return user
+
+
+async def reset_password(session: AsyncSession, *, token: str, password: str, source_ip: str | None) -> User:
+    """Sets a new password with an emailed token and ends every session of the user. A system session."""
+    _check_password(password)
+    user = await use_token(session, token, RESET)
+    user.password_hash = hash_password(password)
+    user.updated_at = utcnow()
+    if user.email_verified_at is None:
+        user.email_verified_at = utcnow()  # the link reached the address
+    await sessions.end_all(session, user.id, reason="password reset")
+    await session.flush()
+    return user
+
+
+async def verify_email(session: AsyncSession, token: str) -> User:
+    user = await use_token(session, token, VERIFY)
+    if user.email_verified_at is None:
+        user.email_verified_at = utcnow()
+    await session.flush()
+    return user

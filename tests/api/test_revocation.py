@@ -11,8 +11,7 @@ from datetime import timedelta
 import sqlalchemy as sa
 import websockets
 
-from app.orgs.credentials import TokenSigner
-from support import GraphQLWebSocket, create_api_key, gql, register
+from support import GraphQLWebSocket, create_api_key, gql, register, session_token
 
 
 async def _subscribed(base: str, payload: dict) -> GraphQLWebSocket:
@@ -49,11 +48,9 @@ async def test_revoking_a_key_closes_its_subscriptions(client, live_server):
     await other_ws.close()
 
 
-async def test_an_expired_token_closes_its_subscriptions(client, live_server, settings):
+async def test_an_expired_token_closes_its_subscriptions(client, live_server, runtime, settings):
     owner = await register(client)
-    signer = TokenSigner(settings.secret_key.get_secret_value(), issuer=settings.jwt_issuer,
-                         lifetime=timedelta(seconds=2))  # fmt: skip
-    short = signer.issue(user_id=owner.user_id, org_id=owner.org_id)
+    short = await session_token(runtime, settings, owner.user_id, owner.org_id, lifetime=timedelta(seconds=2))
     ws = await _subscribed(live_server, {"authorization": f"Bearer {short.token}"})
     code, after = await _closed_with(ws, 10)
     assert code == 4403 and after < 5

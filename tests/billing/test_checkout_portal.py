@@ -2,14 +2,10 @@
 
 from __future__ import annotations
 
-from datetime import timedelta
-
 import sqlalchemy as sa
 
-from app.db import new_id
-from app.orgs.credentials import TokenSigner
 from billing.stripe_stub import PRICE_BUSINESS, PRICE_PRO
-from support import create_api_key, error_code, gql, register
+from support import add_user, create_api_key, error_code, gql, register
 
 
 async def _rows(runtime, sql: str, **params):
@@ -156,17 +152,7 @@ async def test_only_owners_and_admins(make_client, runtime, stripe_stub, setting
         assert error_code(await gql(client, op, variables, api_key=secret)) == "FORBIDDEN"
 
     # a member of the same organisation
-    member_id = new_id("usr")
-    async with runtime.db.engine.begin() as conn:
-        await conn.execute(
-            sa.text(
-                "INSERT INTO users (id, org_id, email, name, password_hash, role, notification_preferences, "
-                "created_at, updated_at) VALUES (:id, :org, :email, 'Member', 'x', :role, '{}', now(), now())"
-            ),
-            {"id": member_id, "org": owner.org_id, "email": f"{member_id}@example.com", "role": "member"},
-        )
-    signer = TokenSigner(runtime.secret_key, issuer=settings.jwt_issuer, lifetime=timedelta(minutes=5))
-    member = signer.issue(user_id=member_id, org_id=owner.org_id).token
+    member_id, member = await add_user(runtime, settings, owner, "member")
     for op, variables in (
         ("Billing", {}),
         ("CreateCheckoutSession", {"priceId": PRICE_PRO}),
@@ -178,7 +164,7 @@ async def test_only_owners_and_admins(make_client, runtime, stripe_stub, setting
 
     # an admin may
     async with runtime.db.engine.begin() as conn:
-        await conn.execute(sa.text("UPDATE users SET role = 'admin' WHERE id = :id"), {"id": member_id})
+        await conn.execute(sa.text("UPDATE memberships SET role = 'admin' WHERE user_id = :id"), {"id": member_id})
     assert "errors" not in await gql(client, "Billing", token=member)
     assert stripe_stub.to("/v1/checkout/sessions") == []
 

@@ -86,8 +86,9 @@ async def test_attempts_run_out(runtime, smtp_server, monkeypatch):
     smtp_server.stop()
     now = utcnow()
     for step in range(3):
-        await service.send_due(runtime.db, SMTPTransport(runtime.settings), runtime.settings,
-                               now=now + timedelta(hours=step))  # fmt: skip
+        await service.send_due(
+            runtime.db, SMTPTransport(runtime.settings), runtime.settings, now=now + timedelta(hours=step)
+        )
     row = (await _rows(runtime))[0]
     assert row.status == "FAILED" and row.attempt_count == 2
 
@@ -145,7 +146,9 @@ async def test_development_mail_goes_to_a_folder(runtime, tmp_path, monkeypatch,
 def test_template_values_are_escaped_in_html():
     from app.mail.templates import render
 
-    out = render("invitation", {"inviter": "<script>", "organization": "A\r\nBcc: x", "role": "member",
-                                "link": "http://x", "expires": "soon"})  # fmt: skip
+    out = render(
+        "invitation",
+        {"inviter": "<script>", "organization": "A\r\nBcc: x", "role": "member", "link": "http://x", "expires": "soon"},
+    )
     assert "<script>" not in out.html and "&lt;script&gt;" in out.html
     assert "\n" not in out.subject and "\r" not in out.subject
