@@ -27,8 +27,7 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import create_async_engine
 
 from app.db import to_async_url
-from conftest import TEST_SECRET
-from support import agentrail_command, free_port, operation
+from support import TEST_SECRET, agentrail_command, free_port, operation
 
 
 class Server:
