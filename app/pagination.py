@@ -36,10 +36,14 @@ DEFAULT_PAGE_SIZE = 50
 NodeType = TypeVar("NodeType")
 
 
-@strawberry.type(description="Where a page ends and whether more follow.")
+@strawberry.type(description="Where a page starts and ends, and whether more pages follow or precede it (Relay).")
 class PageInfo:
     has_next_page: bool = strawberry.field(description="True when another page follows this one.")
     end_cursor: str | None = strawberry.field(description="Pass as `after` to fetch the next page.")
+    has_previous_page: bool = strawberry.field(default=False, description="True when another page precedes this one.")
+    start_cursor: str | None = strawberry.field(
+        default=None, description="Pass as `before` to fetch the previous page."
+    )
 
 
 @strawberry.type(description="A node and the cursor that points at it.")
@@ -97,6 +101,10 @@ def build_connection(
     edges = [Edge(cursor=encode_cursor(sort_key(row)), node=to_node(row)) for row in page]
     return Connection(
         edges=edges,
-        page_info=PageInfo(has_next_page=has_next, end_cursor=edges[-1].cursor if edges else None),
+        page_info=PageInfo(
+            has_next_page=has_next,
+            end_cursor=edges[-1].cursor if edges else None,
+            start_cursor=edges[0].cursor if edges else None,
+        ),
         total_count=total_count,
     )

@@ -31,6 +31,8 @@ def _parse_datetime(value: object) -> datetime:
 DateTime = scalar(
     name="DateTime",
     description="Date and time in UTC, ISO 8601 with `Z` (e.g. 2026-11-23T18:00:00.000Z).",
+    # the GraphQL Scalars date-time specification (RFC 3339 with an offset; ours is always `Z`)
+    specified_by_url="https://scalars.graphql.org/andimarek/date-time",
     serialize=iso,
     parse_value=_parse_datetime,
 )

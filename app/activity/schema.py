@@ -16,7 +16,7 @@ from app.scalars import JSON
 
 @strawberry.type(description="Who made a change, as they were at the time.")
 class Actor:
-    type: str = strawberry.field(description="user, api_key or system.")
+    type: str = strawberry.field(description="Who acted: user, api_key or system.")
     id: str | None = strawberry.field(description="User or key id.")
     name: str | None = strawberry.field(description="The user's name, or the key's name and prefix.")
     email: str | None = strawberry.field(description="The user's email.")

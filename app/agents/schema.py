@@ -34,7 +34,9 @@ class AgentStats:
     blocked: int = strawberry.field(
         description='Records blocked: governanceStatus "blocked" (by a rule, or as sent) or status BLOCKED.'
     )
-    error_rate: float = strawberry.field(description="errors / records (0 when there are none).")
+    error_rate: float = strawberry.field(
+        description="Share of its records that failed: errors / records (0 when there are none)."
+    )
     duration_p50: float | None = strawberry.field(description="Median duration in milliseconds.")
     duration_p95: float | None = strawberry.field(description="95th percentile duration in milliseconds.")
     alerts_by_severity: list[SeverityCount] = strawberry.field(description="Alerts raised, by severity.")

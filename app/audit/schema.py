@@ -30,17 +30,17 @@ CONTENT = Cost(weight=1)
 
 @strawberry.enum(description="Risk of an action, as the agent runtime judged it.")
 class RiskLevel(Enum):
-    LOW = "LOW"
-    MEDIUM = "MEDIUM"
-    HIGH = "HIGH"
-    CRITICAL = "CRITICAL"
+    LOW = strawberry.enum_value("LOW", description="Low risk.")
+    MEDIUM = strawberry.enum_value("MEDIUM", description="Medium risk.")
+    HIGH = strawberry.enum_value("HIGH", description="High risk.")
+    CRITICAL = strawberry.enum_value("CRITICAL", description="Critical risk: the highest level.")
 
 
 @strawberry.enum(description="Outcome of a span.")
 class SpanStatus(Enum):
-    OK = "ok"
-    ERROR = "error"
-    BLOCKED = "blocked"
+    OK = strawberry.enum_value("ok", description="It succeeded.")
+    ERROR = strawberry.enum_value("error", description="It failed.")
+    BLOCKED = strawberry.enum_value("blocked", description="A guardrail stopped it.")
 
 
 @strawberry.type(description="One action an agent took: an immutable audit record, and a span of its trace.")

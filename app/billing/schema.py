@@ -16,21 +16,27 @@ from app.usage import plans
 
 @strawberry.enum(description="A billing plan.")
 class BillingPlan(Enum):
-    FREE = "free"
-    PRO = "pro"
-    BUSINESS = "business"
+    FREE = strawberry.enum_value("free", description="The free plan: the smallest limits, no payment.")
+    PRO = strawberry.enum_value("pro", description="The Pro plan (paid through Stripe).")
+    BUSINESS = strawberry.enum_value(
+        "business", description="The Business plan (paid through Stripe): the largest limits."
+    )
 
 
 @strawberry.enum(description="The Stripe subscription's status (`past_due` keeps the paid plan while Stripe retries).")
 class SubscriptionStatus(Enum):
-    ACTIVE = "active"
-    TRIALING = "trialing"
-    PAST_DUE = "past_due"
-    UNPAID = "unpaid"
-    CANCELED = "canceled"
-    INCOMPLETE = "incomplete"
-    INCOMPLETE_EXPIRED = "incomplete_expired"
-    PAUSED = "paused"
+    ACTIVE = strawberry.enum_value("active", description="Paid and current.")
+    TRIALING = strawberry.enum_value("trialing", description="In its trial period.")
+    PAST_DUE = strawberry.enum_value(
+        "past_due", description="A payment failed; Stripe retries and the paid plan is kept meanwhile."
+    )
+    UNPAID = strawberry.enum_value("unpaid", description="Stripe gave up retrying; the plan falls back to free.")
+    CANCELED = strawberry.enum_value("canceled", description="Cancelled; the plan falls back to free.")
+    INCOMPLETE = strawberry.enum_value("incomplete", description="The first payment has not succeeded yet.")
+    INCOMPLETE_EXPIRED = strawberry.enum_value(
+        "incomplete_expired", description="The first payment never succeeded; the subscription lapsed."
+    )
+    PAUSED = strawberry.enum_value("paused", description="Paused in Stripe: no payments are collected.")
 
 
 @strawberry.type(description="What a plan allows. Null means unlimited.")

@@ -17,19 +17,28 @@ from app.scalars import JSON
 
 @strawberry.enum(description="How serious a finding is.")
 class Severity(Enum):
-    LOW = "LOW"
-    MEDIUM = "MEDIUM"
-    HIGH = "HIGH"
-    CRITICAL = "CRITICAL"
+    LOW = strawberry.enum_value("LOW", description="Informational; no action needed soon.")
+    MEDIUM = strawberry.enum_value("MEDIUM", description="Worth a look.")
+    HIGH = strawberry.enum_value("HIGH", description="Needs attention soon.")
+    CRITICAL = strawberry.enum_value("CRITICAL", description="Needs attention now.")
 
 
 @strawberry.enum(description="What a rule checks.")
 class RuleKind(Enum):
-    PII = "pii"
-    PATTERN = "pattern"
-    KEYWORDS = "keywords"
-    THRESHOLD = "threshold"
-    ACTION_MATCH = "action_match"
+    PII = strawberry.enum_value(
+        "pii", description="Personal data (emails, phone numbers, card numbers, IBANs, SSNs, …) in the checked fields."
+    )
+    PATTERN = strawberry.enum_value("pattern", description="A regular expression (RE2) in the checked fields.")
+    KEYWORDS = strawberry.enum_value(
+        "keywords",
+        description="Any of a list of words or phrases (case-insensitive, on word boundaries) in the checked fields.",
+    )
+    THRESHOLD = strawberry.enum_value(
+        "threshold", description="A number beyond a limit: durationMs, or one under metadata, args or result."
+    )
+    ACTION_MATCH = strawberry.enum_value(
+        "action_match", description="Watched actions, verbs or providers, optionally only at given risk levels."
+    )
 
 
 @strawberry.enum(description="What happens when a rule matches.")
@@ -50,11 +59,11 @@ class RuleAction(Enum):
 
 @strawberry.enum(description="A field of an audit record that text rules can check.")
 class RecordField(Enum):
-    PROMPT = "prompt"
-    RESPONSE = "response"
-    METADATA = "metadata"
-    ARGS = "args"
-    RESULT = "result"
+    PROMPT = strawberry.enum_value("prompt", description="The record's prompt.")
+    RESPONSE = strawberry.enum_value("response", description="The record's response.")
+    METADATA = strawberry.enum_value("metadata", description="The record's metadata (JSON).")
+    ARGS = strawberry.enum_value("args", description="The record's call arguments (JSON).")
+    RESULT = strawberry.enum_value("result", description="The record's call result (JSON).")
 
 
 @strawberry.type(description="A compliance rule of the organisation (custom, or installed from a pack).")

@@ -20,26 +20,28 @@ from app.principal import Principal
 
 @strawberry.enum(description="What an export contains.")
 class ExportDataset(Enum):
-    AUDIT_LOGS = "AUDIT_LOGS"
-    ACTIVITY = "ACTIVITY"
+    AUDIT_LOGS = strawberry.enum_value("AUDIT_LOGS", description="The audit records (users and API keys).")
+    ACTIVITY = strawberry.enum_value("ACTIVITY", description="The activity trail (users only).")
 
 
 @strawberry.enum(description="File format of an export.")
 class ExportFormat(Enum):
-    CSV = "CSV"
-    JSON = "JSON"
-    NDJSON = "NDJSON"
-    PARQUET = "PARQUET"
+    CSV = strawberry.enum_value("CSV", description="Comma-separated values (RFC 4180, with a formula-injection guard).")
+    JSON = strawberry.enum_value("JSON", description="One JSON document: {apiVersion, kind, metadata, records}.")
+    NDJSON = strawberry.enum_value("NDJSON", description="Newline-delimited JSON: one record per line.")
+    PARQUET = strawberry.enum_value("PARQUET", description="Apache Parquet with typed columns (zstd).")
 
 
 @strawberry.enum(description="Where an export job stands.")
 class ExportStatus(Enum):
-    PENDING = "PENDING"
-    RUNNING = "RUNNING"
-    READY = "READY"
-    FAILED = "FAILED"
-    EXPIRED = "EXPIRED"
-    CANCELLED = "CANCELLED"
+    PENDING = strawberry.enum_value("PENDING", description="Queued; no worker has started it yet.")
+    RUNNING = strawberry.enum_value("RUNNING", description="A worker is writing the file.")
+    READY = strawberry.enum_value("READY", description="The file can be downloaded.")
+    FAILED = strawberry.enum_value("FAILED", description="It failed after its last attempt (see error).")
+    EXPIRED = strawberry.enum_value("EXPIRED", description="The file passed its retention and was deleted.")
+    CANCELLED = strawberry.enum_value(
+        "CANCELLED", description="Cancelled before it finished; what it wrote is deleted."
+    )
 
 
 @strawberry.type(

@@ -15,8 +15,8 @@ from app.jobs import service
 
 @strawberry.enum(description="What kind of background job an update is about.")
 class JobKind(Enum):
-    EXPORT = "export"
-    REPORT = "report"
+    EXPORT = strawberry.enum_value("export", description="An export job (startExport).")
+    REPORT = strawberry.enum_value("report", description="A compliance report (requestReport).")
 
 
 @strawberry.type(description="A change of one of your background jobs.")

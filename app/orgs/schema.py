@@ -36,8 +36,8 @@ class ApiKeyScope(Enum):
 
 @strawberry.enum(description="What kind of credential made the request.")
 class ViewerKind(Enum):
-    USER = "user"
-    API_KEY = "api_key"
+    USER = strawberry.enum_value("user", description="A person signed in with an access token.")
+    API_KEY = strawberry.enum_value("api_key", description="An agent or script with an API key.")
 
 
 @strawberry.type(description="An organisation: the unit of tenancy and billing.")

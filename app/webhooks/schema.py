@@ -16,11 +16,13 @@ from app.webhooks import models, service
 
 @strawberry.enum(description="Where a delivery stands.")
 class WebhookDeliveryStatus(Enum):
-    PENDING = "PENDING"
-    SENDING = "SENDING"
-    DELIVERED = "DELIVERED"
-    FAILED = "FAILED"
-    DEAD_LETTERED = "DEAD_LETTERED"
+    PENDING = strawberry.enum_value("PENDING", description="Waiting for its (next) attempt.")
+    SENDING = strawberry.enum_value("SENDING", description="An attempt is in flight.")
+    DELIVERED = strawberry.enum_value("DELIVERED", description="The endpoint answered 2xx.")
+    FAILED = strawberry.enum_value("FAILED", description="The last attempt failed; a retry is scheduled.")
+    DEAD_LETTERED = strawberry.enum_value(
+        "DEAD_LETTERED", description="Every retry failed; it can be redelivered by hand."
+    )
 
 
 @strawberry.type(

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 from graphql import GraphQLInputObjectType, GraphQLObjectType
 from graphql import build_schema as parse_sdl
+from npm_tools import npm_packages, run_node
 
 from app.api.schema import print_sdl
 from support import error_code, gql, register
@@ -18,6 +20,34 @@ def test_schema_graphql_matches_the_code():
     assert SCHEMA_FILE.read_text() == printed, (
         "schema.graphql is out of date: run `.venv/bin/agentrail print-schema > schema.graphql`"
     )
+
+
+GRAPHQL_SCHEMA_LINTER_VERSION = "3.0.1"
+# style only: the schema lists fields and values in the order that reads best, not alphabetically
+SORTING_RULES = {
+    "type-fields-sorted-alphabetically",
+    "input-object-fields-sorted-alphabetically",
+    "enum-values-sorted-alphabetically",
+}
+LINTER_SCRIPT = r"""
+const { spawnSync } = require('child_process');
+const bin = require.resolve('graphql-schema-linter/lib/cli.js');
+const done = spawnSync(process.execPath, [bin, '--format', 'json', process.argv[2]], { encoding: 'utf8' });
+process.stdout.write(done.stdout);
+"""
+
+
+def test_graphql_schema_linter_is_clean():
+    """graphql-schema-linter (npm, pinned) with all its rules, the alphabetical-order ones aside."""
+    folder = npm_packages({"graphql-schema-linter": GRAPHQL_SCHEMA_LINTER_VERSION, "graphql": "16.15.0"})
+    done = run_node(folder, LINTER_SCRIPT, str(SCHEMA_FILE))
+    assert done.returncode == 0, done.stderr
+    errors = json.loads(done.stdout)["errors"]
+    counted = [e for e in errors if e["rule"] not in SORTING_RULES]
+    print(
+        f"\ngraphql-schema-linter {GRAPHQL_SCHEMA_LINTER_VERSION}: {len(errors)} errors, {len(counted)} outside sorting"
+    )
+    assert not counted, "\n".join(f"{e['rule']}: {e['message']}" for e in counted)
 
 
 def test_every_field_is_described_and_camel_case():
