@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any
+from enum import Enum
+from typing import TYPE_CHECKING, Any, cast
 
 from strawberry.types.scalar import scalar
 
@@ -37,4 +38,11 @@ DateTime = scalar(
     parse_value=_parse_datetime,
 )
 
-__all__ = ["JSON", "DateTime"]
+
+def stored(member: Enum) -> str:
+    """The stored spelling of a GraphQL enum member (its value); members declared with `strawberry.enum_value`
+    (to carry a description) are typed as value definitions, though their value is the string."""
+    return cast(str, member.value)
+
+
+__all__ = ["JSON", "DateTime", "stored"]

@@ -16,6 +16,7 @@ from app.errors import NotFound, SubscriberTooSlowError
 from app.info import Info, RequestInfo
 from app.pagination import Connection, build_connection, decode_cursor, encode_cursor, page_size
 from app.runtime.redis import Gap
+from app.scalars import stored
 
 if TYPE_CHECKING:
     from app.agents.schema import Agent
@@ -166,7 +167,7 @@ class AlertFilter:
     def to_query(self) -> service.AlertQuery:
         return service.AlertQuery(
             resolved=self.resolved,
-            severities=[s.value for s in self.severity] if self.severity else None,
+            severities=[stored(s) for s in self.severity] if self.severity else None,
             agent_ids=[str(a) for a in self.agent_id] if self.agent_id else None,
             rule_ids=[str(r) for r in self.rule_id] if self.rule_id else None,
             created_from=self.from_,

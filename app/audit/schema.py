@@ -18,7 +18,7 @@ from app.info import Info
 from app.masking import CONTENT_FIELDS
 from app.pagination import Connection, build_connection, decode_cursor, page_size, selects_any
 from app.runtime.redis import Gap
-from app.scalars import JSON
+from app.scalars import JSON, stored
 
 if TYPE_CHECKING:
     from app.agents.schema import Agent
@@ -315,8 +315,8 @@ class AuditLogFilter:
             agent_ids=[str(a) for a in self.agent_id] if self.agent_id else None,
             actions=self.action,
             trace_id=self.trace_id,
-            statuses=[s.value for s in self.status] if self.status else None,
-            risk_levels=[r.value for r in self.risk_level] if self.risk_level else None,
+            statuses=[stored(s) for s in self.status] if self.status else None,
+            risk_levels=[stored(r) for r in self.risk_level] if self.risk_level else None,
             governance_statuses=self.governance_status,
             providers=self.provider,
             verbs=self.verb,
@@ -344,7 +344,7 @@ class TraceFilter:
             agent_ids=[str(a) for a in self.agent_id] if self.agent_id else None,
             started_from=self.from_,
             started_to=self.to,
-            status=self.status.value if self.status else None,
+            status=stored(self.status) if self.status else None,
             has_alerts=self.has_alerts,
         )
 

@@ -12,7 +12,7 @@ from app.compliance import installs, models, service
 from app.compliance.models import ComplianceRule as RuleRow
 from app.compliance.packs import Pack, PackRule, all_packs
 from app.info import Info, RequestInfo
-from app.scalars import JSON
+from app.scalars import JSON, stored
 
 
 @strawberry.enum(description="How serious a finding is.")
@@ -171,11 +171,11 @@ class ComplianceRuleInput:
         return service.RuleInput(
             name=self.name,
             description=self.description,
-            kind=self.kind.value if self.kind else None,
+            kind=stored(self.kind) if self.kind else None,
             config=self.config,
-            severity=self.severity.value if self.severity else None,
+            severity=stored(self.severity) if self.severity else None,
             enabled=self.enabled,
-            applies_to=[f.value for f in self.applies_to] if self.applies_to is not None else None,
+            applies_to=[stored(f) for f in self.applies_to] if self.applies_to is not None else None,
             action=cast(str, self.action.value) if self.action else None,  # enum_value types members as definitions
         )
 

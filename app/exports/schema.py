@@ -16,6 +16,7 @@ from app.exports.models import ExportJob as JobRow
 from app.info import Info
 from app.pagination import Connection, build_connection, decode_cursor, page_size
 from app.principal import Principal
+from app.scalars import stored
 
 
 @strawberry.enum(description="What an export contains.")
@@ -133,7 +134,7 @@ class ExportsQuery:
         principal = await info.context.principal()
         limit = page_size(first)
         cursor = decode_cursor(after, (datetime, str))
-        statuses = [s.value for s in filter.status] if filter and filter.status else None
+        statuses = [stored(s) for s in filter.status] if filter and filter.status else None
         rows = await service.list_jobs(
             await info.context.db(),
             principal,
@@ -169,7 +170,7 @@ class ExportsMutation:
         principal = await info.context.principal()
         query = _query_of(input)
         job = await service.create_job(
-            info.context.runtime, await info.context.db(), principal, input.dataset.value, input.format.value, query
+            info.context.runtime, await info.context.db(), principal, stored(input.dataset), stored(input.format), query
         )
         return ExportJob.of(info, job, principal)
 

@@ -12,6 +12,7 @@ from app.audit.schema import SpanStatus
 from app.cost import Cost
 from app.info import Info
 from app.metrics import service
+from app.scalars import stored
 
 
 @strawberry.enum(description="What metric buckets are split by.")
@@ -139,7 +140,7 @@ class MetricsQuery:
             group_by=[cast(str, d.value) for d in group_by or []],  # enum_value types members as definitions
             agent_ids=[str(a) for a in f.agent_id] if f.agent_id is not None else None,
             actions=f.action,
-            statuses=[s.value for s in f.status] if f.status is not None else None,
+            statuses=[stored(s) for s in f.status] if f.status is not None else None,
             governance_statuses=f.governance_status,
             verbs=f.verb,
             providers=f.provider,

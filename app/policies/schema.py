@@ -14,7 +14,7 @@ from app.info import Info, RequestInfo
 from app.metrics import policies as policy_analytics
 from app.pagination import Connection, build_connection, decode_cursor, page_size
 from app.policies import models, service
-from app.scalars import JSON
+from app.scalars import JSON, stored
 
 if TYPE_CHECKING:
     from app.agents.schema import Agent
@@ -260,12 +260,12 @@ class PolicyRuleInput:
     def to_service(self) -> service.PolicyRuleInput:
         return service.PolicyRuleInput(
             name=self.name,
-            kind=self.kind.value,
+            kind=stored(self.kind),
             config=self.config,
             description=self.description or "",
-            severity=self.severity.value if self.severity else "MEDIUM",
+            severity=stored(self.severity) if self.severity else "MEDIUM",
             action=cast(str, self.action.value) if self.action else "alert",  # enum_value: members typed as definitions
-            applies_to=[f.value for f in self.applies_to] if self.applies_to is not None else None,
+            applies_to=[stored(f) for f in self.applies_to] if self.applies_to is not None else None,
             key=self.key,
         )
 

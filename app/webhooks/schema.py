@@ -10,7 +10,7 @@ import strawberry
 
 from app.info import Info, RequestInfo
 from app.pagination import TOTAL_COUNT, Connection, build_connection, decode_cursor, page_size, selects_any
-from app.scalars import JSON
+from app.scalars import JSON, stored
 from app.webhooks import models, service
 
 
@@ -151,7 +151,7 @@ class WebhookDeliveryFilter:
 
     def to_query(self) -> service.DeliveryQuery:
         return service.DeliveryQuery(
-            statuses=[s.value for s in self.status] if self.status else None,
+            statuses=[stored(s) for s in self.status] if self.status else None,
             endpoint_id=str(self.endpoint_id) if self.endpoint_id else None,
             event_types=self.event_type,
             created_from=self.from_,
