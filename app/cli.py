@@ -258,17 +258,20 @@ def cmd_migrate(args: argparse.Namespace) -> int:
 
 
 def _with_database(args: argparse.Namespace, action: Any) -> Any:
-    """Runs `action(db, secret)` against the configured (or embedded) database."""
+    """Runs `action(db, keys)` against the configured (or embedded) database (keys: app.audit.sealing.Keys,
+    the service secret and the audit signing key)."""
     settings = _settings_from(args)
     configure_logging(settings)
     import app.models  # noqa: F401  every table known before the first session, so foreign keys resolve
+    from app.audit.sealing import Keys
     from app.db import Database
-    from app.runtime.secrets import resolve_secret_key
+    from app.integrity import Signer
+    from app.runtime.secrets import resolve_secret_key, resolve_signing_key
 
     async def main(database_url: str) -> Any:
         db = Database(database_url, pool_size=2, max_overflow=0)
         try:
-            return await action(db, resolve_secret_key(settings))
+            return await action(db, Keys(resolve_secret_key(settings), Signer(resolve_signing_key(settings))))
         finally:
             await db.dispose()
 
@@ -279,7 +282,7 @@ def _with_database(args: argparse.Namespace, action: Any) -> Any:
 def cmd_seal(args: argparse.Namespace) -> int:
     from app.audit import sealing
 
-    written = _with_database(args, sealing.seal_all)
+    written = _with_database(args, lambda db, keys: sealing.seal_all(db, keys.signer))
     print(json.dumps({"digestsWritten": written}))
     return 0
 
@@ -288,7 +291,7 @@ def cmd_verify(args: argparse.Namespace) -> int:
     """Verifies every organisation (or one): prints one JSON line each; exit 1 when any is broken."""
     from app.audit import sealing
 
-    async def run(db: Any, secret: str) -> list[dict[str, Any]]:
+    async def run(db: Any, keys: Any) -> list[dict[str, Any]]:
         from sqlalchemy import text
 
         async with db.system_session() as session:
@@ -300,8 +303,8 @@ def cmd_verify(args: argparse.Namespace) -> int:
         reports = []
         for org_id in orgs:
             async with db.tenant_session(org_id) as session:
-                outcome = await sealing.verify(session, secret, occurred_from=args.from_, occurred_to=args.to)
-            reports.append({"organizationId": org_id, **{_camel(k): v for k, v in vars(outcome).items()}})
+                outcome = await sealing.verify(session, keys, occurred_from=args.from_, occurred_to=args.to)
+            reports.append({"organizationId": org_id, **{_camel(k): v for k, v in outcome.report().items()}})
         return reports
 
     reports = _with_database(args, run)

@@ -32,6 +32,9 @@ class Settings(BaseSettings):
 
     # tokens
     secret_key: SecretStr | None = None
+    # the Ed25519 key that signs audit digests: base64 of its 32-byte seed, or a PKCS#8 PEM; when unset, the
+    # file `audit_signing_key` in the data folder (generated once, mode 0600). Never logged.
+    audit_signing_key: SecretStr | None = None
     access_token_minutes: int = 15
     jwt_issuer: str = "agentrail"
     # sign-in sessions (app/orgs/sessions.py): rotating refresh tokens, in the body or in an httpOnly cookie

@@ -13,7 +13,6 @@ from sqlmodel import select
 from app.audit import sealing, search
 from app.audit import service as audit
 from app.db import SYSTEM, TenancyError, global_text, new_id, scoped_text
-from app.integrity import digest_signing_key
 from app.metrics import service as metrics
 from app.orgs.models import ApiKey, Organization
 from app.runtime.copy_out import copy_lines
@@ -180,9 +179,8 @@ async def test_marked_raw_sql_keeps_other_organisations_rows_invisible(client, r
         await quota.consume_records(session, alice.org_id, 10)
         await session.commit()
     # sealed: one digest per organisation, each of its own records
-    key = digest_signing_key("secret")
     async with runtime.db.tenant_session(alice.org_id) as session:
-        digest = await sealing.seal_organization(session, key)
+        digest = await sealing.seal_organization(session, runtime.signer)
         assert digest is not None and digest.record_count == 2
     async with runtime.db.engine.begin() as conn:
         rollups = (await conn.execute(sa.text("SELECT org_id, sum(count) FROM metric_rollups GROUP BY 1"))).all()

@@ -1,6 +1,6 @@
 """Who may call the audit domain's operations (see app/permissions.py)."""
 
-from app.permissions import Permissions, Scope, anyone
+from app.permissions import Permissions, Scope, anyone, public
 from app.principal import Role
 
 READ = anyone("read audit records")
@@ -19,6 +19,11 @@ PERMISSIONS = Permissions(
         "Query.trace": READ,
         "Query.traces": READ,
         "Query.verifyAuditTrail": anyone("verify the audit trail"),
+        "Query.auditSigningKeys": anyone("list the digest signing keys"),
+        "Query.auditProof": READ,
+        "Query.auditConsistencyProof": READ,
+        "GET /api/v1/audit-logs/{record_id}/proof": READ,
+        "GET /.well-known/agentrail-audit-keys.json": public("publish the digest signing keys", note="public keys"),
         "Mutation.logEvent": WRITE,
         "Mutation.logEvents": WRITE,
         "Subscription.traceSpans": READ,

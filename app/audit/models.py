@@ -11,7 +11,7 @@ from sqlalchemy.dialects.postgresql import ARRAY, JSONB, TSVECTOR
 from sqlalchemy.orm import InstrumentedAttribute
 from sqlmodel import Field, SQLModel, col
 
-from app.db import TenantScoped, timestamp_column
+from app.db import TenantScoped, optional_timestamp_column, timestamp_column
 from app.masking import CONTENT_FIELDS
 
 
@@ -31,6 +31,7 @@ class AuditLog(SQLModel, TenantScoped, table=True):
         sa.Index("ix_audit_logs_org_parent", "org_id", "trace_id", "parent_span_id"),
         sa.Index("ix_audit_logs_org_agent", "org_id", "agent_id", sa.text("occurred_at DESC")),
         sa.Index("ix_audit_logs_org_seq", "org_id", "seq"),
+        sa.Index("uq_audit_logs_org_chain", "org_id", "chain_index", unique=True),
         sa.Index(
             "uq_audit_logs_org_idempotency",
             "org_id",
@@ -70,7 +71,12 @@ class AuditLog(SQLModel, TenantScoped, table=True):
     idempotent: bool | None = None
     tenant_id: str | None = Field(default=None, max_length=255)
     credential_masked: bool = False
-    checksum: str = Field(max_length=80)
+    checksum: str = Field(max_length=80)  # the record hash (app.integrity); a legacy checksum before the chain
+    # the chain (app.integrity): 1-based position in the organisation's stream, hash of the content fields,
+    # and SHA-256(previous entry_hash || record hash), all computed under the ingest lock
+    chain_index: int = Field(sa_type=sa.BigInteger)
+    content_hash: bytes = Field(sa_type=sa.LargeBinary)
+    entry_hash: bytes = Field(sa_type=sa.LargeBinary)
 
 
 class AuditTrace(SQLModel, TenantScoped, table=True):
@@ -124,14 +130,20 @@ class AuditSearchProgress(SQLModel, TenantScoped, table=True):
 class AuditDigest(SQLModel, TenantScoped, table=True):
     """Seals every record of an organisation with `from_seq <= seq <= to_seq`.
 
-    Digests form a chain: each carries the hash of the previous one, and an HMAC over its content.
+    Digests form a chain: each carries the hash of the previous one. Version 1 (before the chain): a Merkle
+    root over the range's checksums and an HMAC under a key derived from the service secret. Version 2: the
+    records with chain indexes `from_index..tree_size`, the RFC 9162 root of the tree of every record of the
+    organisation up to `tree_size`, the chain head (entry hash of record `tree_size`), signed with Ed25519
+    (`key_id`, app.integrity.digest_v2_payload). `frontier` is the tree's right edge, so that the next digest
+    continues it without reading old records (not signed: it is checked against the root it folds to).
     """
 
     __tablename__ = "audit_digests"
-    __table_args__ = (sa.UniqueConstraint("org_id", "sequence", name="uq_audit_digests_org_sequence"),)
+    __table_args__ = (sa.UniqueConstraint("org_id", "stream", "sequence", name="uq_audit_digests_org_sequence"),)
 
     id: str = Field(primary_key=True, max_length=40)
     org_id: str = Field(foreign_key="organizations.id", max_length=40)
+    stream: str = Field(default="audit", max_length=16)  # audit | activity (app.audit.streams)
     sequence: int = Field(sa_type=sa.BigInteger)
     from_seq: int = Field(sa_type=sa.BigInteger)
     to_seq: int = Field(sa_type=sa.BigInteger)
@@ -143,6 +155,47 @@ class AuditDigest(SQLModel, TenantScoped, table=True):
     digest_hash: str = Field(max_length=80)
     signature: str = Field(max_length=200)
     created_at: datetime = timestamp_column()
+    version: int = Field(default=1, sa_type=sa.SmallInteger)
+    key_id: str | None = Field(default=None, max_length=40)
+    from_index: int | None = Field(default=None, sa_type=sa.BigInteger)
+    tree_size: int | None = Field(default=None, sa_type=sa.BigInteger)
+    chain_head: str | None = Field(default=None, max_length=64)
+    frontier: list[Any] | None = Field(default=None, sa_column=sa.Column(JSONB, nullable=True))
+
+
+class AuditMerkleNode(SQLModel, TenantScoped, table=True):
+    """A perfect subtree of an organisation's Merkle tree (level >= 8: 256 leaves and more), kept when sealing
+    completes it: inclusion and consistency proofs read these instead of every record. Level 8 nodes also keep
+    their 256 leaves (entry hashes, 32 bytes each), so that verification names the exact record that differs
+    from what was sealed. Immutable (trigger)."""
+
+    __tablename__ = "audit_merkle_nodes"
+
+    org_id: str = Field(primary_key=True, foreign_key="organizations.id", max_length=40)
+    stream: str = Field(primary_key=True, max_length=16)
+    level: int = Field(primary_key=True, sa_type=sa.SmallInteger)
+    idx: int = Field(primary_key=True, sa_type=sa.BigInteger)  # first leaf // 2**level
+    hash: bytes = Field(sa_type=sa.LargeBinary)
+    leaves: bytes | None = Field(default=None, sa_type=sa.LargeBinary)
+
+
+class AuditSigningKey(SQLModel, table=True):
+    """A public key that signs (or signed) digests, with when it was the signing key. Not per organisation.
+
+    When the signing key changes, the new key signs a statement about the previous one
+    (`previous_key_signature`, app.integrity.key_statement), and the previous key, when its private half is
+    still at hand (`agentrail rotate-signing-key`), signs one about the new key (`endorsement`): a verifier
+    that trusts either one can follow the change."""
+
+    __tablename__ = "audit_signing_keys"
+
+    id: str = Field(primary_key=True, max_length=40)  # app.integrity.key_id
+    public_key: bytes = Field(sa_type=sa.LargeBinary)
+    valid_from: datetime = timestamp_column()
+    valid_to: datetime | None = optional_timestamp_column()
+    previous_key_id: str | None = Field(default=None, max_length=40)
+    previous_key_signature: str | None = Field(default=None, max_length=200)
+    endorsement: str | None = Field(default=None, max_length=200)
 
 
 @dataclass(slots=True)
@@ -235,6 +288,10 @@ TEXT_RECORD_COLUMNS = [
     sa.null().label(column.key) if column.key in _JSON_KEYS else column
     for column in cast(list[InstrumentedAttribute[Any]], RECORD_COLUMNS)
 ]
+
+
+# what verification reads beside RECORD_COLUMNS
+CHAIN_COLUMNS = [col(AuditLog.chain_index), col(AuditLog.content_hash), col(AuditLog.entry_hash)]
 
 
 def record_from_row(row: Any) -> AuditRecord:

@@ -8,11 +8,14 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from app.audit import proofs, signing
 from app.audit.ingest import ingest
 from app.audit.models import AuditRecord
 from app.db import InvalidJSON, iso, request_json
 from app.errors import AppError, BadUserInput
+from app.rest import params
 from app.rest.responses import JSONResponse, error_response, principal_of
+from app.unit_of_work import system_unit_of_work, unit_of_work
 
 _JSON_NAMES = {
     "trace_id": "traceId",
@@ -80,7 +83,42 @@ async def create_audit_logs_batch(request: Request) -> Response:
     return JSONResponse({"records": [record_to_json(r) for r in records], "count": len(records)}, status_code=201)
 
 
+@params.accepts(params.text("digestId", max_length=40))
+async def audit_proof(request: Request) -> Response:
+    """The record's inclusion proof in the newest signed digest (or `?digestId=`), with that digest."""
+    runtime = request.app.state.runtime
+    try:
+        principal = principal_of(request)
+        digest_id = params.query_of(request)["digestId"]
+        async with unit_of_work(runtime, principal.org_id) as session:
+            proof = await proofs.inclusion_proof(session, request.path_params["record_id"], digest_id=digest_id)
+            body = proofs.inclusion_json(proof)
+    except AppError as exc:
+        return error_response(exc)
+    return JSONResponse(body)
+
+
+async def signing_keys(request: Request) -> Response:
+    """Public: every key that signs or signed digests, with its validity (auditors pin one)."""
+    runtime = request.app.state.runtime
+    async with system_unit_of_work(runtime) as session:
+        rows = await signing.list_keys(session)
+    keys = []
+    for row in rows:
+        fields = signing.key_fields(row)
+        fields["valid_from"], fields["valid_to"] = iso(row.valid_from), iso(row.valid_to) if row.valid_to else None
+        keys.append({_camel(k): v for k, v in fields.items()})
+    return JSONResponse({"keys": keys, "current": runtime.signer.key_id})
+
+
+def _camel(name: str) -> str:
+    head, *rest = name.split("_")
+    return head + "".join(p.title() for p in rest)
+
+
 routes = [
     Route("/api/v1/audit-logs", create_audit_log, methods=["POST"]),
     Route("/api/v1/audit-logs/batch", create_audit_logs_batch, methods=["POST"]),
+    Route("/api/v1/audit-logs/{record_id}/proof", audit_proof, methods=["GET"]),
+    Route("/.well-known/agentrail-audit-keys.json", signing_keys, methods=["GET"]),
 ]

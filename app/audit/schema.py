@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import strawberry
 
-from app.audit import live, sealing, service
+from app.audit import live, proofs, sealing, service, signing
 from app.audit.ingest import ingest
 from app.audit.models import AuditRecord
 from app.audit.traces import SpanNode, TraceTree
@@ -422,6 +422,71 @@ class VerificationResult:
     reason: str | None = strawberry.field(description="What broke, in words.")
 
 
+@strawberry.type(description="A public key that signs (or signed) audit digests, and when.")
+class AuditSigningKey:
+    key_id: str = strawberry.field(description="`ed25519:` and the first 16 bytes of SHA-256(public key), hex.")
+    algorithm: str = strawberry.field(description="Always `Ed25519`.")
+    public_key: str = strawberry.field(description="The raw 32-byte public key, base64.")
+    public_key_pem: str = strawberry.field(description="The public key as a PEM SubjectPublicKeyInfo.")
+    valid_from: datetime = strawberry.field(description="From when it signs.")
+    valid_to: datetime | None = strawberry.field(description="Until when it signed; null for the current key.")
+    previous_key_id: str | None = strawberry.field(description="The key it replaced.")
+    previous_key_signature: str | None = strawberry.field(
+        description="This key's signature over the statement about the key it replaced (id, key, validity)."
+    )
+    endorsement: str | None = strawberry.field(
+        description="The replaced key's signature over the statement about this key, when it was at hand."
+    )
+
+    @classmethod
+    def of(cls, row: Any) -> AuditSigningKey:
+        return cls(**signing.key_fields(row))
+
+
+@strawberry.type(description="A signed digest: what it seals, its signature and the exact payload signed.")
+class AuditDigest:
+    id: strawberry.ID = strawberry.field(description="Digest id.")
+    stream: str = strawberry.field(description="`audit` (records) or `activity` (the activity trail).")
+    sequence: int = strawberry.field(description="Its place in the organisation's digest chain, from 1.")
+    payload: JSON = strawberry.field(
+        description="The signed content: canonical JSON of this object is what the signature covers."
+    )
+    digest_hash: str = strawberry.field(description="`sha256:` of the canonical payload: the next digest names it.")
+    signature: str = strawberry.field(description="`ed25519:` and the base64 signature over the canonical payload.")
+    key_id: str | None = strawberry.field(description="The signing key (see auditSigningKeys).")
+
+    @classmethod
+    def of(cls, digest: Any) -> AuditDigest:
+        data = proofs.digest_json(digest)
+        return cls(
+            id=strawberry.ID(data["id"]),
+            stream=data["stream"],
+            sequence=digest.sequence,
+            payload=data["payload"],
+            digest_hash=data["digestHash"],
+            signature=data["signature"],
+            key_id=data["keyId"],
+        )
+
+
+@strawberry.type(description="A record's RFC 9162 inclusion proof in a signed digest's Merkle tree.")
+class AuditInclusionProof:
+    record_id: strawberry.ID = strawberry.field(description="The record.")
+    chain_index: int = strawberry.field(description="Its place in the organisation's chain, from 1.")
+    leaf_index: int = strawberry.field(description="Its leaf in the tree: chainIndex - 1.")
+    tree_size: int = strawberry.field(description="Leaves of the digest's tree.")
+    entry_hash: str = strawberry.field(description="The leaf: the record's entry hash, hex.")
+    audit_path: list[str] = strawberry.field(description="Sibling subtree hashes, nearest first, hex.")
+    digest: AuditDigest = strawberry.field(description="The signed digest whose root the path leads to.")
+
+
+@strawberry.type(description="An RFC 9162 consistency proof: the newer digest's tree extends the older one's.")
+class AuditConsistencyProof:
+    from_digest: AuditDigest = strawberry.field(description="The older digest.")
+    to_digest: AuditDigest = strawberry.field(description="The newer digest.")
+    proof: list[str] = strawberry.field(description="Subtree hashes, hex, in RFC 9162 order.")
+
+
 AuditLogConnection = Connection[AuditLog]
 TraceConnection = Connection[Trace]
 
@@ -468,8 +533,12 @@ class AuditQuery:
         from_: Annotated[datetime | None, strawberry.argument(name="from", description="Records from.")] = None,
         to: Annotated[datetime | None, strawberry.argument(description="Records before.")] = None,
     ) -> VerificationResult:
+        runtime = info.context.runtime
         outcome = await sealing.verify(
-            await info.context.db(), info.context.runtime.secret_key, occurred_from=from_, occurred_to=to
+            await info.context.db(),
+            sealing.Keys(runtime.secret_key, runtime.signer),
+            occurred_from=from_,
+            occurred_to=to,
         )
         return VerificationResult(
             ok=outcome.ok,
@@ -478,6 +547,51 @@ class AuditQuery:
             first_broken_record_id=outcome.first_broken_record_id,
             first_broken_digest_id=outcome.first_broken_digest_id,
             reason=outcome.reason,
+        )
+
+    @strawberry.field(description="The public keys that sign audit digests, oldest first, with their validity.")
+    async def audit_signing_keys(self, info: Info) -> list[AuditSigningKey]:
+        from app.audit.signing import list_keys
+
+        return [AuditSigningKey.of(row) for row in await list_keys(await info.context.db())]
+
+    @strawberry.field(
+        description="A record's inclusion proof in a signed digest (default: the newest), with the digest. "
+        "NOT_FOUND until the record is sealed (within a minute of its ingest)."
+    )
+    async def audit_proof(
+        self,
+        info: Info,
+        record_id: Annotated[strawberry.ID, strawberry.argument(description="The record.")],
+        digest_id: Annotated[
+            strawberry.ID | None, strawberry.argument(description="The digest (default: the newest signed one).")
+        ] = None,
+    ) -> AuditInclusionProof:
+        proof = await proofs.inclusion_proof(await info.context.db(), str(record_id), digest_id=digest_id)
+        return AuditInclusionProof(
+            record_id=strawberry.ID(proof.record_id),
+            chain_index=proof.chain_index,
+            leaf_index=proof.leaf_index,
+            tree_size=proof.tree_size,
+            entry_hash=proof.entry_hash.hex(),
+            audit_path=[h.hex() for h in proof.audit_path],
+            digest=AuditDigest.of(proof.digest),
+        )
+
+    @strawberry.field(description="A consistency proof between two signed digests (default second: the newest).")
+    async def audit_consistency_proof(
+        self,
+        info: Info,
+        from_digest_id: Annotated[strawberry.ID, strawberry.argument(description="The older digest.")],
+        to_digest_id: Annotated[
+            strawberry.ID | None, strawberry.argument(description="The newer digest (default: the newest).")
+        ] = None,
+    ) -> AuditConsistencyProof:
+        proof = await proofs.consistency_proof(await info.context.db(), str(from_digest_id), to_digest_id)
+        return AuditConsistencyProof(
+            from_digest=AuditDigest.of(proof.old),
+            to_digest=AuditDigest.of(proof.new),
+            proof=[h.hex() for h in proof.proof],
         )
 
     @strawberry.field(description="Traces with their summary, newest start first.")

@@ -35,7 +35,7 @@ from app.audit.validation import AuditLogDraft
 from app.db import SYSTEM, AsyncSession, TenancyError, lock_organisation, new_id, scoped_text, session_org, within
 from app.errors import Forbidden, NotFound
 from app.guardrails import service as guardrails
-from app.integrity import checksum_content, record_checksum
+from app.integrity import AUDIT_CHAIN, GENESIS_ENTRY, chain_hashes, content_hash
 from app.masking import mask_record
 from app.principal import Principal
 from app.usage import quota as billing_quota
@@ -56,11 +56,12 @@ _INSERT = scoped_text(
     INSERT INTO audit_logs (
         id, org_id, trace_id, span_id, parent_span_id, agent_id, action, prompt, response, metadata, args,
         result, occurred_at, received_at, duration_ms, status, idempotency_key, execution_id, verb, provider,
-        risk_level, governance_status, dry_run, idempotent, tenant_id, credential_masked, checksum)
+        risk_level, governance_status, dry_run, idempotent, tenant_id, credential_masked, checksum,
+        chain_index, content_hash, entry_hash)
     SELECT id, :org, trace_id, span_id, parent_span_id, agent_id, action, prompt, response,
         metadata::jsonb, args::jsonb, result::jsonb, occurred_at, :received_at, duration_ms, status,
         idempotency_key, execution_id, verb, provider, risk_level, governance_status, dry_run, idempotent,
-        tenant_id, credential_masked, checksum
+        tenant_id, credential_masked, checksum, chain_index, content_hash, entry_hash
     FROM unnest(
         CAST(:id AS text[]), CAST(:trace_id AS text[]), CAST(:span_id AS text[]),
         CAST(:parent_span_id AS text[]), CAST(:agent_id AS text[]), CAST(:action AS text[]),
@@ -69,13 +70,20 @@ _INSERT = scoped_text(
         CAST(:status AS text[]), CAST(:idempotency_key AS text[]), CAST(:execution_id AS text[]),
         CAST(:verb AS text[]), CAST(:provider AS text[]), CAST(:risk_level AS text[]),
         CAST(:governance_status AS text[]), CAST(:dry_run AS boolean[]), CAST(:idempotent AS boolean[]),
-        CAST(:tenant_id AS text[]), CAST(:credential_masked AS boolean[]), CAST(:checksum AS text[])
+        CAST(:tenant_id AS text[]), CAST(:credential_masked AS boolean[]), CAST(:checksum AS text[]),
+        CAST(:chain_index AS bigint[]), CAST(:content_hash AS bytea[]), CAST(:entry_hash AS bytea[])
     ) AS r(id, trace_id, span_id, parent_span_id, agent_id, action, prompt, response, metadata, args, result,
            occurred_at, duration_ms, status, idempotency_key, execution_id, verb, provider, risk_level,
-           governance_status, dry_run, idempotent, tenant_id, credential_masked, checksum)
-    ON CONFLICT (org_id, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
+           governance_status, dry_run, idempotent, tenant_id, credential_masked, checksum, chain_index,
+           content_hash, entry_hash)
     RETURNING id, seq
     """
+)
+
+# the organisation's chain head: read under the exclusive ingest lock, after it is granted (its own statement,
+# so that its snapshot sees the predecessor's commit)
+_CHAIN_HEAD = scoped_text(
+    "SELECT chain_index, entry_hash FROM audit_logs WHERE org_id = :org ORDER BY chain_index DESC LIMIT 1"
 )
 
 _ARRAY_COLUMNS = (
@@ -104,6 +112,9 @@ _ARRAY_COLUMNS = (
     "tenant_id",
     "credential_masked",
     "checksum",
+    "chain_index",
+    "content_hash",
+    "entry_hash",
 )
 
 
@@ -200,28 +211,44 @@ async def ingest(session: AsyncSession, principal: Principal, drafts: Sequence[A
         position.append(len(rows))
         rows.append(_prepare(draft, org_id, now))
 
-    # rules see what will be stored (masked); BLOCK marks a row before its checksum seals it
+    # rules see what will be stored (masked); BLOCK marks a row before the chain seals it
     alert_drafts = await guardrails.assess(session, rows)
-    for row in rows:
-        row["checksum"] = record_checksum(checksum_content(row))
+    # the content's hash does not depend on the position: computed before the lock
+    content_hashes = [content_hash(AUDIT_CHAIN.content(row)) for row in rows]
 
-    params: dict[str, Any] = {"received_at": now}
-    for column in _ARRAY_COLUMNS:
-        values = [row[column] for row in rows]
-        if column in ("metadata", "args", "result"):
-            values = [_json_text(v) for v in values]
-        params[column] = values
-
-    # shared per-organisation lock: sealing takes it exclusively, so it never seals past a record
-    # that has its seq but is not committed yet
-    await lock_organisation(session, INGEST_LOCK_NAMESPACE, shared=True)
-    inserted = {r.id: r.seq for r in (await session.execute(_INSERT, params)).all()}
-
+    # exclusive per-organisation lock until the commit: the chain is one line per organisation (each record
+    # names its predecessor), and sealing, which takes it too, never seals past an uncommitted record
+    await lock_organisation(session, INGEST_LOCK_NAMESPACE)
     existing: dict[str | None, AuditRecord] = {}
-    duplicates = [row["idempotency_key"] for row in rows if row["id"] not in inserted]
-    if duplicates:
-        found = await session.execute(sa.select(*RECORD_COLUMNS).where(col(AuditLog.idempotency_key).in_(duplicates)))
+    keys = [row["idempotency_key"] for row in rows if row["idempotency_key"] is not None]
+    if keys:
+        # a repeated key is answered with the stored record; under the lock, no other ingest can add it now
+        found = await session.execute(sa.select(*RECORD_COLUMNS).where(col(AuditLog.idempotency_key).in_(keys)))
         existing = {r.idempotency_key: r for r in map(record_from_row, found.all())}
+    fresh = [
+        (row, digest)
+        for row, digest in zip(rows, content_hashes, strict=True)
+        if row["idempotency_key"] not in existing
+    ]
+    inserted: dict[str, int] = {}
+    if fresh:
+        head = (await session.execute(_CHAIN_HEAD, {})).first()
+        index, previous = (head.chain_index, head.entry_hash) if head else (0, GENESIS_ENTRY)
+        for row, digest in fresh:
+            index += 1
+            hashes = chain_hashes(AUDIT_CHAIN, row, index, previous, content_digest=digest)
+            row["checksum"] = hashes.checksum
+            row["chain_index"], row["content_hash"], row["entry_hash"] = index, digest, hashes.entry_hash
+            previous = hashes.entry_hash
+        params: dict[str, Any] = {"received_at": now}
+        for column in _ARRAY_COLUMNS:
+            values = [row[column] for row, _ in fresh]
+            if column in ("metadata", "args", "result"):
+                values = [_json_text(v) for v in values]
+            params[column] = values
+        inserted = {r.id: r.seq for r in (await session.execute(_INSERT, params)).all()}
+        for row, _ in fresh:
+            del row["chain_index"], row["content_hash"], row["entry_hash"]
 
     resolved: list[AuditRecord] = []
     created: list[AuditRecord] = []

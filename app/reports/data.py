@@ -114,7 +114,7 @@ async def _agent_names(session: AsyncSession, ids: Sequence[str | None]) -> dict
 
 
 # --- compliance_summary ------------------------------------------------------------------------
-async def compliance_summary(session: AsyncSession, window: Window, _secret: str) -> Content:
+async def compliance_summary(session: AsyncSession, window: Window, _keys: sealing.Keys) -> Content:
     breakdown = await alerts.alert_breakdown(
         session, created_from=window.start, created_to=window.end, agent_ids=window.agent_ids
     )
@@ -248,7 +248,7 @@ AGENT_HEADER = [
 ]
 
 
-async def agent_activity(session: AsyncSession, window: Window, _secret: str) -> Content:
+async def agent_activity(session: AsyncSession, window: Window, _keys: sealing.Keys) -> Content:
     # counts and duration percentiles from the metrics rollups (plus their live tail); traces from the records
     per_agent = await metrics.metrics(
         session,
@@ -380,7 +380,7 @@ def _actor(event: Any) -> str | None:
     return event.actor_email or event.actor_name or event.actor_id
 
 
-async def policy_changes(session: AsyncSession, window: Window, _secret: str) -> Content:
+async def policy_changes(session: AsyncSession, window: Window, _keys: sealing.Keys) -> Content:
     # narrowed to the agents in SQL, before the row limit: the limit and `truncated` describe what is shown
     events = await activity.list_activity(
         session,
@@ -518,8 +518,8 @@ async def _people(session: AsyncSession, user_ids: Sequence[str | None]) -> dict
 
 
 # --- audit_integrity ---------------------------------------------------------------------------
-async def audit_integrity(session: AsyncSession, window: Window, secret: str) -> Content:
-    outcome = await sealing.verify(session, secret, occurred_from=window.start, occurred_to=window.end)
+async def audit_integrity(session: AsyncSession, window: Window, keys: sealing.Keys) -> Content:
+    outcome = await sealing.verify(session, keys, occurred_from=window.start, occurred_to=window.end)
     digests = await sealing.digests_covering(session, occurred_from=window.start, occurred_to=window.end)
     verification = {
         "ok": outcome.ok,
@@ -581,7 +581,7 @@ async def audit_integrity(session: AsyncSession, window: Window, secret: str) ->
     return Content(summary=verification, data={"verification": verification, "digests": digest_rows}, sections=sections)
 
 
-GATHERERS: dict[str, Callable[[AsyncSession, Window, str], Awaitable[Content]]] = {
+GATHERERS: dict[str, Callable[[AsyncSession, Window, sealing.Keys], Awaitable[Content]]] = {
     "compliance_summary": compliance_summary,
     "agent_activity": agent_activity,
     "policy_changes": policy_changes,
@@ -589,5 +589,5 @@ GATHERERS: dict[str, Callable[[AsyncSession, Window, str], Awaitable[Content]]] 
 }
 
 
-async def gather(session: AsyncSession, kind: str, window: Window, secret: str) -> Content:
-    return await GATHERERS[kind](session, window, secret)
+async def gather(session: AsyncSession, kind: str, window: Window, keys: sealing.Keys) -> Content:
+    return await GATHERERS[kind](session, window, keys)

@@ -22,6 +22,7 @@ from sqlmodel import col, select
 from app import unit_of_work
 from app.activity.service import record_activity
 from app.agents import service as agents
+from app.audit import sealing
 from app.db import AsyncSession, Database, iso, new_id, utcnow
 from app.errors import AppError, BadUserInput, NotFound
 from app.jobs.service import JobUpdate, lock_claimable, publish_job_update, signed_download_url
@@ -333,7 +334,7 @@ async def build(runtime: Any, org_id: str, report_id: str) -> str | None:
         generated_at = utcnow()
         window = data.Window(report.window_from, report.window_to, report.agent_ids)
         async with runtime.db.tenant_session(org_id) as session:
-            content = await data.gather(session, report.type, window, runtime.secret_key)
+            content = await data.gather(session, report.type, window, sealing.Keys(runtime.secret_key, runtime.signer))
             meta = await _meta(session, report, generated_at)
         body = await asyncio.to_thread(render.render, content, meta)
         if len(body) > settings.report_max_bytes:

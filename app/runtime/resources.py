@@ -10,7 +10,9 @@ from redis.asyncio import ConnectionPool, Redis
 
 from app.db import Database
 from app.files.store import FileStore
+from app.integrity import Signer
 from app.runtime.redis import Broadcaster, create_redis, reconnecting
+from app.runtime.secrets import resolve_signing_key
 from app.settings import Settings
 
 ARQ_QUEUE = "agentrail:queue"
@@ -33,6 +35,7 @@ class Runtime:
     secret_key: str
     redis_url: str
     files: FileStore
+    signer: Signer  # signs audit digests (app.runtime.secrets.resolve_signing_key)
 
     @classmethod
     async def connect(cls, settings: Settings, *, database_url: str, redis_url: str, secret_key: str) -> Runtime:
@@ -54,6 +57,7 @@ class Runtime:
             secret_key=secret_key,
             redis_url=redis_url,
             files=FileStore.from_settings(db, settings),
+            signer=Signer(resolve_signing_key(settings)),
         )
 
     async def close(self) -> None:

@@ -23,7 +23,7 @@ async def test_two_verifications_in_one_query_both_answer(client, runtime):
         )
         assert "errors" not in result, result
         if batch == "a":
-            assert await sealing.seal_all(runtime.db, runtime.secret_key) == 1
+            assert await sealing.seal_all(runtime.db, runtime.signer) == 1
     query = "{ a: verifyAuditTrail { ok recordsChecked } b: verifyAuditTrail { ok recordsChecked } }"
     result = await gql(client, query, token=account.token)
     assert "errors" not in result, result

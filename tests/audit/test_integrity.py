@@ -16,6 +16,7 @@ from app.integrity import (
     digest_hash,
     digest_payload,
     digest_signing_key,
+    legacy_canonical_json,
     merkle_root,
     record_checksum,
     sign_digest,
@@ -104,8 +105,12 @@ def test_numbers_hash_as_postgres_jsonb_returns_them() -> None:
     assert canonical_json(0.1) == b"0.1"
     assert canonical_json(1e-7) == canonical_json(float("1e-7"))
     assert canonical_json(1.5e20) == canonical_json(150000000000000000000)
-    assert canonical_json(2**64 + 1) == b'"18446744073709551617"'  # no float equals it
+    assert canonical_json(2**64 + 1) == b"18446744073709551617"  # every integer exactly
+    assert canonical_json(2**64 - 1) == b"18446744073709551615" != canonical_json(str(2**64 - 1))
     assert canonical_json(True) != canonical_json(1)
+    # the legacy checksums' form: beyond 63 bits a float, or the decimal string when no float equals it
+    assert legacy_canonical_json(2**64 + 1) == b'"18446744073709551617"'
+    assert legacy_canonical_json(2**64) == b"1.8446744073709552e+19"
 
 
 def test_read_back_from_json_gives_the_same_bytes() -> None:
@@ -140,7 +145,7 @@ def test_checksum_format_and_known_value() -> None:
     assert checksum.startswith("sha256:")
     assert len(checksum) == 7 + 64
     int(checksum[7:], 16)
-    assert checksum == "sha256:" + hashlib.sha256(canonical_json(record())).hexdigest()
+    assert checksum == "sha256:" + hashlib.sha256(legacy_canonical_json(record())).hexdigest()
 
 
 def test_checksum_is_deterministic_and_order_independent() -> None:

@@ -77,7 +77,7 @@ async def test_integers_beyond_64_bits_get_the_same_answer_on_every_path(client,
         assert rest.json()["metadata"]["n"] == value
         graphql = await _post_graphql(client, key, '{"n": ' + text + "}")
         assert graphql.json()["data"]["logEvent"]["metadata"]["n"] == value, graphql.text
-    await sealing.seal_all(runtime.db, runtime.secret_key)
+    await sealing.seal_all(runtime.db, runtime.signer)
     assert (await _verified(client, account))["ok"] is True
 
 
@@ -123,7 +123,7 @@ async def test_whatever_ingest_accepts_verification_accepts(client, runtime):
             )
         outcomes["accepted" if accepted else "refused"] += 1
     assert outcomes["accepted"] > 0
-    await sealing.seal_all(runtime.db, runtime.secret_key)
+    await sealing.seal_all(runtime.db, runtime.signer)
     verification = await _verified(client, account)
     assert verification["ok"] is True, verification
     assert verification["recordsChecked"] == outcomes["accepted"]

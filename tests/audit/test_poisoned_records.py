@@ -55,7 +55,7 @@ async def _poison(runtime, org_id: str) -> str:
                 await conn.execute(
                     sa.text(
                         "SELECT column_name FROM information_schema.columns WHERE table_name = 'audit_logs' "
-                        "AND column_name NOT IN ('id', 'seq', 'occurred_at') ORDER BY ordinal_position"
+                        "AND column_name NOT IN ('id', 'seq', 'occurred_at', 'chain_index') ORDER BY ordinal_position"
                     )
                 )
             ).scalars()
@@ -63,8 +63,10 @@ async def _poison(runtime, org_id: str) -> str:
         names = ", ".join(columns)
         await conn.execute(
             sa.text(
-                f"INSERT INTO audit_logs (id, occurred_at, {names}) "
-                f"SELECT 'log_poisoned', '-infinity', {names} FROM audit_logs WHERE org_id = :org LIMIT 1"
+                f"INSERT INTO audit_logs (id, occurred_at, chain_index, {names}) "
+                "SELECT 'log_poisoned', '-infinity', "
+                "(SELECT max(chain_index) + 1 FROM audit_logs WHERE org_id = :org), "
+                f"{names} FROM audit_logs WHERE org_id = :org LIMIT 1"
             ),
             {"org": org_id},
         )
@@ -93,7 +95,7 @@ async def test_a_poisoned_organisation_does_not_stop_the_others(client, runtime)
     assert read["data"]["auditLog"]["occurredAt"].startswith("0001-01-01")
 
     failed_before = {job: _failures(job) for job in ("seal_audit_trail", "rollup_metrics", "sweep_audit_search")}
-    await sealing.seal_all(runtime.db, runtime.secret_key)
+    await sealing.seal_all(runtime.db, runtime.signer)
     results = await metrics.rollup_all(runtime.db)
     await search.sweep(runtime.db, lag_seconds=0)
 

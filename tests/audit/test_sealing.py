@@ -35,10 +35,10 @@ async def test_update_and_delete_are_refused_by_the_database(client, runtime):
 async def test_seal_then_verify(client, runtime):
     account = await register(client)
     await _log_many(client, account, 25)
-    assert await sealing.seal_all(runtime.db, runtime.secret_key) == 1
-    assert await sealing.seal_all(runtime.db, runtime.secret_key) == 0  # nothing new
+    assert await sealing.seal_all(runtime.db, runtime.signer) == 1
+    assert await sealing.seal_all(runtime.db, runtime.signer) == 0  # nothing new
     await _log_many(client, account, 5, "b")
-    assert await sealing.seal_all(runtime.db, runtime.secret_key) == 1
+    assert await sealing.seal_all(runtime.db, runtime.signer) == 1
     await _log_many(client, account, 3, "c")  # not sealed yet: checked by checksum only
     result = (await gql(client, "VerifyAuditTrail", {}, token=account.token))["data"]["verifyAuditTrail"]
     assert result == {
@@ -72,7 +72,7 @@ async def _tamper(runtime, statement: str, params: dict) -> None:
 async def test_verification_catches_an_edited_record(client, runtime):
     account = await register(client)
     ids = await _log_many(client, account, 10)
-    await sealing.seal_all(runtime.db, runtime.secret_key)
+    await sealing.seal_all(runtime.db, runtime.signer)
     await _tamper(runtime, "UPDATE audit_logs SET prompt = 'nothing to see' WHERE id = :id", {"id": ids[6]})
     result = (await gql(client, "VerifyAuditTrail", {}, token=account.token))["data"]["verifyAuditTrail"]
     assert result["ok"] is False
@@ -80,41 +80,49 @@ async def test_verification_catches_an_edited_record(client, runtime):
     assert "altered" in result["reason"]
 
 
-async def test_verification_catches_a_recomputed_checksum(client, runtime):
-    """An attacker who also fixes the checksum is caught by the digest's Merkle root."""
-    from app.audit.service import checksum_content, get_record
-    from app.integrity import record_checksum
+async def test_verification_catches_a_record_edited_with_its_hashes_recomputed(client, runtime):
+    """An attacker who also recomputes the record's checksum and entry hash breaks the link to the next record;
+    the edited one is named."""
+    from app.audit.service import get_record
+    from app.integrity import AUDIT_CHAIN, chain_hashes
 
     account = await register(client)
     ids = await _log_many(client, account, 4)
-    await sealing.seal_all(runtime.db, runtime.secret_key)
+    await sealing.seal_all(runtime.db, runtime.signer)
+    async with runtime.db.engine.connect() as conn:
+        previous = (
+            await conn.execute(sa.text("SELECT entry_hash FROM audit_logs WHERE id = :id"), {"id": ids[1]})
+        ).scalar_one()
     async with runtime.db.tenant_session(account.org_id) as session:
         record = await get_record(session, ids[2])
     record.action = "forged"
-    forged = record_checksum(checksum_content(record))
+    hashes = chain_hashes(AUDIT_CHAIN, record, 3, previous)
     await _tamper(
         runtime,
-        "UPDATE audit_logs SET action = 'forged', checksum = :c WHERE id = :id",
-        {"c": forged, "id": ids[2]},
+        "UPDATE audit_logs SET action = 'forged', checksum = :c, entry_hash = :e WHERE id = :id",
+        {"c": hashes.checksum, "e": hashes.entry_hash, "id": ids[2]},
     )
     result = (await gql(client, "VerifyAuditTrail", {}, token=account.token))["data"]["verifyAuditTrail"]
-    assert result["ok"] is False and "Merkle" in result["reason"]
+    assert result["ok"] is False and "chain breaks after" in result["reason"]
+    assert result["firstBrokenRecordId"] == ids[2]
 
 
 async def test_verification_catches_a_deleted_record_and_a_forged_digest(client, runtime):
     account = await register(client)
     ids = await _log_many(client, account, 6)
-    await sealing.seal_all(runtime.db, runtime.secret_key)
+    await sealing.seal_all(runtime.db, runtime.signer)
     await _tamper(runtime, "DELETE FROM audit_logs WHERE id = :id", {"id": ids[3]})
     result = (await gql(client, "VerifyAuditTrail", {}, token=account.token))["data"]["verifyAuditTrail"]
-    assert result["ok"] is False and "removed" in result["reason"]
+    assert result["ok"] is False and "missing" in result["reason"]
+    assert result["firstBrokenRecordId"] == ids[4]  # the one after the gap
 
     async with runtime.db.engine.begin() as conn:
         await conn.execute(sa.text("ALTER TABLE audit_digests DISABLE TRIGGER audit_digests_immutable"))
         await conn.execute(sa.text("UPDATE audit_digests SET record_count = 5"))
         await conn.execute(sa.text("ALTER TABLE audit_digests ENABLE TRIGGER audit_digests_immutable"))
     result = (await gql(client, "VerifyAuditTrail", {}, token=account.token))["data"]["verifyAuditTrail"]
-    assert result["ok"] is False and "signature" in result["reason"]
+    assert result["ok"] is False and "does not match its content" in result["reason"]
+    assert result["firstBrokenDigestId"] is not None
 
 
 async def test_seal_job_runs_in_a_real_worker(client, runtime):

@@ -68,7 +68,7 @@ async def test_a_redact_rule_stores_what_it_found_redacted(client, runtime):
     assert SSN not in stored and EMAIL not in stored and "123456789" not in stored
 
     # what is stored is what the checksum and the seal cover
-    await sealing.seal_all(runtime.db, runtime.secret_key)
+    await sealing.seal_all(runtime.db, runtime.signer)
     verified = await gql(client, "VerifyAuditTrail", token=account.token)
     assert verified["data"]["verifyAuditTrail"]["ok"] is True
 

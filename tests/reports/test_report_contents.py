@@ -262,7 +262,7 @@ async def test_policy_changes_from_versions_and_the_activity_trail(client, runti
 async def test_audit_integrity_runs_the_verification(client, runtime):
     account = await register(client)
     ids = await log(client, account, [{"prompt": f"record {i}"} for i in range(5)])
-    await sealing.seal_all(runtime.db, runtime.secret_key)
+    await sealing.seal_all(runtime.db, runtime.signer)
     await log(client, account, [{"prompt": "after the seal"}])
 
     report = await ready(client, runtime, account, type="AUDIT_INTEGRITY", format="JSON")

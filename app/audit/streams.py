@@ -1,0 +1,155 @@
+"""The chained streams that sealing and verification work on: audit records, and the activity trail.
+
+A stream is a per-organisation sequence of records, each with a 1-based `chain_index`, a content hash and an
+entry hash (app.integrity). Sealing and verification (app.audit.sealing) see a stream only through these
+reads, so that the activity trail is sealed and proved exactly like audit records, through its own domain's
+service functions.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import sqlalchemy as sa
+from sqlmodel import col
+
+from app.audit.models import CHAIN_COLUMNS, RECORD_COLUMNS, AuditLog, record_from_row
+from app.audit.service import INGEST_LOCK_NAMESPACE
+from app.db import AsyncSession, within
+from app.integrity import AUDIT_CHAIN, ChainSpec
+
+
+@dataclass(slots=True)
+class ChainRow:
+    record: Any  # has the spec's fields as attributes, `id`, `seq` and `checksum`
+    chain_index: int
+    content_hash: bytes
+    entry_hash: bytes
+
+
+@dataclass(slots=True)
+class Span:
+    count: int
+    last_index: int
+    first_seq: int
+    last_seq: int
+    first_occurred_at: datetime
+    last_occurred_at: datetime
+
+
+@dataclass(frozen=True)
+class Stream:
+    name: str
+    spec: ChainSpec
+    lock_namespace: int  # the per-organisation advisory lock that writers and sealing take
+    legacy_checksums: bool  # records may carry a checksum from before the chain
+    orgs_with_unsealed: Callable[[AsyncSession], Awaitable[list[str]]]
+    index_after_seq: Callable[[AsyncSession, int], Awaitable[int]]
+    span: Callable[[AsyncSession, int, int], Awaitable[Span | None]]
+    entries: Callable[[AsyncSession, int, int], Awaitable[list[tuple[int, bytes]]]]
+    chain_rows: Callable[[AsyncSession, int, int, int | None], Awaitable[list[ChainRow]]]
+    window: Callable[[AsyncSession, datetime | None, datetime | None], Awaitable[tuple[int, int] | None]]
+    record: Callable[[AsyncSession, str], Awaitable[ChainRow | None]]
+
+
+# ---------------------------------------------------------------------------------------------------
+# audit records
+
+
+async def _audit_orgs(session: AsyncSession) -> list[str]:
+    query = sa.text(
+        """
+        SELECT o.id FROM organizations o
+        WHERE EXISTS (
+            SELECT 1 FROM audit_logs a
+            WHERE a.org_id = o.id
+              AND a.seq > COALESCE(
+                  (SELECT max(d.to_seq) FROM audit_digests d WHERE d.org_id = o.id AND d.stream = 'audit'), 0)
+        )
+        ORDER BY o.id
+        """
+    )
+    return list((await session.execute(query)).scalars().all())
+
+
+async def _audit_index_after_seq(session: AsyncSession, seq: int) -> int:
+    stmt = sa.select(sa.func.max(col(AuditLog.chain_index))).where(col(AuditLog.seq) <= seq)
+    return int((await session.execute(stmt)).scalar_one() or 0) + 1
+
+
+async def _audit_span(session: AsyncSession, low: int, high: int) -> Span | None:
+    stmt = sa.select(
+        sa.func.count(),
+        sa.func.max(col(AuditLog.chain_index)),
+        sa.func.min(col(AuditLog.seq)),
+        sa.func.max(col(AuditLog.seq)),
+        sa.func.min(col(AuditLog.occurred_at)),
+        sa.func.max(col(AuditLog.occurred_at)),
+    ).where(col(AuditLog.chain_index).between(low, high))
+    row = (await session.execute(stmt)).one()
+    return None if not row[0] else Span(*row)
+
+
+async def _audit_entries(session: AsyncSession, low: int, high: int) -> list[tuple[int, bytes]]:
+    if high < low:
+        return []
+    stmt = (
+        sa.select(col(AuditLog.chain_index), col(AuditLog.entry_hash))
+        .where(col(AuditLog.chain_index).between(low, high))
+        .order_by(col(AuditLog.chain_index))
+    )
+    return [(int(i), bytes(e)) for i, e in (await session.execute(stmt)).all()]
+
+
+def _audit_row(row: Any) -> ChainRow:
+    n = len(RECORD_COLUMNS)
+    return ChainRow(record_from_row(row[:n]), int(row[n]), bytes(row[n + 1]), bytes(row[n + 2]))
+
+
+async def _audit_chain_rows(session: AsyncSession, after: int, limit: int, high: int | None) -> list[ChainRow]:
+    stmt = (
+        sa.select(*RECORD_COLUMNS, *CHAIN_COLUMNS)
+        .where(col(AuditLog.chain_index) > after)
+        .order_by(col(AuditLog.chain_index))
+        .limit(limit)
+    )
+    if high is not None:
+        stmt = stmt.where(col(AuditLog.chain_index) <= high)
+    return [_audit_row(row) for row in (await session.execute(stmt)).all()]
+
+
+async def _audit_window(
+    session: AsyncSession, occurred_from: datetime | None, occurred_to: datetime | None
+) -> tuple[int, int] | None:
+    stmt = sa.select(sa.func.min(col(AuditLog.chain_index)), sa.func.max(col(AuditLog.chain_index))).where(
+        *within(AuditLog.occurred_at, occurred_from, occurred_to)
+    )
+    low, high = (await session.execute(stmt)).one()
+    return None if low is None else (int(low), int(high))
+
+
+async def _audit_record(session: AsyncSession, record_id: str) -> ChainRow | None:
+    stmt = sa.select(*RECORD_COLUMNS, *CHAIN_COLUMNS).where(col(AuditLog.id) == record_id)
+    row = (await session.execute(stmt)).first()
+    return None if row is None else _audit_row(row)
+
+
+AUDIT = Stream(
+    name="audit",
+    spec=AUDIT_CHAIN,
+    lock_namespace=INGEST_LOCK_NAMESPACE,
+    legacy_checksums=True,
+    orgs_with_unsealed=_audit_orgs,
+    index_after_seq=_audit_index_after_seq,
+    span=_audit_span,
+    entries=_audit_entries,
+    chain_rows=_audit_chain_rows,
+    window=_audit_window,
+    record=_audit_record,
+)
+
+STREAMS: tuple[Stream, ...] = (AUDIT,)
+BY_NAME = {stream.name: stream for stream in STREAMS}
