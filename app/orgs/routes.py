@@ -17,6 +17,7 @@ from app.db import AsyncSession, InvalidJSON, iso, request_json
 from app.errors import AppError, BadUserInput, NotFound
 from app.orgs import models, service, sessions
 from app.principal import Principal, Scope
+from app.rest.params import accepts, boolean, query_of
 from app.rest.responses import JSONResponse, error_response, principal_of
 from app.unit_of_work import system_unit_of_work, unit_of_work
 from app.usage import quota
@@ -247,15 +248,14 @@ async def update_me(request: Request) -> Response:
         return JSONResponse(await _me(session, principal))
 
 
+@accepts(boolean("includeRevoked"))  # checked by the route guard (app/rest/params.py)
 @_answers
 async def list_api_keys(request: Request) -> Response:
     """The organisation's keys, newest first (at most 500; GraphQL `apiKeys` pages further)."""
     principal = principal_of(request)
-    include_revoked = request.query_params.get("includeRevoked", "true")
-    if set(request.query_params) - {"includeRevoked"} or include_revoked not in ("true", "false"):
-        raise BadUserInput("the only parameter is includeRevoked=true|false")
+    include_revoked = query_of(request)["includeRevoked"] is not False
     async with unit_of_work(request.app.state.runtime, principal.org_id) as session:
-        rows = await service.list_api_keys(session, include_revoked=include_revoked == "true", limit=500, after=None)
+        rows = await service.list_api_keys(session, include_revoked=include_revoked, limit=500, after=None)
         return JSONResponse({"apiKeys": [_key_json(k) for k in rows]})
 
 

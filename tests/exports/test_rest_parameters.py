@@ -115,3 +115,19 @@ async def _count_records(runtime) -> int:
 
     async with runtime.db.system_session(autocommit=True) as session:
         return int((await session.execute(sa.text("SELECT count(*) FROM audit_logs"))).scalar_one())
+
+
+async def test_api_key_listing_takes_include_revoked_in_any_case(client):
+    account = await register(client)
+    _, key_id = await create_api_key(client, account)
+    revoked = await gql(client, "RevokeApiKey", {"id": key_id}, token=account.token)
+    assert "errors" not in revoked, revoked
+    await create_api_key(client, account, name="live")
+    headers = {"Authorization": f"Bearer {account.token}"}
+    for value, count in (("false", 1), ("FALSE", 1), ("true", 2), (None, 2)):
+        params = {"includeRevoked": value} if value else {}
+        response = await client.get("/api/v1/auth/api-keys", params=params, headers=headers)
+        assert response.status_code == 200, response.text
+        assert len(response.json()["apiKeys"]) == count, value
+    refused = await client.get("/api/v1/auth/api-keys", params={"includeRevoked": "maybe"}, headers=headers)
+    assert refused.status_code == 400 and "true or false" in refused.json()["error"]
