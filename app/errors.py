@@ -42,6 +42,11 @@ class NotFound(AppError):
     http_status = 404
 
 
+class MethodNotAllowed(AppError):
+    code = "METHOD_NOT_ALLOWED"
+    http_status = 405
+
+
 class Conflict(AppError):
     code = "CONFLICT"
     http_status = 409

@@ -48,7 +48,7 @@ from app.api.schema import build_schema
 from app.api.shared_subscriptions import SharedSubscriptions, SharingTransportWSHandler
 from app.api.websocket_protocol import CLOSE_FORBIDDEN, SendsPings, rejection_reason
 from app.db import InvalidJSON, request_json
-from app.errors import AppError, PayloadTooLarge, Unavailable, unavailable
+from app.errors import AppError, MethodNotAllowed, NotFound, PayloadTooLarge, Unavailable, unavailable
 from app.guardrails.cache import listen_for_rule_changes
 from app.orgs.credentials import TokenSigner
 from app.rest.responses import JSONResponse, error_response
@@ -401,6 +401,7 @@ async def metrics(_request: Request) -> Response:
 
 def domain_routes() -> list[BaseRoute]:
     """REST routes of the domains, where HTTP itself matters."""
+    from app.api.docs import routes as docs_routes
     from app.audit.routes import routes as audit_routes
     from app.billing.routes import routes as billing_routes
     from app.exports.routes import routes as export_routes
@@ -408,7 +409,7 @@ def domain_routes() -> list[BaseRoute]:
     from app.otel.routes import routes as otel_routes
     from app.reports.routes import routes as report_routes
 
-    return [*orgs_routes, *audit_routes, *export_routes, *billing_routes, *otel_routes, *report_routes]
+    return [*docs_routes, *orgs_routes, *audit_routes, *export_routes, *billing_routes, *otel_routes, *report_routes]
 
 
 def create_app(settings: Settings, *, runtime: Runtime | None = None, urls: tuple[str, str] | None = None) -> Starlette:
@@ -460,7 +461,11 @@ def create_app(settings: Settings, *, runtime: Runtime | None = None, urls: tupl
         *domain_routes(),
     ]
     # every route checks its declaration before its body; a route without one fails the app build
-    app = Starlette(routes=guard_routes(routes), lifespan=lifespan, exception_handlers={AppError: _app_error_handler})
+    app = Starlette(
+        routes=guard_routes(routes),
+        lifespan=lifespan,
+        exception_handlers={AppError: _app_error_handler, 404: _not_found, 405: _method_not_allowed},
+    )
     app.state.graphql = graphql_app
     app.state.open_connections = OpenConnections()  # closed when their credential ends (app/api/open_connections.py)
     app.add_middleware(CancelOnDisconnect)  # a GraphQL request's work stops when its client has gone
@@ -472,6 +477,19 @@ def create_app(settings: Settings, *, runtime: Runtime | None = None, urls: tupl
     if trusted:  # outermost: every layer below sees the client's address (throttles, activity sourceIp)
         app.add_middleware(ProxyHeadersMiddleware, trusted_hosts=trusted)
     return app
+
+
+async def _not_found(request: Request, exc: Exception) -> Response:
+    """Unknown routes answer the REST error shape `{"error", "status", "code"}`, never plain text."""
+    return error_response(NotFound(f"no route {request.method} {request.url.path[:200]}"))
+
+
+async def _method_not_allowed(request: Request, exc: Exception) -> Response:
+    response = error_response(MethodNotAllowed(f"{request.method} is not allowed on {request.url.path[:200]}"))
+    allow = getattr(exc, "headers", None) or {}
+    if "Allow" in allow:
+        response.headers["Allow"] = allow["Allow"]
+    return response
 
 
 async def _app_error_handler(_request: Request, exc: Exception) -> Response:

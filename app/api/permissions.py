@@ -50,6 +50,9 @@ API = Permissions(
         "GET /healthz": public("check liveness"),
         "GET /readyz": public("check readiness"),
         "GET /metrics": public("scrape metrics", note="Prometheus; keep it off the public network"),
+        "GET /api/v1/openapi.json": public("read the REST API's OpenAPI document"),
+        "GET /api/docs": public("browse the REST API (Swagger UI)"),
+        "GET /api/docs/{asset}": public("browse the REST API (Swagger UI)", note="its assets, from swagger-ui-py"),
     },
 )
 
@@ -196,6 +199,7 @@ def _with_parameters(endpoint: Callable[[Request], Awaitable[Response]]) -> Call
             return render(request, error)
         return await endpoint(request)
 
+    endpoint_with_parameters.__dict__.update(endpoint.__dict__)  # its OpenAPI operation (app/rest/openapi.py)
     endpoint_with_parameters.query_parameters = declared  # type: ignore[attr-defined]
     if own is not None:
         endpoint_with_parameters.render_error = own  # type: ignore[attr-defined]
@@ -224,6 +228,7 @@ def _guarded(endpoint: Callable[[Request], Awaitable[Response]], access: Access)
         request.state.principal = principal
         return await endpoint(request)
 
+    endpoint_with_access.__dict__.update(endpoint.__dict__)
     endpoint_with_access.access = access  # type: ignore[attr-defined]
     endpoint_with_access.__name__ = endpoint.__name__
     endpoint_with_access.__doc__ = endpoint.__doc__

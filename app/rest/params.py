@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 
@@ -32,6 +32,7 @@ class Param:
     convert: Callable[[str, str], Any]  # (name, one raw value) -> value; raises BadUserInput
     many: bool = False  # repeated or comma-separated; the value is a list
     default: Any = None
+    schema: dict[str, Any] = field(default_factory=lambda: {"type": "string"})  # for the OpenAPI document
 
 
 def _refuse(name: str, value: str, accepted: str) -> BadUserInput:
@@ -45,7 +46,13 @@ def text(name: str, *, many: bool = False, max_length: int = 1000) -> Param:
             raise _refuse(param, value, f"a string of at most {max_length} characters")
         return value
 
-    return Param(name, f"a string of at most {max_length} characters", convert, many)
+    return Param(
+        name,
+        f"a string of at most {max_length} characters",
+        convert,
+        many,
+        schema={"type": "string", "maxLength": max_length},
+    )
 
 
 def choice(name: str, values: Mapping[str, str], *, many: bool = False, default: str | None = None) -> Param:
@@ -61,7 +68,8 @@ def choice(name: str, values: Mapping[str, str], *, many: bool = False, default:
             raise _refuse(param, value, accepted)
         return stored
 
-    return Param(name, accepted, convert, many, default)
+    schema: dict[str, Any] = {"type": "string"} if many else {"type": "string", "enum": list(values)}
+    return Param(name, accepted, convert, many, default, schema)
 
 
 def pattern(name: str, regex: str, description: str, *, many: bool = False) -> Param:
@@ -88,7 +96,7 @@ def timestamp(name: str) -> Param:
             raise _refuse(param, value, accepted) from None
         return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
 
-    return Param(name, accepted, convert)
+    return Param(name, accepted, convert, schema={"type": "string", "format": "date-time"})
 
 
 def boolean(name: str) -> Param:
@@ -100,7 +108,21 @@ def boolean(name: str) -> Param:
             raise _refuse(param, value, accepted)
         return lowered == "true"
 
-    return Param(name, accepted, convert)
+    return Param(name, accepted, convert, schema={"type": "string", "enum": ["true", "false"]})
+
+
+def integer(name: str, *, minimum: int, maximum: int, default: int | None = None) -> Param:
+    accepted = f"an integer from {minimum} to {maximum}"
+
+    def convert(param: str, value: str) -> int:
+        stripped = value.strip()
+        if not stripped.lstrip("-").isdigit() or len(stripped) > 20 or not minimum <= int(stripped) <= maximum:
+            raise _refuse(param, value, accepted)
+        return int(stripped)
+
+    return Param(
+        name, accepted, convert, default=default, schema={"type": "integer", "minimum": minimum, "maximum": maximum}
+    )
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,48 @@
+"""The REST foundation: the OpenAPI 3.1 document generated from the routes (validated with openapi-spec-validator),
+Swagger UI with its assets from a package, and the documented error shape for unknown routes and methods."""
+
+from __future__ import annotations
+
+from openapi_spec_validator import validate
+from openapi_spec_validator.versions.shortcuts import get_spec_version
+
+
+async def test_the_openapi_document_is_valid_3_1_and_lists_every_rest_route(client, app):
+    response = await client.get("/api/v1/openapi.json")
+    assert response.status_code == 200
+    spec = response.json()
+    validate(spec)
+    assert str(get_spec_version(spec)).endswith("3.1.0") or spec["openapi"] == "3.1.0"
+    from starlette.routing import Route
+
+    for route in app.routes:
+        if isinstance(route, Route) and route.path.startswith("/api/v1/"):
+            path = route.path
+            for method in route.methods - {"HEAD"}:
+                assert method.lower() in spec["paths"][path], (method, path)
+    login = spec["paths"]["/api/v1/auth/login"]["post"]
+    assert login["security"] == []
+    assert spec["components"]["schemas"]["ErrorBody"]["required"] == ["error", "status", "code"]
+
+
+async def test_swagger_ui_is_served_from_the_package(client):
+    page = await client.get("/api/docs")
+    assert page.status_code == 200 and "/api/v1/openapi.json" in page.text
+    assert "cdn" not in page.text.lower() and "https://" not in page.text
+    bundle = await client.get("/api/docs/swagger-ui-bundle.js")
+    assert bundle.status_code == 200 and bundle.headers["content-type"].startswith(
+        ("text/javascript", "application/javascript")
+    )
+    assert (await client.get("/api/docs/swagger-ui.css")).status_code == 200
+    missing = await client.get("/api/docs/../../etc/passwd")
+    assert missing.status_code == 404
+
+
+async def test_unknown_routes_and_methods_answer_the_error_shape(client):
+    missing = await client.get("/api/v1/no-such-thing")
+    assert missing.status_code == 404
+    assert missing.json() == {"error": "no route GET /api/v1/no-such-thing", "status": 404, "code": "NOT_FOUND"}
+    wrong = await client.put("/api/v1/billing/prices")
+    assert wrong.status_code == 405
+    assert wrong.json()["status"] == 405 and wrong.json()["code"] == "METHOD_NOT_ALLOWED" and wrong.json()["error"]
+    assert "GET" in wrong.headers["allow"]
