@@ -9,14 +9,15 @@ import itertools
 import os
 import time
 import weakref
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any, ParamSpec, TypeVar
 
 import httpx
 
-from agentrail import _records
+from agentrail import _records, reading
 from agentrail._core import Core, DropEvent, Policy, Settings, Stats, logger
 from agentrail._records import MAX_ACTION, MAX_JSON_BYTES, Oversize, dumps, fit, iso_value
+from agentrail.reading import AlertStream, AsyncAlertStream
 from agentrail.tracing import Span, _current, observe, open_span
 
 P = ParamSpec("P")
@@ -125,6 +126,13 @@ class _Base:
         self._ids = itertools.count(1)
         self._new_prefixes()
         _CLIENTS.add(self)
+
+    def _read_options(self) -> dict[str, Any]:
+        return {
+            "base_url": self.base_url,
+            "headers": {**({"X-API-Key": self.api_key} if self.api_key else {}), "User-Agent": "agentrail-python/0.1"},
+            "timeout": self._request_timeout,
+        }
 
     def _new_prefixes(self) -> None:
         # unique per process (again after fork): the idempotency keys and span ids of this process
@@ -306,6 +314,38 @@ class Agentrail(_Base):
         _CLIENTS.discard(self)
         return ok
 
+    # --- reading --------------------------------------------------------------------------------------
+    _http: httpx.Client | None = None
+    _http_pid = 0
+
+    def _reader(self) -> httpx.Client:
+        if self._http is None or self._http_pid != os.getpid():  # (a forked child makes its own)
+            self._http, self._http_pid = httpx.Client(**self._read_options()), os.getpid()
+        return self._http
+
+    def graphql(self, query: str, variables: dict[str, Any] | None = None) -> Any:
+        """Runs a GraphQL operation with the client's key; returns `data`. Raises GraphQLError (with `code`,
+        the first error's `extensions.code`); RATE_LIMITED and UNAVAILABLE are retried after `retryAfter`."""
+        return reading.graphql(self._reader(), query, variables)
+
+    def get_trace(self, trace_id: str) -> dict[str, Any] | None:
+        """The whole trace (`trace(traceId)`): summary and its spans, flat, each with its `depth`."""
+        trace: dict[str, Any] | None = self.graphql(reading.TRACE, {"traceId": trace_id})["trace"]
+        return trace
+
+    def audit_logs(
+        self, filter: dict[str, Any] | None = None, *, page_size: int = 100, limit: int | None = None
+    ) -> Iterator[dict[str, Any]]:
+        """Audit records (`auditLogs(filter)`, newest first), fetched a page at a time as you iterate."""
+        return reading.audit_log_pages(self._reader(), filter, page_size, limit)
+
+    def alerts(
+        self, filter: dict[str, Any] | None = None, *, after: str | None = None, reconnect: bool = True
+    ) -> AlertStream:
+        """A live iterator over the `alerts` subscription (from `after`, a cursor, when given; then live). It
+        reconnects after a lost connection and resumes after the last alert it gave (`stream.cursor`)."""
+        return AlertStream(reading.ws_url(self.base_url), self.api_key, filter, after, reconnect)
+
     def __enter__(self) -> Agentrail:
         return self
 
@@ -325,7 +365,38 @@ class AsyncAgentrail(_Base):
     async def aclose(self, timeout: float | None = None) -> bool:  # noqa: ASYNC109
         ok = await asyncio.to_thread(self._core.close, timeout)
         _CLIENTS.discard(self)
+        if self._ahttp is not None:
+            await self._ahttp.aclose()
+            self._ahttp = None
         return ok
+
+    _ahttp: httpx.AsyncClient | None = None
+
+    def _areader(self) -> httpx.AsyncClient:
+        if self._ahttp is None:
+            self._ahttp = httpx.AsyncClient(**self._read_options())
+        return self._ahttp
+
+    async def graphql(self, query: str, variables: dict[str, Any] | None = None) -> Any:
+        """As `Agentrail.graphql`."""
+        return await reading.agraphql(self._areader(), query, variables)
+
+    async def get_trace(self, trace_id: str) -> dict[str, Any] | None:
+        """As `Agentrail.get_trace`."""
+        trace: dict[str, Any] | None = (await self.graphql(reading.TRACE, {"traceId": trace_id}))["trace"]
+        return trace
+
+    def audit_logs(
+        self, filter: dict[str, Any] | None = None, *, page_size: int = 100, limit: int | None = None
+    ) -> AsyncIterator[dict[str, Any]]:
+        """`async for record in client.audit_logs(...)`: as `Agentrail.audit_logs`."""
+        return reading.aaudit_log_pages(self._areader(), filter, page_size, limit)
+
+    def alerts(
+        self, filter: dict[str, Any] | None = None, *, after: str | None = None, reconnect: bool = True
+    ) -> AsyncAlertStream:
+        """`async for alert in client.alerts()`: as `Agentrail.alerts`."""
+        return AsyncAlertStream(reading.ws_url(self.base_url), self.api_key, filter, after, reconnect)
 
     async def __aenter__(self) -> AsyncAgentrail:
         return self
