@@ -15,6 +15,7 @@ from app.metrics import models as metrics_models  # noqa: F401
 from app.orgs import models as orgs_models  # noqa: F401
 from app.policies import models as policies_models  # noqa: F401
 from app.reports import models as reports_models  # noqa: F401
+from app.sso import models as sso_models  # noqa: F401
 from app.usage import models as usage_models  # noqa: F401
 from app.webhooks import models as webhooks_models  # noqa: F401
 

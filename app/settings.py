@@ -154,6 +154,13 @@ class Settings(BaseSettings):
     mail_batch_size: int = 50  # emails one job claims and sends over one connection
     mail_max_attempts: int = 10  # then FAILED (retries back off from 30 s to an hour)
 
+    # single sign-on (app/sso): OpenID Connect per organisation; requests to providers pass the SSRF guard
+    sso_allow_loopback: bool = False  # development and tests only (ignored in production): a local provider
+    sso_http_timeout_seconds: float = 10.0
+    sso_redirect_url: str | None = None  # the dashboard page that hands code and state to completeSso
+    sso_domain_verification_url: str = "https://{domain}/.well-known/agentrail-domain-verification.txt"
+    sso_login_minutes: int = 10
+
     # in-process worker for `agentrail serve` (production runs `agentrail worker` separately)
     run_worker: bool = True
     # every worker beats this often while it polls the queue; /readyz answers 503 ("worker") when no worker has

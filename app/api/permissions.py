@@ -36,6 +36,7 @@ from app.principal import Principal
 from app.reports import auth as reports
 from app.rest.params import declared_parameters
 from app.rest.responses import error_response
+from app.sso import auth as sso
 from app.webhooks import auth as webhooks
 
 GRAPHQL = public("GraphQL", note="each root field has its own declaration")
@@ -71,6 +72,7 @@ _MODULES = (
     jobs,
     billing,
     otel,
+    sso,
 )
 DOMAINS: tuple[Permissions, ...] = (*(m.PERMISSIONS for m in _MODULES), API)
 

@@ -40,6 +40,7 @@ from app.policies.schema import PoliciesMutation, PoliciesQuery
 from app.reports.schema import ReportsMutation, ReportsQuery
 from app.scalars import DateTime
 from app.settings import Settings
+from app.sso.schema import SsoMutation, SsoQuery
 from app.webhooks.schema import WebhooksMutation, WebhooksQuery
 
 
@@ -57,6 +58,7 @@ class Query(
     WebhooksQuery,
     ReportsQuery,
     ExportsQuery,
+    SsoQuery,
 ):
     pass
 
@@ -73,6 +75,7 @@ class Mutation(
     WebhooksMutation,
     ReportsMutation,
     ExportsMutation,
+    SsoMutation,
 ):
     pass
 

@@ -18,6 +18,7 @@ class Organization(SQLModel, table=True):
     id: str = Field(primary_key=True, max_length=40)
     name: str = Field(max_length=200)
     created_at: datetime = timestamp_column()
+    sso_required: bool = False  # members sign in through the organisation's identity provider (owners may still)
 
 
 class User(SQLModel, table=True):

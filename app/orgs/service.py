@@ -210,6 +210,8 @@ async def login(
         raise Forbidden("this account belongs to no organisation any more; ask an admin for an invitation")
     org = await session.get(Organization, membership.org_id)
     assert org is not None
+    if org.sso_required and membership.role != Role.OWNER:
+        raise Forbidden("this organisation signs in with single sign-on: use startSso")
     return LoginResult(user=user, organization=org, role=membership.role)
 
 

@@ -1,0 +1,1 @@
+"""Single sign-on with OpenID Connect (Authlib): per-organisation identity providers, verified email domains."""
