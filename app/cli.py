@@ -259,7 +259,8 @@ def cmd_migrate(args: argparse.Namespace) -> int:
 
 def _with_database(args: argparse.Namespace, action: Any) -> Any:
     """Runs `action(db, keys)` against the configured (or embedded) database (keys: app.audit.sealing.Keys,
-    the service secret and the audit signing key)."""
+    the service secret and the audit signing key); `action.redis`, when the action asks for it, is set to a
+    client of the configured Redis first."""
     settings = _settings_from(args)
     configure_logging(settings)
     import app.models  # noqa: F401  every table known before the first session, so foreign keys resolve
@@ -270,12 +271,19 @@ def _with_database(args: argparse.Namespace, action: Any) -> Any:
 
     async def main(database_url: str) -> Any:
         db = Database(database_url, pool_size=2, max_overflow=0)
+        redis = None
+        if getattr(action, "wants_redis", False):
+            from app.runtime.redis import create_redis
+
+            redis = action.redis = create_redis(redis_url)
         try:
             return await action(db, Keys(resolve_secret_key(settings), Signer(resolve_signing_key(settings))))
         finally:
             await db.dispose()
+            if redis is not None:
+                await redis.aclose()
 
-    with server_urls(settings) as (database_url, _redis_url):
+    with server_urls(settings) as (database_url, redis_url):
         return asyncio.run(main(database_url))
 
 
@@ -289,7 +297,7 @@ def cmd_seal(args: argparse.Namespace) -> int:
 
 def cmd_verify(args: argparse.Namespace) -> int:
     """Verifies every organisation (or one): prints one JSON line each; exit 1 when any is broken."""
-    from app.audit import sealing
+    from app.audit import published, sealing
 
     async def run(db: Any, keys: Any) -> list[dict[str, Any]]:
         from sqlalchemy import text
@@ -303,10 +311,14 @@ def cmd_verify(args: argparse.Namespace) -> int:
         reports = []
         for org_id in orgs:
             async with db.tenant_session(org_id) as session:
-                outcome = await sealing.verify(session, keys, occurred_from=args.from_, occurred_to=args.to)
+                floor = await published.floor(run.redis, org_id)  # type: ignore[attr-defined]
+                outcome = await sealing.verify(
+                    session, keys, occurred_from=args.from_, occurred_to=args.to, published=floor
+                )
             reports.append({"organizationId": org_id, **{_camel(k): v for k, v in outcome.report().items()}})
         return reports
 
+    run.wants_redis = True  # type: ignore[attr-defined]
     reports = _with_database(args, run)
     for report in reports:
         print(json.dumps(report))

@@ -47,6 +47,7 @@ from app.api.permissions import guard_routes
 from app.api.schema import build_schema
 from app.api.shared_subscriptions import SharedSubscriptions, SharingTransportWSHandler
 from app.api.websocket_protocol import CLOSE_FORBIDDEN, SendsPings, rejection_reason
+from app.audit import published as audit_published
 from app.db import InvalidJSON, request_json
 from app.errors import AppError, MethodNotAllowed, NotFound, PayloadTooLarge, Unavailable, unavailable
 from app.guardrails.cache import listen_for_rule_changes
@@ -384,7 +385,16 @@ async def readyz(request: Request) -> Response:
     except Exception as exc:
         checks["redis"] = f"down: {type(exc).__name__}"
         checks["worker"] = "unknown: Redis is down"
-    down = [name for name, state in checks.items() if state != "ok"]
+    if checks.get("postgres") == "ok" and checks.get("redis") == "ok":
+        # the database holds every digest ever published (a trail cut short, or truncated, is not served)
+        try:
+            gaps = await audit_published.shortfalls(runtime.db, runtime.redis)
+            checks["audit_trail"] = "ok" if not gaps else "broken: " + "; ".join(gaps[:5])
+        except Exception as exc:
+            checks["audit_trail"] = f"unknown: {type(exc).__name__}"
+    down = [
+        n for n, state in checks.items() if state != "ok" and not (n == "audit_trail" and state.startswith("unknown"))
+    ]
     if down:
         error = Unavailable(f"not ready: {', '.join(down)} down")
         return JSONResponse(

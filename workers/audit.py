@@ -10,7 +10,7 @@ from app.audit import sealing, search
 async def seal_audit_trail(ctx: dict[str, Any]) -> int:
     """Every minute (cron), and on demand: seals all records written since each organisation's last digest."""
     runtime = ctx["runtime"]
-    return await sealing.seal_all(runtime.db, runtime.signer)
+    return await sealing.seal_all(runtime.db, runtime.signer, runtime=runtime)
 
 
 async def index_audit_search(ctx: dict[str, Any], org_id: str) -> int:

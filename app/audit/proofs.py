@@ -14,7 +14,7 @@ import sqlalchemy as sa
 from sqlmodel import col, select
 
 from app.audit.models import AuditDigest, AuditMerkleNode
-from app.audit.sealing import payload_of
+from app.audit.sealing import digest_json
 from app.audit.streams import AUDIT, Stream
 from app.db import AsyncSession
 from app.errors import BadUserInput, NotFound
@@ -96,21 +96,6 @@ class _Tree:
             return leaf_hash(self.leaves[a])
         k = 1 << ((b - a - 1).bit_length() - 1)
         return node_hash(self.hash(a, a + k), self.hash(a + k, b))
-
-
-def digest_json(digest: AuditDigest) -> dict[str, Any]:
-    """A digest as published: its signed payload, hash and signature (what a verifier needs, nothing more)."""
-    payload = payload_of(digest)
-    return {
-        "id": digest.id,
-        "stream": digest.stream,
-        "payload": {
-            k: (v.isoformat().replace("+00:00", "Z") if hasattr(v, "isoformat") else v) for k, v in payload.items()
-        },
-        "digestHash": digest.digest_hash,
-        "signature": digest.signature,
-        "keyId": digest.key_id,
-    }
 
 
 @dataclass

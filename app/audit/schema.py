@@ -9,11 +9,12 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import strawberry
 
-from app.audit import live, proofs, sealing, service, signing
+from app.audit import live, proofs, published, sealing, service, signing
 from app.audit.ingest import ingest
 from app.audit.models import AuditRecord
 from app.audit.traces import SpanNode, TraceTree
 from app.cost import Cost
+from app.db import session_org
 from app.info import Info
 from app.masking import CONTENT_FIELDS
 from app.pagination import Connection, build_connection, decode_cursor, page_size, selects_any
@@ -534,11 +535,13 @@ class AuditQuery:
         to: Annotated[datetime | None, strawberry.argument(description="Records before.")] = None,
     ) -> VerificationResult:
         runtime = info.context.runtime
+        session = await info.context.db()
         outcome = await sealing.verify(
-            await info.context.db(),
+            session,
             sealing.Keys(runtime.secret_key, runtime.signer),
             occurred_from=from_,
             occurred_to=to,
+            published=await published.floor(runtime.redis, session_org(session) or ""),
         )
         return VerificationResult(
             ok=outcome.ok,

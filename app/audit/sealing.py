@@ -17,10 +17,12 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+import orjson
 import sqlalchemy as sa
 from sqlmodel import col, select
 
-from app.audit import signing
+from app import unit_of_work
+from app.audit import published, signing
 from app.audit.models import AuditDigest, AuditMerkleNode
 from app.audit.streams import AUDIT, STREAMS, ChainRow, Stream
 from app.db import AsyncSession, Database, lock_organisation, new_id, tenant_org
@@ -31,6 +33,7 @@ from app.integrity import (
     ChainHashes,
     Frontier,
     Signer,
+    canonical_json,
     chain_hashes,
     checksum_content,
     content_hash,
@@ -43,7 +46,7 @@ from app.integrity import (
     verify_digest_signature,
 )
 from app.runtime.isolation import each_organization
-from app.unit_of_work import transaction
+from app.webhooks import service as webhooks
 
 MAX_RECORDS_PER_DIGEST = 100_000
 VERIFY_CHUNK = 2_000
@@ -87,6 +90,20 @@ def v2_payload(digest: AuditDigest) -> dict[str, Any]:
 
 def payload_of(digest: AuditDigest) -> dict[str, Any]:
     return v2_payload(digest) if digest.version >= 2 else v1_payload(digest)
+
+
+def digest_json(digest: AuditDigest) -> dict[str, Any]:
+    """A digest as published: its signed payload, hash and signature (what a verifier needs, nothing more)."""
+    payload = payload_of(digest)
+    return {
+        "id": digest.id,
+        "stream": digest.stream,
+        # as canonical JSON has it (times with microseconds and Z): canonical_json(this) is what was signed
+        "payload": orjson.loads(canonical_json(payload)),
+        "digestHash": digest.digest_hash,
+        "signature": digest.signature,
+        "keyId": digest.key_id,
+    }
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -194,8 +211,11 @@ async def seal_organization(
     return digest
 
 
-async def seal_all(db: Database, signer: Signer, *, streams: Sequence[Stream] = STREAMS) -> int:
+async def seal_all(db: Database, signer: Signer, *, runtime: Any = None, streams: Sequence[Stream] = STREAMS) -> int:
     """Seals every organisation with unsealed records, every stream; returns how many digests were written.
+    Each digest is published as the webhook event `audit.digest_sealed` (in its transaction) and, after the
+    commit, recorded as the organisation's newest published digest in Redis (app.audit.published). Without a
+    `runtime` (the CLI) the deliveries are rows that the worker's sweeper sends, and nothing is recorded.
     An organisation that fails is skipped (and retried on the next run): the others are sealed still."""
     await signing.register(db, signer)
     written = 0
@@ -204,10 +224,17 @@ async def seal_all(db: Database, signer: Signer, *, streams: Sequence[Stream] = 
         async def seal(org_id: str, stream: Stream = stream) -> int:
             count = 0
             while True:
-                async with transaction(db, org_id) as session:  # one digest per transaction
+                # one digest per transaction
+                async with unit_of_work.owned(db.session(org_id=org_id), runtime) as session:
                     digest = await seal_organization(session, signer, stream=stream)
+                    if digest is not None:
+                        await webhooks.emit_event(session, "audit.digest_sealed", digest_json(digest))
+                    if runtime is None:
+                        unit_of_work.forget(session)  # no queue at hand: the delivery sweeper sends them
                 if digest is None:
                     return count
+                if runtime is not None:
+                    await published.record(runtime.redis, digest)
                 count += 1
                 if digest.record_count < MAX_RECORDS_PER_DIGEST:
                     return count
@@ -283,13 +310,15 @@ async def verify(
     occurred_from: datetime | None = None,
     occurred_to: datetime | None = None,
     stream: Stream = AUDIT,
+    published: tuple[int, str] | None = None,
 ) -> Verification:
     """Verifies the session's organisation: the whole digest chain, and the record chain. Without a window,
     every record from the first (and every digest's root against the records); with one, the stretch of the
     chain from the first to the last record of the window, linked to the record before it. Records are read
     in keyset batches of VERIFY_CHUNK, one short statement each, so that an organisation of any size verifies
     within the statement timeout. Digests are trusted when signed by the configured key or a key it vouches
-    for (app.audit.signing.trusted_keys), within that key's validity."""
+    for (app.audit.signing.trusted_keys), within that key's validity. `published`: (sequence, hash) of the
+    newest digest published (app.audit.published.floor): a digest chain without it was cut short."""
     hmac_key = digest_signing_key(keys.secret)
     trusted = await signing.trusted_keys(session, keys.signer.public_key)
     result = Verification()
@@ -323,6 +352,18 @@ async def verify(
             expected_from = digest.to_seq + 1
         previous_hash = digest.digest_hash
         result.head_digest = digest
+    if published is not None:
+        sequence, published_hash = published
+        held = digests[sequence - 1] if 0 < sequence <= len(digests) else None
+        if held is None:
+            last = digests[-1].id if digests else None
+            return result.fail(
+                f"digest {sequence} was published but the trail ends at digest {len(digests)} (its newest records"
+                " and digests were deleted, or it was truncated)",
+                digest_id=last,
+            )
+        if held.digest_hash != published_hash:
+            return result.fail("a digest differs from the one published (the trail was rewritten)", digest_id=held.id)
 
     low, high = 1, None
     if occurred_from is not None or occurred_to is not None:

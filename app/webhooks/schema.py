@@ -166,7 +166,7 @@ class CreateWebhookEndpointInput:
     )
     events: list[str] = strawberry.field(
         description="Event types: alert.created, alert.resolved, policy.version_created, report.ready, "
-        "export.ready, test; or `*` for all."
+        "export.ready, audit.digest_sealed, test; or `*` for all."
     )
     description: str | None = strawberry.field(default=None, description="At most 500 characters.")
     enabled: bool = strawberry.field(default=True, description="Start enabled (default) or not.")

@@ -51,6 +51,7 @@ EVENT_TYPES = (
     "policy.version_created",
     "report.ready",
     "export.ready",
+    "audit.digest_sealed",
     TEST_EVENT,
 )
 ALL_EVENTS = "*"
