@@ -411,6 +411,7 @@ async def metrics(_request: Request) -> Response:
 
 def domain_routes() -> list[BaseRoute]:
     """REST routes of the domains, where HTTP itself matters."""
+    from app.alerts.routes import routes as alerts_routes
     from app.api.docs import routes as docs_routes
     from app.audit.routes import routes as audit_routes
     from app.billing.routes import routes as billing_routes
@@ -419,7 +420,16 @@ def domain_routes() -> list[BaseRoute]:
     from app.otel.routes import routes as otel_routes
     from app.reports.routes import routes as report_routes
 
-    return [*docs_routes, *orgs_routes, *audit_routes, *export_routes, *billing_routes, *otel_routes, *report_routes]
+    return [
+        *docs_routes,
+        *orgs_routes,
+        *alerts_routes,
+        *audit_routes,
+        *export_routes,
+        *billing_routes,
+        *otel_routes,
+        *report_routes,
+    ]
 
 
 def create_app(settings: Settings, *, runtime: Runtime | None = None, urls: tuple[str, str] | None = None) -> Starlette:

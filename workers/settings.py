@@ -17,6 +17,7 @@ import app.models  # noqa: F401  every table known before the first session, so 
 from app.db import JOB_STATEMENT_TIMEOUT
 from app.runtime import heartbeat
 from app.runtime.resources import ARQ_QUEUE, Runtime, arq_redis_settings
+from workers.alerts import notify_alerts, sweep_alert_notifications
 from workers.audit import index_audit_search, seal_audit_trail, sweep_audit_search
 from workers.exports import expire_export_jobs, run_export, sweep_export_jobs
 from workers.mail import send_emails
@@ -50,6 +51,8 @@ FUNCTIONS: list[Any] = [
     sweep_export_jobs,
     expire_export_jobs,
     func(send_emails, keep_result=0, timeout=300),
+    func(notify_alerts, keep_result=0, timeout=300),
+    sweep_alert_notifications,
 ]
 AFTER_OUTAGE = [send_emails, drain_webhook_deliveries, sweep_export_jobs, sweep_reports, sweep_audit_search]
 CRON_JOBS: list[Any] = [
@@ -64,6 +67,7 @@ CRON_JOBS: list[Any] = [
     cron(sweep_export_jobs, second=20, unique=True, timeout=600),
     cron(expire_export_jobs, second=25, unique=True, timeout=600),
     cron(send_emails, second=10, timeout=300),  # not unique: claims skip each other's rows
+    cron(sweep_alert_notifications, second=35, unique=True, timeout=300),
 ]
 
 

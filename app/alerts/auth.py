@@ -1,6 +1,6 @@
 """Who may call the alerts domain's operations (see app/permissions.py)."""
 
-from app.permissions import Permissions, anyone, users
+from app.permissions import Permissions, anyone, public, users
 
 READ = anyone("read alerts")
 
@@ -12,5 +12,7 @@ PERMISSIONS = Permissions(
         "Subscription.alerts": READ,
         "Mutation.resolveAlert": users("resolve alerts"),
         "Mutation.reopenAlert": users("reopen alerts"),
+        "GET /api/v1/alerts/unsubscribe": public("stop alert emails", note="the signed link in each alert email"),
+        "POST /api/v1/alerts/unsubscribe": public("stop alert emails", note="the signed link in each alert email"),
     },
 )

@@ -50,3 +50,16 @@ class Alert(SQLModel, TenantScoped, table=True):
     resolved_at: datetime | None = optional_timestamp_column()
     resolved_by: str | None = Field(default=None, max_length=40)
     resolution_note: str | None = Field(default=None, max_length=2000)
+
+
+class AlertNotificationState(SQLModel, TenantScoped, table=True):
+    """How far one member's alert emails have gone in one organisation: the last alert covered (`last_seq`) and
+    when the last email went (digests wait `digestMinutes` after it)."""
+
+    __tablename__ = "alert_notification_states"
+
+    org_id: str = Field(primary_key=True, foreign_key="organizations.id", max_length=40)
+    user_id: str = Field(primary_key=True, foreign_key="users.id", max_length=40)
+    last_seq: int = Field(default=0, sa_column=sa.Column(sa.BigInteger, nullable=False))
+    last_sent_at: datetime | None = optional_timestamp_column()
+    emails_sent: int = 0

@@ -15,6 +15,7 @@ import structlog
 
 from app import unit_of_work
 from app.alerts import live as live_alerts
+from app.alerts import notify
 from app.alerts.models import Alert
 from app.audit import live, search
 from app.audit.models import AuditRecord
@@ -37,6 +38,7 @@ async def after_commit(runtime: Runtime, created: Sequence[AuditRecord], alerts:
             await live_alerts.publish_alerts(runtime.broadcaster, alerts)
         except Exception:
             log.warning("could not publish live alerts; subscribers resume from their cursor", exc_info=True)
+        await notify.queue(runtime, {a.org_id for a in alerts})  # alert emails, for the members who want them
     try:
         await live.publish_spans(runtime.broadcaster, created)
     except Exception:

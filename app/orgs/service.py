@@ -18,7 +18,7 @@ from app.db import AsyncSession, iso, new_id, utcnow
 from app.errors import BadUserInput, Conflict, Forbidden, NotFound, RateLimited, Unauthenticated
 from app.mail import service as mail
 from app.masking import mask_json
-from app.orgs import auth, revocation, sessions
+from app.orgs import auth, preferences, revocation, sessions
 from app.orgs.credentials import (
     TokenSigner,
     generate_api_key,
@@ -324,6 +324,9 @@ async def update_profile(
     if notification_preferences is not None:
         if not all(isinstance(k, str) for k in notification_preferences):
             raise BadUserInput("notificationPreferences must be an object", field="notificationPreferences")
+        problem = preferences.check_preferences(notification_preferences)
+        if problem:
+            raise BadUserInput(problem, field="notificationPreferences")
         user.notification_preferences = mask_json(notification_preferences)[0]  # secrets never land
         changed.append("notificationPreferences")
     if changed:
