@@ -1,17 +1,23 @@
-"""Relay-style cursor connections: `edges { cursor node }`, `pageInfo { hasNextPage endCursor }`.
+"""Relay cursor connections: `edges { cursor node }`, `pageInfo { hasNextPage hasPreviousPage startCursor
+endCursor }`, `first`/`after` and `last`/`before` on every connection.
 
-Cursors are opaque base64 of the sort key of the last row (e.g. [occurredAt, id]), so a page is
-`WHERE (sort, id) < (cursor)` over an index: stable while new rows arrive, no OFFSET scans.
+Cursors are opaque base64 of a row's sort key (e.g. [occurredAt, id]), so a page is `WHERE (sort, id) < (after)
+AND (sort, id) > (before)` over an index, in list order for `first` and in reverse for `last` (then turned
+around): stable while new rows arrive, no OFFSET scans. `hasNextPage` (with `first`) and `hasPreviousPage`
+(with `last`) come from one extra row; the other direction is `true` when the page was bounded by a cursor on
+that side (the row at the cursor precedes or follows it), as the Relay specification allows.
 """
 
 from __future__ import annotations
 
 import base64
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Generic, TypeVar
+from typing import Annotated, Any, Generic, TypeVar
 
 import orjson
+import sqlalchemy as sa
 import strawberry
 
 from app.errors import BadUserInput
@@ -61,12 +67,73 @@ class Connection(Generic[NodeType]):
     )
 
 
-def page_size(first: int | None) -> int:
+First = Annotated[int | None, strawberry.argument(description="Page size from the start (after `after`), at most 500.")]
+After = Annotated[str | None, strawberry.argument(description="Cursor of the previous page's last item.")]
+Last = Annotated[int | None, strawberry.argument(description="Page size from the end (before `before`), at most 500.")]
+Before = Annotated[str | None, strawberry.argument(description="Cursor of the next page's first item.")]
+
+
+def page_size(first: int | None, name: str = "first") -> int:
     if first is None:
         return DEFAULT_PAGE_SIZE
     if first < 1 or first > MAX_PAGE_SIZE:
-        raise BadUserInput(f"first must be between 1 and {MAX_PAGE_SIZE}", field="first")
+        raise BadUserInput(f"{name} must be between 1 and {MAX_PAGE_SIZE}", field=name)
     return first
+
+
+@dataclass(frozen=True)
+class PageRequest:
+    """One page of a list: `size` rows after `after` / before `before` (sort-key positions), from the start of
+    that range, or from its end when `backward` (`last`)."""
+
+    size: int
+    after: tuple[Any, ...] | None = None
+    before: tuple[Any, ...] | None = None
+    backward: bool = False
+
+    def positions(self, convert: Callable[[tuple[Any, ...]], tuple[Any, ...]]) -> PageRequest:
+        """The same page with its cursor positions converted (e.g. an alert id to its sequence number)."""
+        return PageRequest(
+            self.size,
+            convert(self.after) if self.after is not None else None,
+            convert(self.before) if self.before is not None else None,
+            self.backward,
+        )
+
+    def apply(self, stmt: Any, *columns: Any, descending: bool = True) -> Any:
+        """`stmt` restricted to the page's range, ordered and limited (one extra row): the one keyset query of
+        every connection. `columns` are the sort key, in list order (`descending`: newest first)."""
+        key = sa.tuple_(*columns)
+        if self.after is not None:
+            after = sa.tuple_(*self.after)
+            stmt = stmt.where(key < after if descending else key > after)
+        if self.before is not None:
+            before = sa.tuple_(*self.before)
+            stmt = stmt.where(key > before if descending else key < before)
+        newest_first = descending != self.backward
+        return stmt.order_by(*(c.desc() if newest_first else c.asc() for c in columns)).limit(self.size + 1)
+
+
+def page_request(
+    first: int | None,
+    after: str | None,
+    last: int | None = None,
+    before: str | None = None,
+    *,
+    types: Sequence[type],
+) -> PageRequest:
+    """The page the arguments ask for; BAD_USER_INPUT for sizes out of range, bad cursors, or `first` with
+    `last`."""
+    if first is not None and last is not None:
+        raise BadUserInput("first and last cannot be combined: page forward with first/after, back with last/before")
+    after_position = decode_cursor(after, types)
+    before_position = decode_cursor(before, types, name="before")
+    return PageRequest(
+        size=page_size(last, "last") if last is not None else page_size(first),
+        after=tuple(after_position) if after_position is not None else None,
+        before=tuple(before_position) if before_position is not None else None,
+        backward=last is not None,
+    )
 
 
 def encode_cursor(values: Sequence[Any]) -> str:
@@ -74,7 +141,7 @@ def encode_cursor(values: Sequence[Any]) -> str:
     return base64.urlsafe_b64encode(orjson.dumps(plain)).decode().rstrip("=")
 
 
-def decode_cursor(cursor: str | None, types: Sequence[type]) -> list[Any] | None:
+def decode_cursor(cursor: str | None, types: Sequence[type], name: str = "after") -> list[Any] | None:
     """Decodes a cursor made by `encode_cursor`; BAD_USER_INPUT for anything else."""
     if cursor is None:
         return None
@@ -84,27 +151,31 @@ def decode_cursor(cursor: str | None, types: Sequence[type]) -> list[Any] | None
             raise ValueError
         return [datetime.fromisoformat(v) if t is datetime else t(v) for v, t in zip(raw, types, strict=True)]
     except (ValueError, TypeError, orjson.JSONDecodeError):
-        raise BadUserInput("after is not a valid cursor", field="after") from None
+        raise BadUserInput(f"{name} is not a valid cursor", field=name) from None
 
 
 def build_connection(
     rows: Sequence[Any],
     *,
-    limit: int,
+    page: PageRequest,
     to_node: Callable[[Any], Any],
     sort_key: Callable[[Any], Sequence[Any]],
     total_count: int | None = None,
 ) -> Connection[Any]:
-    """`rows` must hold up to `limit + 1` rows: the extra one only tells that a next page exists."""
-    has_next = len(rows) > limit
-    page = rows[:limit]
-    edges = [Edge(cursor=encode_cursor(sort_key(row)), node=to_node(row)) for row in page]
+    """`rows` as `page.apply` returned them: up to `page.size + 1`, the extra one only telling that more follow
+    (precede, when backward); backward rows come nearest-the-end first and are put back in list order."""
+    more = len(rows) > page.size
+    kept = list(rows[: page.size])
+    if page.backward:
+        kept.reverse()
+    edges = [Edge(cursor=encode_cursor(sort_key(row)), node=to_node(row)) for row in kept]
     return Connection(
         edges=edges,
         page_info=PageInfo(
-            has_next_page=has_next,
-            end_cursor=edges[-1].cursor if edges else None,
+            has_next_page=page.before is not None if page.backward else more,
+            has_previous_page=more if page.backward else page.after is not None,
             start_cursor=edges[0].cursor if edges else None,
+            end_cursor=edges[-1].cursor if edges else None,
         ),
         total_count=total_count,
     )

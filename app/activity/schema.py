@@ -10,7 +10,15 @@ import strawberry
 from app.activity import service
 from app.activity.models import ActivityEvent as EventRow
 from app.info import Info
-from app.pagination import Connection, build_connection, decode_cursor, page_size
+from app.pagination import (
+    After,
+    Before,
+    Connection,
+    First,
+    Last,
+    build_connection,
+    page_request,
+)
 from app.scalars import JSON
 
 
@@ -91,15 +99,18 @@ class ActivityQuery:
         self,
         info: Info,
         filter: Annotated[ActivityFilter | None, strawberry.argument(description="Conditions.")] = None,
-        first: Annotated[int | None, strawberry.argument(description="Page size, at most 500.")] = None,
-        after: Annotated[str | None, strawberry.argument(description="Cursor of the previous page.")] = None,
+        first: First = None,
+        after: After = None,
+        last: Last = None,
+        before: Before = None,
     ) -> ActivityEventConnection:
-        limit = page_size(first)
-        cursor = decode_cursor(after, (datetime, str))
+        page = page_request(first, after, last, before, types=(datetime, str))
         query = (filter or ActivityFilter()).to_query()
         rows = await service.list_activity(
-            await info.context.db(), query, limit=limit + 1, after=tuple(cursor) if cursor else None
+            await info.context.db(),
+            query,
+            page=page,
         )
         return build_connection(
-            rows, limit=limit, to_node=ActivityEvent.from_model, sort_key=lambda e: (e.occurred_at, e.id)
+            rows, page=page, to_node=ActivityEvent.from_model, sort_key=lambda e: (e.occurred_at, e.id)
         )

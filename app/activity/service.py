@@ -15,6 +15,7 @@ from app.activity.models import ActivityEvent
 from app.db import AsyncSession, new_id, utcnow, within
 from app.integrity import record_checksum
 from app.masking import mask_json, mask_text
+from app.pagination import PageRequest
 from app.principal import Principal
 
 # Where the current request comes from, set once by the HTTP middleware: (source address, user agent).
@@ -125,14 +126,11 @@ def _escape_like(text: str) -> str:
     return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
 
 
-async def list_activity(
-    session: AsyncSession, query: ActivityQuery, *, limit: int, after: tuple[datetime, str] | None
-) -> list[ActivityEvent]:
+async def list_activity(session: AsyncSession, query: ActivityQuery, *, page: PageRequest) -> list[ActivityEvent]:
     """Newest first; keyset pagination on (occurred_at, id)."""
-    stmt = select(ActivityEvent).where(*_conditions(query))
-    if after is not None:
-        stmt = stmt.where(sa.tuple_(ActivityEvent.occurred_at, ActivityEvent.id) < sa.tuple_(*after))
-    stmt = stmt.order_by(col(ActivityEvent.occurred_at).desc(), col(ActivityEvent.id).desc()).limit(limit)
+    stmt = page.apply(
+        select(ActivityEvent).where(*_conditions(query)), col(ActivityEvent.occurred_at), col(ActivityEvent.id)
+    )
     return list((await session.exec(stmt)).all())
 
 

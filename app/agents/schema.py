@@ -13,7 +13,17 @@ from app.alerts.schema import AlertConnection, alert_page
 from app.alerts.service import AlertQuery
 from app.audit.schema import AuditLogConnection, AuditLogFilter, TraceConnection
 from app.info import Info, RequestInfo
-from app.pagination import TOTAL_COUNT, Connection, build_connection, decode_cursor, page_size, selects_any
+from app.pagination import (
+    TOTAL_COUNT,
+    After,
+    Before,
+    Connection,
+    First,
+    Last,
+    build_connection,
+    page_request,
+    selects_any,
+)
 from app.scalars import JSON
 
 if TYPE_CHECKING:
@@ -70,37 +80,45 @@ class Agent:
         filter: Annotated[
             AuditLogFilter | None, strawberry.argument(description="More conditions (the agent is fixed).")
         ] = None,
-        first: Annotated[int | None, strawberry.argument(description="Page size, at most 500.")] = None,
-        after: Annotated[str | None, strawberry.argument(description="Cursor of the previous page.")] = None,
+        first: First = None,
+        after: After = None,
+        last: Last = None,
+        before: Before = None,
     ) -> AuditLogConnection:
         from app.audit.schema import audit_log_page
         from app.audit.service import AuditLogQuery
 
         query = filter.to_query() if filter is not None else AuditLogQuery()
         query.agent_ids = [str(self.id)]
-        return await audit_log_page(info, query, first, after)
+        return await audit_log_page(info, query, first, after, last, before)
 
     @strawberry.field(description="Traces this agent took part in, newest first.")
     async def traces(
         self,
         info: Info,
-        first: Annotated[int | None, strawberry.argument(description="Page size, at most 500.")] = None,
-        after: Annotated[str | None, strawberry.argument(description="Cursor of the previous page.")] = None,
+        first: First = None,
+        after: After = None,
+        last: Last = None,
+        before: Before = None,
     ) -> TraceConnection:
         from app.audit.schema import trace_page
         from app.audit.service import TraceQuery
 
-        return await trace_page(info, TraceQuery(agent_ids=[str(self.id)]), first, after)
+        return await trace_page(info, TraceQuery(agent_ids=[str(self.id)]), first, after, last, before)
 
     @strawberry.field(description="Alerts raised by this agent's records, newest first.")
     async def alerts(
         self,
         info: Info,
         resolved: Annotated[bool | None, strawberry.argument(description="Only resolved or open ones.")] = None,
-        first: Annotated[int | None, strawberry.argument(description="Page size, at most 500.")] = None,
-        after: Annotated[str | None, strawberry.argument(description="Cursor of the previous page.")] = None,
+        first: First = None,
+        after: After = None,
+        last: Last = None,
+        before: Before = None,
     ) -> AlertConnection:
-        return await alert_page(info, AlertQuery(agent_ids=[str(self.id)], resolved=resolved), first, after)
+        return await alert_page(
+            info, AlertQuery(agent_ids=[str(self.id)], resolved=resolved), first, after, last, before
+        )
 
     @strawberry.field(description="Activity figures over a window (computed in SQL).")
     async def stats(
@@ -194,20 +212,20 @@ class AgentsQuery:
         self,
         info: Info,
         filter: Annotated[AgentFilter | None, strawberry.argument(description="What to list.")] = None,
-        first: Annotated[int | None, strawberry.argument(description="Page size, at most 500.")] = None,
-        after: Annotated[str | None, strawberry.argument(description="Cursor of the previous page.")] = None,
+        first: First = None,
+        after: After = None,
+        last: Last = None,
+        before: Before = None,
     ) -> AgentConnection:
         filter = filter or AgentFilter()
-        limit = page_size(first)
-        cursor = decode_cursor(after, (datetime, str))
+        page = page_request(first, after, last, before, types=(datetime, str))
         session = await info.context.db()
         rows = await service.list_agents(
             session,
             search=filter.search,
             include_deleted=filter.include_deleted,
             has_open_alerts=filter.has_open_alerts,
-            limit=limit + 1,
-            after=(cursor[0], cursor[1]) if cursor else None,
+            page=page,
         )
         total = (
             await service.count_agents(
@@ -221,7 +239,7 @@ class AgentsQuery:
         )
         return build_connection(
             rows,
-            limit=limit,
+            page=page,
             to_node=Agent.from_model,
             sort_key=lambda a: (a.created_at, a.id),
             total_count=total,

@@ -25,6 +25,7 @@ from app.db import AsyncSession, new_id, utcnow
 from app.errors import BadUserInput, Conflict, NotFound
 from app.inputs import check_json_object
 from app.masking import mask_json, mask_text
+from app.pagination import PageRequest
 from app.principal import Principal
 
 MAX_NAME_LENGTH = 200
@@ -321,16 +322,12 @@ async def list_agents(
     search: str | None = None,
     include_deleted: bool = False,
     has_open_alerts: bool | None = None,
-    limit: int,
-    after: tuple[datetime, str] | None = None,
+    page: PageRequest,
 ) -> list[Agent]:
-    """Newest first. `search` is a case-insensitive substring of the name or the description;
-    `after` is the (created_at, id) of the last row of the previous page."""
+    """Newest first, keyset pagination on (created_at, id). `search` is a case-insensitive substring of the name
+    or the description."""
     query = _filtered(select(Agent), search=search, include_deleted=include_deleted, has_open_alerts=has_open_alerts)
-    if after is not None:
-        created_at, agent_id = after
-        query = query.where(sa.tuple_(Agent.created_at, Agent.id) < sa.tuple_(created_at, agent_id))
-    query = query.order_by(col(Agent.created_at).desc(), col(Agent.id).desc()).limit(limit)
+    query = page.apply(query, col(Agent.created_at), col(Agent.id))
     return list((await session.exec(query)).all())
 
 

@@ -14,7 +14,17 @@ from app.alerts.models import Alert as AlertRow
 from app.compliance.schema import ComplianceRule, RuleAction, RuleKind, Severity
 from app.errors import NotFound, SubscriberTooSlowError
 from app.info import Info, RequestInfo
-from app.pagination import Connection, build_connection, decode_cursor, encode_cursor, page_size
+from app.pagination import (
+    After,
+    Before,
+    Connection,
+    First,
+    Last,
+    build_connection,
+    decode_cursor,
+    encode_cursor,
+    page_request,
+)
 from app.runtime.redis import Gap
 from app.scalars import stored
 
@@ -178,14 +188,23 @@ class AlertFilter:
 AlertConnection = Connection[Alert]
 
 
-async def alert_page(info: Info, query: service.AlertQuery, first: int | None, after: str | None) -> AlertConnection:
+async def alert_page(
+    info: Info,
+    query: service.AlertQuery,
+    first: int | None,
+    after: str | None,
+    last: int | None = None,
+    before: str | None = None,
+) -> AlertConnection:
     """One page of alerts, newest first (shared by `alerts` and `Agent.alerts`)."""
-    limit = page_size(first)
-    cursor = decode_cursor(after, (str,))
+    page = page_request(first, after, last, before, types=(str,))
     session = await info.context.db()
-    before = await service.cursor_position(session, cursor[0]) if cursor else None
-    rows = await service.list_alerts(session, query, limit=limit + 1, before_seq=before)
-    return build_connection(rows, limit=limit, to_node=Alert.from_model, sort_key=service.alert_cursor_values)
+    positions = {}  # cursors hold alert ids; the list is ordered by seq
+    for position in (page.after, page.before):
+        if position is not None:
+            positions[position] = (await service.cursor_position(session, position[0]),)
+    rows = await service.list_alerts(session, query, page=page.positions(positions.__getitem__))
+    return build_connection(rows, page=page, to_node=Alert.from_model, sort_key=service.alert_cursor_values)
 
 
 @strawberry.type
@@ -195,10 +214,12 @@ class AlertsQuery:
         self,
         info: Info,
         filter: Annotated[AlertFilter | None, strawberry.argument(description="Conditions.")] = None,
-        first: Annotated[int | None, strawberry.argument(description="Page size, at most 500.")] = None,
-        after: Annotated[str | None, strawberry.argument(description="Cursor of the previous page.")] = None,
+        first: First = None,
+        after: After = None,
+        last: Last = None,
+        before: Before = None,
     ) -> AlertConnection:
-        return await alert_page(info, (filter or AlertFilter()).to_query(), first, after)
+        return await alert_page(info, (filter or AlertFilter()).to_query(), first, after, last, before)
 
     @strawberry.field(description="One alert; null when it does not exist in your organisation.")
     async def alert(

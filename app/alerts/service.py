@@ -16,6 +16,7 @@ from app.alerts.writing import alert_event_data
 from app.db import AsyncSession, utcnow, within
 from app.errors import BadUserInput, NotFound
 from app.masking import mask_text
+from app.pagination import PageRequest
 from app.principal import Principal
 from app.webhooks import service as webhooks
 
@@ -63,14 +64,10 @@ def _alert_conditions(query: AlertQuery) -> list[Any]:
     return conditions
 
 
-async def list_alerts(
-    session: AsyncSession, query: AlertQuery, *, limit: int, before_seq: int | None = None
-) -> list[Alert]:
-    """Newest first (by seq)."""
+async def list_alerts(session: AsyncSession, query: AlertQuery, *, page: PageRequest) -> list[Alert]:
+    """Newest first (by seq); the page's positions are seqs (`cursor_position`)."""
     stmt = select(Alert).where(*_alert_conditions(query))
-    if before_seq is not None:
-        stmt = stmt.where(col(Alert.seq) < before_seq)
-    return list((await session.exec(stmt.order_by(col(Alert.seq).desc()).limit(limit))).all())
+    return list((await session.exec(page.apply(stmt, col(Alert.seq)))).all())
 
 
 async def alerts_after(session: AsyncSession, query: AlertQuery, *, after_seq: int, limit: int) -> list[Alert]:

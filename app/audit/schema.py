@@ -17,7 +17,16 @@ from app.cost import Cost
 from app.db import session_org
 from app.info import Info
 from app.masking import CONTENT_FIELDS
-from app.pagination import Connection, build_connection, decode_cursor, page_size, selects_any
+from app.pagination import (
+    After,
+    Before,
+    Connection,
+    First,
+    Last,
+    build_connection,
+    page_request,
+    selects_any,
+)
 from app.runtime.redis import Gap
 from app.scalars import JSON, stored
 
@@ -351,27 +360,41 @@ class TraceFilter:
 
 
 async def audit_log_page(
-    info: Info, query: service.AuditLogQuery, first: int | None, after: str | None
+    info: Info,
+    query: service.AuditLogQuery,
+    first: int | None,
+    after: str | None,
+    last: int | None = None,
+    before: str | None = None,
 ) -> AuditLogConnection:
     """One page of audit records (shared by `auditLogs` and `Agent.auditLogs`)."""
-    limit = page_size(first)
-    cursor = decode_cursor(after, (datetime, str))
+    page = page_request(first, after, last, before, types=(datetime, str))
     records = await service.list_records(
-        await info.context.db(), query, limit=limit + 1, after=tuple(cursor) if cursor else None
+        await info.context.db(),
+        query,
+        page=page,
     )
-    return build_connection(records, limit=limit, to_node=AuditLog.of, sort_key=lambda r: (r.occurred_at, r.id))
+    return build_connection(records, page=page, to_node=AuditLog.of, sort_key=lambda r: (r.occurred_at, r.id))
 
 
-async def trace_page(info: Info, query: service.TraceQuery, first: int | None, after: str | None) -> TraceConnection:
+async def trace_page(
+    info: Info,
+    query: service.TraceQuery,
+    first: int | None,
+    after: str | None,
+    last: int | None = None,
+    before: str | None = None,
+) -> TraceConnection:
     """One page of trace summaries (shared by `traces` and `Agent.traces`)."""
-    limit = page_size(first)
-    cursor = decode_cursor(after, (datetime, str))
+    page = page_request(first, after, last, before, types=(datetime, str))
     summaries = await service.list_traces(
-        await info.context.db(), query, limit=limit + 1, after=tuple(cursor) if cursor else None
+        await info.context.db(),
+        query,
+        page=page,
     )
     return build_connection(
         summaries,
-        limit=limit,
+        page=page,
         to_node=lambda s: Trace(trace_id=s.trace_id, summary=s),
         sort_key=lambda s: (s.started_at, s.trace_id),
     )
@@ -499,10 +522,12 @@ class AuditQuery:
         self,
         info: Info,
         filter: Annotated[AuditLogFilter | None, strawberry.argument(description="Conditions.")] = None,
-        first: Annotated[int | None, strawberry.argument(description="Page size, at most 500.")] = None,
-        after: Annotated[str | None, strawberry.argument(description="Cursor of the previous page.")] = None,
+        first: First = None,
+        after: After = None,
+        last: Last = None,
+        before: Before = None,
     ) -> AuditLogConnection:
-        return await audit_log_page(info, (filter or AuditLogFilter()).to_query(), first, after)
+        return await audit_log_page(info, (filter or AuditLogFilter()).to_query(), first, after, last, before)
 
     @strawberry.field(description="One audit record; null when it does not exist in your organisation.")
     async def audit_log(
@@ -602,10 +627,12 @@ class AuditQuery:
         self,
         info: Info,
         filter: Annotated[TraceFilter | None, strawberry.argument(description="Conditions.")] = None,
-        first: Annotated[int | None, strawberry.argument(description="Page size, at most 500.")] = None,
-        after: Annotated[str | None, strawberry.argument(description="Cursor of the previous page.")] = None,
+        first: First = None,
+        after: After = None,
+        last: Last = None,
+        before: Before = None,
     ) -> TraceConnection:
-        return await trace_page(info, (filter or TraceFilter()).to_query(), first, after)
+        return await trace_page(info, (filter or TraceFilter()).to_query(), first, after, last, before)
 
 
 async def _ingest(info: Info, raws: list[Any], *, batch: bool) -> list[AuditRecord]:

@@ -37,6 +37,7 @@ from app.errors import Forbidden, NotFound
 from app.guardrails import service as guardrails
 from app.integrity import AUDIT_CHAIN, GENESIS_ENTRY, chain_hashes, content_hash
 from app.masking import mask_record
+from app.pagination import PageRequest
 from app.principal import Principal
 from app.usage import quota as billing_quota
 
@@ -355,14 +356,9 @@ def _filtered(query: AuditLogQuery) -> Any:
     return stmt.where(*conditions)
 
 
-async def list_records(
-    session: AsyncSession, query: AuditLogQuery, *, limit: int, after: tuple[datetime, str] | None
-) -> list[AuditRecord]:
+async def list_records(session: AsyncSession, query: AuditLogQuery, *, page: PageRequest) -> list[AuditRecord]:
     """Newest first; keyset pagination on (occurred_at, id), stable while records keep arriving."""
-    stmt = _filtered(query)
-    if after is not None:
-        stmt = stmt.where(sa.tuple_(AuditLog.occurred_at, AuditLog.id) < sa.tuple_(*after))
-    stmt = stmt.order_by(col(AuditLog.occurred_at).desc(), col(AuditLog.id).desc()).limit(limit)
+    stmt = page.apply(_filtered(query), col(AuditLog.occurred_at), col(AuditLog.id))
     return [record_from_row(r) for r in (await session.execute(stmt)).all()]
 
 
@@ -522,9 +518,7 @@ class TraceQuery:
     has_alerts: bool | None = None
 
 
-async def list_traces(
-    session: AsyncSession, query: TraceQuery, *, limit: int, after: tuple[datetime, str] | None
-) -> list[TraceSummary]:
+async def list_traces(session: AsyncSession, query: TraceQuery, *, page: PageRequest) -> list[TraceSummary]:
     """One row per trace, newest start first: an index scan of the summaries kept at ingest (`audit_traces`),
     flat however many spans are stored."""
     stmt = sa.select(
@@ -552,13 +546,7 @@ async def list_traces(
         conditions.append(sa.and_(col(AuditTrace.error_count) == 0, col(AuditTrace.blocked_count) > 0))
     elif query.status == "ok":
         conditions.append(sa.and_(col(AuditTrace.error_count) == 0, col(AuditTrace.blocked_count) == 0))
-    if after is not None:
-        conditions.append(sa.tuple_(AuditTrace.started_at, AuditTrace.trace_id) < sa.tuple_(*after))
-    stmt = (
-        stmt.where(*conditions)
-        .order_by(col(AuditTrace.started_at).desc(), col(AuditTrace.trace_id).desc())
-        .limit(limit)
-    )
+    stmt = page.apply(stmt.where(*conditions), col(AuditTrace.started_at), col(AuditTrace.trace_id))
     return [TraceSummary(**row._mapping) for row in (await session.execute(stmt)).all()]
 
 

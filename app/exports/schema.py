@@ -14,7 +14,15 @@ from app.errors import BadUserInput
 from app.exports import service
 from app.exports.models import ExportJob as JobRow
 from app.info import Info
-from app.pagination import Connection, build_connection, decode_cursor, page_size
+from app.pagination import (
+    After,
+    Before,
+    Connection,
+    First,
+    Last,
+    build_connection,
+    page_request,
+)
 from app.principal import Principal
 from app.scalars import stored
 
@@ -128,23 +136,23 @@ class ExportsQuery:
         self,
         info: Info,
         filter: Annotated[ExportJobFilter | None, strawberry.argument(description="Conditions.")] = None,
-        first: Annotated[int | None, strawberry.argument(description="Page size, at most 500.")] = None,
-        after: Annotated[str | None, strawberry.argument(description="Cursor of the previous page.")] = None,
+        first: First = None,
+        after: After = None,
+        last: Last = None,
+        before: Before = None,
     ) -> ExportJobConnection:
         principal = await info.context.principal()
-        limit = page_size(first)
-        cursor = decode_cursor(after, (datetime, str))
+        page = page_request(first, after, last, before, types=(datetime, str))
         statuses = [stored(s) for s in filter.status] if filter and filter.status else None
         rows = await service.list_jobs(
             await info.context.db(),
             principal,
             statuses=statuses,
-            limit=limit + 1,
-            after=tuple(cursor) if cursor else None,
+            page=page,
         )
         return build_connection(
             rows,
-            limit=limit,
+            page=page,
             to_node=lambda job: ExportJob.of(info, job, principal),
             sort_key=lambda j: (j.created_at, j.id),
         )

@@ -29,6 +29,7 @@ from app.exports.datasets import DATASETS, Dataset, query_to_json
 from app.exports.formats import FILE_TYPES
 from app.exports.models import ExportJob
 from app.jobs.service import JobUpdate, lock_claimable, publish_job_update, signed_download_url
+from app.pagination import PageRequest
 from app.principal import Principal
 from app.runtime.resources import Runtime
 from app.webhooks import service as webhooks
@@ -139,8 +140,7 @@ async def list_jobs(
     principal: Principal,
     *,
     statuses: list[str] | None,
-    limit: int,
-    after: tuple[datetime, str] | None,
+    page: PageRequest,
 ) -> list[ExportJob]:
     """Newest first; keyset pagination on (created_at, id)."""
     stmt = select(ExportJob)
@@ -148,9 +148,7 @@ async def list_jobs(
         stmt = stmt.where(col(ExportJob.status).in_(statuses))
     if not principal.is_user:
         stmt = stmt.where(col(ExportJob.dataset).in_([d.name for d in DATASETS.values() if not d.users_only]))
-    if after is not None:
-        stmt = stmt.where(sa.tuple_(ExportJob.created_at, ExportJob.id) < sa.tuple_(*after))
-    stmt = stmt.order_by(col(ExportJob.created_at).desc(), col(ExportJob.id).desc()).limit(limit)
+    stmt = page.apply(stmt, col(ExportJob.created_at), col(ExportJob.id))
     return list((await session.exec(stmt)).all())
 
 

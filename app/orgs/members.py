@@ -9,7 +9,6 @@ Every change is on the activity trail. Invitations carry a single-use token, sto
 from __future__ import annotations
 
 from datetime import timedelta
-from typing import Any
 
 import sqlalchemy as sa
 from sqlmodel import col, select
@@ -23,6 +22,7 @@ from app.orgs.credentials import hash_password, hash_secret, new_secret_token, v
 from app.orgs.models import Invitation, Membership, Organization, Role, User
 from app.orgs.revocation import Revoked
 from app.orgs.service import _check_name, _check_password, get_organization, link, normalise_email
+from app.pagination import PageRequest
 from app.principal import Principal
 from app.settings import Settings
 from app.unit_of_work import after_commit
@@ -61,20 +61,14 @@ async def member(session: AsyncSession, user_id: str) -> Membership:
 
 
 # --- reading ------------------------------------------------------------------------------------------
-async def list_members(
-    session: AsyncSession, *, limit: int, after: tuple[Any, str] | None
-) -> list[tuple[Membership, User]]:
+async def list_members(session: AsyncSession, *, page: PageRequest) -> list[tuple[Membership, User]]:
+    """In the order they joined (oldest first)."""
     query = select(Membership, User).join(User, col(User.id) == col(Membership.user_id))
-    if after is not None:
-        joined_at, member_id = after
-        query = query.where(sa.tuple_(Membership.joined_at, Membership.id) > sa.tuple_(joined_at, member_id))
-    query = query.order_by(col(Membership.joined_at), col(Membership.id)).limit(limit)
+    query = page.apply(query, col(Membership.joined_at), col(Membership.id), descending=False)
     return [(m, u) for m, u in (await session.exec(query)).all()]
 
 
-async def list_invitations(
-    session: AsyncSession, *, pending_only: bool, limit: int, after: tuple[Any, str] | None
-) -> list[Invitation]:
+async def list_invitations(session: AsyncSession, *, pending_only: bool, page: PageRequest) -> list[Invitation]:
     query = select(Invitation)
     if pending_only:
         query = query.where(
@@ -82,10 +76,7 @@ async def list_invitations(
             col(Invitation.revoked_at).is_(None),
             col(Invitation.expires_at) > utcnow(),
         )
-    if after is not None:
-        created_at, invitation_id = after
-        query = query.where(sa.tuple_(Invitation.created_at, Invitation.id) < sa.tuple_(created_at, invitation_id))
-    query = query.order_by(col(Invitation.created_at).desc(), col(Invitation.id).desc()).limit(limit)
+    query = page.apply(query, col(Invitation.created_at), col(Invitation.id))
     return list((await session.exec(query)).all())
 
 

@@ -16,6 +16,7 @@ from app.agents import service as agents
 from app.db import AsyncSession, InvalidJSON, iso, request_json
 from app.errors import AppError, BadUserInput, NotFound
 from app.orgs import models, service, sessions
+from app.pagination import PageRequest
 from app.principal import Principal, Scope
 from app.rest.params import accepts, boolean, query_of
 from app.rest.responses import JSONResponse, error_response, principal_of
@@ -255,7 +256,7 @@ async def list_api_keys(request: Request) -> Response:
     principal = principal_of(request)
     include_revoked = query_of(request)["includeRevoked"] is not False
     async with unit_of_work(request.app.state.runtime, principal.org_id) as session:
-        rows = await service.list_api_keys(session, include_revoked=include_revoked, limit=500, after=None)
+        rows = await service.list_api_keys(session, include_revoked=include_revoked, page=PageRequest(500))
         return JSONResponse({"apiKeys": [_key_json(k) for k in rows]})
 
 

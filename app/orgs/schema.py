@@ -14,7 +14,15 @@ from app.db import utcnow
 from app.errors import BadUserInput, Forbidden, NotFound, Unauthenticated
 from app.info import Info, RequestInfo
 from app.orgs import members, models, service, sessions
-from app.pagination import Connection, build_connection, decode_cursor, page_size
+from app.pagination import (
+    After,
+    Before,
+    Connection,
+    First,
+    Last,
+    build_connection,
+    page_request,
+)
 from app.principal import Scope
 from app.scalars import JSON
 
@@ -311,8 +319,6 @@ Delivery = Annotated[
 Token = Annotated[str, strawberry.argument(description="The token from the emailed link.")]
 NewPassword = Annotated[str, strawberry.argument(description="At least 10 characters.")]
 UserId = Annotated[strawberry.ID, strawberry.argument(description="The member's user id.")]
-First = Annotated[int | None, strawberry.argument(description="Page size, at most 500.")]
-After = Annotated[str | None, strawberry.argument(description="Cursor of the previous page.")]
 
 
 @strawberry.type
@@ -341,27 +347,29 @@ class OrgsQuery:
         info: Info,
         first: First = None,
         after: After = None,
+        last: Last = None,
+        before: Before = None,
         include_revoked: Annotated[bool, strawberry.argument(description="Include revoked keys.")] = True,
     ) -> ApiKeyConnection:
-        limit = page_size(first)
-        cursor = decode_cursor(after, (datetime, str))
+        page = page_request(first, after, last, before, types=(datetime, str))
         rows = await service.list_api_keys(
             await info.context.db(),
             include_revoked=include_revoked,
-            limit=limit + 1,
-            after=tuple(cursor) if cursor else None,
+            page=page,
         )
-        return build_connection(rows, limit=limit, to_node=ApiKey.from_model, sort_key=lambda k: (k.created_at, k.id))
+        return build_connection(rows, page=page, to_node=ApiKey.from_model, sort_key=lambda k: (k.created_at, k.id))
 
     @strawberry.field(description="The organisation's members, in the order they joined.")
-    async def members(self, info: Info, first: First = None, after: After = None) -> MemberConnection:
-        limit = page_size(first)
-        cursor = decode_cursor(after, (datetime, str))
+    async def members(
+        self, info: Info, first: First = None, after: After = None, last: Last = None, before: Before = None
+    ) -> MemberConnection:
+        page = page_request(first, after, last, before, types=(datetime, str))
         rows = await members.list_members(
-            await info.context.db(), limit=limit + 1, after=tuple(cursor) if cursor else None
+            await info.context.db(),
+            page=page,
         )
         connection = build_connection(
-            rows, limit=limit, to_node=lambda r: _member(*r), sort_key=lambda r: (r[0].joined_at, r[0].id)
+            rows, page=page, to_node=lambda r: _member(*r), sort_key=lambda r: (r[0].joined_at, r[0].id)
         )
         return cast(MemberConnection, connection)
 
@@ -371,19 +379,17 @@ class OrgsQuery:
         info: Info,
         first: First = None,
         after: After = None,
+        last: Last = None,
+        before: Before = None,
         pending_only: Annotated[bool, strawberry.argument(description="Only those still pending.")] = False,
     ) -> InvitationConnection:
-        limit = page_size(first)
-        cursor = decode_cursor(after, (datetime, str))
+        page = page_request(first, after, last, before, types=(datetime, str))
         rows = await members.list_invitations(
             await info.context.db(),
             pending_only=pending_only,
-            limit=limit + 1,
-            after=tuple(cursor) if cursor else None,
+            page=page,
         )
-        return build_connection(
-            rows, limit=limit, to_node=Invitation.from_model, sort_key=lambda i: (i.created_at, i.id)
-        )
+        return build_connection(rows, page=page, to_node=Invitation.from_model, sort_key=lambda i: (i.created_at, i.id))
 
     @strawberry.field(description="Every organisation the signed-in user belongs to.")
     async def organizations(self, info: RequestInfo) -> list[OrganizationMembership]:

@@ -31,6 +31,7 @@ from app.orgs.credentials import (
 )
 from app.orgs.models import ApiKey, Membership, Organization, Role, SignInSession, User, UserToken
 from app.orgs.revocation import Revoked
+from app.pagination import PageRequest
 from app.principal import Principal, Scope
 from app.settings import Settings
 from app.unit_of_work import after_commit
@@ -400,16 +401,11 @@ async def count_active_api_keys(session: AsyncSession) -> int:
     return int((await session.exec(query)).one())
 
 
-async def list_api_keys(
-    session: AsyncSession, *, include_revoked: bool, limit: int, after: tuple[Any, str] | None
-) -> list[ApiKey]:
+async def list_api_keys(session: AsyncSession, *, include_revoked: bool, page: PageRequest) -> list[ApiKey]:
     query = select(ApiKey)
     if not include_revoked:
         query = query.where(col(ApiKey.revoked_at).is_(None))
-    if after is not None:
-        created_at, key_id = after
-        query = query.where(sa.tuple_(ApiKey.created_at, ApiKey.id) < sa.tuple_(created_at, key_id))
-    query = query.order_by(col(ApiKey.created_at).desc(), col(ApiKey.id).desc()).limit(limit)
+    query = page.apply(query, col(ApiKey.created_at), col(ApiKey.id))
     return list((await session.exec(query)).all())
 
 

@@ -12,7 +12,15 @@ from app.cost import Cost
 from app.errors import NotFound
 from app.info import Info, RequestInfo
 from app.metrics import policies as policy_analytics
-from app.pagination import Connection, build_connection, decode_cursor, page_size
+from app.pagination import (
+    After,
+    Before,
+    Connection,
+    First,
+    Last,
+    build_connection,
+    page_request,
+)
 from app.policies import models, service
 from app.scalars import JSON, stored
 
@@ -151,15 +159,14 @@ class Policy:
     async def versions(
         self,
         info: Info,
-        first: Annotated[int | None, strawberry.argument(description="Page size, at most 500.")] = None,
-        after: Annotated[str | None, strawberry.argument(description="Cursor of the previous page.")] = None,
+        first: First = None,
+        after: After = None,
+        last: Last = None,
+        before: Before = None,
     ) -> PolicyVersionConnection:
-        limit = page_size(first)
-        cursor = decode_cursor(after, (int,))
-        rows = await service.list_versions(
-            await info.context.db(), self.row.id, limit=limit + 1, before=cursor[0] if cursor else None
-        )
-        return build_connection(rows, limit=limit, to_node=PolicyVersion.of, sort_key=lambda v: [v.number])
+        page = page_request(first, after, last, before, types=(int,))
+        rows = await service.list_versions(await info.context.db(), self.row.id, page=page)
+        return build_connection(rows, page=page, to_node=PolicyVersion.of, sort_key=lambda v: [v.number])
 
     @strawberry.field(
         description="This policy's alerts against the records of the agents it is attached to.",
@@ -289,15 +296,17 @@ class PoliciesQuery:
     async def policies(
         self,
         info: Info,
-        first: Annotated[int | None, strawberry.argument(description="Page size, at most 500.")] = None,
-        after: Annotated[str | None, strawberry.argument(description="Cursor of the previous page.")] = None,
+        first: First = None,
+        after: After = None,
+        last: Last = None,
+        before: Before = None,
     ) -> PolicyConnection:
-        limit = page_size(first)
-        cursor = decode_cursor(after, (datetime, str))
+        page = page_request(first, after, last, before, types=(datetime, str))
         rows = await service.list_policies(
-            await info.context.db(), limit=limit + 1, after=tuple(cursor) if cursor else None
+            await info.context.db(),
+            page=page,
         )
-        return build_connection(rows, limit=limit, to_node=Policy.of, sort_key=lambda p: (p.created_at, p.id))
+        return build_connection(rows, page=page, to_node=Policy.of, sort_key=lambda p: (p.created_at, p.id))
 
     # aggregates over every alert and record of the window
     @strawberry.field(

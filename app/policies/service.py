@@ -24,6 +24,7 @@ from app.compliance.engine import SEVERITIES, TEXT_FIELDS, RuleSpec, action_prob
 from app.compliance.packs import all_packs
 from app.db import AsyncSession, new_id, utcnow, within
 from app.errors import BadUserInput, Conflict, NotFound
+from app.pagination import PageRequest
 from app.policies.models import Policy, PolicyAttachment, PolicyAttachmentInterval, PolicyVersion
 from app.principal import Principal
 from app.webhooks import service as webhooks
@@ -106,13 +107,9 @@ async def get_policy(session: AsyncSession, policy_id: str) -> Policy:
     return policy
 
 
-async def list_policies(session: AsyncSession, *, limit: int, after: tuple[datetime, str] | None) -> list[Policy]:
+async def list_policies(session: AsyncSession, *, page: PageRequest) -> list[Policy]:
     query = select(Policy).where(col(Policy.deleted_at).is_(None))
-    if after is not None:
-        query = query.where(sa.tuple_(Policy.created_at, Policy.id) < sa.tuple_(*after))
-    return list(
-        (await session.exec(query.order_by(col(Policy.created_at).desc(), col(Policy.id).desc()).limit(limit))).all()
-    )
+    return list((await session.exec(page.apply(query, col(Policy.created_at), col(Policy.id)))).all())
 
 
 async def get_version(session: AsyncSession, policy_id: str, number: int) -> PolicyVersion:
@@ -123,13 +120,10 @@ async def get_version(session: AsyncSession, policy_id: str, number: int) -> Pol
     return version
 
 
-async def list_versions(
-    session: AsyncSession, policy_id: str, *, limit: int, before: int | None = None
-) -> list[PolicyVersion]:
+async def list_versions(session: AsyncSession, policy_id: str, *, page: PageRequest) -> list[PolicyVersion]:
+    """Newest first (by number)."""
     query = select(PolicyVersion).where(PolicyVersion.policy_id == policy_id)
-    if before is not None:
-        query = query.where(PolicyVersion.number < before)
-    return list((await session.exec(query.order_by(col(PolicyVersion.number).desc()).limit(limit))).all())
+    return list((await session.exec(page.apply(query, col(PolicyVersion.number)))).all())
 
 
 async def _flush_named(session: AsyncSession, name: str) -> None:

@@ -22,6 +22,7 @@ from app.compliance.engine import SEVERITIES
 from app.db import AsyncSession, iso
 from app.metrics import service as metrics
 from app.orgs import service as orgs
+from app.pagination import PageRequest
 from app.policies import service as policies
 
 TYPES = ("compliance_summary", "agent_activity", "policy_changes", "audit_integrity")
@@ -390,8 +391,7 @@ async def policy_changes(session: AsyncSession, window: Window, _keys: sealing.K
             occurred_to=window.end,
             agent_ids=window.agent_ids,
         ),
-        limit=MAX_ROWS + 1,
-        after=None,
+        page=PageRequest(MAX_ROWS),  # one row more than shown: `truncated`
     )
     relevant: set[str] | None = None
     if window.agent_ids is not None:

@@ -10,7 +10,15 @@ import strawberry
 
 from app.errors import NotFound
 from app.info import Info, RequestInfo
-from app.pagination import Connection, build_connection, decode_cursor, page_size
+from app.pagination import (
+    After,
+    Before,
+    Connection,
+    First,
+    Last,
+    build_connection,
+    page_request,
+)
 from app.reports import auth, models, service
 from app.scalars import JSON
 
@@ -130,20 +138,20 @@ class ReportsQuery:
         self,
         info: Info,
         filter: Annotated[ReportFilter | None, strawberry.argument(description="Conditions.")] = None,
-        first: Annotated[int | None, strawberry.argument(description="Page size, at most 500.")] = None,
-        after: Annotated[str | None, strawberry.argument(description="Cursor of the previous page.")] = None,
+        first: First = None,
+        after: After = None,
+        last: Last = None,
+        before: Before = None,
     ) -> ReportConnection:
-        limit = page_size(first)
-        cursor = decode_cursor(after, (datetime, str))
+        page = page_request(first, after, last, before, types=(datetime, str))
         f = filter or ReportFilter()
         rows = await service.list_reports(
             await info.context.db(),
-            limit=limit + 1,
-            after=tuple(cursor) if cursor else None,
+            page=page,
             types=[_stored(t) for t in f.type] if f.type else None,
             statuses=[_stored(s) for s in f.status] if f.status else None,
         )
-        return build_connection(rows, limit=limit, to_node=Report.of, sort_key=lambda r: (r.created_at, r.id))
+        return build_connection(rows, page=page, to_node=Report.of, sort_key=lambda r: (r.created_at, r.id))
 
     @strawberry.field(description="One report; null when it does not exist in your organisation. Users only.")
     async def report(

@@ -27,6 +27,7 @@ from app.db import AsyncSession, Database, iso, new_id, utcnow
 from app.errors import AppError, BadUserInput, NotFound
 from app.jobs.service import JobUpdate, lock_claimable, publish_job_update, signed_download_url
 from app.orgs import service as orgs
+from app.pagination import PageRequest
 from app.principal import Principal
 from app.reports import auth, data, render
 from app.reports.models import Report
@@ -154,8 +155,7 @@ async def get_report(session: AsyncSession, report_id: str) -> Report:
 async def list_reports(
     session: AsyncSession,
     *,
-    limit: int,
-    after: tuple[datetime, str] | None,
+    page: PageRequest,
     types: Sequence[str] | None = None,
     statuses: Sequence[str] | None = None,
 ) -> list[Report]:
@@ -165,9 +165,7 @@ async def list_reports(
         query = query.where(col(Report.type).in_(list(types)))
     if statuses:
         query = query.where(col(Report.status).in_(list(statuses)))
-    if after is not None:
-        query = query.where(sa.tuple_(Report.created_at, Report.id) < sa.tuple_(*after))
-    query = query.order_by(col(Report.created_at).desc(), col(Report.id).desc()).limit(limit)
+    query = page.apply(query, col(Report.created_at), col(Report.id))
     return list((await session.exec(query)).all())
 
 

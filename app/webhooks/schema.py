@@ -9,7 +9,17 @@ from typing import Annotated
 import strawberry
 
 from app.info import Info, RequestInfo
-from app.pagination import TOTAL_COUNT, Connection, build_connection, decode_cursor, page_size, selects_any
+from app.pagination import (
+    TOTAL_COUNT,
+    After,
+    Before,
+    Connection,
+    First,
+    Last,
+    build_connection,
+    page_request,
+    selects_any,
+)
 from app.scalars import JSON, stored
 from app.webhooks import models, service
 
@@ -186,23 +196,25 @@ _ATTEMPTS = frozenset({"attempts"})
 
 
 async def _page(
-    info: Info, filter: WebhookDeliveryFilter | None, first: int | None, after: str | None
+    info: Info,
+    filter: WebhookDeliveryFilter | None,
+    first: int | None,
+    after: str | None,
+    last: int | None = None,
+    before: str | None = None,
 ) -> WebhookDeliveryConnection:
     query = (filter or WebhookDeliveryFilter()).to_query()
-    limit = page_size(first)
-    cursor = decode_cursor(after, (datetime, str))
+    page = page_request(first, after, last, before, types=(datetime, str))
     session = await info.context.db()
-    rows = await service.list_deliveries(
-        session, query, limit=limit + 1, after=(cursor[0], cursor[1]) if cursor else None
-    )
+    rows = await service.list_deliveries(session, query, page=page)
     # attempts (each with its stored response body) and the count only when the page asks for them
     wanted = info.selected_fields
-    page_ids = [r.id for r in rows[:limit]]
+    page_ids = [r.id for r in rows[: page.size]]
     attempts = await service.attempts_of(session, page_ids) if selects_any(wanted, _ATTEMPTS) else {}
     total = await service.count_deliveries(session, query) if selects_any(wanted, TOTAL_COUNT) else None
     return build_connection(
         rows,
-        limit=limit,
+        page=page,
         to_node=lambda d: WebhookDelivery.from_model(d, attempts.get(d.id)),
         sort_key=lambda d: (d.created_at, d.id),
         total_count=total,
@@ -227,10 +239,12 @@ class WebhooksQuery:
         self,
         info: Info,
         filter: Annotated[WebhookDeliveryFilter | None, strawberry.argument(description="What to list.")] = None,
-        first: Annotated[int | None, strawberry.argument(description="Page size, at most 500.")] = None,
-        after: Annotated[str | None, strawberry.argument(description="Cursor of the previous page.")] = None,
+        first: First = None,
+        after: After = None,
+        last: Last = None,
+        before: Before = None,
     ) -> WebhookDeliveryConnection:
-        return await _page(info, filter, first, after)
+        return await _page(info, filter, first, after, last, before)
 
     @strawberry.field(description="One delivery with its attempts; null for an unknown id or another organisation's.")
     async def webhook_delivery(

@@ -28,6 +28,7 @@ from app.activity.service import record_activity
 from app.db import SYSTEM, AsyncSession, TenancyError, iso, new_id, session_org, utcnow, within
 from app.errors import BadUserInput, Conflict, NotFound
 from app.inputs import check_json_object
+from app.pagination import PageRequest
 from app.principal import Principal
 from app.settings import Settings
 from app.usage import quota as billing_quota
@@ -429,14 +430,10 @@ def _delivery_conditions(query: DeliveryQuery) -> list[Any]:
     return conditions
 
 
-async def list_deliveries(
-    session: AsyncSession, query: DeliveryQuery, *, limit: int, after: tuple[datetime, str] | None = None
-) -> list[WebhookDelivery]:
-    """Newest first; `after` is the (created_at, id) of the previous page's last row."""
+async def list_deliveries(session: AsyncSession, query: DeliveryQuery, *, page: PageRequest) -> list[WebhookDelivery]:
+    """Newest first; keyset pagination on (created_at, id)."""
     stmt = select(WebhookDelivery).where(*_delivery_conditions(query))
-    if after is not None:
-        stmt = stmt.where(sa.tuple_(WebhookDelivery.created_at, WebhookDelivery.id) < sa.tuple_(*after))
-    stmt = stmt.order_by(col(WebhookDelivery.created_at).desc(), col(WebhookDelivery.id).desc()).limit(limit)
+    stmt = page.apply(stmt, col(WebhookDelivery.created_at), col(WebhookDelivery.id))
     return list((await session.exec(stmt)).all())
 
 

@@ -15,6 +15,7 @@ from export_support import export_job, fetch_link, run_jobs, start_export
 from app.audit import service as audit
 from app.db import iso, scoped_text
 from app.exports.datasets import AUDIT_HEADER
+from app.pagination import PageRequest
 from support import register
 
 ALPHABET = "ab,\"\r\n=+-@\t 'x1ü€😀\\\b\f\v\x01"
@@ -113,7 +114,7 @@ async def test_audit_csv_formatted_by_postgresql_matches_the_reference_on_hostil
         rows,
     )
     async with runtime.db.tenant_session(account.org_id) as session:
-        records = await audit.list_records(session, audit.AuditLogQuery(), limit=1000, after=None)
+        records = await audit.list_records(session, audit.AuditLogQuery(), page=PageRequest(1000))
         as_text = {
             row.id: (row.duration, row.metadata)
             for row in await session.execute(
