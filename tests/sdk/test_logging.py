@@ -330,3 +330,40 @@ def test_batch_answer_current_shape_and_plain_array_of_ids():
     assert parse_ids(["log_1", "log_2"]) == ["log_1", "log_2"]
     assert parse_ids([{"id": "log_1"}]) == ["log_1"]
     assert parse_ids({"error": "x"}) is None
+
+
+@pytest.mark.parametrize("accelerated", [True, False])
+def test_records_serialise_the_same_with_or_without_orjson(monkeypatch, accelerated):
+    import datetime as dt
+    import uuid
+
+    from agentrail import _records
+
+    if not accelerated:
+        monkeypatch.setattr(_records, "_orjson", None)
+    record = {
+        "action": "x",
+        "metadata": {
+            "when": dt.datetime(2026, 1, 2, 3, 4, 5),
+            "tags": {"b"},
+            "pair": (1, 2),
+            "nan": float("nan"),
+            1: "int key",
+            "id": uuid.UUID(int=1),
+            "big": 2**70,
+            "text": "héllo",
+        },
+    }
+    assert json.loads(_records.dumps(record)) == {
+        "action": "x",
+        "metadata": {
+            "when": "2026-01-02T03:04:05Z",
+            "tags": ["b"],
+            "pair": [1, 2],
+            "nan": None,
+            "1": "int key",
+            "id": "00000000-0000-0000-0000-000000000001",
+            "big": 2**70,
+            "text": "héllo",
+        },
+    }

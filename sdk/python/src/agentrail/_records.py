@@ -12,9 +12,13 @@ from __future__ import annotations
 import base64
 import dataclasses
 import datetime as dt
+import decimal
+import enum
 import json
 import math
+import pathlib
 import time
+import uuid
 from collections.abc import Mapping
 from typing import Any, Literal
 
@@ -61,12 +65,25 @@ def _default(value: Any) -> Any:
             pass
     if isinstance(value, Mapping):
         return dict(value)
+    if isinstance(value, enum.Enum):
+        return value.value
+    if isinstance(value, uuid.UUID | decimal.Decimal | pathlib.PurePath):
+        return str(value)
     text = repr(value) if not isinstance(value, str | int | float) else str(value)
     return text[:PREVIEW_CHARS]
 
 
-_ENCODER = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), default=_default, allow_nan=False)
+# the standard library's C encoder; ASCII output is its fastest (non-ASCII goes as \u escapes, which the server reads
+# the same)
+_ENCODER = json.JSONEncoder(separators=(",", ":"), default=_default, allow_nan=False)
 encode = _ENCODER.encode
+
+try:  # an optional accelerator (`pip install "agentrail-sdk[fast]"`): about 10x faster on realistic records
+    import orjson as _orjson
+
+    _ORJSON_OPTIONS = _orjson.OPT_NON_STR_KEYS | _orjson.OPT_NAIVE_UTC | _orjson.OPT_UTC_Z
+except ImportError:  # pragma: no cover - depends on the environment
+    _orjson = None  # type: ignore[assignment]
 
 
 def _finite(value: Any) -> Any:
@@ -81,6 +98,11 @@ def _finite(value: Any) -> Any:
 
 
 def dumps(record: dict[str, Any]) -> bytes:
+    if _orjson is not None:
+        try:
+            return _orjson.dumps(record, default=_default, option=_ORJSON_OPTIONS)
+        except (TypeError, _orjson.JSONEncodeError):  # integers beyond 64 bits and the like: the standard way
+            pass
     try:
         return encode(record).encode()
     except ValueError:  # out-of-range floats
