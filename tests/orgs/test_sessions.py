@@ -154,3 +154,27 @@ async def test_email_verification(client, runtime):
     me = await gql(client, "Me", token=account.token)
     assert me["data"]["me"]["user"]["emailVerified"] is True
     assert (await gql(client, "RequestEmailVerification", token=account.token))["data"]["requestEmailVerification"]
+
+
+async def test_ending_a_session_closes_its_subscriptions(client, live_server):
+    import websockets
+
+    from support import GraphQLWebSocket
+
+    account = await register(client)
+    other = await _login(client, account)
+    sockets = []
+    for token in (account.token, other["accessToken"]):
+        ws = await GraphQLWebSocket.connect(live_server, {"authorization": f"Bearer {token}"})
+        assert (await ws.receive())["type"] == "connection_ack"
+        await ws.subscribe("subscription { alerts { id } }")
+        sockets.append(ws)
+    assert (await gql(client, "Logout", token=other["accessToken"]))["data"]["logout"] is True
+    try:
+        while True:
+            await sockets[1].receive(5)
+    except websockets.ConnectionClosed as closed:
+        assert closed.rcvd.code == 4403
+    # the signed-out session's only: the other one is still open
+    await sockets[0].connection.ping()
+    await sockets[0].close()
