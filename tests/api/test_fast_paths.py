@@ -7,7 +7,9 @@ from __future__ import annotations
 
 import asyncio
 
-from app.api import shared_subscriptions
+import strawberry
+
+from app.api import execution, shared_subscriptions
 from app.api.context import Context, OperationScope, OrganizationContext
 from app.api.execution import FastLeafExecutionContext
 from app.runtime import websocket
@@ -116,3 +118,59 @@ async def test_one_shared_execution_of_the_organisation_alone_framed_once(client
         assert len(streams) == 1
     finally:
         await key_ws.close()
+
+
+@strawberry.type
+class SliceNode:
+    n: int
+    children: list[SliceNode]
+
+    @strawberry.field
+    def fails(self) -> int | None:
+        if self.n == 1234:
+            raise ValueError("this one fails")
+        return self.n
+
+
+@strawberry.type
+class SliceQuery:
+    @strawberry.field
+    def nodes(self) -> list[SliceNode]:
+        return [SliceNode(n=i, children=[SliceNode(n=j, children=[]) for j in range(i % 3)]) for i in range(3000)]
+
+
+async def test_big_results_are_completed_in_slices_other_tasks_run_between():
+    """A result of thousands of list items (pure Python, no I/O) pauses every YIELD_EVERY items: a task
+    spinning beside it runs in between, and the result (nested lists, nulls, errors and their paths) is the
+    same as without slices."""
+    schema = strawberry.Schema(query=SliceQuery, execution_context_class=FastLeafExecutionContext)
+    query = "{ nodes { n fails children { n } } }"
+    ticks = 0
+    running = True
+
+    async def spin() -> None:
+        nonlocal ticks
+        while running:
+            ticks += 1
+            await asyncio.sleep(0)
+
+    spinner = asyncio.create_task(spin())
+    await asyncio.sleep(0)
+    before = ticks
+    sliced = await schema.execute(query)
+    during = ticks - before
+    running = False
+    await spinner
+    items = 3000 + sum(i % 3 for i in range(3000))
+    assert during >= items // execution.YIELD_EVERY - 2, during
+    # the same answer in one go
+    original = execution.YIELD_EVERY
+    execution.YIELD_EVERY = 10**9
+    try:
+        whole = await schema.execute(query)
+    finally:
+        execution.YIELD_EVERY = original
+    assert sliced.data == whole.data
+    assert sliced.data["nodes"][1234]["fails"] is None and sliced.data["nodes"][5]["children"] == [{"n": 0}, {"n": 1}]
+    assert [(e.message, e.path) for e in sliced.errors] == [(e.message, e.path) for e in whole.errors]
+    assert sliced.errors[0].path == ["nodes", 1234, "fails"]
