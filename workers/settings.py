@@ -21,7 +21,7 @@ from workers.alerts import notify_alerts, sweep_alert_notifications
 from workers.audit import index_audit_search, seal_audit_trail, sweep_audit_search
 from workers.exports import expire_export_jobs, run_export, sweep_export_jobs
 from workers.mail import send_emails
-from workers.maintenance import remove_expired_files
+from workers.maintenance import remove_expired_files, remove_expired_sign_ins
 from workers.metrics import rollup_metrics, rollup_org_metrics
 from workers.reports import build_report, sweep_reports
 from workers.webhooks import deliver_webhooks, drain_webhook_deliveries
@@ -41,6 +41,7 @@ FUNCTIONS: list[Any] = [
     rollup_metrics,
     rollup_org_metrics,
     remove_expired_files,
+    remove_expired_sign_ins,
     func(deliver_webhooks, keep_result=0),
     drain_webhook_deliveries,
     # no stored result: the sweeper may queue the same build id again once a run ended without building
@@ -61,6 +62,7 @@ CRON_JOBS: list[Any] = [
     cron(sweep_audit_search, second=45, unique=True, timeout=600),
     cron(rollup_metrics, second=15, unique=True, timeout=600),
     cron(remove_expired_files, second=50, unique=True, timeout=600),
+    cron(remove_expired_sign_ins, minute=17, second=55, unique=True, timeout=600),  # hourly
     # not unique: several workers drain side by side (claims skip each other's rows)
     cron(drain_webhook_deliveries, second=5, timeout=300),
     cron(sweep_reports, second=40, unique=True, timeout=600),

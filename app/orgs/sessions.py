@@ -171,3 +171,23 @@ async def list_active(session: AsyncSession, user_id: str) -> list[SignInSession
         .limit(200)
     )
     return list((await session.exec(query)).all())
+
+
+_EXPIRED = (
+    # sign-in sessions ended or expired a month ago (kept meanwhile for `sessions` history and audits)
+    "DELETE FROM sign_in_sessions WHERE coalesce(revoked_at, expires_at) < CAST(:now AS timestamptz) - interval '30 days'",
+    # emailed tokens and invitations a week past their expiry (used or not)
+    "DELETE FROM user_tokens WHERE expires_at < CAST(:now AS timestamptz) - interval '7 days'",
+    "DELETE FROM invitations WHERE accepted_at IS NULL AND expires_at < CAST(:now AS timestamptz) - interval '30 days'",
+    # single sign-on logins in flight last 10 minutes
+    "DELETE FROM sso_logins WHERE expires_at < CAST(:now AS timestamptz) - interval '1 day'",
+)
+
+
+async def remove_expired(session: AsyncSession) -> int:
+    """Housekeeping across organisations (a system session): what no sign-in can use any more."""
+    removed = 0
+    for statement in _EXPIRED:
+        result = await session.execute(sa.text(statement), {"now": utcnow()})
+        removed += int(getattr(result, "rowcount", 0) or 0)
+    return removed

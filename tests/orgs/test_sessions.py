@@ -178,3 +178,24 @@ async def test_ending_a_session_closes_its_subscriptions(client, live_server):
     # the signed-out session's only: the other one is still open
     await sockets[0].connection.ping()
     await sockets[0].close()
+
+
+async def test_what_no_sign_in_can_use_is_removed_hourly(client, runtime):
+    from datetime import timedelta
+
+    from app.orgs import sessions as sign_ins
+    from app.unit_of_work import system_unit_of_work
+
+    account = await register(client)
+    old = await _login(client, account)
+    await gql(client, "RequestPasswordReset", {"email": account.email})
+    async with runtime.db.engine.begin() as conn:
+        await conn.execute(
+            sa.text("UPDATE sign_in_sessions SET revoked_at = :at WHERE id = :id"),
+            {"at": utcnow() - timedelta(days=31), "id": old["sessionId"]},
+        )
+        await conn.execute(sa.text("UPDATE user_tokens SET expires_at = now() - interval '8 days'"))
+    async with system_unit_of_work(runtime) as session:
+        removed = await sign_ins.remove_expired(session)
+    assert removed == 3  # the old session, the reset and the verification tokens
+    assert "errors" not in await gql(client, "Me", token=account.token)  # the live session stays
