@@ -175,7 +175,8 @@ async def list_active(session: AsyncSession, user_id: str) -> list[SignInSession
 
 _EXPIRED = (
     # sign-in sessions ended or expired a month ago (kept meanwhile for `sessions` history and audits)
-    "DELETE FROM sign_in_sessions WHERE coalesce(revoked_at, expires_at) < CAST(:now AS timestamptz) - interval '30 days'",
+    "DELETE FROM sign_in_sessions"
+    " WHERE coalesce(revoked_at, expires_at) < CAST(:now AS timestamptz) - interval '30 days'",
     # emailed tokens and invitations a week past their expiry (used or not)
     "DELETE FROM user_tokens WHERE expires_at < CAST(:now AS timestamptz) - interval '7 days'",
     "DELETE FROM invitations WHERE accepted_at IS NULL AND expires_at < CAST(:now AS timestamptz) - interval '30 days'",
