@@ -190,3 +190,21 @@ async def test_revoking_the_key_ends_its_http_streams(client, live_server):
         assert payload["errors"][0]["extensions"]["code"] == "UNAUTHENTICATED"
         rest = [part async for part in parts]  # then the stream completes
         assert all(part == {} for part in rest)
+
+
+async def test_a_client_leaving_ends_its_stream(client, live_server, app):
+    account = await register(client)
+    connections = app.state.open_connections
+    before = len(connections)
+    async with _multipart(live_server, {"authorization": f"Bearer {account.token}"}) as (_response, parts):
+        await asyncio.wait_for(anext(parts), 10)  # the first heartbeat: the stream is open
+        for _ in range(50):
+            if len(connections) == before + 1:
+                break
+            await asyncio.sleep(0.05)
+        assert len(connections) == before + 1
+    for _ in range(100):  # the client has gone: the server's side of the stream ends and is forgotten
+        if len(connections) == before:
+            break
+        await asyncio.sleep(0.05)
+    assert len(connections) == before
