@@ -424,8 +424,8 @@ def domain_routes() -> list[BaseRoute]:
         *docs_routes,
         *orgs_routes,
         *alerts_routes,
+        *export_routes,  # before audit: /api/v1/audit-logs/export is not a record id
         *audit_routes,
-        *export_routes,
         *billing_routes,
         *otel_routes,
         *report_routes,

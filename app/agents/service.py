@@ -356,6 +356,12 @@ async def agents_by_ids(session: AsyncSession, ids: Iterable[str]) -> dict[str, 
     return {agent.id: agent for agent in rows}
 
 
+def is_agent_id(value: str) -> bool:
+    """Whether `value` is meant as an agent id (our prefix): on ingest, anything else names the agent, and an
+    unknown `agent_…` stays an error rather than registering an agent by a mistyped id."""
+    return value.startswith("agent_")
+
+
 async def require_active_agent_ids(session: AsyncSession, ids: Iterable[str]) -> None:
     """One query. BAD_USER_INPUT naming every id that is unknown, another organisation's, or deleted."""
     wanted = set(ids)

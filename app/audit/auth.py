@@ -29,5 +29,9 @@ PERMISSIONS = Permissions(
         "Subscription.traceSpans": READ,
         "POST /api/v1/audit-logs": WRITE,
         "POST /api/v1/audit-logs/batch": WRITE,
+        "GET /api/v1/audit-logs": READ,
+        "GET /api/v1/audit-logs/{log_id}": READ,
+        "GET /api/v1/audit-logs/trace/{trace_id}": READ,
+        "GET /api/v1/audit-logs/{log_id}/chain": READ,
     },
 )

@@ -187,6 +187,13 @@ async def ingest(session: AsyncSession, principal: Principal, drafts: Sequence[A
     org_id = _org(session)
     if principal.org_id != org_id:
         raise TenancyError("principal and session disagree on the organisation")
+    # an agentId that is not an agent id names the agent ("writer-agent-1"): found, or registered on first use
+    names = {d.agent_id for d in drafts if d.agent_id and not agents.is_agent_id(d.agent_id)}
+    if names:
+        by_name = await agents.ensure_agents_by_name(session, principal, names, source="audit-log ingest")
+        for draft in drafts:
+            if draft.agent_id is not None and draft.agent_id in by_name:
+                draft.agent_id = by_name[draft.agent_id]
     if principal.agent_ids is not None:  # an API key limited to agents writes only for them
         outside = {d.agent_id for d in drafts} - principal.agent_ids
         if outside:
@@ -356,9 +363,14 @@ def _filtered(query: AuditLogQuery) -> Any:
     return stmt.where(*conditions)
 
 
-async def list_records(session: AsyncSession, query: AuditLogQuery, *, page: PageRequest) -> list[AuditRecord]:
-    """Newest first; keyset pagination on (occurred_at, id), stable while records keep arriving."""
+async def list_records(
+    session: AsyncSession, query: AuditLogQuery, *, page: PageRequest, offset: int = 0
+) -> list[AuditRecord]:
+    """Newest first; keyset pagination on (occurred_at, id), stable while records keep arriving (`offset`: the
+    REST reference's offset paging, which is not)."""
     stmt = page.apply(_filtered(query), col(AuditLog.occurred_at), col(AuditLog.id))
+    if offset:
+        stmt = stmt.offset(offset)
     return [record_from_row(r) for r in (await session.execute(stmt)).all()]
 
 

@@ -13,8 +13,7 @@ from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
 
 from app.activity import service as activity
-from app.audit import service as audit
-from app.audit import validation
+from app.audit import routes as audit_routes
 from app.db import iso
 from app.errors import AppError, NotFound
 from app.exports import service
@@ -27,28 +26,7 @@ from app.rest.responses import JSONResponse, error_response, principal_of
 from app.unit_of_work import unit_of_work
 
 FORMAT = params.choice("format", {"csv": "csv", "json": "json"}, default="csv")
-AUDIT_LOG_FILTERS = (
-    FORMAT,
-    params.text("agentId", many=True),
-    params.text("action", many=True),
-    params.text("traceId"),
-    params.choice("status", {s.upper(): s for s in validation.STATUSES}, many=True),
-    params.choice("riskLevel", {r: r for r in validation.RISK_LEVELS}, many=True),
-    params.pattern(
-        "governanceStatus",
-        validation.GOVERNANCE_STATUS.pattern.strip("^$"),
-        "decisions such as approved, blocked, pending, dry_run",
-        many=True,
-    ),
-    params.text("provider", many=True),
-    params.text("verb", many=True),
-    params.text("tenantId", many=True),
-    params.text("executionId"),
-    params.timestamp("from"),
-    params.timestamp("to"),
-    params.text("search"),
-    params.boolean("hasAlerts"),
-)
+AUDIT_LOG_FILTERS = (FORMAT, *audit_routes.FILTERS)  # the same filters as GET /api/v1/audit-logs
 ACTIVITY_FILTERS = (
     FORMAT,
     params.pattern("targetType", r"[a-z][a-z0-9_]{0,63}", "target types such as agent, policy, api_key", many=True),
@@ -110,22 +88,7 @@ async def export_audit_logs(request: Request) -> Response:
     try:
         principal = principal_of(request)
         q = params.query_of(request)
-        query = audit.AuditLogQuery(
-            agent_ids=q["agentId"],
-            actions=q["action"],
-            trace_id=q["traceId"],
-            statuses=q["status"],
-            risk_levels=q["riskLevel"],
-            governance_statuses=q["governanceStatus"],
-            providers=q["provider"],
-            verbs=q["verb"],
-            tenant_ids=q["tenantId"],
-            execution_id=q["executionId"],
-            occurred_from=q["from"],
-            occurred_to=q["to"],
-            search=q["search"],
-            has_alerts=q["hasAlerts"],
-        )
+        query = audit_routes.audit_log_query(q)
         return await _sync_export(request, principal, AUDIT_LOGS, q["format"], query)
     except AppError as exc:
         return error_response(exc)

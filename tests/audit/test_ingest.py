@@ -224,6 +224,7 @@ async def test_rest_ingest(client, runtime):
         "/api/v1/audit-logs/batch",
         json=[{"action": f"a{i}"} for i in range(3)],
         headers={"X-API-Key": secret},
+        params={"full": "true"},  # the records (by default, their ids in input order)
     )
     assert batch.status_code == 201
     assert [r["action"] for r in batch.json()["records"]] == ["a0", "a1", "a2"]
