@@ -23,14 +23,24 @@ GUARDRAIL_CHECK = {
     "metadata": {"rule": "pii_detection", "model": "gpt-4o", "latency_ms": 42},
 }
 BATCH = [
-    {"action": "llm_start", "traceId": "run-1749300000000", "prompt": "Analyse Q1 data", "metadata": {"model": "gpt-4o"}},
+    {
+        "action": "llm_start",
+        "traceId": "run-1749300000000",
+        "prompt": "Analyse Q1 data",
+        "metadata": {"model": "gpt-4o"},
+    },
     {
         "action": "tool_use",
         "traceId": "run-1749300000000",
         "parentSpanId": "log_abc123",  # the document's placeholder "<id of llm_start log>"
         "metadata": {"tool": "code_interpreter"},
     },
-    {"action": "llm_end", "traceId": "run-1749300000000", "response": "Q1 revenue grew 18% YoY", "metadata": {"tokens": 820}},
+    {
+        "action": "llm_end",
+        "traceId": "run-1749300000000",
+        "response": "Q1 revenue grew 18% YoY",
+        "metadata": {"tokens": 820},
+    },
 ]
 
 
