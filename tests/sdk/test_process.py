@@ -89,3 +89,18 @@ print(ok, os.waitstatus_to_exitcode(status), client.stats().logged)
     assert busy[0] == busy[1] and busy[0] + 15 == int(parent_logged)
     keys = db.keys(account.org_id)
     assert len(keys) == len(set(keys))
+
+
+def test_exit_drains_a_client_nobody_holds_any_more(server: Server, account: Account, db: Database):
+    script = """
+import agentrail
+def work():
+    client = agentrail.Agentrail(flush_interval=60)
+    for n in range(50):
+        client.log("orphan", metadata={"n": n})
+work()  # the client is garbage now; its queue is not
+import gc; gc.collect()
+"""
+    done = run_script(script, _env(server.url, account.key))
+    assert done.returncode == 0, done.stderr
+    assert len(set(db.keys(account.org_id))) == 50

@@ -15,7 +15,7 @@ from typing import Any, ParamSpec, TypeVar
 import httpx
 
 from agentrail import _records, reading
-from agentrail._core import Core, DropEvent, Policy, Settings, Stats, logger
+from agentrail._core import _CORES, Core, DropEvent, Policy, Settings, Stats, logger
 from agentrail._records import MAX_ACTION, MAX_JSON_BYTES, Oversize, dumps, fit, iso_value
 from agentrail.reading import AlertStream, AsyncAlertStream
 from agentrail.tracing import Span, _current, observe, open_span
@@ -31,12 +31,13 @@ _CLIENTS: weakref.WeakSet[_Base] = weakref.WeakSet()
 @atexit.register
 def _drain_at_exit() -> None:
     """At interpreter exit every open client sends what it holds, each within its drain time; the process
-    is never held longer (the sender is a daemon thread, abandoned past that)."""
-    clients = list(_CLIENTS)
-    for client in clients:  # all start draining at once
-        client._core.begin_close(None)
-    for client in clients:
-        client._core.close(None)
+    is never held longer (the sender is a daemon thread, abandoned past that). Cores, not clients: a client
+    dropped without close() is gone, but its sender and queue live on until here."""
+    cores = list(_CORES)
+    for core in cores:  # all start draining at once
+        core.begin_close(None)
+    for core in cores:
+        core.close(None)
 
 
 def _renew_prefixes_in_child() -> None:
