@@ -551,7 +551,11 @@ class OrgsMutation:
     async def request_password_reset(
         self, info: RequestInfo, email: Annotated[str, strawberry.argument(description="The account's email.")]
     ) -> bool:
-        await service.request_password_reset(info.context.system_db(), email, info.context.runtime.settings)
+        ctx = info.context
+        await service.limit_per_address(
+            ctx.runtime.redis, "password-reset", ctx.source_ip, limit=20, window_seconds=3600
+        )
+        await service.request_password_reset(ctx.system_db(), email, ctx.runtime.settings)
         return True
 
     @strawberry.mutation(description="Set a new password with the emailed token; ends every session of the account.")

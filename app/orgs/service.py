@@ -457,6 +457,19 @@ async def change_password(
     return ended
 
 
+async def limit_per_address(redis: Redis, action: str, address: str, *, limit: int, window_seconds: int) -> None:
+    """At most `limit` calls of `action` per client address per window (requests that email someone: an inbox
+    is not a free megaphone); RATE_LIMITED beyond, whatever the email given."""
+    key = f"agentrail:{action}:{address}"
+    async with redis.pipeline(transaction=True) as pipe:
+        pipe.set(key, 0, ex=window_seconds, nx=True)
+        pipe.incr(key)
+        pipe.ttl(key)
+        _, count, ttl = await pipe.execute()
+    if int(count) > limit:
+        raise RateLimited("too many requests of this kind from your address; try again later", retry_after=max(ttl, 1))
+
+
 async def request_password_reset(session: AsyncSession, email: str, settings: Settings) -> None:
     """Emails a single-use reset link when the address is an account's; does the same work either way (the
     answer says nothing about which addresses have accounts). A system session."""

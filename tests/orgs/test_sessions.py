@@ -199,3 +199,10 @@ async def test_what_no_sign_in_can_use_is_removed_hourly(client, runtime):
         removed = await sign_ins.remove_expired(session)
     assert removed == 3  # the old session, the reset and the verification tokens
     assert "errors" not in await gql(client, "Me", token=account.token)  # the live session stays
+
+
+async def test_password_reset_requests_are_limited_per_address(client):
+    for i in range(20):
+        assert "errors" not in await gql(client, "RequestPasswordReset", {"email": f"n{i}@example.com"})
+    limited = await gql(client, "RequestPasswordReset", {"email": "someone@example.com"})
+    assert error_code(limited) == "RATE_LIMITED" and limited["errors"][0]["extensions"]["retryAfter"] > 0
