@@ -46,8 +46,8 @@ left as it is, so masking a masked record again reports nothing.
    `--api-key`, `-token`) is redacted. `PWD` holding an absolute path is the shell's working
    directory, not a password, and is kept.
 2. Secret-shaped strings, in the text fields and in every string value at any depth (not in keys), are
-   replaced in place, keeping the text around them (see `_RULES`): our keys aa_live_/aa_test_; Stripe
-   secret and restricted keys sk_/rk_ live/test and webhook secrets whsec_ (publishable pk_ keys are
+   replaced in place, keeping the text around them (see `_RULES`): our keys aa_live_/aa_test_ and refresh
+   tokens rt_ses_…; Stripe secret and restricted keys sk_/rk_ live/test and webhook secrets whsec_ (publishable pk_ keys are
    public by design and kept); AWS access key ids (AKIA/ASIA/ABIA/ACCA + 16) and AWS secret keys
    labelled as such (aws_secret_access_key = ...); `Bearer <token>`; `Basic <base64 user:pass>`;
    Authorization and Cookie header values; GitHub ghp_/gho_/ghu_/ghs_/ghr_/github_pat_; GitLab
@@ -325,6 +325,13 @@ _RULES: tuple[_Rule, ...] = (
         r"-[A-Za-z0-9_-]{10,}",
         "-",
         _prefixed(re.compile(r"(?<![A-Za-z0-9_-])(?:sk|glpat|xox[abposre])\Z")),
+    ),
+    # our refresh tokens (app/orgs/credentials.py): rt_<session id>.<generation>.<MAC>
+    _rule(
+        "agentrail_refresh_token",
+        "rt_ses_",
+        r"(?P<s>rt_ses_(?<![A-Za-z0-9_]rt_ses_)[A-Za-z0-9]{10,40}\.[0-9]{1,9}\.[A-Za-z0-9_-]{20,})",
+        ".",
     ),
     _rule(
         "jwt",

@@ -206,3 +206,15 @@ async def test_password_reset_requests_are_limited_per_address(client):
         assert "errors" not in await gql(client, "RequestPasswordReset", {"email": f"n{i}@example.com"})
     limited = await gql(client, "RequestPasswordReset", {"email": "someone@example.com"})
     assert error_code(limited) == "RATE_LIMITED" and limited["errors"][0]["extensions"]["retryAfter"] > 0
+
+
+async def test_a_refresh_token_an_agent_logs_is_masked(client, runtime):
+    account = await register(client)
+    refresh = (await _login(client, account))["refreshToken"]
+    logged = await gql(
+        client, "LogEvent", {"input": {"action": "x", "prompt": f"resume with {refresh} please"}}, token=account.token
+    )
+    assert "errors" not in logged, logged
+    async with runtime.db.engine.connect() as conn:
+        row = (await conn.execute(sa.text("SELECT prompt, credential_masked FROM audit_logs"))).one()
+    assert refresh not in row.prompt and "[REDACTED]" in row.prompt and row.credential_masked is True
