@@ -48,8 +48,8 @@ left as it is, so masking a masked record again reports nothing.
 2. Secret-shaped strings, in the text fields and in every string value at any depth (not in keys), are
    replaced in place, keeping the text around them (see `_RULES`): our keys aa_live_/aa_test_ and refresh
    tokens rt_ses_…; Stripe secret and restricted keys sk_/rk_ live/test and webhook secrets whsec_
-   (publishable pk_ keys are public by design and kept); AWS access key ids (AKIA/ASIA/ABIA/ACCA + 16) and AWS secret keys
-   labelled as such (aws_secret_access_key = ...); `Bearer <token>`; `Basic <base64 user:pass>`;
+   (publishable pk_ keys are public by design and kept); AWS access key ids (AKIA/ASIA/ABIA/ACCA + 16) and
+   AWS secret keys labelled as such (aws_secret_access_key = ...); `Bearer <token>`; `Basic <base64 user:pass>`;
    Authorization and Cookie header values; GitHub ghp_/gho_/ghu_/ghs_/ghr_/github_pat_; GitLab
    glpat-; Slack xox?- tokens and hooks.slack.com webhook paths; OpenAI sk-/sk-proj-/sk-svcacct- and
    Anthropic sk-ant- keys; Hugging Face hf_; npm_; SendGrid SG.x.y; Google AIza keys; JWTs
