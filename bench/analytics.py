@@ -34,11 +34,13 @@ QUERY = (
 
 SEED_RECORDS = """
 INSERT INTO audit_logs (id, org_id, trace_id, span_id, agent_id, action, metadata, occurred_at, received_at, status,
-                        governance_status, credential_masked, checksum)
+                        governance_status, credential_masked, checksum, chain_index, content_hash, entry_hash)
 SELECT 'log_bench_' || g, :org, 'trace-' || (g / 10), 'span-' || g, :agent, (ARRAY['llm_call', 'tool_use'])[1 + g % 2],
        '{}'::jsonb, now() - ((g % 43200) * interval '1 minute'), now(),
        CASE WHEN g % 50 = 0 THEN 'error' ELSE 'ok' END, CASE WHEN g % 100 = 0 THEN 'blocked' END, false,
-       'sha256:' || md5(g::text)
+       'sha256:' || md5(g::text),
+       COALESCE((SELECT max(x.chain_index) FROM audit_logs x WHERE x.org_id = CAST(:org AS varchar)), 0) + g,
+       sha256(('c' || g)::bytea), sha256(('e' || g)::bytea)
 FROM generate_series(1, :n) AS g
 """
 

@@ -38,7 +38,7 @@ from app.runtime.embedded import EmbeddedServers
 SEED_RECORDS = """
 INSERT INTO audit_logs (id, org_id, trace_id, span_id, parent_span_id, action, prompt, response, metadata,
                         occurred_at, received_at, duration_ms, status, provider, risk_level, credential_masked,
-                        checksum)
+                        checksum, chain_index, content_hash, entry_hash)
 SELECT 'log_' || :tag || '_' || lpad(g::text, 8, '0'), :org, 'trace-' || (g / 10), 'span-' || g,
        CASE WHEN g % 10 = 0 THEN NULL ELSE 'span-' || (g - 1) END,
        (ARRAY['llm_call', 'tool_use', 'agent_invoke', 'guardrail_check'])[1 + g % 4],
@@ -48,7 +48,9 @@ SELECT 'log_' || :tag || '_' || lpad(g::text, 8, '0'), :org, 'trace-' || (g / 10
                           jsonb_build_array('prod', 'eu')),
        now() - (g * interval '50 milliseconds'), now(), (g % 3000) / 10.0,
        CASE WHEN g % 50 = 0 THEN 'error' ELSE 'ok' END, (ARRAY['openai', 'anthropic', 'stripe'])[1 + g % 3],
-       (ARRAY['LOW', 'MEDIUM', 'HIGH'])[1 + g % 3], false, 'sha256:' || md5(g::text) || md5(g::text)
+       (ARRAY['LOW', 'MEDIUM', 'HIGH'])[1 + g % 3], false, 'sha256:' || md5(g::text) || md5(g::text),
+       COALESCE((SELECT max(x.chain_index) FROM audit_logs x WHERE x.org_id = CAST(:org AS varchar)), 0) + g,
+       sha256(('c' || g)::bytea), sha256(('e' || g)::bytea)
 FROM generate_series(1, :n) AS g
 """
 SEED_SEARCH = """

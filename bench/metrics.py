@@ -57,7 +57,7 @@ CASES = {
 
 SEED = """
 INSERT INTO audit_logs (id, org_id, trace_id, span_id, agent_id, action, metadata, occurred_at, received_at,
-    duration_ms, status, governance_status, credential_masked, checksum)
+    duration_ms, status, governance_status, credential_masked, checksum, chain_index, content_hash, entry_hash)
 SELECT 'log_bench' || lpad(g::text, 10, '0'), :org, 'trace-' || (g / 20), 'span-' || g,
     (CAST(:agents AS text[]))[1 + g % 5],
     (ARRAY['llm_call', 'tool_use', 'agent_invoke', 'guardrail_check'])[1 + (g / 5) % 4],
@@ -68,7 +68,9 @@ SELECT 'log_bench' || lpad(g::text, 10, '0'), :org, 'trace-' || (g / 20), 'span-
     CASE WHEN g % 50 = 0 THEN 'error' WHEN g % 97 = 0 THEN 'blocked' ELSE 'ok' END,
     (ARRAY['approved', 'blocked', NULL])[1 + g % 3],
     false,
-    'sha256:' || md5(g::text) || md5(g::text || 'x')
+    'sha256:' || md5(g::text) || md5(g::text || 'x'),
+       COALESCE((SELECT max(x.chain_index) FROM audit_logs x WHERE x.org_id = CAST(:org AS varchar)), 0) + g,
+       sha256(('c' || g)::bytea), sha256(('e' || g)::bytea)
 FROM generate_series(1, :n) g
 CROSS JOIN LATERAL (SELECT CAST(:start AS timestamptz) + (CAST(:span AS interval) * g / :n) AS at) t
 """

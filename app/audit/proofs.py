@@ -7,19 +7,25 @@ that a proof reads O(log n) rows plus at most one block of 255 records, whatever
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
+import orjson
 import sqlalchemy as sa
 from sqlmodel import col, select
 
+from app.audit import signing
 from app.audit.models import AuditDigest, AuditMerkleNode
 from app.audit.sealing import digest_json
 from app.audit.streams import AUDIT, Stream
-from app.db import AsyncSession
+from app.db import AsyncSession, tenant_org
 from app.errors import BadUserInput, NotFound
 from app.integrity import (
+    GENESIS_ENTRY,
     STORED_LEVEL,
+    canonical_json,
     consistency_ranges,
     inclusion_ranges,
     leaf_hash,
@@ -213,3 +219,110 @@ def consistency_json(proof: ConsistencyProof) -> dict[str, Any]:
         "toDigest": digest_json(proof.new),
         "proof": [h.hex() for h in proof.proof],
     }
+
+
+# ---------------------------------------------------------------------------------------------------
+# Proof bundles: what the offline verifier (sdk/verify, `agentrail-verify`) checks
+
+BUNDLE_FORMAT = "agentrail-proof-bundle/1"
+BUNDLE_CHUNK = 2_000
+
+
+def _canonical_time(value: Any) -> Any:
+    return orjson.loads(canonical_json(value)) if value is not None else None
+
+
+async def bundle_lines(
+    session: AsyncSession,
+    *,
+    occurred_from: datetime | None = None,
+    occurred_to: datetime | None = None,
+    stream: Stream = AUDIT,
+) -> AsyncIterator[bytes]:
+    """The proof bundle of the session's organisation (format: sdk/verify/src/agentrail_verify/bundle.py): every
+    signed digest and signing key, then the records of the chain from the first to the last sealed one of the
+    window (all records in between: a chain is checked whole), each as its canonical header, canonical content
+    and the entry hash as sealed (the kept leaf, else the stored one)."""
+    stmt = (
+        select(AuditDigest)
+        .where(col(AuditDigest.stream) == stream.name, col(AuditDigest.version) >= 2)
+        .order_by(col(AuditDigest.sequence))
+    )
+    digests = list((await session.exec(stmt)).all())
+    low, high = 1, None  # without a window: to the end of the chain (unsealed records are checked by their links)
+    if occurred_from is not None or occurred_to is not None:
+        bounds = await stream.window(session, occurred_from, occurred_to)
+        low, high = bounds if bounds else (1, 0)
+    sealed_to = digests[-1].tree_size or 0 if digests else 0
+    keys = []
+    for key in await signing.list_keys(session):
+        fields = signing.key_fields(key)
+        keys.append(
+            {
+                "keyId": fields["key_id"],
+                "publicKey": fields["public_key"],
+                "validFrom": _canonical_time(key.valid_from),
+                "validTo": _canonical_time(key.valid_to),
+                "previousKeyId": key.previous_key_id,
+                "previousKeySignature": key.previous_key_signature,
+                "endorsement": key.endorsement,
+            }
+        )
+    # the tree before the first record: its perfect subtrees, largest first
+    ranges, start, size = [], 0, low - 1
+    for level in range(size.bit_length() - 1, -1, -1):
+        if size >> level & 1:
+            ranges.append((level, start, start + (1 << level)))
+            start += 1 << level
+    tree = _Tree(session, stream)
+    await tree.load([(a, b) for _, a, b in ranges])
+    previous = GENESIS_ENTRY
+    if low > 1:
+        before = await stream.entries(session, low - 1, low - 1)
+        previous = before[0][1] if before else GENESIS_ENTRY
+    meta = {
+        "format": BUNDLE_FORMAT,
+        "organizationId": tenant_org(session),
+        "stream": stream.name,
+        "firstIndex": low,
+        "previousEntryHash": previous.hex(),
+        "frontier": [[level, tree.hash(a, b).hex()] for level, a, b in ranges],
+        # the third field of records up to here is the leaf kept at sealing; after, "entry:record hash" as stored
+        "keptThrough": (sealed_to // _BLOCK) * _BLOCK,
+        "digests": [digest_json(d) for d in digests],
+        "keys": keys,
+    }
+    yield orjson.dumps(meta) + b"\n"
+    after = low - 1
+    while high is None or after < high:
+        rows = await stream.chain_rows(session, after, BUNDLE_CHUNK, high)
+        if not rows:
+            break
+        kept = await _kept_leaves(session, stream, rows[0].chain_index, rows[-1].chain_index)
+        out = []
+        for row in rows:
+            header = canonical_json(stream.spec.header(row.record, row.chain_index, row.content_hash))
+            content = canonical_json(stream.spec.content(row.record))
+            leaf = kept.get(row.chain_index)
+            sealed = (
+                leaf.hex()
+                if leaf is not None
+                else f"{row.entry_hash.hex()}:{row.record.checksum.removeprefix('sha256:')}"
+            )
+            out.append(header + b"\t" + content + b"\t" + sealed.encode() + b"\n")
+        yield b"".join(out)
+        after = rows[-1].chain_index
+
+
+async def _kept_leaves(session: AsyncSession, stream: Stream, low: int, high: int) -> dict[int, bytes]:
+    first, last = (low - 1) // _BLOCK, (high - 1) // _BLOCK
+    stmt = sa.select(col(AuditMerkleNode.idx), col(AuditMerkleNode.leaves)).where(
+        col(AuditMerkleNode.stream) == stream.name,
+        col(AuditMerkleNode.level) == STORED_LEVEL,
+        col(AuditMerkleNode.idx).between(first, last),
+    )
+    out: dict[int, bytes] = {}
+    for idx, leaves in (await session.execute(stmt)).all():
+        for i in range(len(leaves or b"") // 32):
+            out[idx * _BLOCK + i + 1] = bytes(leaves[i * 32 : (i + 1) * 32])
+    return out

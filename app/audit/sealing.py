@@ -414,6 +414,7 @@ class _Walk:
         expected, after = self.low, self.low - 1
         while True:
             rows = await stream.chain_rows(self.session, after, VERIFY_CHUNK, self.high)
+            kept = await self._sealed_leaves(rows[0].chain_index, rows[-1].chain_index) if rows else {}
             for row in rows:
                 record, index = row.record, row.chain_index
                 if index != expected:
@@ -429,6 +430,13 @@ class _Walk:
                     return
                 if hashes.entry_hash != row.entry_hash:
                     await self._broken_link(row, previous, previous_id)
+                    return
+                if index in kept and kept[index] != row.entry_hash:
+                    result.fail(
+                        "a record differs from what was sealed (altered with its hashes and every later one"
+                        " recomputed, inserted or reordered)",
+                        record_id=record.id,
+                    )
                     return
                 result.records_checked += 1
                 result.chain_length = index

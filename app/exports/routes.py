@@ -13,9 +13,10 @@ from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
 
 from app.activity import service as activity
+from app.audit import proofs
 from app.audit import routes as audit_routes
 from app.db import iso
-from app.errors import AppError, NotFound
+from app.errors import AppError, BadUserInput, NotFound
 from app.exports import service
 from app.exports.datasets import ACTIVITY, AUDIT_LOGS, Dataset
 from app.exports.formats import JsonArrayItems, csv_header, json_envelope_head
@@ -83,11 +84,42 @@ async def _sync_export(request: Request, principal: Principal, dataset: Dataset,
     )
 
 
-@params.accepts(*AUDIT_LOG_FILTERS)
+async def _proof_bundle(request: Request, principal: Principal, q: dict[str, Any]) -> Response:
+    """`includeProofs=true`: the proof bundle of the window (every record of the chain between its first and last
+    sealed record, with the digests and keys) for `agentrail-verify`; other filters would cut the chain."""
+    other = [
+        name
+        for name, value in q.items()
+        if name not in ("from", "to", "includeProofs", "format") and value not in (None, [], False)
+    ]
+    if other:
+        raise BadUserInput(
+            f"includeProofs exports the whole chain of a window: only from and to apply, not {other[0]}",
+            field=other[0],
+        )
+    runtime = request.app.state.runtime
+
+    async def chunks() -> AsyncIterator[bytes]:
+        async with runtime.db.tenant_session(principal.org_id) as session:
+            async for chunk in proofs.bundle_lines(session, occurred_from=q["from"], occurred_to=q["to"]):
+                yield chunk
+
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+    filename = f"audit-proof-bundle-{principal.org_id}-{stamp}.ndjson"
+    return StreamingResponse(
+        chunks(),
+        media_type="application/x-ndjson",
+        headers={"Content-Disposition": f'attachment; filename="{filename}"'},
+    )
+
+
+@params.accepts(*AUDIT_LOG_FILTERS, params.boolean("includeProofs"))
 async def export_audit_logs(request: Request) -> Response:
     try:
         principal = principal_of(request)
         q = params.query_of(request)
+        if q["includeProofs"]:
+            return await _proof_bundle(request, principal, q)
         query = audit_routes.audit_log_query(q)
         return await _sync_export(request, principal, AUDIT_LOGS, q["format"], query)
     except AppError as exc:

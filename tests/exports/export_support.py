@@ -18,11 +18,13 @@ from workers.settings import run_worker
 
 SEED_AUDIT = """
 INSERT INTO audit_logs (id, org_id, trace_id, span_id, action, prompt, response, metadata, occurred_at, received_at,
-                        status, risk_level, credential_masked, checksum)
+                        status, risk_level, credential_masked, checksum, chain_index, content_hash, entry_hash)
 SELECT 'log_' || :tag || '_' || lpad(g::text, 8, '0'), :org, 'trace-' || g, 'span-' || g,
        CASE WHEN g % 2 = 0 THEN 'llm_call' ELSE 'tool_use' END, 'prompt ' || g, 'response ' || g,
        jsonb_build_object('n', g), CAST(:start AS timestamptz) + g * interval '1 millisecond', now(), 'ok',
-       CASE WHEN g % 3 = 0 THEN 'HIGH' ELSE 'LOW' END, false, 'sha256:' || md5(g::text)
+       CASE WHEN g % 3 = 0 THEN 'HIGH' ELSE 'LOW' END, false, 'sha256:' || md5(g::text),
+       COALESCE((SELECT max(x.chain_index) FROM audit_logs x WHERE x.org_id = CAST(:org AS varchar)), 0) + g,
+       sha256(('c' || g)::bytea), sha256(('e' || g)::bytea)
 FROM generate_series(1, :n) AS g
 """
 

@@ -102,15 +102,16 @@ async def test_audit_csv_formatted_by_postgresql_matches_the_reference_on_hostil
                 ),
                 "at": datetime(2026, 1, 1, tzinfo=UTC) + timedelta(microseconds=rng.randint(0, 10**12)),
                 "checksum": text(0, 12) or "sha256:x",
+                "chain": len(rows) + 1,
             }
         )
     await _insert(
         runtime,
         "INSERT INTO audit_logs (id, org_id, trace_id, span_id, parent_span_id, action, status, verb, provider,"
         " risk_level, governance_status, duration_ms, prompt, response, metadata, occurred_at, received_at,"
-        " credential_masked, checksum) VALUES (:id, :org, :trace, :span, :parent, :action, :status, :verb,"
-        " :provider, :risk, :governance, :duration, :prompt, :response, CAST(:metadata AS jsonb), :at, :at,"
-        " false, :checksum)",
+        " credential_masked, checksum, chain_index, content_hash, entry_hash) VALUES (:id, :org, :trace, :span,"
+        " :parent, :action, :status, :verb, :provider, :risk, :governance, :duration, :prompt, :response,"
+        " CAST(:metadata AS jsonb), :at, :at, false, :checksum, :chain, '\\x00', '\\x00')",
         rows,
     )
     async with runtime.db.tenant_session(account.org_id) as session:
