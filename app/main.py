@@ -411,10 +411,12 @@ async def metrics(_request: Request) -> Response:
 
 def domain_routes() -> list[BaseRoute]:
     """REST routes of the domains, where HTTP itself matters."""
+    from app.agents.routes import routes as agents_routes
     from app.alerts.routes import routes as alerts_routes
     from app.api.docs import routes as docs_routes
     from app.audit.routes import routes as audit_routes
     from app.billing.routes import routes as billing_routes
+    from app.compliance.routes import routes as compliance_routes
     from app.exports.routes import routes as export_routes
     from app.orgs.routes import routes as orgs_routes
     from app.otel.routes import routes as otel_routes
@@ -423,7 +425,9 @@ def domain_routes() -> list[BaseRoute]:
     return [
         *docs_routes,
         *orgs_routes,
+        *agents_routes,
         *alerts_routes,
+        *compliance_routes,
         *export_routes,  # before audit: /api/v1/audit-logs/export is not a record id
         *audit_routes,
         *billing_routes,

@@ -2,18 +2,35 @@
 
 from app.permissions import Permissions, anyone, managers
 
+RULES = anyone("read compliance rules")
+PACKS = anyone("read compliance packs")
+CREATE = managers("create compliance rules")
+CHANGE = managers("change compliance rules")
+DELETE = managers("delete compliance rules")
+INSTALL = managers("install compliance packs")
+UNINSTALL = managers("uninstall compliance packs")
+
 PERMISSIONS = Permissions(
     "compliance",
     {
-        "Query.complianceRules": anyone("read compliance rules"),
-        "Query.compliancePacks": anyone("read compliance packs"),
-        "Query.installedPacks": anyone("read compliance packs"),
+        "Query.complianceRules": RULES,
+        "Query.compliancePacks": PACKS,
+        "Query.installedPacks": PACKS,
         "Query.complianceSettings": anyone("read compliance settings"),
         "Mutation.updateComplianceSettings": managers("change compliance settings"),
-        "Mutation.createComplianceRule": managers("create compliance rules"),
-        "Mutation.updateComplianceRule": managers("change compliance rules"),
-        "Mutation.deleteComplianceRule": managers("delete compliance rules"),
-        "Mutation.installCompliancePack": managers("install compliance packs"),
-        "Mutation.uninstallCompliancePack": managers("uninstall compliance packs"),
+        "Mutation.createComplianceRule": CREATE,
+        "Mutation.updateComplianceRule": CHANGE,
+        "Mutation.deleteComplianceRule": DELETE,
+        "Mutation.installCompliancePack": INSTALL,
+        "Mutation.uninstallCompliancePack": UNINSTALL,
+        "GET /api/v1/compliance-rules": RULES,
+        "POST /api/v1/compliance-rules": CREATE,
+        "GET /api/v1/compliance-rules/packs": PACKS,
+        "POST /api/v1/compliance-rules/packs": INSTALL,
+        "GET /api/v1/compliance-rules/packs/installed": PACKS,
+        "DELETE /api/v1/compliance-rules/packs/{pack_id}": UNINSTALL,
+        "GET /api/v1/compliance-rules/{rule_id}": RULES,
+        "PATCH /api/v1/compliance-rules/{rule_id}": CHANGE,
+        "DELETE /api/v1/compliance-rules/{rule_id}": DELETE,
     },
 )

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Awaitable, Callable
+from datetime import datetime
 from typing import Any
 
 import orjson
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 
+from app.db import iso
 from app.errors import AppError, Unauthenticated
 from app.files.models import StoredFile
 from app.files.store import FileStore
@@ -70,3 +73,23 @@ def answers(handler: Callable[[Request], Awaitable[Response]]) -> Callable[[Requ
 
 def source_ip(request: Request) -> str | None:
     return request.client.host if request.client else None
+
+
+def camel(name: str) -> str:
+    head, *rest = name.rstrip("_").split("_")
+    return head + "".join(part.title() for part in rest)
+
+
+def row_json(row: Any, *, hide: tuple[str, ...] = ("org_id", "seq"), **renamed: str) -> dict[str, Any]:
+    """A table row (SQLModel) or dataclass as JSON: camelCase names, ISO 8601 times, `hide` left out."""
+    values = (
+        dataclasses.asdict(row) if dataclasses.is_dataclass(row) and not isinstance(row, type) else dict(row.__dict__)
+    )
+    out: dict[str, Any] = {}
+    for name, value in values.items():
+        if name.startswith("_") or name in hide:
+            continue
+        if isinstance(value, datetime):
+            value = iso(value)
+        out[renamed.get(name) or camel(name)] = value
+    return out
