@@ -177,6 +177,7 @@ class Core:
         self._work = threading.Condition(self.lock)  # the sender waits here
         self._space = threading.Condition(self.lock)  # callers blocked on a full queue wait here
         self._settled = threading.Condition(self.lock)  # flush() waits here
+        self._backoff = threading.Condition(self.lock)  # the sender's retry delay; only close() wakes it
         self.queue: deque[Item] = deque()
         self.queue_bytes = 0
         self.seq = 0
@@ -339,6 +340,7 @@ class Core:
             self.deadline = min(self.deadline, time.monotonic() + drain)
             self._work.notify_all()
             self._space.notify_all()
+            self._backoff.notify_all()
             return self.thread
 
     def close(self, timeout: float | None) -> bool:
@@ -479,7 +481,7 @@ class Core:
                 left = end - time.monotonic()
                 if left <= 0:
                     return
-                self._work.wait(left)
+                self._backoff.wait(left)
 
     def _send(self, batch: list[Item]) -> None:
         bodies = {item.seq: self._finish(item) for item in batch}
