@@ -70,6 +70,14 @@ async def test_a_new_person_in_a_verified_domain_joins_with_the_default_role(cli
     assert again["user"]["id"] == data["user"]["id"]
     sessions = (await gql(client, "Sessions", token=again["accessToken"]))["data"]["sessions"]
     assert {s["method"] for s in sessions} == {"sso"}
+    # the settings as an admin reads them (never the secret), and a domain given up
+    read = (await gql(client, "SsoSettings", token=owner.token))["data"]["ssoSettings"]
+    assert read["clientId"] == provider.client_id and read["defaultRole"] == "VIEWER" and "clientSecret" not in read
+    domain = read["domains"][0]
+    assert domain["domain"] == "acmecorp.com" and domain["verified"] is True
+    assert (await gql(client, "RemoveSsoDomain", {"id": domain["id"]}, token=owner.token))["data"]["removeSsoDomain"]
+    assert (await gql(client, "SsoSettings", token=owner.token))["data"]["ssoSettings"]["domains"] == []
+    assert error_code(await gql(client, "RemoveSsoDomain", {"id": domain["id"]}, token=owner.token)) == "NOT_FOUND"
 
 
 async def test_tokens_the_provider_got_wrong_are_refused(client, runtime, provider):
