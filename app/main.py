@@ -420,6 +420,7 @@ def domain_routes() -> list[BaseRoute]:
     from app.exports.routes import routes as export_routes
     from app.orgs.routes import routes as orgs_routes
     from app.otel.routes import routes as otel_routes
+    from app.policies.routes import routes as policies_routes
     from app.reports.routes import routes as report_routes
 
     return [
@@ -428,6 +429,7 @@ def domain_routes() -> list[BaseRoute]:
         *agents_routes,
         *alerts_routes,
         *compliance_routes,
+        *policies_routes,
         *export_routes,  # before audit: /api/v1/audit-logs/export is not a record id
         *audit_routes,
         *billing_routes,

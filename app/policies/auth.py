@@ -4,20 +4,38 @@ from app.permissions import Permissions, anyone, managers
 
 READ = anyone("read policies")
 CHANGE = managers("change policies")
+ANALYTICS = anyone("read policy analytics")
+CREATE = managers("create policies")
+DELETE = managers("delete policies")
+ATTACH = managers("attach and detach policies")
 
 PERMISSIONS = Permissions(
     "policies",
     {
         "Query.policies": READ,
         "Query.policy": READ,
-        "Query.policyAnalytics": anyone("read policy analytics"),
-        "Mutation.createPolicy": managers("create policies"),
+        "Query.policyAnalytics": ANALYTICS,
+        "Mutation.createPolicy": CREATE,
         "Mutation.updatePolicy": CHANGE,
-        "Mutation.deletePolicy": managers("delete policies"),
+        "Mutation.deletePolicy": DELETE,
         "Mutation.createPolicyVersion": CHANGE,
         "Mutation.restorePolicyVersion": CHANGE,
-        "Mutation.attachPolicy": managers("attach and detach policies"),
-        "Mutation.detachPolicy": managers("attach and detach policies"),
-        "Mutation.clonePack": managers("create policies"),
+        "Mutation.attachPolicy": ATTACH,
+        "Mutation.detachPolicy": ATTACH,
+        "Mutation.clonePack": CREATE,
+        "GET /api/v1/policies": READ,
+        "POST /api/v1/policies": CREATE,
+        "POST /api/v1/policies/clone-pack": CREATE,
+        "GET /api/v1/policies/analytics": ANALYTICS,
+        "GET /api/v1/policies/{policy_id}": READ,
+        "GET /api/v1/policies/{policy_id}/analytics": READ,
+        "POST /api/v1/policies/{policy_id}/versions": CHANGE,
+        "GET /api/v1/policies/{policy_id}/versions": READ,
+        "GET /api/v1/policies/{policy_id}/versions/{version_id}": READ,
+        "POST /api/v1/policies/{policy_id}/versions/{version_id}/restore": CHANGE,
+        "PATCH /api/v1/policies/{policy_id}": CHANGE,
+        "DELETE /api/v1/policies/{policy_id}": DELETE,
+        "POST /api/v1/policies/{policy_id}/agents": ATTACH,
+        "DELETE /api/v1/policies/{policy_id}/agents": ATTACH,
     },
 )

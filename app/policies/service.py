@@ -120,6 +120,17 @@ async def get_version(session: AsyncSession, policy_id: str, number: int) -> Pol
     return version
 
 
+async def get_version_by_id(session: AsyncSession, policy_id: str, version_id: str) -> PolicyVersion:
+    """A version by its id (`polv_…`), as the REST reference addresses them; a number is accepted too."""
+    if version_id.isdigit() and len(version_id) <= 9:
+        return await get_version(session, policy_id, int(version_id))
+    query = select(PolicyVersion).where(PolicyVersion.policy_id == policy_id, PolicyVersion.id == version_id)
+    version = (await session.exec(query)).first()
+    if version is None:
+        raise NotFound(f"policy {policy_id} has no version {version_id}", id=policy_id)
+    return version
+
+
 async def list_versions(session: AsyncSession, policy_id: str, *, page: PageRequest) -> list[PolicyVersion]:
     """Newest first (by number)."""
     query = select(PolicyVersion).where(PolicyVersion.policy_id == policy_id)
