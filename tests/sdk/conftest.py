@@ -65,6 +65,7 @@ class Server:
             except httpx.HTTPError:
                 pass
             time.sleep(0.1)
+        self.stop()  # never left running past a failed start
         raise AssertionError("the server did not become ready")
 
     def kill(self) -> None:
