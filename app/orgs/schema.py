@@ -9,6 +9,7 @@ from typing import Annotated, Any, cast
 
 import strawberry
 
+from app.activity.service import record_activity
 from app.agents import service as agents
 from app.db import utcnow
 from app.errors import BadUserInput, Forbidden, NotFound, Unauthenticated
@@ -510,8 +511,16 @@ class OrgsMutation:
         principal = await info.context.principal()
         session = info.context.system_db()
         row = await sessions.get_own(session, principal.user_id or "", principal.session_id or "")
-        if row is not None:
+        if row is not None and row.revoked_at is None:
             await sessions.end(session, row, reason="signed out")
+            record_activity(
+                session,
+                principal,
+                "user.signed_out",
+                target_type="session",
+                target_id=row.id,
+                source_ip=info.context.source_ip,
+            )
         _clear_cookies(info)
         return True
 
@@ -524,7 +533,17 @@ class OrgsMutation:
         row = await sessions.get_own(session, principal.user_id or "", str(id))
         if row is None:
             raise NotFound("session not found", id=str(id))
-        await sessions.end(session, row, reason="revoked")
+        if row.revoked_at is None:
+            await sessions.end(session, row, reason="revoked")
+            record_activity(
+                session,
+                principal,
+                "session.revoked",
+                target_type="session",
+                target_id=row.id,
+                metadata={"device": row.user_agent},
+                source_ip=info.context.source_ip,
+            )
         return SignInSession.from_model(row, principal.session_id)
 
     @strawberry.mutation(description="Change the password (the current one checked); ends every other session.")

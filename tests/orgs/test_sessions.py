@@ -84,6 +84,8 @@ async def test_sessions_list_and_revoke(client):
     revoked = await gql(client, "RevokeSession", {"id": other["id"]}, token=account.token)
     assert revoked["data"]["revokeSession"]["id"] == other["id"]
     assert error_code(await gql(client, "Me", token=laptop_token)) == "UNAUTHENTICATED"
+    trail = (await gql(client, "Activity", {}, token=account.token))["data"]["activity"]["edges"]
+    assert "session.revoked" in [e["node"]["action"] for e in trail]
     stranger = await register(client)
     mine = (await gql(client, "Sessions", token=account.token))["data"]["sessions"][0]["id"]
     assert error_code(await gql(client, "RevokeSession", {"id": mine}, token=stranger.token)) == "NOT_FOUND"
