@@ -33,7 +33,7 @@ async def test_billing_overview_of_a_new_organisation(make_client, runtime):
 
 async def test_prices_are_public(make_client):
     client = await make_client()
-    response = await client.get("/api/v1/billing/prices")
+    response = await client.get("/api/v1/billing/prices?detail=true")
     assert response.status_code == 200
     body = response.json()
     assert body["configured"] is True
@@ -183,3 +183,25 @@ async def test_an_active_subscription_goes_to_the_portal_not_a_second_checkout(m
     result = await gql(client, "CreateCheckoutSession", {"priceId": PRICE_BUSINESS}, token=owner.token)
     assert error_code(result) == "CONFLICT"
     assert "createPortalSession" in result["errors"][0]["message"]
+
+
+async def test_rest_billing_as_the_reference_documents_it(make_client, runtime, stripe_stub):
+    """Seed 002 §11: prices exactly {pro, business} (public), checkout-session, subscription, portal-session."""
+    client = await make_client()
+    prices = await client.get("/api/v1/billing/prices")
+    assert prices.status_code == 200 and prices.json() == {"pro": PRICE_PRO, "business": PRICE_BUSINESS}
+    owner = await register(client, org="Rest Billing")
+    bearer = {"Authorization": f"Bearer {owner.token}"}
+    checkout = await client.post("/api/v1/billing/checkout-session", json={"priceId": PRICE_PRO}, headers=bearer)
+    assert checkout.status_code == 200, checkout.text
+    assert checkout.json()["sessionId"].startswith("cs_test_") and checkout.json()["url"].startswith("https://")
+    (account,) = await _rows(runtime, "SELECT stripe_customer_id FROM billing_accounts")
+    assert account.stripe_customer_id == "cus_test1"  # kept (committed) as the GraphQL mutation keeps it
+    sub = await client.get("/api/v1/billing/subscription", headers=bearer)
+    assert sub.status_code == 200 and sub.json()["plan"] == "free" and sub.json()["configured"] is True
+    portal = await client.post("/api/v1/billing/portal-session", headers=bearer)
+    assert portal.status_code == 200 and portal.json()["url"].startswith("https://")
+    bad = await client.post("/api/v1/billing/checkout-session", json={"priceId": "price_nope"}, headers=bearer)
+    assert bad.status_code == 400 and bad.json()["status"] == 400
+    key, _ = await create_api_key(client, owner)
+    assert (await client.get("/api/v1/billing/subscription", headers={"X-API-Key": key})).status_code == 403

@@ -92,7 +92,7 @@ async def test_without_stripe_billing_is_not_configured_and_the_rest_works(clien
 
     webhook = await client.post("/api/v1/billing/webhook", content=b"{}", headers={"Stripe-Signature": "t=1,v1=00"})
     assert webhook.status_code == 403 and "billing is not configured" in webhook.json()["error"]
-    prices = await client.get("/api/v1/billing/prices")
+    prices = await client.get("/api/v1/billing/prices?detail=true")
     assert prices.status_code == 200 and prices.json()["configured"] is False
 
     # no plan limits: more keys than the free plan has, records count without a quota
