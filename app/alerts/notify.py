@@ -85,7 +85,7 @@ def unsubscribe_link(runtime: Runtime, user_id: str, org_id: str) -> str:
 
 
 def valid_unsubscribe(secret_key: str, user_id: str, org_id: str, signature: str) -> bool:
-    return hmac.compare_digest(_signature(secret_key, user_id, org_id), signature)
+    return hmac.compare_digest(_signature(secret_key, user_id, org_id).encode(), signature.encode())
 
 
 async def unsubscribe(session: AsyncSession, user_id: str) -> bool:
