@@ -1,4 +1,4 @@
-"""`agentrail serve | worker | migrate | seal | verify | print-schema | permissions`."""
+"""`agentrail serve | worker | migrate | seal | verify | print-schema | permissions | rest-endpoints`."""
 
 from __future__ import annotations
 
@@ -351,6 +351,14 @@ def cmd_permissions(_args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_rest_endpoints(_args: argparse.Namespace) -> int:
+    from app.main import domain_routes
+    from app.rest.openapi import endpoints_table
+
+    sys.stdout.write(endpoints_table(domain_routes()))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="agentrail", description="Agentrail: audit trail for AI agents")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -398,6 +406,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     permissions = sub.add_parser("permissions", help="print the permission matrix (Markdown) from the declarations")
     permissions.set_defaults(func=cmd_permissions)
+    rest = sub.add_parser("rest-endpoints", help="print the REST endpoint table (Markdown) from the routes")
+    rest.set_defaults(func=cmd_rest_endpoints)
     return parser
 
 

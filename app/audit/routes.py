@@ -314,6 +314,7 @@ async def get_chain(request: Request) -> Response:
     return JSONResponse([record_to_json(r) for r in ancestors])
 
 
+@documented("A record's inclusion proof in a signed digest", graphql="Query.auditProof")
 @params.accepts(params.text("digestId", max_length=40))
 @answers
 async def audit_proof(request: Request) -> Response:

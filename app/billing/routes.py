@@ -81,6 +81,7 @@ async def prices(request: Request) -> Response:
     )
 
 
+@documented("Stripe webhook receiver (Stripe-Signature required)")
 async def stripe_webhook(request: Request) -> Response:
     """Stripe events. 400 (nothing written) unless `Stripe-Signature` verifies; 200 for every verified event,
     including replays (processed once) and types we do not handle, so Stripe stops retrying them."""

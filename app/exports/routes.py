@@ -23,6 +23,7 @@ from app.exports.formats import JsonArrayItems, csv_header, json_envelope_head
 from app.principal import Principal
 from app.rest import params
 from app.rest.downloads import SIGNED_LINK, download
+from app.rest.openapi import FILE, documented
 from app.rest.responses import JSONResponse, error_response, principal_of
 from app.unit_of_work import unit_of_work
 
@@ -113,6 +114,11 @@ async def _proof_bundle(request: Request, principal: Principal, q: dict[str, Any
     )
 
 
+@documented(
+    "Export logs as CSV or JSON (a 202 job above the synchronous limit)",
+    responses={200: FILE},
+    graphql="Mutation.startExport",
+)
 @params.accepts(*AUDIT_LOG_FILTERS, params.boolean("includeProofs"))
 async def export_audit_logs(request: Request) -> Response:
     try:
@@ -126,6 +132,7 @@ async def export_audit_logs(request: Request) -> Response:
         return error_response(exc)
 
 
+@documented("Export the activity trail as CSV or JSON", responses={200: FILE}, graphql="Mutation.startExport")
 @params.accepts(*ACTIVITY_FILTERS)
 async def export_activity(request: Request) -> Response:
     try:
@@ -160,6 +167,7 @@ async def _start_job(
     return JSONResponse(body, status_code=202, headers={"Location": service.status_path(job.id)})
 
 
+@documented("An export job's status", graphql="Query.exportJob")
 async def export_job_status(request: Request) -> Response:
     try:
         principal = principal_of(request)
@@ -174,6 +182,7 @@ async def export_job_status(request: Request) -> Response:
         return error_response(exc)
 
 
+@documented("Download an export job's file", responses={200: FILE})
 @params.accepts(*SIGNED_LINK)
 async def download_export(request: Request) -> Response:
     """The export's file: Content-Type per format, Content-Length, `audit-log-{orgId}-{YYYYMMDD}.{ext}`."""

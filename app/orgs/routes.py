@@ -18,6 +18,7 @@ from app.errors import AppError, BadUserInput, NotFound
 from app.orgs import models, service, sessions
 from app.pagination import PageRequest
 from app.principal import Principal, Scope
+from app.rest.openapi import documented
 from app.rest.params import accepts, boolean, query_of
 from app.rest.responses import JSONResponse, error_response, principal_of
 from app.unit_of_work import system_unit_of_work, unit_of_work
@@ -105,6 +106,7 @@ def _answers(handler: Callable[[Request], Awaitable[Response]]) -> Callable[[Req
     return endpoint
 
 
+@documented("Create an organisation and its owner, signed in", responses={201: None}, graphql="Mutation.register")
 @_answers
 async def register(request: Request) -> Response:
     """Creates an organisation and its owner, signed in."""
@@ -136,6 +138,7 @@ async def register(request: Request) -> Response:
     return JSONResponse(answer, status_code=201)
 
 
+@documented("Obtain a JWT: {accessToken, organization: {id, email, plan, name}}", graphql="Mutation.login")
 @_answers
 async def login(request: Request) -> Response:
     """Email and password: an access token (15 minutes) and a refresh token, in the organisation used last."""
@@ -166,6 +169,7 @@ async def login(request: Request) -> Response:
     return JSONResponse(answer)
 
 
+@documented("New tokens for a refresh token (it rotates)", graphql="Mutation.refreshSession")
 @_answers
 async def refresh(request: Request) -> Response:
     """A refresh token for new tokens (it rotates; reusing one ends the session)."""
@@ -193,6 +197,7 @@ async def refresh(request: Request) -> Response:
     return JSONResponse(answer)
 
 
+@documented("End the caller's session", responses={204: None}, graphql="Mutation.logout")
 @_answers
 async def logout(request: Request) -> Response:
     """Ends the caller's session."""
@@ -222,6 +227,7 @@ async def _me(session: AsyncSession, principal: Principal) -> dict[str, Any]:
     }
 
 
+@documented("The caller and its organisation", graphql="Query.me")
 @_answers
 async def me(request: Request) -> Response:
     """The caller and its organisation."""
@@ -231,6 +237,7 @@ async def me(request: Request) -> Response:
         return JSONResponse(await _me(session, principal))
 
 
+@documented("Update profile & notification prefs", graphql="Mutation.updateProfile")
 @_answers
 async def update_me(request: Request) -> Response:
     """The caller's name or notification preferences."""
@@ -249,6 +256,7 @@ async def update_me(request: Request) -> Response:
         return JSONResponse(await _me(session, principal))
 
 
+@documented("The organisation's API keys", graphql="Query.apiKeys")
 @accepts(boolean("includeRevoked"))  # checked by the route guard (app/rest/params.py)
 @_answers
 async def list_api_keys(request: Request) -> Response:
@@ -260,6 +268,9 @@ async def list_api_keys(request: Request) -> Response:
         return JSONResponse({"apiKeys": [_key_json(k) for k in rows]})
 
 
+@documented(
+    "Create an API key: {key, id, name} (the key shown once)", responses={201: None}, graphql="Mutation.createApiKey"
+)
 @_answers
 async def create_api_key(request: Request) -> Response:
     """A new key; its secret (`key`) is shown once."""
@@ -286,6 +297,7 @@ async def create_api_key(request: Request) -> Response:
     return JSONResponse(answer, status_code=201)
 
 
+@documented("Revoke an API key", graphql="Mutation.revokeApiKey")
 @_answers
 async def revoke_api_key(request: Request) -> Response:
     """Revokes a key (idempotent)."""

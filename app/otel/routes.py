@@ -17,6 +17,7 @@ from starlette.routing import Route
 from app.errors import AppError, RateLimited, unavailable
 from app.otel import decode
 from app.otel import service as otel
+from app.rest.openapi import documented
 from app.rest.responses import principal_of
 from app.runtime.telemetry import ERRORS, REGISTRY
 
@@ -87,10 +88,12 @@ def _client_encoding(request: Request) -> str:
     return decode.PROTOBUF if "protobuf" in (request.headers.get("content-type") or "") else decode.JSON
 
 
+@documented("OTLP/HTTP traces (protobuf or JSON)")
 async def export_traces(request: Request) -> Response:
     return await _export(request, logs=False)
 
 
+@documented("OTLP/HTTP logs (protobuf or JSON)")
 async def export_logs(request: Request) -> Response:
     return await _export(request, logs=True)
 

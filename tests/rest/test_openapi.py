@@ -46,3 +46,17 @@ async def test_unknown_routes_and_methods_answer_the_error_shape(client):
     assert wrong.status_code == 405
     assert wrong.json()["status"] == 405 and wrong.json()["code"] == "METHOD_NOT_ALLOWED" and wrong.json()["error"]
     assert "GET" in wrong.headers["allow"]
+
+
+def test_readme_endpoint_table_matches_the_routes():
+    from pathlib import Path
+
+    from app.main import domain_routes
+    from app.rest.openapi import endpoints_table
+
+    text = (Path(__file__).parents[2] / "README.md").read_text()
+    start, end = "<!-- rest-endpoints:start -->\n", "<!-- rest-endpoints:end -->"
+    current = text.split(start, 1)[1].split(end, 1)[0]
+    assert current == endpoints_table(domain_routes()), (
+        "README.md's REST table is out of date: agentrail rest-endpoints"
+    )
