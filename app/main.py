@@ -92,6 +92,25 @@ class _HTTPError(HTTPException):
         self.headers = headers
 
 
+class _MediaTypeLowered:
+    """A request adapter whose Content-Type media type reads lower-cased (its parameters as sent): strawberry
+    compares it case-sensitively."""
+
+    def __init__(self, request: Any) -> None:
+        self._request = request
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._request, name)
+
+    @property
+    def content_type(self) -> str | None:
+        value: str | None = self._request.content_type
+        if not value:
+            return value
+        media_type, sep, params = value.partition(";")
+        return media_type.strip().lower() + sep + params
+
+
 class AgentrailGraphQL(GraphQL[Context, None]):
     websocket_adapter_class = TextWebSocketAdapter
     stream_transport_classes_by_protocol = {
@@ -157,8 +176,9 @@ class AgentrailGraphQL(GraphQL[Context, None]):
     async def parse_http_body(self, request: Any) -> Any:
         if request.method == "POST":
             content_type, _ = parse_content_type(request.content_type or "")
-            if content_type != "application/json":
+            if content_type.lower() != "application/json":
                 raise HTTPException(415, "the request body must be application/json (GraphQL over HTTP)")
+            request = _MediaTypeLowered(request)  # media types are case-insensitive (RFC 9110 8.3.1)
         data = await super().parse_http_body(request)
         for item in data if isinstance(data, list) else [data]:
             if item.query is not None and ("\\u0000" in item.query or "\x00" in item.query):

@@ -149,7 +149,7 @@ def _as_record(raw: Any) -> Any:
 
 
 async def _read_json(request: Request) -> Any:
-    if "json" not in request.headers.get("content-type", "application/json"):
+    if "json" not in request.headers.get("content-type", "application/json").lower():  # media types: any case
         raise BadUserInput("send the body as application/json")
     try:
         return request_json(await request.body())

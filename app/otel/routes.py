@@ -85,7 +85,7 @@ def _failure(exc: Exception, encoding: str, request: Request) -> Response:
 
 def _client_encoding(request: Request) -> str:
     # error bodies before the content type is checked: protobuf if that is what the client speaks
-    return decode.PROTOBUF if "protobuf" in (request.headers.get("content-type") or "") else decode.JSON
+    return decode.PROTOBUF if "protobuf" in (request.headers.get("content-type") or "").lower() else decode.JSON
 
 
 @documented("OTLP/HTTP traces (protobuf or JSON)")

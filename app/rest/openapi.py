@@ -121,7 +121,7 @@ def parse_body(raw: Any, model: Any) -> Any:
 
 async def body_of(request: Request, model: Any) -> Any:
     """The request's JSON body as `model` (400 for a body that is not JSON, or does not fit)."""
-    content_type = request.headers.get("content-type", "application/json")
+    content_type = request.headers.get("content-type", "application/json").lower()  # media types: any case
     if "json" not in content_type:
         raise BadUserInput("send the body as application/json")
     raw_bytes = await request.body()

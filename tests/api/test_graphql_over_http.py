@@ -8,6 +8,8 @@ import json
 
 from npm_tools import npm_packages, run_node
 
+from support import create_api_key, register
+
 GRAPHQL_HTTP_VERSION = "1.23.1"
 
 AUDIT_SCRIPT = r"""
@@ -94,6 +96,24 @@ async def test_unsupported_content_type_is_415_and_unacceptable_accept_is_406(cl
         response = await client.post("/graphql", json=QUERY, headers={"accept": accept})
         assert response.status_code == 406, accept
         assert "application/graphql-response+json" in response.json()["errors"][0]["message"]
+
+
+async def test_media_types_match_in_any_case(client):
+    # RFC 9110 8.3.1: the type and subtype are case-insensitive
+    for content_type in ("APPLICATION/JSON", "Application/Json; charset=UTF-8"):
+        response = await client.post(
+            "/graphql", content=b'{"query": "{ __typename }"}', headers={"content-type": content_type}
+        )
+        assert response.status_code == 200, content_type
+        assert response.json()["data"] == {"__typename": "Query"}
+    account = await register(client)
+    secret, _ = await create_api_key(client, account)
+    response = await client.post(
+        "/api/v1/audit-logs",
+        content=b'{"action": "llm_call"}',
+        headers={"content-type": "APPLICATION/JSON", "x-api-key": secret},
+    )
+    assert response.status_code == 201, response.text
 
 
 async def test_mutation_over_get_is_405(client):
