@@ -289,15 +289,18 @@ def _with_database(args: argparse.Namespace, action: Any) -> Any:
 
 def cmd_seal(args: argparse.Namespace) -> int:
     from app.audit import sealing
+    from app.audit.streams import STREAMS
 
-    written = _with_database(args, lambda db, keys: sealing.seal_all(db, keys.signer))
+    written = _with_database(args, lambda db, keys: sealing.seal_all(db, keys.signer, streams=STREAMS))
     print(json.dumps({"digestsWritten": written}))
     return 0
 
 
 def cmd_verify(args: argparse.Namespace) -> int:
-    """Verifies every organisation (or one): prints one JSON line each; exit 1 when any is broken."""
+    """Verifies every organisation (or one), its audit and its activity trail: one JSON line each (`trail`);
+    exit 1 when any is broken."""
     from app.audit import published, sealing
+    from app.audit.streams import STREAMS
 
     async def run(db: Any, keys: Any) -> list[dict[str, Any]]:
         from sqlalchemy import text
@@ -311,11 +314,13 @@ def cmd_verify(args: argparse.Namespace) -> int:
         reports = []
         for org_id in orgs:
             async with db.tenant_session(org_id) as session:
-                floor = await published.floor(run.redis, org_id)  # type: ignore[attr-defined]
-                outcome = await sealing.verify(
-                    session, keys, occurred_from=args.from_, occurred_to=args.to, published=floor
-                )
-            reports.append({"organizationId": org_id, **{_camel(k): v for k, v in outcome.report().items()}})
+                for stream in STREAMS:
+                    floor = await published.floor(run.redis, org_id, stream.name)  # type: ignore[attr-defined]
+                    outcome = await sealing.verify(
+                        session, keys, occurred_from=args.from_, occurred_to=args.to, published=floor, stream=stream
+                    )
+                    fields = {_camel(k): v for k, v in outcome.report().items()}
+                    reports.append({"organizationId": org_id, "trail": stream.name, **fields})
         return reports
 
     run.wants_redis = True  # type: ignore[attr-defined]

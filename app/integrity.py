@@ -330,6 +330,27 @@ AUDIT_CHAIN = ChainSpec(
 )
 
 
+# the activity trail (app.activity): who changed what; its metadata is the content
+ACTIVITY_CHAIN = ChainSpec(
+    header_fields=(
+        "id",
+        "org_id",
+        "actor_type",
+        "actor_id",
+        "actor_name",
+        "actor_email",
+        "action",
+        "target_type",
+        "target_id",
+        "target_name",
+        "occurred_at",
+        "source_ip",
+        "user_agent",
+    ),
+    content_fields=("metadata",),
+)
+
+
 def content_hash(content: Mapping[str, Any]) -> bytes:
     return hashlib.sha256(canonical_json(content)).digest()
 

@@ -5,12 +5,13 @@ from __future__ import annotations
 from typing import Any
 
 from app.audit import sealing, search
+from app.audit.streams import STREAMS
 
 
 async def seal_audit_trail(ctx: dict[str, Any]) -> int:
     """Every minute (cron), and on demand: seals all records written since each organisation's last digest."""
     runtime = ctx["runtime"]
-    return await sealing.seal_all(runtime.db, runtime.signer, runtime=runtime)
+    return await sealing.seal_all(runtime.db, runtime.signer, runtime=runtime, streams=STREAMS)
 
 
 async def index_audit_search(ctx: dict[str, Any], org_id: str) -> int:

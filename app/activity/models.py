@@ -20,6 +20,7 @@ class ActivityEvent(SQLModel, TenantScoped, table=True):
         sa.Index("ix_activity_events_org_id_occurred_at", "org_id", "occurred_at", "id"),
         sa.Index("ix_activity_events_org_target", "org_id", "target_type", "target_id"),
         sa.Index("ix_activity_events_org_actor", "org_id", "actor_id", "occurred_at"),
+        sa.Index("uq_activity_events_org_chain", "org_id", "chain_index", unique=True),
     )
 
     id: str = Field(primary_key=True, max_length=40)
@@ -36,4 +37,8 @@ class ActivityEvent(SQLModel, TenantScoped, table=True):
     occurred_at: datetime = timestamp_column()
     source_ip: str | None = Field(default=None, max_length=64)
     user_agent: str | None = Field(default=None, max_length=300)
-    checksum: str | None = Field(default=None, max_length=80)
+    checksum: str | None = Field(default=None, max_length=80)  # the record hash; a legacy checksum before the chain
+    # the chain (app/activity/chain.py), set when the event is flushed, under the organisation's activity lock
+    chain_index: int | None = Field(default=None, sa_type=sa.BigInteger, nullable=False)
+    content_hash: bytes | None = Field(default=None, sa_type=sa.LargeBinary, nullable=False)
+    entry_hash: bytes | None = Field(default=None, sa_type=sa.LargeBinary, nullable=False)

@@ -11,6 +11,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlmodel import col, select
 
+from app.activity import chain as _chain  # noqa: F401  registers the hook that chains new events
 from app.activity.models import ActivityEvent
 from app.db import AsyncSession, new_id, utcnow, within
 from app.integrity import record_checksum
@@ -71,9 +72,9 @@ def record_activity(
         "source_ip": source_ip or origin_ip,
         "user_agent": user_agent[:300] if user_agent else None,
     }
-    checksum = record_checksum({k: values[k] for k in _CHECKSUM_FIELDS})
     metadata_value = values.pop("metadata")
-    event = ActivityEvent(**values, metadata_=metadata_value, checksum=checksum)
+    # chained (chain index, hashes, checksum) when the transaction flushes: app/activity/chain.py
+    event = ActivityEvent(**values, metadata_=metadata_value)
     session.add(event)
     return event
 
@@ -159,3 +160,64 @@ async def stream_activity_batches(
     result = await session.stream_scalars(stmt)
     async for partition in result.partitions(batch_size):
         yield list(partition)
+
+
+# --- the chain (app/activity/chain.py), for sealing and verification (app.audit.streams) ---------------------
+
+
+def legacy_checksum(event: ActivityEvent) -> str:
+    """The checksum events carried before the chain (over _CHECKSUM_FIELDS)."""
+    values = {k: (event.metadata_ if k == "metadata" else getattr(event, k)) for k in _CHECKSUM_FIELDS}
+    return record_checksum(values)
+
+
+async def chain_heads(session: AsyncSession) -> dict[str, int]:
+    """Every organisation's last chain index (a system session's read)."""
+    stmt = sa.select(col(ActivityEvent.org_id), sa.func.max(col(ActivityEvent.chain_index))).group_by(
+        col(ActivityEvent.org_id)
+    )
+    return {org: int(top) for org, top in (await session.execute(stmt)).all()}
+
+
+async def chain_entries(session: AsyncSession, low: int, high: int) -> list[tuple[int, bytes]]:
+    if high < low:
+        return []
+    stmt = (
+        sa.select(col(ActivityEvent.chain_index), col(ActivityEvent.entry_hash))
+        .where(col(ActivityEvent.chain_index).between(low, high))
+        .order_by(col(ActivityEvent.chain_index))
+    )
+    return [(int(i), bytes(e)) for i, e in (await session.execute(stmt)).all()]
+
+
+async def chain_span(session: AsyncSession, low: int, high: int) -> tuple[int, int, datetime, datetime] | None:
+    """(count, last index, first and last occurred_at) of the events with chain indexes low..high."""
+    stmt = sa.select(
+        sa.func.count(),
+        sa.func.max(col(ActivityEvent.chain_index)),
+        sa.func.min(col(ActivityEvent.occurred_at)),
+        sa.func.max(col(ActivityEvent.occurred_at)),
+    ).where(col(ActivityEvent.chain_index).between(low, high))
+    row = (await session.execute(stmt)).one()
+    return None if not row[0] else (int(row[0]), int(row[1]), row[2], row[3])
+
+
+async def chain_events(session: AsyncSession, after: int, limit: int, high: int | None) -> list[ActivityEvent]:
+    stmt = select(ActivityEvent).where(col(ActivityEvent.chain_index) > after)
+    if high is not None:
+        stmt = stmt.where(col(ActivityEvent.chain_index) <= high)
+    return list((await session.exec(stmt.order_by(col(ActivityEvent.chain_index)).limit(limit))).all())
+
+
+async def chain_window(
+    session: AsyncSession, occurred_from: datetime | None, occurred_to: datetime | None
+) -> tuple[int, int] | None:
+    stmt = sa.select(sa.func.min(col(ActivityEvent.chain_index)), sa.func.max(col(ActivityEvent.chain_index))).where(
+        *within(ActivityEvent.occurred_at, occurred_from, occurred_to)
+    )
+    low, high = (await session.execute(stmt)).one()
+    return None if low is None else (int(low), int(high))
+
+
+async def find_event(session: AsyncSession, event_id: str) -> ActivityEvent | None:
+    return (await session.exec(select(ActivityEvent).where(col(ActivityEvent.id) == event_id))).first()

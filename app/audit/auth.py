@@ -1,6 +1,6 @@
 """Who may call the audit domain's operations (see app/permissions.py)."""
 
-from app.permissions import Permissions, Scope, anyone, public
+from app.permissions import ANY_ROLE, Permissions, Scope, anyone, public, users
 from app.principal import Role
 
 READ = anyone("read audit records")
@@ -20,6 +20,7 @@ PERMISSIONS = Permissions(
         "Query.traces": READ,
         "Query.verifyAuditTrail": anyone("verify the audit trail"),
         "Query.auditSigningKeys": anyone("list the digest signing keys"),
+        "Query.verifyActivityTrail": users("verify the activity trail", ANY_ROLE),
         "Query.auditProof": READ,
         "Query.auditConsistencyProof": READ,
         "GET /api/v1/audit-logs/{record_id}/proof": READ,

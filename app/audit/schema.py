@@ -12,6 +12,7 @@ import strawberry
 from app.audit import live, proofs, published, sealing, service, signing
 from app.audit.ingest import ingest
 from app.audit.models import AuditRecord
+from app.audit.streams import ACTIVITY
 from app.audit.traces import SpanNode, TraceTree
 from app.cost import Cost
 from app.db import session_org
@@ -567,6 +568,36 @@ class AuditQuery:
             occurred_from=from_,
             occurred_to=to,
             published=await published.floor(runtime.redis, session_org(session) or ""),
+        )
+        return VerificationResult(
+            ok=outcome.ok,
+            records_checked=outcome.records_checked,
+            digests_checked=outcome.digests_checked,
+            first_broken_record_id=outcome.first_broken_record_id,
+            first_broken_digest_id=outcome.first_broken_digest_id,
+            reason=outcome.reason,
+        )
+
+    @strawberry.field(
+        description="Recompute the organisation's activity trail (who changed what): every event's hashes and "
+        "link, and its signed digests, as verifyAuditTrail does for records. Reports the first break.",
+        directives=[Cost(weight=25_000)],
+    )
+    async def verify_activity_trail(
+        self,
+        info: Info,
+        from_: Annotated[datetime | None, strawberry.argument(name="from", description="Events from.")] = None,
+        to: Annotated[datetime | None, strawberry.argument(description="Events before.")] = None,
+    ) -> VerificationResult:
+        runtime = info.context.runtime
+        session = await info.context.db()
+        outcome = await sealing.verify(
+            session,
+            sealing.Keys(runtime.secret_key, runtime.signer),
+            occurred_from=from_,
+            occurred_to=to,
+            stream=ACTIVITY,
+            published=await published.floor(runtime.redis, session_org(session) or "", "activity"),
         )
         return VerificationResult(
             ok=outcome.ok,

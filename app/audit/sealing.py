@@ -24,7 +24,7 @@ from sqlmodel import col, select
 from app import unit_of_work
 from app.audit import published, signing
 from app.audit.models import AuditDigest, AuditMerkleNode
-from app.audit.streams import AUDIT, STREAMS, ChainRow, Stream
+from app.audit.streams import AUDIT, ChainRow, Stream
 from app.db import AsyncSession, Database, lock_organisation, new_id, tenant_org
 from app.integrity import (
     GENESIS_ENTRY,
@@ -35,14 +35,12 @@ from app.integrity import (
     Signer,
     canonical_json,
     chain_hashes,
-    checksum_content,
     content_hash,
     digest_hash,
     digest_payload,
     digest_signing_key,
     digest_v2_payload,
     merkle_root,
-    record_checksum,
     verify_digest_signature,
 )
 from app.runtime.isolation import each_organization
@@ -211,8 +209,9 @@ async def seal_organization(
     return digest
 
 
-async def seal_all(db: Database, signer: Signer, *, runtime: Any = None, streams: Sequence[Stream] = STREAMS) -> int:
-    """Seals every organisation with unsealed records, every stream; returns how many digests were written.
+async def seal_all(db: Database, signer: Signer, *, runtime: Any = None, streams: Sequence[Stream] = (AUDIT,)) -> int:
+    """Seals every organisation with unsealed records of `streams` (the worker and `agentrail seal`: STREAMS,
+    audit records and the activity trail); returns how many digests were written.
     Each digest is published as the webhook event `audit.digest_sealed` (in its transaction) and, after the
     commit, recorded as the organisation's newest published digest in Redis (app.audit.published). Without a
     `runtime` (the CLI) the deliveries are rows that the worker's sweeper sends, and nothing is recorded.
@@ -379,7 +378,7 @@ def _checksum_holds(record: Any, hashes: ChainHashes, stream: Stream) -> bool:
     # a record written before the chain keeps its legacy checksum (what its version 1 digest sealed)
     if record.checksum == hashes.checksum:
         return True
-    return stream.legacy_checksums and record.checksum == record_checksum(checksum_content(record))
+    return stream.legacy_checksum is not None and record.checksum == stream.legacy_checksum(record)
 
 
 @dataclass

@@ -16,10 +16,12 @@ from typing import Any
 import sqlalchemy as sa
 from sqlmodel import col
 
-from app.audit.models import CHAIN_COLUMNS, RECORD_COLUMNS, AuditLog, record_from_row
+from app.activity import service as activity
+from app.activity.chain import ACTIVITY_LOCK_NAMESPACE
+from app.audit.models import CHAIN_COLUMNS, RECORD_COLUMNS, AuditDigest, AuditLog, record_from_row
 from app.audit.service import INGEST_LOCK_NAMESPACE
 from app.db import AsyncSession, within
-from app.integrity import AUDIT_CHAIN, ChainSpec
+from app.integrity import ACTIVITY_CHAIN, AUDIT_CHAIN, ChainSpec, checksum_content, record_checksum
 
 
 @dataclass(slots=True)
@@ -53,6 +55,7 @@ class Stream:
     chain_rows: Callable[[AsyncSession, int, int, int | None], Awaitable[list[ChainRow]]]
     window: Callable[[AsyncSession, datetime | None, datetime | None], Awaitable[tuple[int, int] | None]]
     record: Callable[[AsyncSession, str], Awaitable[ChainRow | None]]
+    legacy_checksum: Callable[[Any], str] | None = None  # the checksum records carried before the chain
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -142,6 +145,7 @@ AUDIT = Stream(
     spec=AUDIT_CHAIN,
     lock_namespace=INGEST_LOCK_NAMESPACE,
     legacy_checksums=True,
+    legacy_checksum=lambda record: record_checksum(checksum_content(record)),
     orgs_with_unsealed=_audit_orgs,
     index_after_seq=_audit_index_after_seq,
     span=_audit_span,
@@ -151,5 +155,75 @@ AUDIT = Stream(
     record=_audit_record,
 )
 
-STREAMS: tuple[Stream, ...] = (AUDIT,)
+# ---------------------------------------------------------------------------------------------------
+# the activity trail (through the activity domain's service functions)
+
+
+class _Event:
+    """An activity event as the chain walk reads it: its fields, `seq` (its chain index: no legacy digests)."""
+
+    __slots__ = ("_event", "seq")
+
+    def __init__(self, event: Any) -> None:
+        self._event, self.seq = event, event.chain_index
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._event, name)
+
+
+def _event_row(event: Any) -> ChainRow:
+    return ChainRow(_Event(event), int(event.chain_index), bytes(event.content_hash), bytes(event.entry_hash))
+
+
+async def _activity_orgs(session: AsyncSession) -> list[str]:
+    heads = await activity.chain_heads(session)
+    sealed = dict(
+        (
+            await session.execute(
+                sa.select(col(AuditDigest.org_id), sa.func.max(col(AuditDigest.tree_size)))
+                .where(col(AuditDigest.stream) == "activity")
+                .group_by(col(AuditDigest.org_id))
+            )
+        ).all()
+    )
+    return sorted(org for org, head in heads.items() if head > (sealed.get(org) or 0))
+
+
+async def _activity_index_after_seq(_session: AsyncSession, _seq: int) -> int:
+    return 1  # the activity trail has no version 1 digests
+
+
+async def _activity_span(session: AsyncSession, low: int, high: int) -> Span | None:
+    found = await activity.chain_span(session, low, high)
+    if found is None:
+        return None
+    count, last, first_at, last_at = found
+    return Span(count, last, low, last, first_at, last_at)
+
+
+async def _activity_rows(session: AsyncSession, after: int, limit: int, high: int | None) -> list[ChainRow]:
+    return [_event_row(e) for e in await activity.chain_events(session, after, limit, high)]
+
+
+async def _activity_record(session: AsyncSession, event_id: str) -> ChainRow | None:
+    event = await activity.find_event(session, event_id)
+    return None if event is None else _event_row(event)
+
+
+ACTIVITY = Stream(
+    name="activity",
+    spec=ACTIVITY_CHAIN,
+    lock_namespace=ACTIVITY_LOCK_NAMESPACE,
+    legacy_checksums=True,
+    legacy_checksum=lambda record: activity.legacy_checksum(record._event),
+    orgs_with_unsealed=_activity_orgs,
+    index_after_seq=_activity_index_after_seq,
+    span=_activity_span,
+    entries=activity.chain_entries,
+    chain_rows=_activity_rows,
+    window=activity.chain_window,
+    record=_activity_record,
+)
+
+STREAMS: tuple[Stream, ...] = (AUDIT, ACTIVITY)
 BY_NAME = {stream.name: stream for stream in STREAMS}

@@ -15,6 +15,9 @@ from starlette.routing import Route
 from app.activity import service as activity
 from app.audit import proofs
 from app.audit import routes as audit_routes
+from app.audit.streams import ACTIVITY as ACTIVITY_STREAM
+from app.audit.streams import AUDIT as AUDIT_STREAM
+from app.audit.streams import Stream
 from app.db import iso
 from app.errors import AppError, BadUserInput, NotFound
 from app.exports import service
@@ -85,7 +88,9 @@ async def _sync_export(request: Request, principal: Principal, dataset: Dataset,
     )
 
 
-async def _proof_bundle(request: Request, principal: Principal, q: dict[str, Any]) -> Response:
+async def _proof_bundle(
+    request: Request, principal: Principal, q: dict[str, Any], stream: Stream = AUDIT_STREAM
+) -> Response:
     """`includeProofs=true`: the proof bundle of the window (every record of the chain between its first and last
     sealed record, with the digests and keys) for `agentrail-verify`; other filters would cut the chain."""
     other = [
@@ -102,11 +107,13 @@ async def _proof_bundle(request: Request, principal: Principal, q: dict[str, Any
 
     async def chunks() -> AsyncIterator[bytes]:
         async with runtime.db.tenant_session(principal.org_id) as session:
-            async for chunk in proofs.bundle_lines(session, occurred_from=q["from"], occurred_to=q["to"]):
+            async for chunk in proofs.bundle_lines(
+                session, occurred_from=q["from"], occurred_to=q["to"], stream=stream
+            ):
                 yield chunk
 
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
-    filename = f"audit-proof-bundle-{principal.org_id}-{stamp}.ndjson"
+    filename = f"{stream.name}-proof-bundle-{principal.org_id}-{stamp}.ndjson"
     return StreamingResponse(
         chunks(),
         media_type="application/x-ndjson",
@@ -133,11 +140,13 @@ async def export_audit_logs(request: Request) -> Response:
 
 
 @documented("Export the activity trail as CSV or JSON", responses={200: FILE}, graphql="Mutation.startExport")
-@params.accepts(*ACTIVITY_FILTERS)
+@params.accepts(*ACTIVITY_FILTERS, params.boolean("includeProofs"))
 async def export_activity(request: Request) -> Response:
     try:
         principal = principal_of(request)
         q = params.query_of(request)
+        if q["includeProofs"]:
+            return await _proof_bundle(request, principal, q, ACTIVITY_STREAM)
         query = activity.ActivityQuery(
             target_types=q["targetType"],
             actions=q["action"],

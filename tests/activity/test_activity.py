@@ -6,7 +6,7 @@ import pytest
 import sqlalchemy as sa
 from sqlalchemy.exc import DBAPIError
 
-from app.integrity import record_checksum
+from app.integrity import ACTIVITY_CHAIN, GENESIS_ENTRY, chain_hashes
 from support import create_api_key, error_code, gql, register
 
 
@@ -68,23 +68,10 @@ async def test_events_are_immutable_and_checksummed(client, runtime):
     await register(client)
     async with runtime.db.engine.connect() as conn:
         row = (await conn.execute(sa.text("SELECT * FROM activity_events"))).mappings().one()
-    fields = (
-        "id",
-        "org_id",
-        "actor_type",
-        "actor_id",
-        "actor_name",
-        "actor_email",
-        "action",
-        "target_type",
-        "target_id",
-        "target_name",
-        "metadata",
-        "occurred_at",
-        "source_ip",
-        "user_agent",
-    )
-    assert row["checksum"] == record_checksum({f: row[f] for f in fields})
+    # the checksum is the record hash of the chain (app/activity/chain.py): header fields, index, content hash
+    assert row["chain_index"] == 1  # the organisation's first event
+    hashes = chain_hashes(ACTIVITY_CHAIN, dict(row), 1, GENESIS_ENTRY)
+    assert row["checksum"] == hashes.checksum and bytes(row["entry_hash"]) == hashes.entry_hash
     for statement in ("UPDATE activity_events SET action = 'x'", "DELETE FROM activity_events"):
         async with runtime.db.engine.connect() as conn:
             with pytest.raises(DBAPIError, match="immutable"):

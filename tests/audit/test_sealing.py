@@ -132,9 +132,10 @@ async def test_seal_job_runs_in_a_real_worker(client, runtime):
     await _log_many(client, account, 3)
     job = await runtime.queue.enqueue_job("seal_audit_trail")
     await run_worker(runtime, burst=True)
-    assert await job.result(timeout=10) == 1
+    assert await job.result(timeout=10) == 2  # the records, and the activity trail (the registration)
     async with runtime.db.engine.connect() as conn:
-        assert (await conn.execute(sa.text("SELECT count(*) FROM audit_digests"))).scalar_one() == 1
+        streams = (await conn.execute(sa.text("SELECT stream FROM audit_digests ORDER BY stream"))).scalars().all()
+        assert streams == ["activity", "audit"]
 
 
 async def test_seal_and_verify_commands(client, runtime, database_url, redis_url):
@@ -155,7 +156,7 @@ async def test_seal_and_verify_commands(client, runtime, database_url, redis_url
 
     sealed = await asyncio.to_thread(run, "seal")
     assert sealed.returncode == 0, sealed.stderr
-    assert json.loads(sealed.stdout) == {"digestsWritten": 1}
+    assert json.loads(sealed.stdout) == {"digestsWritten": 2}  # records and activity
     verified = await asyncio.to_thread(run, "verify")
     assert verified.returncode == 0, verified.stderr
     report = json.loads(verified.stdout.splitlines()[0])
@@ -164,4 +165,6 @@ async def test_seal_and_verify_commands(client, runtime, database_url, redis_url
     await _tamper(runtime, "UPDATE audit_logs SET response = 'edited' WHERE id = :id", {"id": ids[1]})
     broken = await asyncio.to_thread(run, "verify", "--org", account.org_id)
     assert broken.returncode == 1
-    assert json.loads(broken.stdout)["firstBrokenRecordId"] == ids[1]
+    audit_line, activity_line = map(json.loads, broken.stdout.splitlines())
+    assert audit_line["trail"] == "audit" and audit_line["firstBrokenRecordId"] == ids[1]
+    assert activity_line["trail"] == "activity" and activity_line["ok"] is True

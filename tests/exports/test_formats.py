@@ -170,15 +170,17 @@ async def test_activity_lines_built_by_postgresql_match_the_reference(client, ru
             "ip": text(0, 8),
             "agent": text(0, 8),
             "checksum": text(0, 12),
+            "chain": 1000 + n,  # past the registration's own events
         }
         for n in range(200)
     ]
     await _insert(
         runtime,
         "INSERT INTO activity_events (id, org_id, actor_type, actor_id, actor_name, actor_email, action,"
-        " target_type, target_id, target_name, metadata, occurred_at, source_ip, user_agent, checksum)"
-        " VALUES (:id, :org, :actor_type, :actor_id, :actor_name, :actor_email, :action, :target_type,"
-        " :target_id, :target_name, CAST(:metadata AS jsonb), :at, :ip, :agent, :checksum)",
+        " target_type, target_id, target_name, metadata, occurred_at, source_ip, user_agent, checksum, chain_index,"
+        " content_hash, entry_hash) VALUES (:id, :org, :actor_type, :actor_id, :actor_name, :actor_email, :action,"
+        " :target_type, :target_id, :target_name, CAST(:metadata AS jsonb), :at, :ip, :agent, :checksum, :chain,"
+        " '\\x00', '\\x00')",
         rows,
     )
     async with runtime.db.engine.begin() as conn:
