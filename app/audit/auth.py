@@ -21,6 +21,7 @@ PERMISSIONS = Permissions(
         "Query.verifyAuditTrail": anyone("verify the audit trail"),
         "Query.auditSigningKeys": anyone("list the digest signing keys"),
         "Query.verifyActivityTrail": users("verify the activity trail", ANY_ROLE),
+        "Query.activityProof": users("prove an activity event", ANY_ROLE),
         "Query.auditProof": READ,
         "Query.auditConsistencyProof": READ,
         "GET /api/v1/audit-logs/{record_id}/proof": READ,

@@ -637,6 +637,31 @@ class AuditQuery:
             digest=AuditDigest.of(proof.digest),
         )
 
+    @strawberry.field(
+        description="An activity event's inclusion proof in a signed digest of the activity trail (default: the "
+        "newest), with the digest. NOT_FOUND until the event is sealed."
+    )
+    async def activity_proof(
+        self,
+        info: Info,
+        event_id: Annotated[strawberry.ID, strawberry.argument(description="The activity event.")],
+        digest_id: Annotated[
+            strawberry.ID | None, strawberry.argument(description="The digest (default: the newest signed one).")
+        ] = None,
+    ) -> AuditInclusionProof:
+        proof = await proofs.inclusion_proof(
+            await info.context.db(), str(event_id), digest_id=digest_id, stream=ACTIVITY
+        )
+        return AuditInclusionProof(
+            record_id=strawberry.ID(proof.record_id),
+            chain_index=proof.chain_index,
+            leaf_index=proof.leaf_index,
+            tree_size=proof.tree_size,
+            entry_hash=proof.entry_hash.hex(),
+            audit_path=[h.hex() for h in proof.audit_path],
+            digest=AuditDigest.of(proof.digest),
+        )
+
     @strawberry.field(description="A consistency proof between two signed digests (default second: the newest).")
     async def audit_consistency_proof(
         self,

@@ -11,6 +11,7 @@ import sqlalchemy as sa
 
 from app.audit import sealing
 from app.audit.streams import STREAMS
+from app.integrity import root_from_inclusion
 from support import gql, register
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "sdk" / "verify" / "src"))
@@ -60,6 +61,16 @@ async def test_activity_is_chained_sealed_and_tampering_is_named(client, runtime
     assert result["ok"] is True and result["recordsChecked"] == len(events) + 1 and result["digestsChecked"] == 1
     report = await _offline(client, runtime, account)
     assert report.ok and report.roots_checked == 1, report.breaks
+    proved = (await gql(client, "ActivityProof", {"eventId": events[2].id}, token=account.token))["data"][
+        "activityProof"
+    ]
+    root = root_from_inclusion(
+        proved["leafIndex"],
+        proved["treeSize"],
+        bytes.fromhex(proved["entryHash"]),
+        [bytes.fromhex(h) for h in proved["auditPath"]],
+    )
+    assert proved["digest"]["stream"] == "activity" and root.hex() == proved["digest"]["payload"]["merkle_root"]
 
     target = events[1].id
     async with runtime.db.engine.begin() as conn:
