@@ -28,6 +28,7 @@ Trust starts at the auditor's public key and follows the keys' rotation statemen
 from __future__ import annotations
 
 import base64
+import binascii
 import hashlib
 import json
 from collections.abc import Iterable, Iterator
@@ -193,14 +194,16 @@ def verify_lines(lines: Iterable[bytes], public_key: bytes, *, known_digests: It
         report.broke("the bundle's previousEntryHash is not hex")
         return report
     index = size
-    sha, leaf_prefix, node_prefix = _sha, b"\x00", b"\x01"
+    sha, leaf_prefix, node_prefix, unhexlify = _sha, b"\x00", b"\x01", binascii.unhexlify
     marker = b'"content_hash":"'
     last_header = b""
     for line in source:
         # fields by position, the content hashed through a memoryview: a record's bytes are never copied
         end = len(line)
-        while end and line[end - 1] in (10, 13):
+        if end and line[end - 1] == 10:
             end -= 1
+            if end and line[end - 1] == 13:
+                end -= 1
         if not end:
             continue
         index += 1
@@ -229,10 +232,13 @@ def verify_lines(lines: Iterable[bytes], public_key: bytes, *, known_digests: It
                 index=index,
             )
             return report
-        stored_hex, colon, stored_record_hex = sealed_hex.partition(b":")
+        if len(sealed_hex) == 64:  # the usual case: a kept leaf
+            stored_hex, colon, stored_record_hex = sealed_hex, b"", b""
+        else:
+            stored_hex, colon, stored_record_hex = sealed_hex.partition(b":")
         try:
-            sealed = bytes.fromhex(stored_hex.decode())
-        except ValueError:
+            sealed = unhexlify(stored_hex)
+        except (ValueError, binascii.Error):
             report.broke("malformed record line", index=index)
             return report
         entry = sha(previous + record_digest).digest()
