@@ -296,6 +296,34 @@ def cmd_seal(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_rotate_signing_key(args: argparse.Namespace) -> int:
+    """A new audit signing key in the data folder; the old key endorses it and it vouches for the old one."""
+    from app.audit import signing
+    from app.integrity import Signer
+    from app.runtime.secrets import resolve_signing_key, rotate_signing_key_file
+
+    settings = _settings_from(args)
+    if settings.audit_signing_key is not None:
+        print(
+            "the signing key comes from AGENTRAIL_AUDIT_SIGNING_KEY: set a new one there (it is registered on the next"
+            " seal)",
+            file=sys.stderr,
+        )
+        return 2
+    old = Signer(resolve_signing_key(settings))
+
+    async def rotate(db: Any, _keys: Any) -> str:
+        await signing.register(db, old)  # the old key is the current one, registered, before it is replaced
+        rotate_signing_key_file(settings)
+        new = Signer(resolve_signing_key(settings))
+        await signing.register(db, new, previous=old)
+        return new.key_id
+
+    key_id = _with_database(args, rotate)
+    print(json.dumps({"previousKeyId": old.key_id, "keyId": key_id}))
+    return 0
+
+
 def cmd_verify(args: argparse.Namespace) -> int:
     """Verifies every organisation (or one), its audit and its activity trail: one JSON line each (`trail`);
     exit 1 when any is broken."""
@@ -398,6 +426,12 @@ def build_parser() -> argparse.ArgumentParser:
     seal = sub.add_parser("seal", help="seal unsealed audit records into signed digests now")
     common(seal)
     seal.set_defaults(func=cmd_seal)
+
+    rotate = sub.add_parser(
+        "rotate-signing-key", help="replace the audit signing key in the data folder (the old one endorses the new)"
+    )
+    common(rotate)
+    rotate.set_defaults(func=cmd_rotate_signing_key)
 
     verify = sub.add_parser("verify", help="verify the audit trail (checksums, Merkle roots, digest chain)")
     verify.add_argument("--org", default=None, help="one organisation id (default: all)")

@@ -209,3 +209,27 @@ async def test_version_1_hmac_digests_keep_verifying_and_the_first_signed_digest
         await conn.execute(sa.text("ALTER TABLE audit_digests ENABLE TRIGGER audit_digests_immutable"))
     verification = await _verified(client, account)
     assert verification["ok"] is False and verification["firstBrokenDigestId"] == "dgst_legacy"
+
+
+async def test_rotate_signing_key_command(client, runtime, database_url, redis_url, tmp_path):
+    import asyncio
+    import json
+    import os
+    import subprocess
+
+    from app.runtime.secrets import resolve_signing_key
+    from app.settings import Settings
+    from support import agentrail_command
+
+    env = {k: v for k, v in os.environ.items() if k != "AGENTRAIL_AUDIT_SIGNING_KEY"}
+    env |= {"DATABASE_URL": database_url, "REDIS_URL": redis_url, "AGENTRAIL_SECRET_KEY": runtime.secret_key}
+    command = [*agentrail_command(), "rotate-signing-key", "--data-dir", str(tmp_path)]
+    done = await asyncio.to_thread(subprocess.run, command, env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    answer = json.loads(done.stdout)
+    new = Signer(resolve_signing_key(Settings(data_dir=tmp_path)))
+    assert answer["keyId"] == new.key_id != answer["previousKeyId"]
+    keys = (await gql(client, "AuditSigningKeys", {}, token=(await register(client)).token))["data"]["auditSigningKeys"]
+    assert keys[-1]["keyId"] == new.key_id and keys[-1]["endorsement"] and keys[-1]["previousKeySignature"]
+    assert keys[-2]["keyId"] == answer["previousKeyId"] and keys[-2]["validTo"] is not None
+    assert len(list(tmp_path.glob("audit_signing_key.*"))) == 1  # the old file kept beside the new one
