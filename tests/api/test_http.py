@@ -14,7 +14,7 @@ async def test_health_and_readiness(client, runtime):
     await heartbeat.beat(runtime.redis, stale_seconds=30)  # as a worker does while it polls the queue
     ready = await client.get("/readyz")
     assert ready.status_code == 200
-    assert ready.json()["checks"] == {"postgres": "ok", "redis": "ok", "worker": "ok"}
+    assert ready.json()["checks"] == {"postgres": "ok", "redis": "ok", "worker": "ok", "audit_trail": "ok"}
     assert ready.headers["x-request-id"]
 
 
