@@ -3,8 +3,9 @@
 `python3 run.py lint` runs the linters, the type checker and the import contract (CI runs it before the tests).
 
 Creates `.venv` next to this file and installs the project into it (editable, with the test and lint
-extras) and the Python SDK (`sdk/python`, editable, with its `otel` extra) on first use, and again whenever
-either `pyproject.toml` changes. Needs nothing but Python 3.11+.
+extras), the Python SDK (`sdk/python`, editable, with its `otel` extra) and the offline verifier
+(`sdk/verify`, editable) on first use, and again whenever one of their `pyproject.toml` changes.
+Needs nothing but Python 3.11+.
 Anything after the command is passed on: `python3 run.py serve --port 9000`, `python3 run.py test -k auth`.
 Other commands run the `agentrail` CLI: `python3 run.py migrate current`, `python3 run.py verify`.
 """
@@ -29,7 +30,7 @@ def _venv_python() -> Path:
 
 def _wanted_stamp() -> str:
     digest = hashlib.sha256(
-        (ROOT / "pyproject.toml").read_bytes() + (ROOT / "sdk" / "python" / "pyproject.toml").read_bytes()
+        b"".join((ROOT / path / "pyproject.toml").read_bytes() for path in (".", "sdk/python", "sdk/verify"))
     ).hexdigest()
     return f"{sys.version_info[:2]} {digest}"
 
@@ -46,7 +47,7 @@ def ensure_environment() -> Path:
         subprocess.run(
             [
                 *(str(python), "-m", "pip", "install", "--disable-pip-version-check", "-q"),
-                *("-e", ".[test,lint]", "-e", "./sdk/python[otel]"),
+                *("-e", ".[test,lint]", "-e", "./sdk/python[otel]", "-e", "./sdk/verify"),
             ],
             cwd=ROOT,
             check=True,

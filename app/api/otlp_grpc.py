@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 from datetime import timedelta
-from typing import Any
+from typing import Any, TypeVar
 
 import grpc
 import structlog
@@ -68,6 +68,11 @@ def _peer_host(context: grpc.aio.ServicerContext[Any, Any]) -> str | None:
         return None
     host = rest.rsplit(":", 1)[0]
     return host.strip("[]") or None
+
+
+_Response = TypeVar(
+    "_Response", trace_service_pb2.ExportTraceServiceResponse, logs_service_pb2.ExportLogsServiceResponse
+)
 
 
 class _Receiver:
@@ -129,6 +134,29 @@ class _Receiver:
             trailing = (("grpc-status-details-bin", status.SerializeToString()),)
         await context.abort(abort.code, abort.message, trailing_metadata=trailing)
 
+    async def export(
+        self,
+        context: grpc.aio.ServicerContext[Any, Any],
+        request: Any,
+        *,
+        logs: bool,
+        response: _Response,
+        rejected_field: str,
+    ) -> _Response:
+        """One OTLP export (traces or logs): `response` gets a partial success when some items were rejected."""
+        runtime = self.runtime
+        export = otel.export_logs if logs else otel.export
+
+        async def work(principal: Principal, peer: str | None) -> otel.ExportOutcome:
+            return await export(runtime, principal, request, source_ip=peer)
+
+        outcome = await self.run(context, "POST /v1/logs" if logs else "POST /v1/traces", work)
+        count_outcome(outcome, logs=logs)
+        if outcome.rejected:
+            setattr(response.partial_success, rejected_field, outcome.rejected)
+            response.partial_success.error_message = outcome.error_message()
+        return response
+
 
 class TraceService(trace_service_pb2_grpc.TraceServiceServicer):
     def __init__(self, receiver: _Receiver) -> None:
@@ -137,18 +165,10 @@ class TraceService(trace_service_pb2_grpc.TraceServiceServicer):
     async def Export(
         self, request: trace_service_pb2.ExportTraceServiceRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> trace_service_pb2.ExportTraceServiceResponse:
-        runtime = self.receiver.runtime
-
-        async def work(principal: Principal, peer: str | None) -> otel.ExportOutcome:
-            return await otel.export(runtime, principal, request, source_ip=peer)
-
-        outcome = await self.receiver.run(context, "POST /v1/traces", work)
-        count_outcome(outcome, logs=False)
         response = trace_service_pb2.ExportTraceServiceResponse()
-        if outcome.rejected:
-            response.partial_success.rejected_spans = outcome.rejected
-            response.partial_success.error_message = outcome.error_message()
-        return response
+        return await self.receiver.export(
+            context, request, logs=False, response=response, rejected_field="rejected_spans"
+        )
 
 
 class LogsService(logs_service_pb2_grpc.LogsServiceServicer):
@@ -158,18 +178,10 @@ class LogsService(logs_service_pb2_grpc.LogsServiceServicer):
     async def Export(
         self, request: logs_service_pb2.ExportLogsServiceRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> logs_service_pb2.ExportLogsServiceResponse:
-        runtime = self.receiver.runtime
-
-        async def work(principal: Principal, peer: str | None) -> otel.ExportOutcome:
-            return await otel.export_logs(runtime, principal, request, source_ip=peer)
-
-        outcome = await self.receiver.run(context, "POST /v1/logs", work)
-        count_outcome(outcome, logs=True)
         response = logs_service_pb2.ExportLogsServiceResponse()
-        if outcome.rejected:
-            response.partial_success.rejected_log_records = outcome.rejected
-            response.partial_success.error_message = outcome.error_message()
-        return response
+        return await self.receiver.export(
+            context, request, logs=True, response=response, rejected_field="rejected_log_records"
+        )
 
 
 async def start_server(

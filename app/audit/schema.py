@@ -208,6 +208,13 @@ class Trace:
     summary: strawberry.Private[service.TraceSummary | None] = None
     tree: strawberry.Private[TraceTree | None] = None
 
+    async def _figure(self, info: Info, name: str) -> Any:
+        """A figure that the trace summary and the whole tree both have: the summary's when it is loaded."""
+        if self.summary is not None:
+            return getattr(self.summary, name)
+        tree = await self._tree(info)
+        return getattr(tree, name) if tree else None
+
     async def _tree(self, info: Info) -> TraceTree | None:
         if self.tree is None:
             self.tree = await info.context.loaders.trace.load(self.trace_id)
@@ -255,24 +262,15 @@ class Trace:
 
     @strawberry.field(description="Start of the earliest span.")
     async def started_at(self, info: Info) -> datetime | None:
-        if self.summary is not None:
-            return self.summary.started_at
-        tree = await self._tree(info)
-        return tree.started_at if tree else None
+        return await self._figure(info, "started_at")
 
     @strawberry.field(description="End of the latest span (its start plus its duration).")
     async def ended_at(self, info: Info) -> datetime | None:
-        if self.summary is not None:
-            return self.summary.ended_at
-        tree = await self._tree(info)
-        return tree.ended_at if tree else None
+        return await self._figure(info, "ended_at")
 
     @strawberry.field(description="From the first start to the last end, in milliseconds.")
     async def duration_ms(self, info: Info) -> float | None:
-        if self.summary is not None:
-            return self.summary.duration_ms
-        tree = await self._tree(info)
-        return tree.duration_ms if tree else None
+        return await self._figure(info, "duration_ms")
 
     @strawberry.field(description="ERROR if any span errored, else BLOCKED if any was blocked, else OK.")
     async def status(self, info: Info) -> SpanStatus:

@@ -9,6 +9,7 @@ Every change is on the activity trail. Invitations carry a single-use token, sto
 from __future__ import annotations
 
 from datetime import timedelta
+from typing import Any
 
 import sqlalchemy as sa
 from sqlmodel import col, select
@@ -253,31 +254,42 @@ async def accept(
     ).first()
     if existing is not None:
         raise Conflict("you are already a member of this organisation")
-    membership = Membership(id=new_id("mem"), org_id=invitation.org_id, user_id=user.id, role=invitation.role)
-    session.add(membership)
     invitation.accepted_at = now
     invitation.accepted_by = user.id
     if user.email_verified_at is None:
         user.email_verified_at = now  # the invitation reached the address
-    joined = Principal(
-        kind="user",
-        org_id=invitation.org_id,
-        user_id=user.id,
-        role=invitation.role,
-        actor_name=user.name,
-        actor_email=user.email,
-    )
-    record_activity(
+    membership = await join(
         session,
-        joined,
-        "member.joined",
-        target_type="user",
-        target_id=user.id,
+        user,
+        invitation.org_id,
+        invitation.role,
         metadata={"role": invitation.role, "invitationId": invitation.id},
         source_ip=source_ip,
     )
-    await session.flush()
     return user, membership
+
+
+async def join(
+    session: AsyncSession,
+    user: User,
+    org_id: str,
+    role: str,
+    *,
+    metadata: dict[str, Any],
+    source_ip: str | None,
+) -> Membership:
+    """Make `user` a member of `org_id` with `role`, written on the organisation's activity trail as the new
+    member's own `member.joined` (by invitation or by single sign-on)."""
+    membership = Membership(id=new_id("mem"), org_id=org_id, user_id=user.id, role=role)
+    session.add(membership)
+    joined = Principal(
+        kind="user", org_id=org_id, user_id=user.id, role=role, actor_name=user.name, actor_email=user.email
+    )
+    record_activity(
+        session, joined, "member.joined", target_type="user", target_id=user.id, metadata=metadata, source_ip=source_ip
+    )
+    await session.flush()
+    return membership
 
 
 # --- members ------------------------------------------------------------------------------------------

@@ -19,6 +19,7 @@ from sqlmodel import col, select
 from app.activity.service import record_activity
 from app.db import AsyncSession, new_id, utcnow
 from app.errors import BadUserInput, Conflict, Forbidden, NotFound, Unavailable
+from app.orgs import members
 from app.orgs import service as orgs
 from app.orgs.models import Membership, Organization, Role, User
 from app.principal import Principal
@@ -318,26 +319,14 @@ async def _member_for(
         )
         session.add(user)
         await session.flush()
-    membership = Membership(id=new_id("mem"), org_id=row.org_id, user_id=user.id, role=row.default_role)
-    session.add(membership)
-    joined = Principal(
-        kind="user",
-        org_id=row.org_id,
-        user_id=user.id,
-        role=row.default_role,
-        actor_name=user.name,
-        actor_email=user.email,
-    )
-    record_activity(
+    membership = await members.join(
         session,
-        joined,
-        "member.joined",
-        target_type="user",
-        target_id=user.id,
+        user,
+        row.org_id,
+        row.default_role,
         metadata={"role": row.default_role, "via": "sso", "domain": domain},
         source_ip=source_ip,
     )
-    await session.flush()
     return user, membership
 
 

@@ -137,7 +137,9 @@ class Report:
     def ok(self) -> bool:
         return not self.breaks
 
-    def broke(self, reason: str, *, record: str | None = None, index: int | None = None, digest: str | None = None):
+    def broke(
+        self, reason: str, *, record: str | None = None, index: int | None = None, digest: str | None = None
+    ) -> None:
         self.breaks.append({"reason": reason, "recordId": record, "chainIndex": index, "digestId": digest})
 
     def as_json(self) -> dict[str, Any]:
