@@ -54,8 +54,8 @@ SELECT 'log_' || :tag || '_' || lpad(g::text, 8, '0'), :org, 'trace-' || (g / 10
 FROM generate_series(1, :n) AS g
 """
 SEED_SEARCH = """
-INSERT INTO audit_search (log_id, org_id, document)
-SELECT id, org_id, ''::tsvector FROM audit_logs WHERE org_id = :org AND id LIKE :prefix || '%'
+INSERT INTO audit_search (log_id, org_id, received_at, document)
+SELECT id, org_id, received_at, ''::tsvector FROM audit_logs WHERE org_id = :org AND id LIKE :prefix || '%'
 """
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from app.audit import sealing, search
+from app.audit import partitions, sealing, search
 from app.audit.streams import STREAMS
 
 
@@ -23,3 +23,8 @@ async def index_audit_search(ctx: dict[str, Any], org_id: str) -> int:
 async def sweep_audit_search(ctx: dict[str, Any]) -> int:
     """Every minute: indexes records whose indexing job was lost."""
     return await search.sweep(ctx["runtime"].db)
+
+
+async def create_audit_partitions(ctx: dict[str, Any]) -> int:
+    """Daily (cron): the monthly partitions of audit records and search rows up to three months ahead."""
+    return len(await partitions.ensure_ahead(ctx["runtime"].db))

@@ -43,7 +43,7 @@ class Alert(SQLModel, TenantScoped, table=True):
     excerpt: str = Field(max_length=200)
     start_offset: int | None = None
     end_offset: int | None = None
-    audit_log_id: str = Field(foreign_key="audit_logs.id", max_length=40)
+    audit_log_id: str = Field(max_length=40)  # no foreign key (audit_logs is partitioned): retention removes both
     trace_id: str = Field(max_length=64)
     agent_id: str | None = Field(default=None, max_length=40)
     created_at: datetime = timestamp_column()

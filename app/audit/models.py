@@ -31,21 +31,24 @@ class AuditLog(SQLModel, TenantScoped, table=True):
         sa.Index("ix_audit_logs_org_parent", "org_id", "trace_id", "parent_span_id"),
         sa.Index("ix_audit_logs_org_agent", "org_id", "agent_id", sa.text("occurred_at DESC")),
         sa.Index("ix_audit_logs_org_seq", "org_id", "seq"),
-        sa.Index("uq_audit_logs_org_chain", "org_id", "chain_index", unique=True),
+        # unique by construction (assigned under the per-organisation ingest lock); a partitioned table's
+        # unique index would have to hold received_at (migration 0027)
+        sa.Index("ix_audit_logs_org_chain", "org_id", "chain_index"),
         sa.Index(
-            "uq_audit_logs_org_idempotency",
+            "ix_audit_logs_org_idempotency",
             "org_id",
             "idempotency_key",
-            unique=True,
             postgresql_where=sa.text("idempotency_key IS NOT NULL"),
         ),
+        sa.Index("ix_audit_logs_seq", "seq"),
+        {"postgresql_partition_by": "RANGE (received_at)"},
     )
 
     id: str = Field(primary_key=True, max_length=40)
     org_id: str = Field(foreign_key="organizations.id", max_length=40)
     seq: int | None = Field(
         default=None,
-        sa_column=sa.Column(sa.BigInteger, sa.Identity(always=True), nullable=False, unique=True),
+        sa_column=sa.Column(sa.BigInteger, sa.Identity(always=True), nullable=False),
     )
     trace_id: str = Field(max_length=64)
     span_id: str = Field(max_length=64)
@@ -58,7 +61,8 @@ class AuditLog(SQLModel, TenantScoped, table=True):
     args: Any | None = Field(default=None, sa_column=sa.Column(JSONB, nullable=True))
     result: Any | None = Field(default=None, sa_column=sa.Column(JSONB, nullable=True))
     occurred_at: datetime = timestamp_column()
-    received_at: datetime = timestamp_column()
+    # the partition key (app.audit.partitions): the server's clock at ingest
+    received_at: datetime = Field(sa_column=sa.Column(sa.DateTime(timezone=True), primary_key=True, nullable=False))
     duration_ms: float | None = None
     status: str = Field(default="ok", max_length=16)
     idempotency_key: str | None = Field(default=None, max_length=255)
@@ -111,10 +115,15 @@ class AuditSearch(SQLModel, TenantScoped, table=True):
     """
 
     __tablename__ = "audit_search"
-    __table_args__ = (sa.Index("ix_audit_search_document", "document", postgresql_using="gin"),)
+    __table_args__ = (
+        sa.Index("ix_audit_search_document", "document", postgresql_using="gin"),
+        {"postgresql_partition_by": "RANGE (received_at)"},
+    )
 
-    log_id: str = Field(primary_key=True, foreign_key="audit_logs.id", max_length=40)
+    log_id: str = Field(primary_key=True, max_length=40)  # its record (no foreign key: see migration 0027)
     org_id: str = Field(foreign_key="organizations.id", max_length=40)
+    # its record's, the partition key: search rows live and go with their records' partitions
+    received_at: datetime = Field(sa_column=sa.Column(sa.DateTime(timezone=True), primary_key=True, nullable=False))
     document: Any = Field(sa_column=sa.Column(TSVECTOR, nullable=False))
 
 
@@ -177,6 +186,56 @@ class AuditMerkleNode(SQLModel, TenantScoped, table=True):
     idx: int = Field(primary_key=True, sa_type=sa.BigInteger)  # first leaf // 2**level
     hash: bytes = Field(sa_type=sa.LargeBinary)
     leaves: bytes | None = Field(default=None, sa_type=sa.LargeBinary)
+
+
+class AuditRetentionCut(SQLModel, TenantScoped, table=True):
+    """A signed statement that an organisation's records with chain indexes `from_index..through_index`, received
+    before `cutoff`, expired under its retention (app.audit.retention): written before they are removed (the
+    trigger lets retention remove only records a cut covers). Verification starts the chain after the newest
+    cut: from its `chain_head` (the entry hash of record `through_index`) and its `frontier` (the Merkle tree's
+    right edge at `through_index`, so that later digests' roots still recompute); `leaves` are the entry hashes
+    of the expired records of the last, incomplete block of 256 (what proofs and sealing read for them). Cuts
+    chain (`previous_hash`) and name the newest digest at the cut. Immutable (trigger)."""
+
+    __tablename__ = "audit_retention_cuts"
+    __table_args__ = (sa.UniqueConstraint("org_id", "sequence", name="uq_audit_retention_cuts_org_sequence"),)
+
+    id: str = Field(primary_key=True, max_length=40)
+    org_id: str = Field(foreign_key="organizations.id", max_length=40)
+    sequence: int = Field(sa_type=sa.BigInteger)
+    from_index: int = Field(sa_type=sa.BigInteger)
+    through_index: int = Field(sa_type=sa.BigInteger)
+    record_count: int = Field(sa_type=sa.BigInteger)
+    first_seq: int | None = Field(default=None, sa_type=sa.BigInteger)
+    last_seq: int | None = Field(default=None, sa_type=sa.BigInteger)
+    cutoff: datetime = timestamp_column()
+    retention_days: int
+    chain_head: str = Field(max_length=64)
+    tree_root: str = Field(max_length=64)
+    frontier: list[Any] = Field(sa_column=sa.Column(JSONB, nullable=False))
+    leaves: bytes = Field(sa_type=sa.LargeBinary)
+    digest_sequence: int = Field(sa_type=sa.BigInteger)
+    digest_hash: str = Field(max_length=80)
+    previous_hash: str = Field(max_length=80)
+    cut_hash: str = Field(max_length=80)
+    signature: str = Field(max_length=200)
+    key_id: str = Field(max_length=40)
+    created_at: datetime = timestamp_column()
+
+
+class AuditRetentionSetting(SQLModel, TenantScoped, table=True):
+    """An organisation's retention: the owner's override (`retention_days`, None: the plan's), the retention the
+    last run applied, and the grace kept after a decrease (`grace_days` until `grace_until`)."""
+
+    __tablename__ = "audit_retention_settings"
+
+    org_id: str = Field(primary_key=True, foreign_key="organizations.id", max_length=40)
+    retention_days: int | None = None
+    applied_days: int | None = None
+    grace_days: int | None = None
+    grace_until: datetime | None = optional_timestamp_column()
+    last_run_at: datetime | None = optional_timestamp_column()
+    updated_at: datetime = timestamp_column()
 
 
 class AuditSigningKey(SQLModel, table=True):

@@ -33,11 +33,11 @@ _DOCUMENT = (
 # the f-strings below interpolate only the module constants above, never input
 _INDEX_IDS = scoped_text(
     f"""
-    INSERT INTO audit_search (log_id, org_id, document)
-    SELECT a.id, a.org_id, {_DOCUMENT}
+    INSERT INTO audit_search (log_id, org_id, received_at, document)
+    SELECT a.id, a.org_id, a.received_at, {_DOCUMENT}
     FROM audit_logs a
     WHERE a.org_id = :org AND a.id = ANY(CAST(:ids AS text[]))
-    ON CONFLICT (log_id) DO NOTHING
+    ON CONFLICT (log_id, received_at) DO NOTHING
     """
 )
 
@@ -48,11 +48,12 @@ _SWEEP = scoped_text(
         WHERE a.org_id = :org AND a.seq > :after AND a.received_at < now() - make_interval(secs => :lag)
         ORDER BY a.seq LIMIT :limit
     ), indexed AS (
-        INSERT INTO audit_search (log_id, org_id, document)
-        SELECT a.id, a.org_id, {_DOCUMENT}
+        INSERT INTO audit_search (log_id, org_id, received_at, document)
+        SELECT a.id, a.org_id, a.received_at, {_DOCUMENT}
         FROM audit_logs a JOIN chunk c ON c.id = a.id
-        WHERE a.org_id = :org AND NOT EXISTS (SELECT 1 FROM audit_search s WHERE s.log_id = a.id)
-        ON CONFLICT (log_id) DO NOTHING
+        WHERE a.org_id = :org
+          AND NOT EXISTS (SELECT 1 FROM audit_search s WHERE s.log_id = a.id AND s.received_at = a.received_at)
+        ON CONFLICT (log_id, received_at) DO NOTHING
         RETURNING 1
     )
     SELECT (SELECT max(seq) FROM chunk) AS last_seq, (SELECT count(*) FROM chunk) AS checked,

@@ -82,9 +82,17 @@ _INSERT = scoped_text(
 )
 
 # the organisation's chain head: read under the exclusive ingest lock, after it is granted (its own statement,
-# so that its snapshot sees the predecessor's commit)
+# so that its snapshot sees the predecessor's commit); when retention removed every record, the newest
+# retention cut's (app.audit.retention)
 _CHAIN_HEAD = scoped_text(
-    "SELECT chain_index, entry_hash FROM audit_logs WHERE org_id = :org ORDER BY chain_index DESC LIMIT 1"
+    """
+    SELECT chain_index, entry_hash FROM (
+        (SELECT chain_index, entry_hash FROM audit_logs WHERE org_id = :org ORDER BY chain_index DESC LIMIT 1)
+        UNION ALL
+        (SELECT through_index, decode(chain_head, 'hex') FROM audit_retention_cuts WHERE org_id = :org
+         ORDER BY sequence DESC LIMIT 1)
+    ) AS head ORDER BY chain_index DESC LIMIT 1
+    """
 )
 
 _ARRAY_COLUMNS = (
