@@ -99,6 +99,10 @@ class Settings(BaseSettings):
     files_s3_addressing_style: Literal["auto", "path", "virtual"] = "auto"  # "path" for most MinIO setups
     files_s3_part_size: int = Field(default=8 * 1024 * 1024, ge=5 * 1024 * 1024, le=5 * 1024**3)
     files_s3_max_concurrency: int = Field(default=16, ge=1)  # S3 calls in flight per process (threads)
+    # audit record retention (app/audit/retention.py): a decrease (downgrade, a shorter override) waits this long
+    # before records go; removal runs in batches of this many records, one short transaction each
+    retention_grace_days: int = Field(default=14, ge=0, le=365)
+    retention_batch_size: int = Field(default=2000, ge=100, le=100_000)
     # asynchronous exports
     export_retention_hours: int = 168  # a finished export's file is kept (and downloadable) this long
     export_batch_rows: int = 2000  # rows fetched from the server-side cursor per batch

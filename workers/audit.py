@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from app.audit import partitions, sealing, search
+from app.audit import partitions, retention, sealing, search
 from app.audit.streams import STREAMS
 
 
@@ -28,3 +28,10 @@ async def sweep_audit_search(ctx: dict[str, Any]) -> int:
 async def create_audit_partitions(ctx: dict[str, Any]) -> int:
     """Daily (cron): the monthly partitions of audit records and search rows up to three months ahead."""
     return len(await partitions.ensure_ahead(ctx["runtime"].db))
+
+
+async def expire_audit_records(ctx: dict[str, Any]) -> dict[str, Any]:
+    """Daily (cron): each organisation's records past its retention go, under a signed retention cut."""
+    runtime = ctx["runtime"]
+    await sealing.seal_all(runtime.db, runtime.signer, runtime=runtime)  # what expires is sealed first
+    return await retention.run(runtime.db, runtime.settings, runtime.signer)

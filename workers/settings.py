@@ -18,7 +18,13 @@ from app.db import JOB_STATEMENT_TIMEOUT
 from app.runtime import heartbeat
 from app.runtime.resources import ARQ_QUEUE, Runtime, arq_redis_settings
 from workers.alerts import notify_alerts, sweep_alert_notifications
-from workers.audit import create_audit_partitions, index_audit_search, seal_audit_trail, sweep_audit_search
+from workers.audit import (
+    create_audit_partitions,
+    expire_audit_records,
+    index_audit_search,
+    seal_audit_trail,
+    sweep_audit_search,
+)
 from workers.exports import expire_export_jobs, run_export, sweep_export_jobs
 from workers.mail import send_emails
 from workers.maintenance import remove_expired_files, remove_expired_sign_ins
@@ -36,6 +42,7 @@ REDIS_OUTAGE = (RedisConnectionError, RedisTimeoutError, OSError)
 FUNCTIONS: list[Any] = [
     seal_audit_trail,
     create_audit_partitions,
+    func(expire_audit_records, timeout=3 * 3600),
     # no stored result: the job id is reused per time window, and a stored result would block the next
     func(index_audit_search, keep_result=0),
     sweep_audit_search,
@@ -61,6 +68,7 @@ CRON_JOBS: list[Any] = [
     # unique: with several workers, one seals per minute (the advisory lock would serialise them anyway)
     cron(seal_audit_trail, second=30, unique=True, timeout=600),
     cron(create_audit_partitions, hour=2, minute=7, second=0, unique=True, timeout=600),  # daily
+    cron(expire_audit_records, hour=3, minute=17, second=0, unique=True, timeout=3 * 3600),  # daily
     cron(sweep_audit_search, second=45, unique=True, timeout=600),
     cron(rollup_metrics, second=15, unique=True, timeout=600),
     cron(remove_expired_files, second=50, unique=True, timeout=600),

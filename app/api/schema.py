@@ -29,7 +29,7 @@ from app.api.errors import DocumentCache, ErrorCodes
 from app.api.execution import FastLeafExecutionContext
 from app.api.limits import QueryCost
 from app.api.permissions import guard_root_types
-from app.audit.schema import AuditMutation, AuditQuery, AuditSubscription
+from app.audit.schema import AuditMutation, AuditQuery, AuditSubscription, RetentionMutation, RetentionQuery
 from app.billing.schema import BillingMutation, BillingQuery
 from app.compliance.schema import ComplianceMutation, ComplianceQuery
 from app.exports.schema import ExportsMutation, ExportsQuery
@@ -49,6 +49,7 @@ class Query(
     OrgsQuery,
     AgentsQuery,
     AuditQuery,
+    RetentionQuery,
     ComplianceQuery,
     AlertsQuery,
     BillingQuery,
@@ -68,6 +69,7 @@ class Mutation(
     OrgsMutation,
     AgentsMutation,
     AuditMutation,
+    RetentionMutation,
     ComplianceMutation,
     AlertsMutation,
     BillingMutation,

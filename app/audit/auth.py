@@ -26,6 +26,8 @@ PERMISSIONS = Permissions(
         "Query.auditConsistencyProof": READ,
         "GET /api/v1/audit-logs/{record_id}/proof": READ,
         "GET /.well-known/agentrail-audit-keys.json": public("publish the digest signing keys", note="public keys"),
+        "Query.auditRetention": READ,
+        "Mutation.setAuditRetention": users("change how long audit records are kept", Role.OWNER),
         "Mutation.logEvent": WRITE,
         "Mutation.logEvents": WRITE,
         "Subscription.traceSpans": READ,

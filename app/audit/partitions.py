@@ -132,3 +132,33 @@ async def ensure_ahead(db: Any, now: datetime | None = None, count: int = AHEAD_
                 continue
             made.append(partition.name)
     return made
+
+
+async def drop_empty_before(db: Any, month: date) -> list[str]:
+    """Drops the monthly partitions (of records and search rows together) before `month` that hold no row:
+    retention emptied them, every organisation's retention having passed them. Dropping takes the parent's
+    lock for an instant; a busy table is left for the next run (lock timeout)."""
+    have = await existing(db)
+    dropped: list[str] = []
+    for name in sorted(have):
+        partition = parse_name(name)
+        if partition is None or partition.table != "audit_logs" or partition.month >= month:
+            continue
+        sibling = Partition("audit_search", partition.month).name
+        try:
+            async with db.engine.begin() as conn:
+                await conn.execute(global_text("SET LOCAL lock_timeout = '2s'"))
+                names = [n for n in (name, sibling) if n in have]
+                empty = True
+                for each in names:
+                    found = await conn.execute(global_text(f'SELECT EXISTS (SELECT 1 FROM "{each}")'))  # noqa: S608
+                    empty = empty and not found.scalar()
+                if not empty:
+                    continue
+                for each in names:
+                    await conn.execute(global_text(f'DROP TABLE "{each}"'))
+        except sa.exc.DBAPIError as error:
+            log.warning("partition not dropped", partition=name, error=str(error.orig)[:200])
+            continue
+        dropped.extend(names)
+    return dropped

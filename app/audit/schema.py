@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 from collections.abc import AsyncGenerator
-from datetime import datetime
+from datetime import UTC, datetime
 from enum import Enum
 from typing import TYPE_CHECKING, Annotated, Any, cast
 
 import strawberry
 
-from app.audit import live, proofs, published, sealing, service, signing
+from app.audit import live, proofs, published, retention, sealing, service, signing
 from app.audit.ingest import ingest
 from app.audit.models import AuditRecord
 from app.audit.streams import ACTIVITY
@@ -17,7 +17,7 @@ from app.audit.traces import SpanNode, TraceTree
 from app.cost import Cost
 from app.db import session_org
 from app.direct import direct
-from app.info import Info
+from app.info import Info, RequestInfo
 from app.masking import CONTENT_FIELDS
 from app.pagination import (
     After,
@@ -456,6 +456,11 @@ class VerificationResult:
     first_broken_record_id: str | None = strawberry.field(description="The first record found altered or missing.")
     first_broken_digest_id: str | None = strawberry.field(description="The first digest that does not hold.")
     reason: str | None = strawberry.field(description="What broke, in words.")
+    expired_through_index: int = strawberry.field(
+        default=0,
+        description="Records up to this chain index expired under the retention (signed retention cuts): "
+        "verification starts after them. 0 when none has expired.",
+    )
 
 
 @strawberry.type(description="A public key that signs (or signed) audit digests, and when.")
@@ -587,6 +592,7 @@ class AuditQuery:
             first_broken_record_id=outcome.first_broken_record_id,
             first_broken_digest_id=outcome.first_broken_digest_id,
             reason=outcome.reason,
+            expired_through_index=outcome.expired_through,
         )
 
     @strawberry.field(
@@ -767,3 +773,64 @@ class AuditSubscription:
                 for record in records:
                     seen.add(record.id)
                     yield AuditLog.of(record)
+
+
+@strawberry.type(description="How long the organisation's audit records are kept, and the oldest kept.")
+class AuditRetention:
+    retention_days: int = strawberry.field(description="The retention in force: records older than this go.")
+    plan_retention_days: int = strawberry.field(description="The plan's retention.")
+    override_days: int | None = strawberry.field(description="The owner's shorter retention; null: the plan's.")
+    grace_until: datetime | None = strawberry.field(
+        description="After a decrease (a downgrade, a shorter override), the previous retention stays in force "
+        "until then; null when no decrease is pending."
+    )
+    pending_retention_days: int | None = strawberry.field(
+        description="The retention that applies once `graceUntil` has passed; null when none is pending."
+    )
+    cutoff: datetime = strawberry.field(description="Records received before this are past the retention now.")
+    oldest_record_at: datetime | None = strawberry.field(
+        description="When the oldest record still kept was received; null when there is none."
+    )
+
+    @classmethod
+    async def of(cls, session: Any, settings: Any) -> AuditRetention:
+        now = datetime.now(UTC)
+        view = await retention.retention_in_force(session, settings, now)
+        return cls(
+            retention_days=view.days,
+            plan_retention_days=view.plan_days,
+            override_days=view.override_days,
+            grace_until=view.grace_until,
+            pending_retention_days=view.pending_days,
+            cutoff=view.cutoff(now),
+            oldest_record_at=await retention.oldest_record_at(session),
+        )
+
+
+@strawberry.type
+class RetentionQuery:
+    @strawberry.field(description="The audit record retention in force, and the oldest record kept.")
+    async def audit_retention(self, info: Info) -> AuditRetention:
+        return await AuditRetention.of(await info.context.db(), info.context.runtime.settings)
+
+
+@strawberry.type
+class RetentionMutation:
+    @strawberry.mutation(
+        description="Keep audit records for fewer days than the plan does (owners only); null returns to the "
+        "plan's retention. A decrease takes effect after the grace period (`AuditRetention.graceUntil`)."
+    )
+    async def set_audit_retention(
+        self,
+        info: RequestInfo,
+        retention_days: Annotated[
+            int | None, strawberry.argument(description="Days, from 1 to the plan's retention; null: the plan's.")
+        ],
+    ) -> AuditRetention:
+        principal = await info.context.principal()
+        session = await info.context.db()
+        settings = info.context.runtime.settings
+        await retention.set_override(
+            session, principal, retention_days, settings=settings, source_ip=info.context.source_ip
+        )
+        return await AuditRetention.of(session, settings)

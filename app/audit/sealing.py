@@ -15,15 +15,15 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, cast
 
 import orjson
 import sqlalchemy as sa
 from sqlmodel import col, select
 
 from app import unit_of_work
-from app.audit import published, signing
-from app.audit.models import AuditDigest, AuditMerkleNode
+from app.audit import published, retention, signing
+from app.audit.models import AuditDigest, AuditMerkleNode, AuditRetentionCut
 from app.audit.streams import AUDIT, ChainRow, Stream
 from app.db import AsyncSession, Database, lock_organisation, new_id, tenant_org
 from app.integrity import (
@@ -256,6 +256,7 @@ class Verification:
     first_broken_digest_id: str | None = None
     reason: str | None = None
     chain_length: int = 0  # the last chain index seen
+    expired_through: int = 0  # records up to this chain index expired under retention (signed cuts)
     head_digest: AuditDigest | None = field(default=None, repr=False)
 
     def fail(self, reason: str, *, record_id: str | None = None, digest_id: str | None = None) -> Verification:
@@ -274,6 +275,7 @@ class Verification:
             "first_broken_record_id": self.first_broken_record_id,
             "first_broken_digest_id": self.first_broken_digest_id,
             "reason": self.reason,
+            "expired_through_index": self.expired_through,
         }
 
 
@@ -364,14 +366,48 @@ async def verify(
         if held.digest_hash != published_hash:
             return result.fail("a digest differs from the one published (the trail was rewritten)", digest_id=held.id)
 
-    low, high = 1, None
+    cut = await _checked_cut(session, result, trusted, digests) if stream.name == AUDIT.name else None
+    if not result.ok:
+        return result
+    start = cut.through_index + 1 if cut else 1
+    low, high = start, None
     if occurred_from is not None or occurred_to is not None:
         bounds = await stream.window(session, occurred_from, occurred_to)
         if bounds is None:
             return result
-        low, high = bounds
-    await _Walk(session, stream, result, digests, low, high).run()
+        low, high = max(bounds[0], start), bounds[1]
+        if high < low:
+            return result
+    await _Walk(session, stream, result, digests, low, high, cut).run()
     return result
+
+
+async def _checked_cut(
+    session: AsyncSession, result: Verification, trusted: dict[str, Any], digests: list[AuditDigest]
+) -> AuditRetentionCut | None:
+    """The newest retention cut, when the chain of cuts holds (each signed by a trusted key, linked to the
+    previous one and to a digest of the digest chain); the verification fails otherwise."""
+    stmt = select(AuditRetentionCut).order_by(col(AuditRetentionCut.sequence))
+    cuts = list((await session.exec(stmt)).all())
+    previous_hash, through = retention.GENESIS_CUT, 0
+    for number, cut in enumerate(cuts, start=1):
+        payload = retention.cut_payload(cut)
+        digest = digests[cut.digest_sequence - 1] if 0 < cut.digest_sequence <= len(digests) else None
+        if cut.sequence != number or cut.previous_hash != previous_hash or cut.from_index != through + 1:
+            result.fail("the chain of retention cuts is broken (a cut was removed or replaced)")
+        elif digest_hash(payload) != cut.cut_hash:
+            result.fail("a retention cut's hash does not match its content")
+        elif problem := signing.signature_problem(trusted, cast(Any, cut), payload):
+            result.fail(problem.replace("digest", "retention cut"))
+        elif digest is None or digest.digest_hash != cut.digest_hash or (digest.tree_size or 0) < cut.through_index:
+            result.fail("a retention cut names a digest that the digest chain does not hold", digest_id=None)
+        elif Frontier.from_json(cut.through_index, cut.frontier).root().hex() != cut.tree_root:
+            result.fail("a retention cut's Merkle frontier does not match its root")
+        if not result.ok:
+            return None
+        previous_hash, through = cut.cut_hash, cut.through_index
+    result.expired_through = through
+    return cuts[-1] if cuts else None
 
 
 def _checksum_holds(record: Any, hashes: ChainHashes, stream: Stream) -> bool:
@@ -389,25 +425,32 @@ class _Walk:
     digests: list[AuditDigest]
     low: int
     high: int | None
+    cut: AuditRetentionCut | None = None  # the chain starts after it (retention removed what it covers)
 
     async def run(self) -> None:
         """Walks the chain from `low` to `high` (the end when None), recomputing every record's hashes and
         link; without a window also every digest's tree root and chain head (version 2) or Merkle root over
         the checksums it sealed (version 1). Stops at the first break."""
-        result, stream = self.result, self.stream
-        partial = self.low > 1 or self.high is not None
+        result, stream, cut = self.result, self.stream, self.cut
+        start = cut.through_index + 1 if cut else 1
+        partial = self.low > start or self.high is not None
         previous, previous_id = GENESIS_ENTRY, None
-        if self.low > 1:
+        frontier = Frontier.empty()
+        if cut is not None and self.low == start:
+            previous, frontier = bytes.fromhex(cut.chain_head), Frontier.from_json(cut.through_index, cut.frontier)
+        elif self.low > 1:
             before = await stream.entries(self.session, self.low - 1, self.low - 1)
             if not before:
                 result.fail("a record is missing (the chain has a gap)")
                 return
             previous = before[0][1]
-        v1 = iter([d for d in self.digests if d.version < 2])
-        v2 = iter([d for d in self.digests if d.version >= 2] if not partial else [])
+        # digests of expired records: their signatures and links were checked, their records are gone
+        expired_seq = (cut.last_seq or 0) if cut else 0
+        v1 = iter([d for d in self.digests if d.version < 2 and d.from_seq > expired_seq])
+        live = [d for d in self.digests if d.version >= 2 and (d.tree_size or 0) >= start]
+        v2 = iter(live if not partial else [])
         legacy, signed = next(v1, None), next(v2, None)
         leaves: list[str] = []
-        frontier = Frontier.empty()
         recent: list[tuple[int, str, bytes]] = []  # (index, id, recomputed entry) since the last signed digest
         first_seq: int | None = None
         expected, after = self.low, self.low - 1

@@ -18,7 +18,7 @@ from sqlmodel import col
 
 from app.activity import service as activity
 from app.activity.chain import ACTIVITY_LOCK_NAMESPACE
-from app.audit.models import CHAIN_COLUMNS, RECORD_COLUMNS, AuditDigest, AuditLog, record_from_row
+from app.audit.models import CHAIN_COLUMNS, RECORD_COLUMNS, AuditDigest, AuditLog, AuditRetentionCut, record_from_row
 from app.audit.service import INGEST_LOCK_NAMESPACE
 from app.db import AsyncSession, within
 from app.integrity import ACTIVITY_CHAIN, AUDIT_CHAIN, ChainSpec, checksum_content, record_checksum
@@ -104,7 +104,20 @@ async def _audit_entries(session: AsyncSession, low: int, high: int) -> list[tup
         .where(col(AuditLog.chain_index).between(low, high))
         .order_by(col(AuditLog.chain_index))
     )
-    return [(int(i), bytes(e)) for i, e in (await session.execute(stmt)).all()]
+    found = [(int(i), bytes(e)) for i, e in (await session.execute(stmt)).all()]
+    if found and found[0][0] == low:
+        return found
+    # the start is missing: retention may have removed it, keeping the entry hashes of its last incomplete block
+    cut_stmt = sa.select(col(AuditRetentionCut.through_index), col(AuditRetentionCut.leaves))
+    cut = (await session.execute(cut_stmt.order_by(col(AuditRetentionCut.sequence).desc()).limit(1))).first()
+    if cut is None or cut.through_index < low:
+        return found
+    first = cut.through_index - len(cut.leaves) // 32 + 1
+    kept = [
+        (i, bytes(cut.leaves[(i - first) * 32 : (i - first + 1) * 32]))
+        for i in range(max(low, first), min(high, cut.through_index) + 1)
+    ]
+    return kept + [(i, e) for i, e in found if i > cut.through_index]
 
 
 def _audit_row(row: Any) -> ChainRow:

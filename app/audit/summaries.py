@@ -55,3 +55,27 @@ async def add_records(session: AsyncSession, rows: Sequence[dict[str, Any]]) -> 
         name: [row[name] for row in rows] for name in ("trace_id", "occurred_at", "duration_ms", "status", "agent_id")
     }
     await session.execute(_SUMMARISE, params)
+
+
+# a trace's summary from the records still stored (retention removed some of its spans): the same aggregate
+_RECOMPUTE = scoped_text(
+    """
+    WITH gone AS (
+        DELETE FROM audit_traces WHERE org_id = :org AND trace_id = ANY(CAST(:traces AS text[])) RETURNING trace_id
+    )
+    INSERT INTO audit_traces (org_id, trace_id, span_count, started_at, ended_at, error_count, blocked_count, agent_ids)
+    SELECT :org, trace_id, count(*), min(occurred_at),
+        max(occurred_at + make_interval(secs => coalesce(duration_ms, 0) / 1000.0)),
+        count(*) FILTER (WHERE status = 'error'), count(*) FILTER (WHERE status = 'blocked'),
+        array_remove(array_agg(DISTINCT agent_id ORDER BY agent_id), NULL)
+    FROM audit_logs
+    WHERE org_id = :org AND trace_id IN (SELECT trace_id FROM gone)
+    GROUP BY trace_id ORDER BY trace_id
+    """
+)
+
+
+async def recompute(session: AsyncSession, trace_ids: Sequence[str]) -> None:
+    """Summarises these traces afresh from their remaining records (a trace left without any loses its row)."""
+    if trace_ids:
+        await session.execute(_RECOMPUTE, {"traces": list(trace_ids)})

@@ -8,6 +8,7 @@ from typing import Annotated
 
 import strawberry
 
+from app.audit.schema import AuditRetention
 from app.billing import service
 from app.info import Info, RequestInfo
 from app.settings import Settings
@@ -96,6 +97,10 @@ class Billing:
     limits: PlanLimits = strawberry.field(description="The current plan's limits.")
     prices: BillingPrices = strawberry.field(description="Price ids to pass to `createCheckoutSession`.")
     plans: list[PlanOffer] = strawberry.field(description="Every plan with its limits and price.")
+    retention: AuditRetention = strawberry.field(
+        description="How long audit records are kept now (the plan's, an override, or a downgrade's grace) and "
+        "the oldest record kept."
+    )
 
 
 @strawberry.type(description="A Stripe Checkout session: send the user to `url`.")
@@ -161,6 +166,7 @@ class BillingQuery:
             limits=PlanLimits.of(view.limits, settings),
             prices=BillingPrices(pro=view.prices[plans.PlanName.PRO], business=view.prices[plans.PlanName.BUSINESS]),
             plans=plan_offers(settings),
+            retention=await AuditRetention.of(await info.context.db(), settings),
         )
 
 
