@@ -56,7 +56,7 @@ async def test_retention_removes_what_expired_and_verification_reads_it_as_reten
     # a PII rule, so that the old records have alerts
     rule = {"name": "Email", "kind": "PII", "config": {"types": ["email"]}}
     assert "errors" not in await gql(client, "CreateComplianceRule", {"input": rule}, token=account.token)
-    old, new, middle = await _two_generations(client, runtime, account)
+    old, _, middle = await _two_generations(client, runtime, account)
     alerts_before = await _scalar(runtime, "SELECT count(*) FROM alerts WHERE audit_log_id = ANY(:ids)", ids=old)
     searched_before = await _scalar(runtime, "SELECT count(*) FROM audit_search WHERE log_id = ANY(:ids)", ids=old)
     assert searched_before == 6
@@ -123,7 +123,7 @@ async def test_retention_removes_what_expired_and_verification_reads_it_as_reten
 
 async def test_records_removed_without_retention_read_as_tampering(client, runtime):
     account = await register(client)
-    old, new, middle = await _two_generations(client, runtime, account)
+    old, _, _ = await _two_generations(client, runtime, account)
     # the trigger refuses a DELETE that no retention cut covers, even with the setting on
     async with runtime.db.engine.connect() as conn:
         try:
