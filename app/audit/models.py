@@ -333,14 +333,6 @@ LIGHT_RECORD_COLUMNS = [
 ]
 
 
-# what a trace's tree is worked out from (ids, parents, time order), every other column NULL: for finding the
-# roots of traces without reading their spans' content
-_TREE_KEYS = {"id", "org_id", "seq", "trace_id", "span_id", "parent_span_id", "occurred_at"}
-TREE_RECORD_COLUMNS = [
-    column if column.key in _TREE_KEYS else sa.null().label(column.key)
-    for column in cast(list[InstrumentedAttribute[Any]], RECORD_COLUMNS)
-]
-
 # RECORD_COLUMNS without the JSON content (metadata, args, result: NULL), for reads that select none of it
 _JSON_KEYS = {"metadata_", "args", "result"}
 TEXT_RECORD_COLUMNS = [

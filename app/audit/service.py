@@ -24,7 +24,6 @@ from app.audit.models import (
     LIGHT_RECORD_COLUMNS,
     RECORD_COLUMNS,
     TEXT_RECORD_COLUMNS,
-    TREE_RECORD_COLUMNS,
     AuditLog,
     AuditRecord,
     AuditTrace,
@@ -407,31 +406,31 @@ async def load_trace(
     return build_tree(trace_id, records[:max_spans], truncated=truncated)
 
 
+# the links of traces' spans (what their trees are worked out from: ids, parents, time order), each trace's first
+# :cap by time: raw SQL read as plain rows, without the ORM's per-row work for thousands of spans
+_TRACE_LINKS = scoped_text(
+    """
+    SELECT trace_id, id, span_id, parent_span_id, occurred_at, seq FROM (
+        SELECT trace_id, id, span_id, parent_span_id, occurred_at, seq,
+            row_number() OVER (PARTITION BY trace_id ORDER BY occurred_at, seq) AS rank
+        FROM audit_logs WHERE org_id = :org AND trace_id = ANY(CAST(:trace_ids AS text[]))
+    ) ranked WHERE rank <= :cap ORDER BY trace_id, occurred_at, seq
+    """
+)
+
+
 async def trace_roots(
     session: AsyncSession, trace_ids: Sequence[str], *, with_json: bool
 ) -> dict[str, list[AuditRecord]]:
     """The root spans of these traces (as `load_trace` nests them: each trace's first MAX_TRACE_SPANS spans,
     loops cut), read alone: the trees are worked out from a narrow read of ids, parents and times, then only
     the roots' rows are read; their metadata, args and result (JSON) only `with_json`."""
-    ranked = (
-        sa.select(
-            *TREE_RECORD_COLUMNS,
-            sa.func.row_number()
-            .over(partition_by=col(AuditLog.trace_id), order_by=(col(AuditLog.occurred_at), col(AuditLog.seq)))
-            .label("rank"),
-        )
-        .where(col(AuditLog.trace_id).in_(list(trace_ids)))
-        .subquery()
-    )
-    stmt = (
-        sa.select(*[c for c in ranked.c if c.name != "rank"])
-        .where(ranked.c.rank <= MAX_TRACE_SPANS)
-        .order_by(ranked.c.trace_id, ranked.c.occurred_at, ranked.c.seq)
-    )
-    by_trace: dict[str, list[AuditRecord]] = {t: [] for t in trace_ids}
-    for row in (await session.execute(stmt)).all():
-        by_trace[row.trace_id].append(record_from_row(row))
-    root_ids = {t: [n.record.id for n in build_tree(t, records).roots] for t, records in by_trace.items() if records}
+    params = {"trace_ids": list(trace_ids), "cap": MAX_TRACE_SPANS}  # :org is bound to the session's
+    by_trace: dict[str, list[Any]] = {t: [] for t in trace_ids}
+    for row in (await session.execute(_TRACE_LINKS, params)).all():
+        by_trace[row.trace_id].append(row)
+    # build_tree reads only span_id, parent_span_id, occurred_at and seq of what it is given: the rows have them
+    root_ids = {t: [n.record.id for n in build_tree(t, links).roots] for t, links in by_trace.items() if links}
     wanted = [i for ids in root_ids.values() for i in ids]
     if not wanted:
         return {t: [] for t in trace_ids}
