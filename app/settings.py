@@ -103,6 +103,9 @@ class Settings(BaseSettings):
     # before records go; removal runs in batches of this many records, one short transaction each
     retention_grace_days: int = Field(default=14, ge=0, le=365)
     retention_batch_size: int = Field(default=2000, ge=100, le=100_000)
+    # the share of time removal works: after each batch it waits (1/duty - 1) times as long as the batch took,
+    # so that ingest keeps the CPU and I/O (bench/retention.py: ingest during a run vs alone)
+    retention_duty: float = Field(default=0.2, gt=0, le=1)
     # asynchronous exports
     export_retention_hours: int = 168  # a finished export's file is kept (and downloadable) this long
     export_batch_rows: int = 2000  # rows fetched from the server-side cursor per batch

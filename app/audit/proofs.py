@@ -16,7 +16,7 @@ import orjson
 import sqlalchemy as sa
 from sqlmodel import col, select
 
-from app.audit import signing
+from app.audit import retention, signing
 from app.audit.models import AuditDigest, AuditMerkleNode
 from app.audit.sealing import digest_json
 from app.audit.streams import AUDIT, Stream
@@ -268,29 +268,39 @@ async def bundle_lines(
                 "endorsement": key.endorsement,
             }
         )
+    # records retention removed are not in the bundle: it starts after the newest retention cut, from the cut's
+    # chain head and frontier, and carries the signed cut (the verifier tells retention from removal by it)
+    cut = await retention.last_cut(session) if stream.name == AUDIT.name else None
+    if cut is not None and low <= cut.through_index:
+        low = cut.through_index + 1
     # the tree before the first record: its perfect subtrees, largest first
     ranges, start, size = [], 0, low - 1
     for level in range(size.bit_length() - 1, -1, -1):
         if size >> level & 1:
             ranges.append((level, start, start + (1 << level)))
             start += 1 << level
-    tree = _Tree(session, stream)
-    await tree.load([(a, b) for _, a, b in ranges])
     previous = GENESIS_ENTRY
-    if low > 1:
-        before = await stream.entries(session, low - 1, low - 1)
-        previous = before[0][1] if before else GENESIS_ENTRY
+    if cut is not None and low == cut.through_index + 1:
+        previous, frontier = bytes.fromhex(cut.chain_head), [list(node) for node in cut.frontier]
+    else:
+        tree = _Tree(session, stream)
+        await tree.load([(a, b) for _, a, b in ranges])
+        frontier = [[level, tree.hash(a, b).hex()] for level, a, b in ranges]
+        if low > 1:
+            before = await stream.entries(session, low - 1, low - 1)
+            previous = before[0][1] if before else GENESIS_ENTRY
     meta = {
         "format": BUNDLE_FORMAT,
         "organizationId": tenant_org(session),
         "stream": stream.name,
         "firstIndex": low,
         "previousEntryHash": previous.hex(),
-        "frontier": [[level, tree.hash(a, b).hex()] for level, a, b in ranges],
+        "frontier": frontier,
         # the third field of records up to here is the leaf kept at sealing; after, "entry:record hash" as stored
         "keptThrough": (sealed_to // _BLOCK) * _BLOCK,
         "digests": [digest_json(d) for d in digests],
         "keys": keys,
+        "retention": retention.cut_json(cut) if cut is not None else None,
     }
     yield orjson.dumps(meta) + b"\n"
     after = low - 1

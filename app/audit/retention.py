@@ -11,7 +11,8 @@ The worker runs `run` daily. Per organisation:
     signed digest), how many, the cutoff, the chain head and Merkle frontier at the cut, the newest digest, the
     previous cut's hash; and the activity event `audit.records_expired`;
  2. then short transactions of at most AGENTRAIL_RETENTION_BATCH_SIZE records each remove the records (with
-    their search rows and alerts) and refresh their traces' summaries. Only these transactions set
+    their search rows and alerts) and refresh their traces' summaries, pausing between batches so that removal
+    works AGENTRAIL_RETENTION_DUTY (a fifth) of the time and ingest keeps the machine. Only these transactions set
     `agentrail.retention`, and the trigger on audit_logs lets a DELETE through only with it, for a record that
     a cut of its organisation covers. Ingest is never waited for: the removed records are old, ingest appends.
 Past monthly partitions that retention emptied are dropped (app.audit.partitions).
@@ -22,10 +23,13 @@ head and frontier: retention reads as retention; records missing without a cut r
 
 from __future__ import annotations
 
+import asyncio
+import time
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import orjson
 import structlog
 from sqlmodel import col, select
 
@@ -35,7 +39,7 @@ from app.audit import partitions, summaries
 from app.audit.models import AuditDigest, AuditRetentionCut, AuditRetentionSetting
 from app.db import AsyncSession, Database, global_text, lock_organisation, new_id, scoped_text, tenant_org
 from app.errors import BadUserInput
-from app.integrity import STORED_LEVEL, Frontier, Signer, digest_hash
+from app.integrity import STORED_LEVEL, Frontier, Signer, canonical_json, digest_hash
 from app.principal import Principal
 from app.runtime.isolation import each_organization
 from app.settings import Settings
@@ -72,6 +76,16 @@ def cut_payload(cut: Any) -> dict[str, Any]:
     """What a retention cut signs (canonical JSON of this, app.integrity)."""
     payload = {name: getattr(cut, name) for name in CUT_FIELDS if name != "kind"}
     return {"kind": "retention", **payload}
+
+
+def cut_json(cut: AuditRetentionCut) -> dict[str, Any]:
+    """A cut as proof bundles carry it: its signed payload (as canonical JSON has it), hash and signature."""
+    return {
+        "id": cut.id,
+        "payload": orjson.loads(canonical_json(cut_payload(cut))),
+        "cutHash": cut.cut_hash,
+        "signature": cut.signature,
+    }
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -356,12 +370,15 @@ async def expire_organization(
     # records the cuts cover, from the first still there (an interrupted run's too), in short transactions
     async with db.tenant_session(org_id) as session:
         low = (await session.execute(_FIRST_KEPT, {})).scalar()
-    batch = settings.retention_batch_size
+    batch, rest = settings.retention_batch_size, 1 / settings.retention_duty - 1
     while low is not None and low <= latest.through_index:
         high = min(low + batch - 1, latest.through_index)
+        started = time.perf_counter()
         async with unit_of_work.transaction(db, org_id) as session:
             outcome.removed += await _remove_batch(session, low, high, latest.cutoff)
         low = high + 1
+        if rest and low <= latest.through_index:
+            await asyncio.sleep((time.perf_counter() - started) * rest)  # ingest's turn
     return outcome
 
 

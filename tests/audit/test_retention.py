@@ -8,6 +8,7 @@ import asyncio
 from datetime import UTC, datetime, timedelta
 
 import sqlalchemy as sa
+from agentrail_verify import verify_lines
 
 from app.audit import retention, sealing, search
 from support import add_user, error_code, gql, register
@@ -32,6 +33,15 @@ async def _verify(client, account) -> dict:
     body = await gql(client, "VerifyAuditTrail", {}, token=account.token)
     assert "errors" not in body, body
     return body["data"]["verifyAuditTrail"]
+
+
+async def _offline(client, runtime, account):
+    """The proof bundle, checked by the offline verifier (sdk/verify) with the signing key's public half."""
+    response = await client.get(
+        "/api/v1/audit-logs/export?includeProofs=true", headers={"Authorization": f"Bearer {account.token}"}
+    )
+    assert response.status_code == 200, response.text
+    return verify_lines(response.content.splitlines(), runtime.signer.public_key).as_json()
 
 
 async def _two_generations(client, runtime, account) -> tuple[list[str], list[str], datetime]:
@@ -79,6 +89,9 @@ async def test_retention_removes_what_expired_and_verification_reads_it_as_reten
     assert '"from_index":1' in cut and '"through_index":6' in cut and '"record_count":6' in cut
     verified = await _verify(client, account)
     assert verified["ok"] is True and verified["recordsChecked"] == 3, verified
+    assert verified["expiredThroughIndex"] == 6
+    offline = await _offline(client, runtime, account)
+    assert offline["ok"] is True and offline["recordsChecked"] == 3 and offline["expiredThroughIndex"] == 6, offline
     body = await gql(client, "AuditRetention", {}, token=account.token)
     view = body["data"]["auditRetention"]
     assert view["retentionDays"] == 7 and view["planRetentionDays"] == 7 and view["overrideDays"] is None
@@ -119,6 +132,8 @@ async def test_retention_removes_what_expired_and_verification_reads_it_as_reten
     await _seal(runtime)  # sealing reads the leaves of the expired part of its block from the cut
     verified = await _verify(client, account)
     assert verified["ok"] is True and verified["recordsChecked"] == 2, verified
+    offline = await _offline(client, runtime, account)
+    assert offline["ok"] is True and offline["recordsChecked"] == 2 and offline["expiredThroughIndex"] == 10
 
 
 async def test_records_removed_without_retention_read_as_tampering(client, runtime):
@@ -141,6 +156,8 @@ async def test_records_removed_without_retention_read_as_tampering(client, runti
     verified = await _verify(client, account)
     assert verified["ok"] is False and verified["firstBrokenRecordId"] == old[2], verified
     assert "records are missing before this one (chain index 1 to 2)" in verified["reason"]
+    offline = await _offline(client, runtime, account)
+    assert offline["ok"] is False and offline["breaks"][0]["recordId"] == old[2], offline
 
 
 async def test_a_downgrade_gets_a_grace_period(client, runtime):

@@ -22,6 +22,8 @@ What is checked (each break is reported, naming the record or the digest):
   each digest's hash (SHA-256 of its canonical payload), its Ed25519 signature by a trusted key within its
   validity, its link to the previous digest, and contiguous ranges
   the digests the auditor kept (--known-digest) are in the bundle unchanged (no cut tail, no rewrite)
+  with `retention` (the signed retention cut, when records expired): its hash and signature, and that the bundle
+  starts right after it, from its chain hash and tree (reported as expiredThroughIndex, not as a break)
 Trust starts at the auditor's public key and follows the keys' rotation statements (either direction).
 """
 
@@ -131,6 +133,7 @@ class Report:
     records: int = 0
     digests: int = 0
     roots_checked: int = 0
+    expired_through: int = 0  # records up to this chain index expired under a signed retention cut
     breaks: list[dict[str, Any]] = field(default_factory=list)
 
     @property
@@ -148,6 +151,7 @@ class Report:
             "recordsChecked": self.records,
             "digestsChecked": self.digests,
             "rootsChecked": self.roots_checked,
+            "expiredThroughIndex": self.expired_through,
             "breaks": self.breaks,
         }
 
@@ -183,6 +187,10 @@ def verify_lines(lines: Iterable[bytes], public_key: bytes, *, known_digests: It
     if sum(1 << lv for lv, _ in nodes) != size:
         report.broke("the bundle's frontier does not describe the tree before its first record")
         return report
+    if meta.get("retention"):
+        _check_retention(report, meta, trusted, digests, nodes)
+        if not report.ok:
+            return report
     roots = {}
     for d in digests:
         tree = (d.get("payload") or {}).get("tree_size")
@@ -300,6 +308,45 @@ def verify_lines(lines: Iterable[bytes], public_key: bytes, *, known_digests: It
             digest=roots[missing].get("id"),
         )
     return report
+
+
+def _check_retention(
+    report: Report,
+    meta: dict[str, Any],
+    trusted: dict[str, tuple[bytes, str | None, str | None]],
+    digests: list[dict[str, Any]],
+    nodes: list[tuple[int, bytes]],
+) -> None:
+    """The bundle starts after records that expired under the organisation's retention: the signed retention cut
+    says which (chain indexes up to `through_index`), with the chain hash and the tree at the cut, which must be
+    the bundle's starting point; and it names a digest of the digest chain."""
+    cut = meta["retention"]
+    payload, cid = cut.get("payload") or {}, cut.get("id")
+    if payload.get("kind") != "retention" or "sha256:" + _sha(canonical(payload)).hexdigest() != cut.get("cutHash"):
+        report.broke("the retention cut's hash does not match its content (forged or altered)", digest=cid)
+        return
+    key = trusted.get(payload.get("key_id") or "")
+    if key is None or not signature_holds(key[0], payload, cut.get("signature") or ""):
+        report.broke("the retention cut is not signed by a trusted key (forged)", digest=cid)
+        return
+    through = payload.get("through_index")
+    root = b""
+    if nodes:
+        root = nodes[-1][1]
+        for _, left in reversed(nodes[:-1]):
+            root = _sha(b"\x01" + left + root).digest()
+    if (
+        through != int(meta.get("firstIndex") or 1) - 1
+        or payload.get("chain_head") != meta.get("previousEntryHash")
+        or root.hex() != payload.get("tree_root")
+    ):
+        report.broke("the bundle does not start where the retention cut ends (records missing)", digest=cid)
+        return
+    named = [d for d in digests if (d.get("payload") or {}).get("sequence") == payload.get("digest_sequence")]
+    if not named or named[0].get("digestHash") != payload.get("digest_hash"):
+        report.broke("the retention cut names a digest that the digest chain does not hold", digest=cid)
+        return
+    report.expired_through = int(through)
 
 
 def _check_digests(
