@@ -48,6 +48,7 @@ async def test_seal_then_verify(client, runtime):
         "firstBrokenRecordId": None,
         "firstBrokenDigestId": None,
         "reason": None,
+        "expiredThroughIndex": 0,
     }
     async with runtime.db.engine.connect() as conn:
         digests = (
