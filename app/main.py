@@ -44,6 +44,7 @@ from app.api.http_media import GRAPHQL_RESPONSE_JSON, JSON, is_request_error, ne
 from app.api.http_subscriptions import MultipartSubscriptions, bound_to_credential
 from app.api.open_connections import ClosesWhenCredentialEnds, OpenConnections, watch_credentials
 from app.api.permissions import guard_routes
+from app.api.response_encoding import PIECEWISE_ABOVE, PiecewiseJSONResponse, estimate
 from app.api.schema import build_schema
 from app.api.shared_subscriptions import SharedSubscriptions, SharingTransportWSHandler
 from app.api.websocket_protocol import CLOSE_FORBIDDEN, SendsPings, rejection_reason
@@ -149,14 +150,17 @@ class AgentrailGraphQL(GraphQL[Context, None]):
     def encode_json(self, data: object) -> bytes:
         encoded = orjson.dumps(data)
         if len(encoded) > self.max_response_bytes:
-            # the cost limit keeps most answers far below this; what still outgrows it is refused, not sent
-            message = (
-                f"the response would be {len(encoded)} bytes, more than the limit of {self.max_response_bytes}: "
-                "ask for fewer or smaller fields (prompts, responses, metadata) or smaller pages"
-            )
-            error = {"message": message, "extensions": {"code": "BAD_USER_INPUT", "limit": self.max_response_bytes}}
-            return orjson.dumps({"data": None, "errors": [error]})
+            return self._too_large(len(encoded))
         return encoded
+
+    def _too_large(self, size: int) -> bytes:
+        # the cost limit keeps most answers far below this; what still outgrows it is refused, not sent
+        message = (
+            f"the response would be {size} bytes, more than the limit of {self.max_response_bytes}: "
+            "ask for fewer or smaller fields (prompts, responses, metadata) or smaller pages"
+        )
+        error = {"message": message, "extensions": {"code": "BAD_USER_INPUT", "limit": self.max_response_bytes}}
+        return orjson.dumps({"data": None, "errors": [error]})
 
     def decode_json(self, data: str | bytes) -> object:
         # the request decoding of every path (app/db.py): orjson, integers exactly, bounded nesting, no NUL;
@@ -222,7 +226,15 @@ class AgentrailGraphQL(GraphQL[Context, None]):
         status = 200
         if media == GRAPHQL_RESPONSE_JSON and not isinstance(response_data, list) and is_request_error(response_data):
             status = request_error_status(response_data)
-        response = Response(self.encode_json(response_data), status_code=status, media_type=media)
+        response: Response
+        if estimate(response_data) > PIECEWISE_ABOVE:
+            # a big answer: encoded in pieces and written in chunks, pausing for the other requests
+            response = PiecewiseJSONResponse(
+                response_data, max_bytes=self.max_response_bytes, too_large=self._too_large, status_code=status,
+                media_type=media,
+            )  # fmt: skip
+        else:
+            response = Response(self.encode_json(response_data), status_code=status, media_type=media)
         response.headers.raw.extend(sub_response.headers.raw)
         if sub_response.background:
             response.background = sub_response.background
