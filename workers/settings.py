@@ -120,6 +120,10 @@ class ResilientWorker(Worker):
                     await self.pool.enqueue_job(sweeper.__name__, _queue_name=self.queue_name)
 
 
+# how often the worker looks for due jobs (a deferred job starts at most this late, on a quiet machine)
+POLL_DELAY_SECONDS = 0.2
+
+
 def build_worker(runtime: Runtime, *, burst: bool = False) -> Worker:
     async def on_startup(ctx: dict[str, Any]) -> None:
         ctx["runtime"] = runtime
@@ -142,7 +146,7 @@ def build_worker(runtime: Runtime, *, burst: bool = False) -> Worker:
         allow_abort_jobs=True,  # cancelExport aborts a running export
         burst=burst,
         max_jobs=20,
-        poll_delay=0.2,
+        poll_delay=POLL_DELAY_SECONDS,
         job_timeout=600,
         keep_result=3600,
     )
