@@ -281,11 +281,36 @@ class PlainQuery:
         return [PlainItem(n=i, label=label(i), items=[PlainItem(n=-i, label="c", items=None)]) for i in range(500)]
 
 
-async def test_an_unusual_value_completes_the_general_way_with_its_errors():
+async def test_an_unusual_value_completes_the_general_way_with_its_errors(monkeypatch):
     """A null for a non-null field deep in a plain list: the list is completed again the general way, so the
     error, its path and the nulls that propagate are exactly graphql-core's; without one, the plain result
     (paused every YIELD_EVERY objects) equals the general one."""
     schema = strawberry.Schema(query=PlainQuery, execution_context_class=FastLeafExecutionContext)
+    ticks, running = 0, True
+
+    async def spin() -> None:
+        nonlocal ticks
+        while running:
+            ticks += 1
+            await asyncio.sleep(0)
+
+    slices: list[int] = []
+    plain_slice = FastLeafExecutionContext._plain_slice
+
+    def spy_slice(self, work):
+        slices.append(len(work))
+        return plain_slice(self, work)
+
+    monkeypatch.setattr(FastLeafExecutionContext, "_plain_slice", spy_slice)
+    spinner = asyncio.create_task(spin())
+    await asyncio.sleep(0)
+    before = ticks
+    await schema.execute("{ items { n items { n } } }")  # 1,000 plain objects: still paused every YIELD_EVERY
+    during = ticks - before
+    running = False
+    await spinner
+    assert during >= 1000 // execution.YIELD_EVERY - 2, during
+    assert len(slices) >= 1000 // execution.YIELD_EVERY  # made directly, slice after slice
     results = {}
     for plain in (True, False):
         FastLeafExecutionContext.plain_objects = plain
