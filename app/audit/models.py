@@ -12,7 +12,6 @@ from sqlalchemy.orm import InstrumentedAttribute
 from sqlmodel import Field, SQLModel, col
 
 from app.db import TenantScoped, optional_timestamp_column, timestamp_column
-from app.masking import CONTENT_FIELDS
 
 
 class AuditLog(SQLModel, TenantScoped, table=True):
@@ -321,15 +320,6 @@ RECORD_COLUMNS = [
     col(AuditLog.tenant_id),
     col(AuditLog.credential_masked),
     col(AuditLog.checksum),
-]
-
-
-# RECORD_COLUMNS with the content (CONTENT_FIELDS: most of a record's bytes, and not needed to draw a trace's
-# tree) left out, NULL in its place: for reads that select none of it
-_CONTENT_KEYS = {"metadata_" if name == "metadata" else name for name in CONTENT_FIELDS}
-LIGHT_RECORD_COLUMNS = [
-    sa.null().label(column.key) if column.key in _CONTENT_KEYS else column
-    for column in cast(list[InstrumentedAttribute[Any]], RECORD_COLUMNS)
 ]
 
 

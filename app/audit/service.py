@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, cast
 
 import orjson
 import sqlalchemy as sa
@@ -21,7 +21,6 @@ from app.alerts.models import Alert
 from app.alerts.service import has_alerts_condition
 from app.audit import followups, search, summaries
 from app.audit.models import (
-    LIGHT_RECORD_COLUMNS,
     RECORD_COLUMNS,
     TEXT_RECORD_COLUMNS,
     AuditLog,
@@ -35,7 +34,7 @@ from app.db import SYSTEM, AsyncSession, TenancyError, lock_organisation, new_id
 from app.errors import Forbidden, NotFound
 from app.guardrails import service as guardrails
 from app.integrity import AUDIT_CHAIN, GENESIS_ENTRY, chain_hashes, content_hash
-from app.masking import mask_record
+from app.masking import CONTENT_FIELDS, mask_record
 from app.pagination import PageRequest
 from app.principal import Principal
 from app.usage import quota as billing_quota
@@ -386,6 +385,20 @@ async def count_records(session: AsyncSession, query: AuditLogQuery) -> int:
     return int((await session.execute(stmt)).scalar_one())
 
 
+def _trace_rows(with_content: bool) -> sa.TextualSelect:
+    """A trace's spans by time, as RECORD_COLUMNS (the content NULL unless `with_content`) with their types: raw SQL
+    read as typed rows (values converted as the ORM converts them), without the ORM's per-row work, which was
+    the largest share of reading a 10,000-span trace."""
+    columns = [cast(Any, attribute).property.columns[0] for attribute in RECORD_COLUMNS]
+    selected = [f"NULL AS {c.name}" if not with_content and c.name in CONTENT_FIELDS else c.name for c in columns]
+    where = "WHERE org_id = :org AND trace_id = :trace_id ORDER BY occurred_at, seq LIMIT :limit"
+    sql = f"SELECT {', '.join(selected)} FROM audit_logs {where}"  # noqa: S608 - the model's column names, no input
+    return scoped_text(sql).columns(*[sa.column(c.name, c.type) for c in columns])
+
+
+_TRACE_ROWS = {with_content: _trace_rows(with_content) for with_content in (True, False)}
+
+
 async def load_trace(
     session: AsyncSession, trace_id: str, *, max_spans: int | None = None, with_content: bool = True
 ) -> TraceTree | None:
@@ -393,13 +406,8 @@ async def load_trace(
     `with_content=False` leaves prompt, response, metadata, args and result out (None): for a read that shows
     the tree without them, that is most of the bytes PostgreSQL would send."""
     max_spans = max_spans or MAX_TRACE_SPANS
-    stmt = (
-        sa.select(*(RECORD_COLUMNS if with_content else LIGHT_RECORD_COLUMNS))
-        .where(col(AuditLog.trace_id) == trace_id)
-        .order_by(col(AuditLog.occurred_at), col(AuditLog.seq))
-        .limit(max_spans + 1)
-    )
-    records = [record_from_row(r) for r in (await session.execute(stmt)).all()]
+    params = {"trace_id": trace_id, "limit": max_spans + 1}  # :org is bound to the session's
+    records = [record_from_row(r) for r in (await session.execute(_TRACE_ROWS[with_content], params)).all()]
     if not records:
         return None
     truncated = len(records) > max_spans
