@@ -39,6 +39,7 @@ from app.audit import partitions, summaries
 from app.audit.models import AuditDigest, AuditRetentionCut, AuditRetentionSetting
 from app.db import AsyncSession, Database, global_text, lock_organisation, new_id, scoped_text, tenant_org
 from app.errors import BadUserInput
+from app.files.store import expire_made_before
 from app.integrity import STORED_LEVEL, Frontier, Signer, canonical_json, digest_hash
 from app.principal import Principal
 from app.runtime.isolation import each_organization
@@ -213,6 +214,7 @@ class Outcome:
     expired: int = 0  # records the new cut covers
     removed: int = 0  # records removed in this run (the new cut's and any an interrupted run left)
     cut_id: str | None = None
+    files_expired: int = 0  # exports and reports made before the cutoff, handed to the file cron
 
 
 async def _last_digest(session: AsyncSession, *, at_most: int | None = None) -> AuditDigest | None:
@@ -363,8 +365,10 @@ async def expire_organization(
         row.last_run_at = now
         cut = await write_cut(session, signer, retention, now)
         latest = cut or await last_cut(session)
+        # exports and reports made before the cutoff hold only records past it: they go too (the file cron)
+        files_expired = await expire_made_before(session, retention.cutoff(now))
     outcome = Outcome(org_id, retention.days, retention.cutoff(now), cut.record_count if cut else 0, 0)
-    outcome.cut_id = cut.id if cut else None
+    outcome.cut_id, outcome.files_expired = (cut.id if cut else None), files_expired
     if latest is None:
         return outcome
     # records the cuts cover, from the first still there (an interrupted run's too), in short transactions
@@ -404,5 +408,12 @@ async def run(db: Database, settings: Settings, signer: Signer, now: datetime | 
     dropped = await partitions.drop_empty_before(db, partitions.month_of(now))
     expired = sum(o.expired for o in outcomes if o is not None)
     removed = sum(o.removed for o in outcomes if o is not None)
+    files = sum(o.files_expired for o in outcomes if o is not None)
     log.info("audit retention", organizations=len(outcomes), expired=expired, removed=removed, dropped=dropped)
-    return {"organizations": len(outcomes), "expired": expired, "removed": removed, "partitionsDropped": dropped}
+    return {
+        "organizations": len(outcomes),
+        "expired": expired,
+        "removed": removed,
+        "filesExpired": files,
+        "partitionsDropped": dropped,
+    }

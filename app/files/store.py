@@ -50,6 +50,23 @@ EXPIRED_BATCH = 1000  # expired rows handled per round of delete_expired
 T = TypeVar("T")
 
 
+async def expire_made_before(session: Any, before: datetime) -> int:
+    """Marks the files of the session's organisation made before `before` as expired now (the file cron removes
+    their bytes and rows): audit retention, once every record such a file can hold (an export, a report: records
+    received before the file was made) is past the organisation's retention. Returns how many."""
+    now = utcnow()
+    result = await session.execute(
+        sa.update(StoredFile)
+        .where(
+            col(StoredFile.created_at) < before,
+            sa.or_(col(StoredFile.expires_at).is_(None), col(StoredFile.expires_at) > now),
+        )
+        .values(expires_at=now)
+        .returning(col(StoredFile.id))
+    )
+    return len(result.all())
+
+
 class StorageNotConfigured(RuntimeError):
     """A file's bytes are in a backend this process has no settings for (e.g. S3 files, no bucket)."""
 

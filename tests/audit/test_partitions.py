@@ -54,3 +54,27 @@ async def test_records_land_in_their_month(client, runtime):
             (await conn.execute(sa.text("SELECT DISTINCT tableoid::regclass::text FROM audit_logs"))).scalars().all()
         )
     assert where == [partitions.Partition("audit_logs", partitions.month_of(datetime.now(UTC))).name]
+
+
+async def test_past_partitions_retention_emptied_are_dropped(client, runtime):
+    account = await register(client)
+    async with runtime.db.engine.begin() as conn:
+        for month in (date(2020, 1, 1), date(2020, 2, 1)):
+            for table in partitions.PARTITIONED_TABLES:
+                await conn.execute(sa.text(partitions.Partition(table, month).create_sql()))
+        # February still holds a record (an organisation whose retention has not passed it)
+        await conn.execute(
+            sa.text(
+                "INSERT INTO audit_logs (id, org_id, trace_id, span_id, action, metadata, occurred_at, received_at,"
+                " status, credential_masked, checksum, chain_index, content_hash, entry_hash) VALUES ('log_feb', :o,"
+                " 't', 's', 'a', '{}', '2020-02-10', '2020-02-10', 'ok', false, 'c', 1, '\\x00', '\\x00')"
+            ),
+            {"o": account.org_id},
+        )
+    dropped = await partitions.drop_empty_before(runtime.db, partitions.month_of(datetime.now(UTC)))
+    assert dropped == ["audit_logs_p202001", "audit_search_p202001"]
+    have = await partitions.existing(runtime.db)
+    assert "audit_logs_p202002" in have and "audit_logs_p202001" not in have
+    async with runtime.db.engine.begin() as conn:
+        for table in partitions.PARTITIONED_TABLES:
+            await conn.execute(sa.text(f'DROP TABLE "{table}_p202002"'))

@@ -71,11 +71,24 @@ async def test_retention_removes_what_expired_and_verification_reads_it_as_reten
     searched_before = await _scalar(runtime, "SELECT count(*) FROM audit_search WHERE log_id = ANY(:ids)", ids=old)
     assert searched_before == 6
 
+    # an export made before `middle` holds only old records; one made after it may hold new ones
+    async with runtime.db.engine.begin() as conn:
+        for name, at in (("file_old", middle - timedelta(milliseconds=20)), ("file_new", datetime.now(UTC))):
+            await conn.execute(
+                sa.text(
+                    "INSERT INTO stored_files (id, org_id, filename, content_type, size_bytes, chunk_count, complete,"
+                    " created_at, storage) VALUES (:id, :o, 'x.csv', 'text/csv', 0, 0, true, :at, 'postgres')"
+                ),
+                {"id": name, "o": account.org_id, "at": at},
+            )
+
     # free plan: 7 days. The run's clock is 7 days after `middle`: the first six records are past it
     outcome = await retention.expire_organization(
         runtime.db, account.org_id, runtime.settings, runtime.signer, middle + timedelta(days=7)
     )
-    assert (outcome.retention_days, outcome.expired, outcome.removed) == (7, 6, 6)
+    assert (outcome.retention_days, outcome.expired, outcome.removed, outcome.files_expired) == (7, 6, 6, 1)
+    assert await runtime.files.delete_expired() == 1
+    assert await _scalar(runtime, "SELECT string_agg(id, ',') FROM stored_files") == "file_new"
     assert await _scalar(runtime, "SELECT count(*) FROM audit_logs WHERE org_id = :o", o=account.org_id) == 3
     assert await _scalar(runtime, "SELECT count(*) FROM audit_search WHERE log_id = ANY(:ids)", ids=old) == 0
     assert await _scalar(runtime, "SELECT count(*) FROM alerts WHERE audit_log_id = ANY(:ids)", ids=old) == 0
