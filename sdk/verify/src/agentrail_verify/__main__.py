@@ -1,4 +1,4 @@
-"""agentrail-verify BUNDLE --public-key KEY [--known-digest FILE ...] [--json]"""
+"""agentrail-verify BUNDLE --public-key KEY [--known-digest FILE ...] [--workers N] [--json]"""
 
 from __future__ import annotations
 
@@ -17,6 +17,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--known-digest", action="append", default=[], help="a digest you kept (JSON file, webhook event or its data)"
     )
+    parser.add_argument(
+        "--workers", type=int, default=None, help="processes that check a large bundle (default: one per CPU; 1: none)"
+    )
     parser.add_argument("--json", action="store_true", help="print one JSON report")
     args = parser.parse_args(argv)
     try:
@@ -26,7 +29,7 @@ def main(argv: list[str] | None = None) -> int:
         for name in args.known_digest:
             value = json.loads(Path(name).read_text())
             known.append(value.get("data", value) if isinstance(value, dict) else value)
-        report = verify_file(args.bundle, public_key, known_digests=known)
+        report = verify_file(args.bundle, public_key, known_digests=known, workers=args.workers)
     except (OSError, ValueError) as exc:
         print(f"agentrail-verify: {exc}", file=sys.stderr)
         return 2

@@ -33,6 +33,8 @@ import base64
 import binascii
 import hashlib
 import json
+import mmap
+import os
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -163,14 +165,310 @@ def _record_id(header: bytes) -> str | None:
         return None
 
 
-def verify_lines(lines: Iterable[bytes], public_key: bytes, *, known_digests: Iterable[dict[str, Any]] = ()) -> Report:
-    """Verifies a bundle given as its lines (bytes, newline optional). Never raises on bad content: every
-    problem is a break in the report (a malformed bundle is one break naming the line)."""
-    report = Report()
-    source: Iterator[bytes] = iter(lines)
+def _line_id(line: bytes) -> str | None:
+    tab = line.find(b"\t")
+    return _record_id(line[:tab] if tab >= 0 else line)
+
+
+# --- the records -------------------------------------------------------------------------------------------
+# Each record is checked on its own and against the entry hash sealed on the line before it, so consecutive runs of
+# records can be checked apart (in parallel, see `_start_pool`) and their results joined in chain order. A run keeps
+# the tree of its leaves as aligned perfect subtrees (hashes only; their levels follow from the positions, see
+# `_blocks`), and the joining folds them onto the tree before the run.
+
+_MARKER = b'"content_hash":"'
+_PLACE = "the record is not at its place in the chain (records before it were removed, or it was moved)"
+
+
+@dataclass(slots=True)
+class _Run:
+    start: int  # chain index before the run's first record
+    index: int  # chain index of its last record read
+    records: int = 0
+    stack: list[bytes] = field(default_factory=list)  # aligned subtrees of its leaves, left to right
+    boundaries: list[tuple[int, list[bytes], bytes, str | None]] = field(default_factory=list)  # at digests' sizes
+    last_id: str | None = None  # id of the last record read (before the run's first: the one before it)
+    first_id: str | None = None  # id of the run's first record (a run that is not the bundle's first)
+    broken: tuple[str, str | None, int] | None = None  # the first break: reason, record id, chain index
+
+
+def _blocks(base: int, size: int) -> list[int]:
+    """The levels of the aligned perfect subtrees that cover leaves [base, size), left to right (what `_check`
+    keeps for a run that starts at leaf `base`)."""
+    out = []
+    while base < size:
+        level = (size - base).bit_length() - 1
+        if base:
+            level = min(level, (base & -base).bit_length() - 1)
+        out.append(level)
+        base += 1 << level
+    return out
+
+
+def _join(nodes: list[tuple[int, bytes]], stack: list[bytes], levels: list[int]) -> list[tuple[int, bytes]]:
+    """The frontier (levels descending) of a tree followed by a run's aligned subtrees."""
+    out = list(nodes)
+    sha = _sha
+    for level, value in zip(levels, stack, strict=True):
+        while out and out[-1][0] == level:
+            value = sha(b"\x01" + out.pop()[1] + value).digest()
+            level += 1
+        out.append((level, value))
+    return out
+
+
+def _root(nodes: list[tuple[int, bytes]]) -> bytes:
+    root = nodes[-1][1]
+    for _, left in reversed(nodes[:-1]):
+        root = _sha(b"\x01" + left + root).digest()
+    return root
+
+
+def _sealed_entry(line: bytes) -> bytes:
+    """The entry hash a record line says was sealed (zeros when it is malformed: that line's own check says so)."""
+    field_ = line.rstrip(b"\r\n").rpartition(b"\t")[2].partition(b":")[0]
     try:
-        meta = json.loads(next(source))
-    except (StopIteration, ValueError):
+        return binascii.unhexlify(field_)
+    except (ValueError, binascii.Error):
+        return GENESIS_ENTRY
+
+
+def _claimed_index(line: bytes) -> int | None:
+    at = line.find(b'"chain_index":')
+    if at < 0:
+        return None
+    digits = line[at + 14 : at + 40].partition(b",")[0].partition(b"}")[0]
+    return int(digits) if digits.isdigit() else None
+
+
+def _check(
+    lines: Iterable[bytes],
+    start: int,
+    previous: bytes,
+    previous_id: str | None,
+    stack: list[bytes],
+    base: int,
+    roots: frozenset[int],
+) -> _Run:
+    """Checks consecutive record lines, the first at chain index `start + 1`, after the entry `previous` (of the
+    record `previous_id`, None for the bundle's first); `stack`: the subtrees of leaves [base, start) so far."""
+    run = _Run(start=start, index=start, stack=stack, last_id=previous_id)
+    sha, unhexlify, leaf_prefix, node_prefix, marker = _sha, binascii.unhexlify, b"\x00", b"\x01", _MARKER
+    index, last_line, count = start, b"", 0
+    for line in lines:
+        # fields by position, hashed through the line's own bytes (found, compared in place: few copies)
+        end = len(line)
+        if end and line[end - 1] == 10:
+            end -= 1
+            if end and line[end - 1] == 13:
+                end -= 1
+        if not end:
+            continue
+        index += 1
+        first_tab = line.find(b"\t", 0, end)
+        last_tab = line.rfind(b"\t", 0, end)
+        if first_tab < 0 or last_tab == first_tab:
+            run.broken = ("malformed record line (three tab-separated fields expected)", None, index)
+            break
+        record_digest = sha(line[:first_tab]).digest()
+        at = line.find(marker, 0, first_tab)
+        if last_tab > first_tab + 1:
+            content = sha(memoryview(line)[first_tab + 1 : last_tab]).hexdigest().encode()
+            if at < 0 or not line.startswith(content, at + 16) or line[at + 80] != 34:
+                run.broken = ("the record's content does not match its hash (altered)", _line_id(line), index)
+                break
+        elif at < 0:
+            run.broken = ("the record names no content hash", _line_id(line), index)
+            break
+        if line.find(b'"chain_index":%d,' % index, 0, first_tab) < 0:
+            run.broken = (_PLACE, _line_id(line), index)
+            break
+        sealed_hex = line[last_tab + 1 : end]
+        kept = len(sealed_hex) == 64  # the usual case: a kept leaf
+        try:
+            sealed = unhexlify(sealed_hex if kept else sealed_hex.partition(b":")[0])
+        except (ValueError, binascii.Error):
+            run.broken = ("malformed record line", None, index)
+            break
+        entry = sha(previous + record_digest).digest()
+        if entry != sealed:
+            stored_record = sealed_hex.partition(b":")[2]
+            previous_id = _line_id(last_line) if last_line else run.last_id
+            if kept:  # the leaf kept at sealing: this record is not what was sealed
+                run.broken = (
+                    "the record differs from what was sealed (altered, inserted or reordered, its hashes"
+                    " recomputed or not)",
+                    _line_id(line),
+                    index,
+                )
+            elif stored_record != record_digest.hex().encode() or (not last_line and run.last_id is None):
+                run.broken = ("the record was altered (its hashes do not match it)", _line_id(line), index)
+            else:
+                # its own stored hashes hold: the link from its predecessor broke (the predecessor was altered
+                # with its hashes recomputed, or records were removed, inserted or reordered)
+                run.broken = (
+                    "the chain breaks after this record (it was altered and its hashes recomputed, or the records"
+                    " after it were reordered or replaced)",
+                    previous_id,
+                    index - 1,
+                )
+            break
+        # append the leaf (RFC 9162), merging the aligned subtrees it completes
+        value = sha(leaf_prefix + entry).digest()
+        if not index & 1:
+            merges = min((index & -index).bit_length(), (index - base).bit_length()) - 1
+            for _ in range(merges):
+                value = sha(node_prefix + stack.pop() + value).digest()
+        stack.append(value)
+        previous, last_line = entry, line
+        count += 1
+        if index in roots:
+            run.boundaries.append((index, list(stack), entry, _line_id(line)))
+    run.records, run.index = count, index - (1 if run.broken else 0)
+    if last_line:
+        run.last_id = _line_id(last_line)
+    return run
+
+
+def _join_runs(
+    report: Report, runs: Iterable[_Run], nodes: list[tuple[int, bytes]], roots: dict[int, Any]
+) -> tuple[int, str | None] | None:
+    """Joins the runs' results, in chain order, into the report: the roots of the digests they reach, the first
+    break. Returns the chain index and id of the last record checked, None after a break."""
+    expected: int | None = None
+    last_id: str | None = None
+    for run in runs:
+        if expected is not None and run.start != expected:
+            report.broke(_PLACE, record=run.first_id, index=expected + 1)
+            return None
+        base = 0 if expected is None else run.start
+        for size, stack, entry, record in run.boundaries:
+            digest = roots[size]
+            payload = digest["payload"]
+            report.roots_checked += 1
+            root = _root(_join(nodes, stack, _blocks(base, size)))
+            if root.hex() != payload.get("merkle_root") or entry.hex() != payload.get("chain_head"):
+                report.broke(
+                    "the records do not match the signed digest's Merkle root (altered, removed, inserted or"
+                    " reordered before it)",
+                    record=record,
+                    index=size,
+                    digest=digest.get("id"),
+                )
+                return None
+        report.records += run.records
+        if run.broken is not None:
+            reason, record, index = run.broken
+            report.broke(reason, record=record, index=index)
+            return None
+        nodes = _join(nodes, run.stack, _blocks(base, run.index))
+        expected, last_id = run.index, run.last_id
+    return (expected or 0), last_id
+
+
+# --- in parallel: runs of records in worker processes (fork: the bundle's lines are shared, not sent) -------
+PARALLEL_MIN_RECORDS = 40_000
+_RUN_RECORDS = 16_384
+_shared: Any = None  # what the forked workers read: the list of record lines, or the bundle file's path
+
+
+def default_workers() -> int:
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # not on Linux
+        return max(1, os.cpu_count() or 1)
+
+
+def _fork_context() -> Any:
+    import multiprocessing
+
+    return multiprocessing.get_context("fork") if "fork" in multiprocessing.get_all_start_methods() else None
+
+
+def _run_of(lines: list[bytes], before: bytes, roots: frozenset[int]) -> _Run:
+    """A run that is not the bundle's first: its place and predecessor from its own first line and the line
+    before it (the place is checked when the runs are joined)."""
+    first = next((line for line in lines if line.strip(b"\r\n")), b"")
+    claimed = _claimed_index(first[: first.find(b"\t")]) if first else None
+    start = claimed - 1 if claimed is not None else -1
+    run = _check(lines, start, _sealed_entry(before), _line_id(before), [], start, roots)
+    run.first_id = _line_id(first) if first else None
+    return run
+
+
+def _list_run(task: tuple[int, int, frozenset[int]]) -> _Run:
+    low, high, roots = task
+    lines = _shared
+    before = next((lines[i] for i in range(low - 1, -1, -1) if lines[i].strip(b"\r\n")), b"")
+    return _run_of(lines[low:high], before, roots)
+
+
+def _file_run(task: tuple[int, int, frozenset[int]]) -> _Run:
+    low, high, roots = task
+    with open(_shared, "rb") as handle, mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ) as data:
+        before = data[data.rfind(b"\n", 0, low - 1) + 1 : low]
+        lines = data[low:high].split(b"\n")
+    return _run_of(lines, before, roots)
+
+
+def _start_pool(worker: Any, shared: Any, tasks: list[tuple[int, int]], roots: frozenset[int], workers: int) -> Any:
+    """Forks the workers (they inherit `shared`) and hands them the runs at once; the caller terminates the pool."""
+    global _shared
+    _shared = shared
+    try:
+        pool = _fork_context().Pool(workers)
+    finally:
+        _shared = None
+    return pool, pool.imap(worker, [(low, high, roots) for low, high in tasks])
+
+
+def verify_lines(
+    lines: Iterable[bytes],
+    public_key: bytes,
+    *,
+    known_digests: Iterable[dict[str, Any]] = (),
+    workers: int | None = None,
+) -> Report:
+    """Verifies a bundle given as its lines (bytes, newline optional). Never raises on bad content: every
+    problem is a break in the report (a malformed bundle is one break naming the line). A list of many lines is
+    checked by `workers` processes (default: one per CPU; 1: in this process)."""
+    source: Iterator[bytes] = iter(lines)
+    head = next(source, None)
+    if isinstance(lines, list) and head is not None:
+        records: Iterable[bytes] = lines[1:] if len(lines) > 1 else []
+        total = len(lines) - 1
+    else:
+        records, total = source, 0
+    return _verify(head, records, total, public_key, known_digests, workers, _list_run)
+
+
+def verify_file(
+    path: str, public_key: bytes, *, known_digests: Iterable[dict[str, Any]] = (), workers: int | None = None
+) -> Report:
+    """Verifies the bundle in a file; a large one is read in byte ranges by `workers` processes."""
+    with open(path, "rb") as handle:
+        head = handle.readline()
+        size = os.fstat(handle.fileno()).st_size
+        if size - len(head) < PARALLEL_MIN_RECORDS * 256 or (workers or default_workers()) < 2 or not _fork_context():
+            return _verify(head, handle, 0, public_key, known_digests, 1, _file_run)
+    return _verify(head, (path, len(head), size), 0, public_key, known_digests, workers, _file_run)
+
+
+def _verify(
+    head: bytes | None,
+    records: Any,
+    total: int,
+    public_key: bytes,
+    known_digests: Iterable[dict[str, Any]],
+    workers: int | None,
+    worker: Any,
+) -> Report:
+    report = Report()
+    try:
+        meta = json.loads(head) if head is not None else None
+    except ValueError:
+        meta = None
+    if meta is None:
         report.broke("not a proof bundle (its first line is not the bundle's JSON header)")
         return report
     if not isinstance(meta, dict) or meta.get("format") != FORMAT:
@@ -203,107 +501,36 @@ def verify_lines(lines: Iterable[bytes], public_key: bytes, *, known_digests: It
     except ValueError:
         report.broke("the bundle's previousEntryHash is not hex")
         return report
-    index = size
-    sha, leaf_prefix, node_prefix, unhexlify = _sha, b"\x00", b"\x01", binascii.unhexlify
-    marker = b'"content_hash":"'
-    last_header = b""
-    for line in source:
-        # fields by position, the content hashed through a memoryview: a record's bytes are never copied
-        end = len(line)
-        if end and line[end - 1] == 10:
-            end -= 1
-            if end and line[end - 1] == 13:
-                end -= 1
-        if not end:
-            continue
-        index += 1
-        first_tab = line.find(b"\t", 0, end)
-        last_tab = line.rfind(b"\t", 0, end)
-        if first_tab < 0 or last_tab == first_tab:
-            report.broke("malformed record line (three tab-separated fields expected)", index=index)
-            return report
-        header = line[:first_tab]
-        sealed_hex = line[last_tab + 1 : end]
-        record_digest = sha(header).digest()
-        if last_tab > first_tab + 1:
-            content = memoryview(line)[first_tab + 1 : last_tab]
-            if header.find(marker + sha(content).hexdigest().encode() + b'"') < 0:
-                report.broke(
-                    "the record's content does not match its hash (altered)", record=_record_id(header), index=index
-                )
-                return report
-        elif header.find(marker) < 0:
-            report.broke("the record names no content hash", record=_record_id(header), index=index)
-            return report
-        if header.find(b'"chain_index":%d,' % index) < 0:
-            report.broke(
-                "the record is not at its place in the chain (records before it were removed, or it was moved)",
-                record=_record_id(header),
-                index=index,
-            )
-            return report
-        if len(sealed_hex) == 64:  # the usual case: a kept leaf
-            stored_hex, colon, stored_record_hex = sealed_hex, b"", b""
-        else:
-            stored_hex, colon, stored_record_hex = sealed_hex.partition(b":")
-        try:
-            sealed = unhexlify(stored_hex)
-        except (ValueError, binascii.Error):
-            report.broke("malformed record line", index=index)
-            return report
-        entry = sha(previous + record_digest).digest()
-        if entry != sealed:
-            if not colon:  # the leaf kept at sealing: this record is not what was sealed
-                report.broke(
-                    "the record differs from what was sealed (altered, inserted or reordered, its hashes"
-                    " recomputed or not)",
-                    record=_record_id(header),
-                    index=index,
-                )
-            elif stored_record_hex.decode() != record_digest.hex() or last_header == b"":
-                report.broke(
-                    "the record was altered (its hashes do not match it)", record=_record_id(header), index=index
-                )
-            else:
-                # its own stored hashes hold: the link from its predecessor broke (the predecessor was altered
-                # with its hashes recomputed, or records were removed, inserted or reordered)
-                report.broke(
-                    "the chain breaks after this record (it was altered and its hashes recomputed, or the records"
-                    " after it were reordered or replaced)",
-                    record=_record_id(last_header),
-                    index=index - 1,
-                )
-            return report
-        # append the leaf (RFC 9162): merge equal neighbours
-        level, value = 0, sha(leaf_prefix + entry).digest()
-        while nodes and nodes[-1][0] == level:
-            value = sha(node_prefix + nodes.pop()[1] + value).digest()
-            level += 1
-        nodes.append((level, value))
-        previous = entry
-        last_header = header
-        report.records += 1
-        digest = roots.get(index)
-        if digest is not None:
-            root = nodes[-1][1]
-            for _, left in reversed(nodes[:-1]):
-                root = sha(node_prefix + left + root).digest()
-            payload = digest["payload"]
-            report.roots_checked += 1
-            if root.hex() != payload.get("merkle_root") or entry.hex() != payload.get("chain_head"):
-                report.broke(
-                    "the records do not match the signed digest's Merkle root (altered, removed, inserted or"
-                    " reordered before it)",
-                    record=_record_id(header),
-                    index=index,
-                    digest=digest.get("id"),
-                )
-                return report
+    sizes = frozenset(roots)
+    workers = workers or default_workers()
+    tasks = _tasks(records, total, workers) if workers > 1 and _fork_context() else None
+    stack = [h for _, h in nodes]
+    pool = None
+    if tasks:
+        # the first run, from the bundle's start, in this process while the workers check the others
+        pool, others = _start_pool(
+            worker, records if isinstance(records, list) else records[0], tasks[1:], sizes, workers
+        )
+        low, high = tasks[0]
+        head_lines = records[low:high] if isinstance(records, list) else _file_lines(records[0], low, high)
+        runs: Iterable[_Run] = _chain([_check(head_lines, size, previous, None, stack, 0, sizes)], others)
+    else:
+        lines = records if not isinstance(records, tuple) else _file_lines(*records)
+        runs = [_check(lines, size, previous, None, stack, 0, sizes)]
+    try:
+        joined = _join_runs(report, runs, [], roots)
+    finally:
+        if pool is not None:
+            pool.terminate()
+    if joined is None:
+        return report
+    index, last_id = joined
+    index = index or size
     if roots and max(roots) > index:
         missing = min(t for t in roots if t > index)
         report.broke(
             f"a signed digest seals records up to chain index {missing}, the bundle ends at {index} (records missing)",
-            record=_record_id(last_header) if last_header else None,
+            record=last_id,
             index=index,
             digest=roots[missing].get("id"),
         )
@@ -347,6 +574,38 @@ def _check_retention(
         report.broke("the retention cut names a digest that the digest chain does not hold", digest=cid)
         return
     report.expired_through = int(through)
+
+
+def _chain(head: list[_Run], rest: Iterable[_Run]) -> Iterator[_Run]:
+    yield from head
+    yield from rest
+
+
+def _file_lines(path: str, low: int, high: int) -> list[bytes]:
+    with open(path, "rb") as handle:
+        handle.seek(low)
+        return handle.read(high - low).split(b"\n")
+
+
+def _tasks(records: Any, total: int, workers: int) -> list[tuple[int, int]] | None:
+    """Ranges of record lines (list positions, or byte offsets in the file) for the runs; None: too few."""
+    if isinstance(records, list):
+        if total < PARALLEL_MIN_RECORDS:
+            return None
+        step = max(_RUN_RECORDS, -(-total // (workers * 4)))
+        return [(low, min(low + step, total)) for low in range(0, total, step)]
+    if not isinstance(records, tuple):
+        return None
+    path, low, size = records
+    step = max(1 << 22, -(-(size - low) // (workers * 4)))
+    tasks = []
+    with open(path, "rb") as handle, mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ) as data:
+        while low < size:
+            high = data.find(b"\n", min(low + step, size) - 1)
+            high = size if high < 0 else high + 1
+            tasks.append((low, high))
+            low = high
+    return tasks
 
 
 def _check_digests(
@@ -395,8 +654,3 @@ def _check_digests(
             report.broke(
                 f"digest {sequence} differs from the one you kept (the trail was rewritten)", digest=kept.get("id")
             )
-
-
-def verify_file(path: str, public_key: bytes, *, known_digests: Iterable[dict[str, Any]] = ()) -> Report:
-    with open(path, "rb") as handle:
-        return verify_lines(handle, public_key, known_digests=known_digests)
