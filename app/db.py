@@ -285,6 +285,18 @@ async def lock_organisation(session: Any, namespace: int, *, shared: bool = Fals
     await session.execute(_LOCKS[shared], {"ns": namespace, "part": part})
 
 
+# the exclusive lock of `lock_organisation(namespace)` and the head of a chained stream ("audit": audit_logs,
+# "activity": activity_events) in one round trip: the function reads the head after the lock is granted, in a
+# statement of its own (migration 0027), so the head is the one the previous holder committed. No row: no head yet.
+LOCKED_CHAIN_HEAD = scoped_text("SELECT chain_index, entry_hash FROM agentrail_locked_chain_head(:ns, :org, :stream)")
+
+
+async def lock_chain_head(session: Any, namespace: int, stream: str) -> tuple[int, bytes] | None:
+    """Locks the organisation's chain (until the commit) and returns its head (chain index, entry hash)."""
+    row = (await session.execute(LOCKED_CHAIN_HEAD, {"ns": namespace, "stream": stream})).first()
+    return None if row is None else (int(row[0]), bytes(row[1]))
+
+
 class Database:
     """Owns the engine and hands out sessions."""
 

@@ -2,8 +2,8 @@
 
 `record_activity` adds events to the caller's transaction without a round trip; when that transaction flushes,
 this hook takes the organisation's activity lock (held until the commit, so events of one organisation are
-chained one transaction after another), reads the chain head and gives each new event its chain index, content
-hash, entry hash and record hash (`checksum`), in the order they were added.
+chained one transaction after another) with the chain head in the same round trip, and gives each new event its
+chain index, content hash, entry hash and record hash (`checksum`), in the order they were added.
 """
 
 from __future__ import annotations
@@ -14,14 +14,10 @@ from sqlalchemy import event
 from sqlalchemy.orm import Session
 
 from app.activity.models import ActivityEvent
-from app.db import scoped_text
+from app.db import LOCKED_CHAIN_HEAD
 from app.integrity import ACTIVITY_CHAIN, GENESIS_ENTRY, chain_hashes
 
 ACTIVITY_LOCK_NAMESPACE = 0x41435456  # "ACTV": writers of an organisation's activity, and its sealing
-_LOCK = scoped_text("SELECT pg_advisory_xact_lock(:ns, hashtext(:org))")
-_HEAD = scoped_text(
-    "SELECT chain_index, entry_hash FROM activity_events WHERE org_id = :org ORDER BY chain_index DESC LIMIT 1"
-)
 
 
 @event.listens_for(Session, "before_flush")
@@ -34,8 +30,10 @@ def _chain_new_events(session: Session, _flush_context: Any, _instances: Any) ->
         by_org.setdefault(str(obj.org_id), []).append(obj)
     connection = session.connection()
     for org_id, events in sorted(by_org.items()):
-        connection.execute(_LOCK, {"ns": ACTIVITY_LOCK_NAMESPACE, "org": org_id})
-        head = connection.execute(_HEAD, {"org": org_id}).first()
+        # the lock and the head in one round trip (app.db.LOCKED_CHAIN_HEAD)
+        head = connection.execute(
+            LOCKED_CHAIN_HEAD, {"ns": ACTIVITY_LOCK_NAMESPACE, "org": org_id, "stream": "activity"}
+        ).first()
         index, previous = (int(head[0]), bytes(head[1])) if head else (0, GENESIS_ENTRY)
         for obj in events:
             index += 1

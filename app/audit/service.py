@@ -30,7 +30,7 @@ from app.audit.models import (
 )
 from app.audit.traces import TraceTree, build_tree
 from app.audit.validation import AuditLogDraft
-from app.db import SYSTEM, AsyncSession, TenancyError, lock_organisation, new_id, scoped_text, session_org, within
+from app.db import SYSTEM, AsyncSession, TenancyError, lock_chain_head, new_id, scoped_text, session_org, within
 from app.errors import Forbidden, NotFound
 from app.guardrails import service as guardrails
 from app.integrity import AUDIT_CHAIN, GENESIS_ENTRY, chain_hashes, content_hash
@@ -76,20 +76,6 @@ _INSERT = scoped_text(
            governance_status, dry_run, idempotent, tenant_id, credential_masked, checksum, chain_index,
            content_hash, entry_hash)
     RETURNING id, seq
-    """
-)
-
-# the organisation's chain head: read under the exclusive ingest lock, after it is granted (its own statement,
-# so that its snapshot sees the predecessor's commit); when retention removed every record, the newest
-# retention cut's (app.audit.retention)
-_CHAIN_HEAD = scoped_text(
-    """
-    SELECT chain_index, entry_hash FROM (
-        (SELECT chain_index, entry_hash FROM audit_logs WHERE org_id = :org ORDER BY chain_index DESC LIMIT 1)
-        UNION ALL
-        (SELECT through_index, decode(chain_head, 'hex') FROM audit_retention_cuts WHERE org_id = :org
-         ORDER BY sequence DESC LIMIT 1)
-    ) AS head ORDER BY chain_index DESC LIMIT 1
     """
 )
 
@@ -231,8 +217,9 @@ async def ingest(session: AsyncSession, principal: Principal, drafts: Sequence[A
     content_hashes = [content_hash(AUDIT_CHAIN.content(row)) for row in rows]
 
     # exclusive per-organisation lock until the commit: the chain is one line per organisation (each record
-    # names its predecessor), and sealing, which takes it too, never seals past an uncommitted record
-    await lock_organisation(session, INGEST_LOCK_NAMESPACE)
+    # names its predecessor), and sealing, which takes it too, never seals past an uncommitted record. The head
+    # comes with the lock, in the same round trip (app.db.lock_chain_head)
+    head = await lock_chain_head(session, INGEST_LOCK_NAMESPACE, "audit")
     existing: dict[str | None, AuditRecord] = {}
     keys = [row["idempotency_key"] for row in rows if row["idempotency_key"] is not None]
     if keys:
@@ -246,8 +233,7 @@ async def ingest(session: AsyncSession, principal: Principal, drafts: Sequence[A
     ]
     inserted: dict[str, int] = {}
     if fresh:
-        head = (await session.execute(_CHAIN_HEAD, {})).first()
-        index, previous = (head.chain_index, head.entry_hash) if head else (0, GENESIS_ENTRY)
+        index, previous = head or (0, GENESIS_ENTRY)
         for row, digest in fresh:
             index += 1
             hashes = chain_hashes(AUDIT_CHAIN, row, index, previous, content_digest=digest)

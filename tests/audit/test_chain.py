@@ -158,3 +158,41 @@ async def test_the_migration_backfill_gives_the_hashes_ingest_gives(client, runt
         await conn.run_sync(lambda sync: migration._backfill(sync))
         await conn.execute(sa.text("ALTER TABLE audit_logs ENABLE TRIGGER audit_logs_immutable"))
     assert await _chain_rows(runtime, account.org_id) == before
+
+
+async def test_many_concurrent_writers_of_one_organisation_never_fork_either_chain(client, runtime):
+    """The lock and the head come in one round trip (app.db.lock_chain_head): each writer still reads the head its
+    predecessor committed, for records (single and batches, no idempotency keys) and for activity events alike."""
+    account = await register(client, org="Chain C")
+
+    async def one(n: int):
+        result = await gql(client, "LogEvent", {"input": {"action": f"s{n}"}}, token=account.token)
+        assert "errors" not in result, result
+
+    async def batch(n: int):
+        records = [{"action": f"b{n}-{i}"} for i in range(7)]
+        assert "errors" not in await gql(client, "LogEvents", {"input": records}, token=account.token)
+
+    async def agent(n: int):
+        created = await gql(client, "CreateAgent", {"input": {"name": f"racer {n}"}}, token=account.token)
+        assert "errors" not in created, created
+
+    await asyncio.gather(*(f(n) for n in range(12) for f in (one, batch, agent)))
+    rows = await _chain_rows(runtime, account.org_id)
+    assert [r.chain_index for r in rows] == list(range(1, 12 * 8 + 1))
+    async with runtime.db.engine.connect() as conn:
+        events = (
+            (
+                await conn.execute(
+                    sa.text("SELECT chain_index FROM activity_events WHERE org_id = :o ORDER BY chain_index"),
+                    {"o": account.org_id},
+                )
+            )
+            .scalars()
+            .all()
+        )
+    assert list(events) == list(range(1, len(events) + 1)) and len(events) >= 12
+    result = (await gql(client, "VerifyAuditTrail", {}, token=account.token))["data"]["verifyAuditTrail"]
+    assert result["ok"] is True and result["recordsChecked"] == 12 * 8, result
+    activity = await gql(client, "query { verifyActivityTrail { ok recordsChecked } }", token=account.token)
+    assert activity["data"]["verifyActivityTrail"]["ok"] is True, activity
