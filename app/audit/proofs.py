@@ -7,7 +7,7 @@ that a proof reads O(log n) rows plus at most one block of 255 records, whatever
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -232,17 +232,28 @@ def _canonical_time(value: Any) -> Any:
     return orjson.loads(canonical_json(value)) if value is not None else None
 
 
-async def bundle_lines(
+@dataclass(slots=True)
+class BundleRecord:
+    """One record of a proof bundle: its canonical header and content, and the entry hash as sealed."""
+
+    chain_index: int
+    header: bytes
+    content: bytes
+    sealed: bytes  # the kept leaf (hex), or "entry:record hash" (hex) as stored
+
+
+async def bundle_parts(
     session: AsyncSession,
     *,
     occurred_from: datetime | None = None,
     occurred_to: datetime | None = None,
     stream: Stream = AUDIT,
-) -> AsyncIterator[bytes]:
-    """The proof bundle of the session's organisation (format: sdk/verify/src/agentrail_verify/bundle.py): every
-    signed digest and signing key, then the records of the chain from the first to the last sealed one of the
-    window (all records in between: a chain is checked whole), each as its canonical header, canonical content
-    and the entry hash as sealed (the kept leaf, else the stored one)."""
+) -> AsyncGenerator[dict[str, Any] | list[BundleRecord], None]:
+    """The proof bundle of the session's organisation (format: sdk/verify/src/agentrail_verify/bundle.py): first
+    its header (a dict: every signed digest and signing key, where the records start), then lists of the records
+    of the chain from the first to the last one of the window (all records in between: a chain is checked whole),
+    each with its canonical header, canonical content and the entry hash as sealed (the kept leaf, else the
+    stored one)."""
     stmt = (
         select(AuditDigest)
         .where(col(AuditDigest.stream) == stream.name, col(AuditDigest.version) >= 2)
@@ -289,7 +300,7 @@ async def bundle_lines(
         if low > 1:
             before = await stream.entries(session, low - 1, low - 1)
             previous = before[0][1] if before else GENESIS_ENTRY
-    meta = {
+    yield {
         "format": BUNDLE_FORMAT,
         "organizationId": tenant_org(session),
         "stream": stream.name,
@@ -302,7 +313,6 @@ async def bundle_lines(
         "keys": keys,
         "retention": retention.cut_json(cut) if cut is not None else None,
     }
-    yield orjson.dumps(meta) + b"\n"
     after = low - 1
     while high is None or after < high:
         rows = await stream.chain_rows(session, after, BUNDLE_CHUNK, high)
@@ -311,17 +321,66 @@ async def bundle_lines(
         kept = await _kept_leaves(session, stream, rows[0].chain_index, rows[-1].chain_index)
         out = []
         for row in rows:
-            header = canonical_json(stream.spec.header(row.record, row.chain_index, row.content_hash))
-            content = canonical_json(stream.spec.content(row.record))
             leaf = kept.get(row.chain_index)
             sealed = (
                 leaf.hex()
                 if leaf is not None
                 else f"{row.entry_hash.hex()}:{row.record.checksum.removeprefix('sha256:')}"
             )
-            out.append(header + b"\t" + content + b"\t" + sealed.encode() + b"\n")
-        yield b"".join(out)
+            out.append(
+                BundleRecord(
+                    row.chain_index,
+                    canonical_json(stream.spec.header(row.record, row.chain_index, row.content_hash)),
+                    canonical_json(stream.spec.content(row.record)),
+                    sealed.encode(),
+                )
+            )
+        yield out
         after = rows[-1].chain_index
+
+
+def bundle_ndjson(part: dict[str, Any] | list[BundleRecord]) -> bytes:
+    """A piece of `bundle_parts` in the bundle's line form (the header's line, then a line per record)."""
+    if isinstance(part, dict):
+        return orjson.dumps(part) + b"\n"
+    return b"".join(r.header + b"\t" + r.content + b"\t" + r.sealed + b"\n" for r in part)
+
+
+class BundleJson:
+    """A piece of `bundle_parts` in the bundle's JSON form: `{"apiVersion", "kind", "metadata", "bundle": <its
+    header>, "records": [[header, content, sealed], ...]}`, a record per line; header and content are the
+    canonical JSON texts as strings (their UTF-8 bytes are what is hashed)."""
+
+    def __init__(self, kind: str, metadata: dict[str, Any]) -> None:
+        self.kind, self.metadata, self._more = kind, metadata, False
+
+    def convert(self, part: dict[str, Any] | list[BundleRecord]) -> bytes:
+        if isinstance(part, dict):
+            head = {"apiVersion": "agentrail/v1", "kind": self.kind, "metadata": self.metadata, "bundle": part}
+            return orjson.dumps(head)[:-1] + b',"records":[\n'
+        if not part:
+            return b""
+        items = b",\n".join(orjson.dumps([r.header.decode(), r.content.decode(), r.sealed.decode()]) for r in part)
+        if self._more:
+            items = b",\n" + items
+        self._more = True
+        return items
+
+    @staticmethod
+    def end() -> bytes:
+        return b"\n]}"
+
+
+async def bundle_lines(
+    session: AsyncSession,
+    *,
+    occurred_from: datetime | None = None,
+    occurred_to: datetime | None = None,
+    stream: Stream = AUDIT,
+) -> AsyncIterator[bytes]:
+    """The proof bundle in its line form (`agentrail-verify` reads it as it comes)."""
+    async for part in bundle_parts(session, occurred_from=occurred_from, occurred_to=occurred_to, stream=stream):
+        yield bundle_ndjson(part)
 
 
 async def _kept_leaves(session: AsyncSession, stream: Stream, low: int, high: int) -> dict[int, bytes]:

@@ -17,6 +17,9 @@ from app.activity import service as activity
 from app.activity.models import ActivityEvent
 from app.audit import export_rows
 from app.audit import service as audit
+from app.audit.streams import ACTIVITY as ACTIVITY_STREAM
+from app.audit.streams import AUDIT as AUDIT_STREAM
+from app.audit.streams import Stream
 from app.db import AsyncSession, iso
 from app.exports.formats import csv_text_sql, json_text
 from app.runtime.copy_out import copy_lines
@@ -150,6 +153,7 @@ class Dataset:
     parquet_schema: pa.Schema
     parquet_batches: Callable[..., AsyncGenerator[pa.RecordBatch, None]]
     users_only: bool
+    proof_stream: Stream  # the chained stream whose proof bundle an export with include_proofs writes
 
     def filename(self, org_id: str, when: datetime, extension: str) -> str:
         return f"{self.file_prefix}-{org_id}-{when:%Y%m%d}.{extension}"
@@ -167,6 +171,7 @@ AUDIT_LOGS = Dataset(
     parquet_schema=AUDIT_PARQUET_SCHEMA,
     parquet_batches=_audit_parquet,
     users_only=False,
+    proof_stream=AUDIT_STREAM,
 )
 ACTIVITY = Dataset(
     name="ACTIVITY",
@@ -180,8 +185,18 @@ ACTIVITY = Dataset(
     parquet_schema=ACTIVITY_PARQUET_SCHEMA,
     parquet_batches=_activity_parquet,
     users_only=True,
+    proof_stream=ACTIVITY_STREAM,
 )
 DATASETS = {d.name: d for d in (AUDIT_LOGS, ACTIVITY)}
+
+
+def beyond_window(query: Any) -> str | None:
+    """The first condition of a filter other than its window (from, to), as clients name it; None when there is
+    none. A proof bundle holds the whole chain of a window: other conditions would cut it."""
+    for field in dataclasses.fields(query):
+        if field.name not in _TIME_FIELDS and getattr(query, field.name) not in (None, [], ""):
+            return _PUBLIC_NAMES.get(field.name, field.name)
+    return None
 
 
 def query_to_json(query: Any) -> dict[str, Any]:

@@ -36,6 +36,8 @@ FILE_TYPES = {
     "NDJSON": ("ndjson", "application/x-ndjson"),
     "PARQUET": ("parquet", "application/vnd.apache.parquet"),
 }
+# the formats a proof bundle is written in (includeProofs); CSV cannot hold one
+PROOF_FORMATS = ("JSON", "NDJSON", "PARQUET")
 
 
 def csv_header(header: Sequence[str]) -> bytes:

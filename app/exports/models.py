@@ -36,6 +36,8 @@ class ExportJob(SQLModel, TenantScoped, table=True):
     dataset: str = Field(max_length=20)  # AUDIT_LOGS | ACTIVITY
     format: str = Field(max_length=10)  # CSV | JSON | NDJSON | PARQUET
     filter: dict[str, Any] = json_column()
+    # the file is the proof bundle of the filter's window (records, digests, keys) for the offline verifier
+    include_proofs: bool = Field(default=False, sa_column_kwargs={"server_default": sa.false()})
     status: str = Field(default="PENDING", max_length=12)
     row_count: int = Field(default=0, sa_type=sa.BigInteger)
     progress: float = 0.0

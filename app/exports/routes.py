@@ -15,9 +15,6 @@ from starlette.routing import Route
 from app.activity import service as activity
 from app.audit import proofs
 from app.audit import routes as audit_routes
-from app.audit.streams import ACTIVITY as ACTIVITY_STREAM
-from app.audit.streams import AUDIT as AUDIT_STREAM
-from app.audit.streams import Stream
 from app.db import iso
 from app.errors import AppError, BadUserInput, NotFound
 from app.exports import service
@@ -88,11 +85,11 @@ async def _sync_export(request: Request, principal: Principal, dataset: Dataset,
     )
 
 
-async def _proof_bundle(
-    request: Request, principal: Principal, q: dict[str, Any], stream: Stream = AUDIT_STREAM
-) -> Response:
+async def _proof_bundle(request: Request, principal: Principal, q: dict[str, Any], dataset: Dataset) -> Response:
     """`includeProofs=true`: the proof bundle of the window (every record of the chain between its first and last
-    sealed record, with the digests and keys) for `agentrail-verify`; other filters would cut the chain."""
+    record, with the digests and keys) for `agentrail-verify`, in its line form or (`format=json`) as one JSON
+    document; other filters would cut the chain. Streamed whatever its size (export jobs write it too)."""
+    stream, kind = dataset.proof_stream, dataset.kind
     other = [
         name
         for name, value in q.items()
@@ -104,19 +101,25 @@ async def _proof_bundle(
             field=other[0],
         )
     runtime = request.app.state.runtime
+    now = datetime.now(UTC)
+    as_json = q["format"] == "json"  # else (csv, the default) the bundle's line form
+    encode: Any = proofs.bundle_ndjson
+    if as_json:
+        metadata = {"exportedAt": iso(now), "from": iso(q["from"]), "to": iso(q["to"]), "includeProofs": True}
+        encode = proofs.BundleJson(kind, metadata).convert
 
     async def chunks() -> AsyncIterator[bytes]:
         async with runtime.db.tenant_session(principal.org_id) as session:
-            async for chunk in proofs.bundle_lines(
-                session, occurred_from=q["from"], occurred_to=q["to"], stream=stream
-            ):
-                yield chunk
+            async for part in proofs.bundle_parts(session, occurred_from=q["from"], occurred_to=q["to"], stream=stream):
+                yield encode(part)
+        if as_json:
+            yield proofs.BundleJson.end()
 
-    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
-    filename = f"{stream.name}-proof-bundle-{principal.org_id}-{stamp}.ndjson"
+    stamp = now.strftime("%Y%m%dT%H%M%SZ")
+    filename = f"{stream.name}-proof-bundle-{principal.org_id}-{stamp}.{'json' if as_json else 'ndjson'}"
     return StreamingResponse(
         chunks(),
-        media_type="application/x-ndjson",
+        media_type="application/json" if as_json else "application/x-ndjson",
         headers={"Content-Disposition": f'attachment; filename="{filename}"'},
     )
 
@@ -132,7 +135,7 @@ async def export_audit_logs(request: Request) -> Response:
         principal = principal_of(request)
         q = params.query_of(request)
         if q["includeProofs"]:
-            return await _proof_bundle(request, principal, q)
+            return await _proof_bundle(request, principal, q, AUDIT_LOGS)
         query = audit_routes.audit_log_query(q)
         return await _sync_export(request, principal, AUDIT_LOGS, q["format"], query)
     except AppError as exc:
@@ -146,7 +149,7 @@ async def export_activity(request: Request) -> Response:
         principal = principal_of(request)
         q = params.query_of(request)
         if q["includeProofs"]:
-            return await _proof_bundle(request, principal, q, ACTIVITY_STREAM)
+            return await _proof_bundle(request, principal, q, ACTIVITY)
         query = activity.ActivityQuery(
             target_types=q["targetType"],
             actions=q["action"],

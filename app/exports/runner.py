@@ -15,10 +15,12 @@ from collections.abc import AsyncGenerator
 from datetime import timedelta
 from typing import Any
 
+import orjson
 import pyarrow as pa
 import pyarrow.parquet as pq
 import structlog
 
+from app.audit import proofs
 from app.db import iso, utcnow
 from app.exports import service
 from app.exports.datasets import DATASETS, Dataset, public_filter, query_from_json
@@ -186,7 +188,68 @@ async def _prefetched(batches: AsyncGenerator[Any, None], depth: int = 2) -> Asy
             await producer
 
 
+class _Bundle(_Format):
+    """includeProofs: the proof bundle of the filter's window (app.audit.proofs.bundle_parts: its header, then the
+    records of the chain in lists), in the job's format; `agentrail-verify` reads each of them."""
+
+    def batches(self, session: Any, query: Any, batch_size: int) -> AsyncGenerator[Any, None]:
+        return proofs.bundle_parts(
+            session,
+            occurred_from=query.occurred_from,
+            occurred_to=query.occurred_to,
+            stream=self.dataset.proof_stream,
+        )
+
+    @staticmethod
+    def rows(batch: Any) -> int:
+        return 0 if isinstance(batch, dict) else len(batch)
+
+
+class _BundleNdjson(_Bundle):
+    async def write(self, batch: Any) -> None:
+        await self.out.write(proofs.bundle_ndjson(batch))
+
+
+class _BundleJson(_Bundle):
+    async def begin(self) -> None:
+        self.json = proofs.BundleJson(self.dataset.kind, self.metadata)
+
+    async def write(self, batch: Any) -> None:
+        await self.out.write(self.json.convert(batch))
+
+    async def end(self) -> None:
+        await self.out.write(self.json.end())
+
+
+class _BundleParquet(_Bundle, _Parquet):
+    """A row per record (chain_index, header, content, sealed); the bundle's header as the file's key-value
+    metadata `agentrail-proof-bundle` (JSON)."""
+
+    async def begin(self) -> None:
+        self.sink = ParquetSink()
+        self.pending, self.pending_rows = [], 0
+
+    async def write(self, batch: Any) -> None:
+        if isinstance(batch, dict):
+            self.schema = BUNDLE_PARQUET_SCHEMA.with_metadata({BUNDLE_PARQUET_KEY: orjson.dumps(batch)})
+            self.writer = pq.ParquetWriter(self.sink, self.schema, compression="zstd")
+            return
+        columns = (
+            [r.chain_index for r in batch],
+            [r.header.decode() for r in batch],
+            [r.content.decode() for r in batch],
+            [r.sealed.decode() for r in batch],
+        )
+        await _Parquet.write(self, pa.RecordBatch.from_arrays([pa.array(c) for c in columns], schema=self.schema))
+
+
+BUNDLE_PARQUET_KEY = b"agentrail-proof-bundle"
+BUNDLE_PARQUET_SCHEMA = pa.schema(
+    [("chain_index", pa.int64()), ("header", pa.string()), ("content", pa.string()), ("sealed", pa.string())]
+)
+
 FORMATS: dict[str, type[_Format]] = {"CSV": _Csv, "JSON": _Json, "NDJSON": _Ndjson, "PARQUET": _Parquet}
+PROOF_WRITERS: dict[str, type[_Format]] = {"JSON": _BundleJson, "NDJSON": _BundleNdjson, "PARQUET": _BundleParquet}
 
 
 async def run_export(runtime: Runtime, org_id: str, job_id: str) -> str:
@@ -246,7 +309,9 @@ async def _write(
             "format": job.format.lower(),
             "filters": public_filter(job.filter),
         }
-        writer = FORMATS[job.format](dataset, out, metadata, runtime)
+        if job.include_proofs:
+            metadata["includeProofs"] = True
+        writer = (PROOF_WRITERS if job.include_proofs else FORMATS)[job.format](dataset, out, metadata, runtime)
         await writer.begin()
         await progress.report(0)
         batches = writer.batches(session, query, runtime.settings.export_batch_rows)

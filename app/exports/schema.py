@@ -60,6 +60,7 @@ class ExportJob:
     id: strawberry.ID = strawberry.field(description="Export id (`exp_…`).")
     dataset: ExportDataset = strawberry.field(description="What is exported.")
     format: ExportFormat = strawberry.field(description="The file format.")
+    include_proofs: bool = strawberry.field(description="Whether the file is a proof bundle (`includeProofs`).")
     status: ExportStatus = strawberry.field(description="Where the job stands.")
     row_count: int = strawberry.field(description="Rows written so far (all of them once READY).")
     progress: float = strawberry.field(description="Share done, 0 to 1.")
@@ -80,6 +81,7 @@ class ExportJob:
             id=strawberry.ID(job.id),
             dataset=ExportDataset(job.dataset),
             format=ExportFormat(job.format),
+            include_proofs=job.include_proofs,
             status=ExportStatus(job.status),
             row_count=job.row_count,
             progress=job.progress,
@@ -111,6 +113,11 @@ class StartExportInput:
     )
     activity_filter: ActivityFilter | None = strawberry.field(
         default=None, description="Which activity events (as for `activity`); only with dataset ACTIVITY."
+    )
+    include_proofs: bool = strawberry.field(
+        default=False,
+        description="Write the proof bundle of the filter's window (every record of its chain, the signed digests "
+        "and the signing keys) for `agentrail-verify`, as JSON, NDJSON or PARQUET; only `from` and `to` apply.",
     )
 
 
@@ -178,7 +185,13 @@ class ExportsMutation:
         principal = await info.context.principal()
         query = _query_of(input)
         job = await service.create_job(
-            info.context.runtime, await info.context.db(), principal, stored(input.dataset), stored(input.format), query
+            info.context.runtime,
+            await info.context.db(),
+            principal,
+            stored(input.dataset),
+            stored(input.format),
+            query,
+            include_proofs=input.include_proofs,
         )
         return ExportJob.of(info, job, principal)
 

@@ -25,8 +25,8 @@ from app.activity.service import record_activity
 from app.db import AsyncSession, Database, iso, new_id, utcnow
 from app.errors import BadUserInput, Conflict, Forbidden, NotFound
 from app.exports import auth
-from app.exports.datasets import DATASETS, Dataset, query_to_json
-from app.exports.formats import FILE_TYPES
+from app.exports.datasets import DATASETS, Dataset, beyond_window, query_to_json
+from app.exports.formats import FILE_TYPES, PROOF_FORMATS
 from app.exports.models import ExportJob
 from app.jobs.service import JobUpdate, lock_claimable, publish_job_update, signed_download_url
 from app.pagination import PageRequest
@@ -68,7 +68,9 @@ def visible_to(principal: Principal, job: ExportJob) -> bool:
 
 
 # --- starting ------------------------------------------------------------------------------------------
-def check_request(principal: Principal, dataset_name: str, fmt: str, query: Any) -> Dataset:
+def check_request(
+    principal: Principal, dataset_name: str, fmt: str, query: Any, *, include_proofs: bool = False
+) -> Dataset:
     """Who may export what, in which format, with which filter. Raises before anything is written."""
     dataset = DATASETS.get(dataset_name)
     if dataset is None:
@@ -82,15 +84,34 @@ def check_request(principal: Principal, dataset_name: str, fmt: str, query: Any)
     start, end = query.occurred_from, query.occurred_to
     if start is not None and end is not None and start >= end:
         raise BadUserInput("filter.from must be before filter.to", field="filter.from")
+    if include_proofs:
+        if fmt not in PROOF_FORMATS:
+            raise BadUserInput(
+                f"includeProofs writes a proof bundle as {', '.join(PROOF_FORMATS)}, not {fmt}", field="format"
+            )
+        other = beyond_window(query)
+        if other is not None:
+            raise BadUserInput(
+                f"includeProofs exports the whole chain of a window: only from and to apply, not {other}",
+                field=f"filter.{other}",
+            )
     return dataset
 
 
 async def create_job(
-    runtime: Runtime, session: AsyncSession, principal: Principal, dataset_name: str, fmt: str, query: Any
+    runtime: Runtime,
+    session: AsyncSession,
+    principal: Principal,
+    dataset_name: str,
+    fmt: str,
+    query: Any,
+    *,
+    include_proofs: bool = False,
 ) -> ExportJob:
     """Writes the job (PENDING) and its activity event in one transaction, then queues it. A queue that is
-    down loses nothing: the sweeper queues PENDING jobs that nobody picked up."""
-    dataset = check_request(principal, dataset_name, fmt, query)
+    down loses nothing: the sweeper queues PENDING jobs that nobody picked up. `include_proofs`: the file is the
+    proof bundle of the filter's window (JSON, NDJSON or PARQUET), for the offline verifier."""
+    dataset = check_request(principal, dataset_name, fmt, query, include_proofs=include_proofs)
     job_id = new_id("exp")
     now = utcnow()
     job = ExportJob(
@@ -99,6 +120,7 @@ async def create_job(
         dataset=dataset.name,
         format=fmt,
         filter=query_to_json(query),
+        include_proofs=include_proofs,
         status=PENDING,
         queue_job_id=f"export:{job_id}",
         requested_by_type=principal.kind,
@@ -115,7 +137,7 @@ async def create_job(
         "export.started",
         target_type="export",
         target_id=job_id,
-        metadata={"dataset": dataset.name, "format": fmt, "filter": job.filter},
+        metadata={"dataset": dataset.name, "format": fmt, "filter": job.filter, "includeProofs": include_proofs},
     )
     await session.flush()
     unit_of_work.after_commit(session, lambda runtime: enqueue(runtime, job.org_id, job.id, job.queue_job_id or ""))
@@ -168,6 +190,7 @@ def job_to_json(runtime: Runtime, job: ExportJob, reader: Principal) -> dict[str
         "id": job.id,
         "dataset": job.dataset,
         "format": job.format,
+        "includeProofs": job.include_proofs,
         "status": job.status,
         "rowCount": job.row_count,
         "progress": job.progress,

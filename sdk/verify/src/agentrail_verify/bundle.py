@@ -445,13 +445,59 @@ def verify_lines(
 def verify_file(
     path: str, public_key: bytes, *, known_digests: Iterable[dict[str, Any]] = (), workers: int | None = None
 ) -> Report:
-    """Verifies the bundle in a file; a large one is read in byte ranges by `workers` processes."""
+    """Verifies the bundle in a file: its line form (a large one read in byte ranges by `workers` processes), or
+    an export with includeProofs as JSON or Parquet (Parquet needs pyarrow: `pip install agentrail-verify[parquet]`)."""
     with open(path, "rb") as handle:
         head = handle.readline()
+        if head.startswith(PARQUET_MAGIC):
+            return verify_lines(parquet_lines(path), public_key, known_digests=known_digests, workers=workers)
+        if _is_document(head):
+            handle.seek(0)
+            return verify_lines(json_lines(handle.read()), public_key, known_digests=known_digests, workers=workers)
         size = os.fstat(handle.fileno()).st_size
         if size - len(head) < PARALLEL_MIN_RECORDS * 256 or (workers or default_workers()) < 2 or not _fork_context():
             return _verify(head, handle, 0, public_key, known_digests, 1, _file_run)
     return _verify(head, (path, len(head), size), 0, public_key, known_digests, workers, _file_run)
+
+
+# --- the other containers of a bundle: an export's JSON document, a Parquet file -------------------------------
+PARQUET_MAGIC = b"PAR1"
+PARQUET_KEY = b"agentrail-proof-bundle"
+
+
+def _is_document(head: bytes) -> bool:
+    """Whether the file's first line opens a JSON document (an export's JSON form), not the bundle's header."""
+    try:
+        meta = json.loads(head)
+    except ValueError:
+        return head.lstrip().startswith(b"{")
+    return isinstance(meta, dict) and "bundle" in meta and "format" not in meta
+
+
+def json_lines(document: bytes) -> list[bytes]:
+    """The lines of a bundle in its JSON form: {"bundle": <header>, "records": [[header, content, sealed], ...]}."""
+    try:
+        value = json.loads(document)
+        lines = [json.dumps(value["bundle"]).encode()]
+        lines += [("\t".join(fields)).encode() for fields in value["records"]]
+    except (ValueError, KeyError, TypeError) as exc:
+        raise ValueError(f"not a proof bundle in JSON form ({exc})") from exc
+    return lines
+
+
+def parquet_lines(path: str) -> list[bytes]:
+    """The lines of a bundle written as Parquet (a row per record: chain_index, header, content, sealed; the
+    bundle's header in the file's key-value metadata)."""
+    try:
+        import pyarrow.parquet as pq
+    except ImportError as exc:
+        raise ValueError("reading a Parquet bundle needs pyarrow: pip install 'agentrail-verify[parquet]'") from exc
+    table = pq.read_table(path)
+    meta = (table.schema.metadata or {}).get(PARQUET_KEY)
+    if meta is None:
+        raise ValueError("not a proof bundle in Parquet form (no agentrail-proof-bundle metadata)")
+    columns = [table.column(name).to_pylist() for name in ("header", "content", "sealed")]
+    return [meta, *(f"{h}\t{c or ''}\t{s}".encode() for h, c, s in zip(*columns, strict=True))]
 
 
 def _verify(
