@@ -18,6 +18,7 @@ from typing import Any
 import httpx
 import pytest
 import sqlalchemy as sa
+import structlog
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import create_async_engine
 
@@ -28,6 +29,21 @@ from app.runtime.embedded import EmbeddedPostgres, EmbeddedRedis
 from app.runtime.resources import Runtime
 from app.settings import Settings
 from support import TEST_SECRET
+
+# structlog's defaults (the suite does not call configure_logging), but tracebacks plain: its default renders
+# them with rich, with every frame's source and local variables, which takes a second or more per logged
+# exception on a loaded machine (a fault test's request during a Redis outage logs several) and would show
+# secrets held in locals
+structlog.configure(
+    processors=[
+        structlog.contextvars.merge_contextvars,
+        structlog.processors.add_log_level,
+        structlog.processors.StackInfoRenderer(),
+        structlog.dev.set_exc_info,
+        structlog.processors.TimeStamper(fmt="%Y-%m-%d %H:%M:%S", utc=False),
+        structlog.dev.ConsoleRenderer(colors=False, exception_formatter=structlog.dev.plain_traceback),
+    ]
+)
 
 
 # --- servers -----------------------------------------------------------------------------------

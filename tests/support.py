@@ -140,11 +140,22 @@ class GraphQLWebSocket:
         await connection.send(json.dumps({"type": "connection_init", "payload": payload or {}}))
         return client
 
-    async def receive(self, timeout: float = 5.0) -> dict[str, Any]:
+    async def receive(self, timeout: float = 5.0, *, pings: bool = False) -> dict[str, Any]:
+        """The next message within `timeout` seconds. The server's keep-alive pings (every
+        AGENTRAIL_WS_PING_INTERVAL_SECONDS) are answered with a pong and skipped, as a graphql-transport-ws
+        client does, unless `pings` asks for them: a test that runs longer than the interval sees no ping
+        where it waits for its data."""
         import asyncio
         import json
+        import time
 
-        return json.loads(await asyncio.wait_for(self.connection.recv(), timeout))
+        deadline = time.monotonic() + timeout
+        while True:
+            remaining = max(0.0, deadline - time.monotonic())
+            message = json.loads(await asyncio.wait_for(self.connection.recv(), remaining))
+            if pings or not isinstance(message, dict) or message.get("type") != "ping":
+                return message
+            await self.connection.send(json.dumps({"type": "pong"}))
 
     async def subscribe(self, query: str, variables: dict[str, Any] | None = None) -> str:
         import json

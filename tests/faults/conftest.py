@@ -34,6 +34,33 @@ async def scalar(runtime: Runtime, sql: str, **params: Any) -> Any:
         return (await conn.execute(sa.text(sql), params)).scalar()
 
 
+async def what_waits(runtime: Runtime) -> str:
+    """For a timeout's message: the database's sessions that are not idle (from a fresh snapshot), and where
+    every job and request task of this process is suspended."""
+    async with runtime.db.engine.connect() as conn:
+        rows = (
+            await conn.execute(
+                sa.text(
+                    "SELECT pid, state, wait_event_type, wait_event, now() - xact_start AS in_transaction, "
+                    "left(query, 100) AS query FROM pg_stat_activity WHERE datname = current_database() "
+                    "AND state <> 'idle' AND pid <> pg_backend_pid()"
+                )
+            )
+        ).all()
+    lines = [f"sessions: {[tuple(r) for r in rows]}"]
+    for task in asyncio.all_tasks():
+        frames = []
+        coro: Any = task.get_coro()
+        while coro is not None:
+            frame = getattr(coro, "cr_frame", None) or getattr(coro, "ag_frame", None)
+            if frame is not None and ("/app/" in frame.f_code.co_filename or "/workers/" in frame.f_code.co_filename):
+                frames.append(f"{frame.f_code.co_filename.rsplit('/', 2)[-1]}:{frame.f_lineno}")
+            coro = getattr(coro, "cr_await", None) or getattr(coro, "ag_await", None)
+        if frames:
+            lines.append(f"{task.get_name()}: {' > '.join(frames)}")
+    return "\n".join(lines)
+
+
 async def until(check: Any, timeout: float, what: str) -> None:
     """Polls `check()` until it is true; fails naming `what` after `timeout` seconds."""
     deadline = time.monotonic() + timeout
