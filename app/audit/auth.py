@@ -11,6 +11,9 @@ WRITE = anyone(
     note="a viewer cannot ingest; a key limited to agents writes only for them",
 )
 
+# the activity trail is for people (as app/activity/auth.py), and so are its proofs
+ACTIVITY_PROOF = users("prove the activity trail", ANY_ROLE)
+
 PERMISSIONS = Permissions(
     "audit",
     {
@@ -21,10 +24,14 @@ PERMISSIONS = Permissions(
         "Query.verifyAuditTrail": anyone("verify the audit trail"),
         "Query.auditSigningKeys": anyone("list the digest signing keys"),
         "Query.verifyActivityTrail": users("verify the activity trail", ANY_ROLE),
-        "Query.activityProof": users("prove an activity event", ANY_ROLE),
+        "Query.activityProof": ACTIVITY_PROOF,
         "Query.auditProof": READ,
         "Query.auditConsistencyProof": READ,
+        "Query.activityConsistencyProof": ACTIVITY_PROOF,
         "GET /api/v1/audit-logs/{record_id}/proof": READ,
+        "GET /api/v1/audit-logs/digests/{digest_id}/consistency": READ,
+        "GET /api/v1/activity/{event_id}/proof": ACTIVITY_PROOF,
+        "GET /api/v1/activity/digests/{digest_id}/consistency": ACTIVITY_PROOF,
         "GET /.well-known/agentrail-audit-keys.json": public("publish the digest signing keys", note="public keys"),
         "Query.auditRetention": READ,
         "Mutation.setAuditRetention": users("change how long audit records are kept", Role.OWNER),

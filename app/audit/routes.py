@@ -14,6 +14,7 @@ from starlette.routing import Route
 from app.audit import proofs, service, signing, validation
 from app.audit.ingest import ingest
 from app.audit.models import AuditRecord
+from app.audit.streams import ACTIVITY, AUDIT, Stream
 from app.db import InvalidJSON, iso, request_json
 from app.errors import BadUserInput, NotFound
 from app.pagination import PageRequest
@@ -314,18 +315,118 @@ async def get_chain(request: Request) -> Response:
     return JSONResponse([record_to_json(r) for r in ancestors])
 
 
-@documented("A record's inclusion proof in a signed digest", graphql="Query.auditProof")
-@params.accepts(params.text("digestId", max_length=40))
-@answers
-async def audit_proof(request: Request) -> Response:
-    """The record's inclusion proof in the newest signed digest (or `?digestId=`), with that digest."""
+class DigestOut(Answer):
+    """A signed digest as published: its payload (canonical_json of it is what was signed), hash, signature, key."""
+
+    id: str
+    stream: str
+    payload: dict[str, Any]
+    digest_hash: str
+    signature: str | None
+    key_id: str | None
+
+
+class InclusionProofOut(Answer):
+    """A record's (or activity event's) RFC 9162 audit path to the Merkle root of a signed digest."""
+
+    record_id: str
+    chain_index: int
+    leaf_index: int
+    tree_size: int
+    entry_hash: str
+    audit_path: list[str]
+    digest: DigestOut
+
+
+class ConsistencyProofOut(Answer):
+    """An RFC 9162 consistency proof: the tree of `toDigest` extends the tree of `fromDigest`."""
+
+    from_digest: DigestOut
+    to_digest: DigestOut
+    proof: list[str]
+
+
+async def _inclusion(request: Request, path_param: str, stream: Stream) -> Response:
     runtime = request.app.state.runtime
     principal = principal_of(request)
     digest_id = params.query_of(request)["digestId"]
     async with unit_of_work(runtime, principal.org_id) as session:
-        proof = await proofs.inclusion_proof(session, request.path_params["record_id"], digest_id=digest_id)
+        proof = await proofs.inclusion_proof(
+            session, request.path_params[path_param][:64], digest_id=digest_id, stream=stream
+        )
         body = proofs.inclusion_json(proof)
     return JSONResponse(body)
+
+
+async def _consistency(request: Request, stream: Stream) -> Response:
+    runtime = request.app.state.runtime
+    principal = principal_of(request)
+    to_digest_id = params.query_of(request)["toDigestId"]
+    async with unit_of_work(runtime, principal.org_id) as session:
+        proof = await proofs.consistency_proof(
+            session, request.path_params["digest_id"][:64], to_digest_id, stream=stream
+        )
+        body = proofs.consistency_json(proof)
+    return JSONResponse(body)
+
+
+_DIGEST_ID = params.text("digestId", max_length=40)
+_TO_DIGEST_ID = params.text("toDigestId", max_length=40)
+
+
+@documented(
+    "A record's inclusion proof in a signed digest (default: the newest)",
+    responses={200: InclusionProofOut},
+    graphql="Query.auditProof",
+    tag="audit-logs",
+)
+@params.accepts(_DIGEST_ID)
+@answers
+async def audit_proof(request: Request) -> Response:
+    """The record's RFC 9162 audit path in the tree of the newest signed digest (or `?digestId=`), with that
+    digest. 404 until the record is sealed (about a minute after it was written)."""
+    return await _inclusion(request, "record_id", AUDIT)
+
+
+@documented(
+    "An activity event's inclusion proof in a signed digest of the activity trail",
+    responses={200: InclusionProofOut},
+    graphql="Query.activityProof",
+    tag="activity",
+)
+@params.accepts(_DIGEST_ID)
+@answers
+async def activity_proof(request: Request) -> Response:
+    """The event's RFC 9162 audit path in the tree of the newest signed digest of the activity trail (or
+    `?digestId=`), with that digest. 404 until the event is sealed."""
+    return await _inclusion(request, "event_id", ACTIVITY)
+
+
+@documented(
+    "A consistency proof from a signed digest to a newer one (default: the newest)",
+    responses={200: ConsistencyProofOut},
+    graphql="Query.auditConsistencyProof",
+    tag="audit-logs",
+)
+@params.accepts(_TO_DIGEST_ID)
+@answers
+async def audit_consistency_proof(request: Request) -> Response:
+    """That the tree of `?toDigestId=` (default: the newest signed digest) extends the tree of the digest in the
+    path: a verifier holding the older digest checks that nothing it sealed was changed or removed."""
+    return await _consistency(request, AUDIT)
+
+
+@documented(
+    "A consistency proof between two signed digests of the activity trail",
+    responses={200: ConsistencyProofOut},
+    graphql="Query.activityConsistencyProof",
+    tag="activity",
+)
+@params.accepts(_TO_DIGEST_ID)
+@answers
+async def activity_consistency_proof(request: Request) -> Response:
+    """As for audit records, over the activity trail's digests."""
+    return await _consistency(request, ACTIVITY)
 
 
 async def signing_keys(request: Request) -> Response:
@@ -354,5 +455,8 @@ routes = [
     Route("/api/v1/audit-logs/{log_id}", get_audit_log, methods=["GET"]),
     Route("/api/v1/audit-logs/{log_id}/chain", get_chain, methods=["GET"]),
     Route("/api/v1/audit-logs/{record_id}/proof", audit_proof, methods=["GET"]),
+    Route("/api/v1/audit-logs/digests/{digest_id}/consistency", audit_consistency_proof, methods=["GET"]),
+    Route("/api/v1/activity/{event_id}/proof", activity_proof, methods=["GET"]),
+    Route("/api/v1/activity/digests/{digest_id}/consistency", activity_consistency_proof, methods=["GET"]),
     Route("/.well-known/agentrail-audit-keys.json", signing_keys, methods=["GET"]),
 ]

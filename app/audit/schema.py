@@ -527,6 +527,14 @@ class AuditConsistencyProof:
     to_digest: AuditDigest = strawberry.field(description="The newer digest.")
     proof: list[str] = strawberry.field(description="Subtree hashes, hex, in RFC 9162 order.")
 
+    @classmethod
+    def of(cls, proof: proofs.ConsistencyProof) -> AuditConsistencyProof:
+        return cls(
+            from_digest=AuditDigest.of(proof.old),
+            to_digest=AuditDigest.of(proof.new),
+            proof=[h.hex() for h in proof.proof],
+        )
+
 
 AuditLogConnection = Connection[AuditLog]
 TraceConnection = Connection[Trace]
@@ -689,11 +697,23 @@ class AuditQuery:
         ] = None,
     ) -> AuditConsistencyProof:
         proof = await proofs.consistency_proof(await info.context.db(), str(from_digest_id), to_digest_id)
-        return AuditConsistencyProof(
-            from_digest=AuditDigest.of(proof.old),
-            to_digest=AuditDigest.of(proof.new),
-            proof=[h.hex() for h in proof.proof],
+        return AuditConsistencyProof.of(proof)
+
+    @strawberry.field(
+        description="A consistency proof between two signed digests of the activity trail (default second: the newest)."
+    )
+    async def activity_consistency_proof(
+        self,
+        info: Info,
+        from_digest_id: Annotated[strawberry.ID, strawberry.argument(description="The older digest.")],
+        to_digest_id: Annotated[
+            strawberry.ID | None, strawberry.argument(description="The newer digest (default: the newest).")
+        ] = None,
+    ) -> AuditConsistencyProof:
+        proof = await proofs.consistency_proof(
+            await info.context.db(), str(from_digest_id), to_digest_id, stream=ACTIVITY
         )
+        return AuditConsistencyProof.of(proof)
 
     @strawberry.field(description="Traces with their summary, newest start first.")
     async def traces(
