@@ -134,31 +134,35 @@ async def ensure_ahead(db: Any, now: datetime | None = None, count: int = AHEAD_
     return made
 
 
+async def drop(db: Any, names: list[str]) -> bool:
+    """Drops these partitions in one short transaction (an instant's lock on their parents); False, and nothing
+    dropped, when a parent is busy past the lock timeout (the next run tries again)."""
+    try:
+        async with db.engine.begin() as conn:
+            await conn.execute(global_text("SET LOCAL lock_timeout = '2s'"))
+            for name in names:
+                await conn.execute(global_text(f'DROP TABLE IF EXISTS "{name}"'))
+    except sa.exc.DBAPIError as error:
+        log.warning("partitions not dropped", partitions=names, error=str(error.orig)[:200])
+        return False
+    return True
+
+
 async def drop_empty_before(db: Any, month: date) -> list[str]:
     """Drops the monthly partitions (of records and search rows together) before `month` that hold no row:
-    retention emptied them, every organisation's retention having passed them. Dropping takes the parent's
-    lock for an instant; a busy table is left for the next run (lock timeout)."""
+    retention emptied them, every organisation's retention having passed them."""
     have = await existing(db)
     dropped: list[str] = []
     for name in sorted(have):
         partition = parse_name(name)
         if partition is None or partition.table != "audit_logs" or partition.month >= month:
             continue
-        sibling = Partition("audit_search", partition.month).name
-        try:
-            async with db.engine.begin() as conn:
-                await conn.execute(global_text("SET LOCAL lock_timeout = '2s'"))
-                names = [n for n in (name, sibling) if n in have]
-                empty = True
-                for each in names:
-                    found = await conn.execute(global_text(f'SELECT EXISTS (SELECT 1 FROM "{each}")'))  # noqa: S608
-                    empty = empty and not found.scalar()
-                if not empty:
-                    continue
-                for each in names:
-                    await conn.execute(global_text(f'DROP TABLE "{each}"'))
-        except sa.exc.DBAPIError as error:
-            log.warning("partition not dropped", partition=name, error=str(error.orig)[:200])
-            continue
-        dropped.extend(names)
+        names = [n for n in (name, Partition("audit_search", partition.month).name) if n in have]
+        async with db.engine.connect() as conn:
+            held = [
+                (await conn.execute(global_text(f'SELECT EXISTS (SELECT 1 FROM "{n}")'))).scalar()  # noqa: S608
+                for n in names
+            ]
+        if not any(held) and await drop(db, names):
+            dropped.extend(names)
     return dropped

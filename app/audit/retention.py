@@ -15,7 +15,9 @@ The worker runs `run` daily. Per organisation:
     works AGENTRAIL_RETENTION_DUTY (a fifth) of the time and ingest keeps the machine. Only these transactions set
     `agentrail.retention`, and the trigger on audit_logs lets a DELETE through only with it, for a record that
     a cut of its organisation covers. Ingest is never waited for: the removed records are old, ingest appends.
-Past monthly partitions that retention emptied are dropped (app.audit.partitions).
+`run` writes every organisation's cut first; a past month that every organisation's retention has passed and
+that the cuts wholly cover is then dropped whole (records and search rows; its alerts deleted, its traces'
+summaries recomputed) instead of deleted row by row; the batches remove the rest; months left empty are dropped.
 
 Verification (app.audit.sealing) starts each organisation's chain after its newest cut, from the cut's chain
 head and frontier: retention reads as retention; records missing without a cut read as tampering.
@@ -26,7 +28,7 @@ from __future__ import annotations
 import asyncio
 import time
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 import orjson
@@ -351,7 +353,15 @@ async def expire_organization(
     db: Database, org_id: str, settings: Settings, signer: Signer, now: datetime | None = None
 ) -> Outcome:
     """One organisation's run: the cut, then the removal in batches (see the module docstring)."""
-    now = now or datetime.now(UTC)
+    outcome, latest = await _cut_organization(db, org_id, settings, signer, now or datetime.now(UTC))
+    if latest is not None:
+        await _remove_covered(db, org_id, latest, settings, outcome)
+    return outcome
+
+
+async def _cut_organization(
+    db: Database, org_id: str, settings: Settings, signer: Signer, now: datetime
+) -> tuple[Outcome, AuditRetentionCut | None]:
     async with unit_of_work.transaction(db, org_id) as session:
         await lock_organisation(session, RETENTION_LOCK_NAMESPACE)
         plan_days = plans.limits_for(await current_plan(session, org_id), settings).retention_days
@@ -369,9 +379,14 @@ async def expire_organization(
         files_expired = await expire_made_before(session, retention.cutoff(now))
     outcome = Outcome(org_id, retention.days, retention.cutoff(now), cut.record_count if cut else 0, 0)
     outcome.cut_id, outcome.files_expired = (cut.id if cut else None), files_expired
-    if latest is None:
-        return outcome
-    # records the cuts cover, from the first still there (an interrupted run's too), in short transactions
+    return outcome, latest
+
+
+async def _remove_covered(
+    db: Database, org_id: str, latest: AuditRetentionCut, settings: Settings, outcome: Outcome
+) -> None:
+    """Removes the records the cuts cover, from the first still there (an interrupted run's too), in short
+    transactions paced by AGENTRAIL_RETENTION_DUTY."""
     async with db.tenant_session(org_id) as session:
         low = (await session.execute(_FIRST_KEPT, {})).scalar()
     batch, rest = settings.retention_batch_size, 1 / settings.retention_duty - 1
@@ -383,7 +398,50 @@ async def expire_organization(
         low = high + 1
         if rest and low <= latest.through_index:
             await asyncio.sleep((time.perf_counter() - started) * rest)  # ingest's turn
-    return outcome
+
+
+# a past month whose every record a cut covers, with a cutoff at or after the month's end: what a DROP may take
+_COVERED = """
+SELECT count(*) AS records, NOT EXISTS (
+    SELECT 1 FROM (SELECT org_id, max(chain_index) AS top FROM "{p}" GROUP BY org_id) m
+    WHERE NOT EXISTS (
+        SELECT 1 FROM audit_retention_cuts c
+        WHERE c.org_id = m.org_id AND c.through_index >= m.top AND c.cutoff >= CAST(:end AS timestamptz))
+) AS covered FROM "{p}"
+"""
+_PARTITION_ALERTS = """
+DELETE FROM alerts a USING "{p}" l WHERE a.org_id = l.org_id AND a.audit_log_id = l.id
+"""
+_PARTITION_TRACES = 'SELECT org_id, array_agg(DISTINCT trace_id) FROM "{p}" GROUP BY org_id'
+
+
+async def _drop_covered_partitions(db: Database, month: date, passed: datetime) -> tuple[list[str], int]:
+    """Drops, instead of deleting row by row, each past month of records (with its search rows) that every
+    organisation's retention has passed (it ends by `passed`, the earliest cutoff of the run) and that retention
+    cuts wholly cover: its alerts go first, its traces' summaries are recomputed after. Returns the partitions
+    dropped and the records they held."""
+    dropped, records = [], 0
+    for name in sorted(await partitions.existing(db)):
+        partition = partitions.parse_name(name)
+        if partition is None or partition.table != "audit_logs" or partition.month >= month or partition.end > passed:
+            continue
+        async with db.engine.connect() as conn:
+            row = (await conn.execute(global_text(_COVERED.format(p=name)), {"end": partition.end})).one()
+        if not row.records or not row.covered:
+            continue
+        async with db.engine.begin() as conn:
+            await conn.execute(global_text(_PARTITION_ALERTS.format(p=name)))
+            traces = (await conn.execute(global_text(_PARTITION_TRACES.format(p=name)))).all()
+        names = [name, partitions.Partition("audit_search", partition.month).name]
+        if not await partitions.drop(db, names):
+            continue
+        for org_id, trace_ids in traces:
+            for start in range(0, len(trace_ids), 5_000):
+                async with unit_of_work.transaction(db, org_id) as session:
+                    await summaries.recompute(session, sorted(trace_ids[start : start + 5_000]))
+        dropped += names
+        records += int(row.records)
+    return dropped, records
 
 
 async def orgs_to_check(db: Database) -> list[str]:
@@ -401,11 +459,24 @@ async def run(db: Database, settings: Settings, signer: Signer, now: datetime | 
     """The daily job: every organisation with records, then the partitions retention emptied."""
     now = now or datetime.now(UTC)
 
-    async def one(org_id: str) -> Outcome:
-        return await expire_organization(db, org_id, settings, signer, now)
+    latest: dict[str, AuditRetentionCut] = {}
 
-    outcomes = await each_organization("audit_retention", await orgs_to_check(db), one)
-    dropped = await partitions.drop_empty_before(db, partitions.month_of(now))
+    async def cut(org_id: str) -> Outcome:
+        outcome, last = await _cut_organization(db, org_id, settings, signer, now)
+        if last is not None:
+            latest[org_id] = last
+        return outcome
+
+    async def remove(outcome: Outcome) -> None:
+        await _remove_covered(db, outcome.org_id, latest[outcome.org_id], settings, outcome)
+
+    # every organisation's cut first, so that whole months its cuts cover are dropped, not deleted row by row
+    outcomes = await each_organization("audit_retention", await orgs_to_check(db), cut)
+    passed = min((o.cutoff for o in outcomes), default=now)
+    dropped, dropped_records = await _drop_covered_partitions(db, partitions.month_of(now), passed)
+    by_org = {o.org_id: o for o in outcomes if o.org_id in latest}
+    await each_organization("audit_retention_removal", list(by_org), lambda org_id: remove(by_org[org_id]))
+    dropped += await partitions.drop_empty_before(db, partitions.month_of(now))
     expired = sum(o.expired for o in outcomes if o is not None)
     removed = sum(o.removed for o in outcomes if o is not None)
     files = sum(o.files_expired for o in outcomes if o is not None)
@@ -416,4 +487,5 @@ async def run(db: Database, settings: Settings, signer: Signer, now: datetime | 
         "removed": removed,
         "filesExpired": files,
         "partitionsDropped": dropped,
+        "recordsInDroppedPartitions": dropped_records,
     }

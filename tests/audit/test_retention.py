@@ -238,3 +238,29 @@ async def test_the_daily_job_runs_in_a_real_worker(client, runtime):
     ran = await _scalar(runtime, "SELECT last_run_at FROM audit_retention_settings WHERE org_id = :o", o=account.org_id)
     assert ran is not None  # it saw the organisation (free plan: nothing is 7 days old yet)
     assert await _scalar(runtime, "SELECT count(*) FROM audit_logs WHERE org_id = :o", o=account.org_id) == 1
+
+
+async def test_whole_months_that_cuts_cover_are_dropped_not_deleted(client, runtime):
+    from app.audit import partitions
+
+    account = await register(client)
+    rule = {"name": "Email", "kind": "PII", "config": {"types": ["email"]}}
+    assert "errors" not in await gql(client, "CreateComplianceRule", {"input": rule}, token=account.token)
+    ids = await _log(client, account, [{"action": "a", "prompt": f"x{i}@example.com"} for i in range(4)])
+    await search.index_records(runtime.db, account.org_id, ids)
+    await _seal(runtime)
+    this_month = partitions.Partition("audit_logs", partitions.month_of(datetime.now(UTC))).name
+    try:
+        # a clock 100 days on: this month is past and every record in it is past the 7 days
+        report = await retention.run(
+            runtime.db, runtime.settings, runtime.signer, datetime.now(UTC) + timedelta(days=100)
+        )
+        assert report["expired"] == 4 and report["removed"] == 0, report  # nothing deleted row by row
+        assert report["recordsInDroppedPartitions"] == 4 and this_month in report["partitionsDropped"]
+        assert await _scalar(runtime, "SELECT count(*) FROM alerts WHERE org_id = :o", o=account.org_id) == 0
+        assert await _scalar(runtime, "SELECT count(*) FROM audit_traces WHERE org_id = :o", o=account.org_id) == 0
+        verified = await _verify(client, account)
+        assert verified["ok"] is True and verified["expiredThroughIndex"] == 4, verified
+    finally:
+        await partitions.ensure_ahead(runtime.db)
+    assert this_month in await partitions.existing(runtime.db)
