@@ -25,7 +25,6 @@ from strawberry.asgi import ASGIWebSocketAdapter, GraphQL
 from strawberry.exceptions import ConnectionRejectionError
 from strawberry.http import GraphQLHTTPResponse, process_result
 from strawberry.http.exceptions import WebSocketDisconnected
-from strawberry.http.parse_content_type import parse_content_type
 from strawberry.schema.exceptions import InvalidOperationTypeError
 from strawberry.subscriptions import (
     GRAPHQL_SSE_PROTOCOL,
@@ -53,6 +52,7 @@ from app.db import InvalidJSON, request_json
 from app.errors import AppError, MethodNotAllowed, NotFound, PayloadTooLarge, Unavailable, unavailable
 from app.guardrails.cache import listen_for_rule_changes
 from app.orgs.credentials import TokenSigner
+from app.rest.media import lowered, media_type
 from app.rest.responses import JSONResponse, error_response
 from app.runtime import heartbeat
 from app.runtime.connections import CancelOnDisconnect, HoldRefusals
@@ -105,11 +105,7 @@ class _MediaTypeLowered:
 
     @property
     def content_type(self) -> str | None:
-        value: str | None = self._request.content_type
-        if not value:
-            return value
-        media_type, sep, params = value.partition(";")
-        return media_type.strip().lower() + sep + params
+        return lowered(self._request.content_type)
 
 
 class AgentrailGraphQL(GraphQL[Context, None]):
@@ -179,8 +175,7 @@ class AgentrailGraphQL(GraphQL[Context, None]):
 
     async def parse_http_body(self, request: Any) -> Any:
         if request.method == "POST":
-            content_type, _ = parse_content_type(request.content_type or "")
-            if content_type.lower() != "application/json":
+            if media_type(request.content_type) != "application/json":
                 raise HTTPException(415, "the request body must be application/json (GraphQL over HTTP)")
             request = _MediaTypeLowered(request)  # media types are case-insensitive (RFC 9110 8.3.1)
         data = await super().parse_http_body(request)
@@ -450,10 +445,12 @@ def domain_routes() -> list[BaseRoute]:
     from app.billing.routes import routes as billing_routes
     from app.compliance.routes import routes as compliance_routes
     from app.exports.routes import routes as export_routes
+    from app.metrics.routes import routes as metrics_routes
     from app.orgs.routes import routes as orgs_routes
     from app.otel.routes import routes as otel_routes
     from app.policies.routes import routes as policies_routes
     from app.reports.routes import routes as report_routes
+    from app.webhooks.routes import routes as webhook_routes
 
     return [
         *docs_routes,
@@ -467,6 +464,8 @@ def domain_routes() -> list[BaseRoute]:
         *billing_routes,
         *otel_routes,
         *report_routes,
+        *metrics_routes,
+        *webhook_routes,
     ]
 
 

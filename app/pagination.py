@@ -179,3 +179,17 @@ def build_connection(
         ),
         total_count=total_count,
     )
+
+
+def cursor_page(size: int, cursor: str | None, types: Sequence[type], *, name: str = "cursor") -> PageRequest:
+    """A REST page: `size` rows after `cursor` (a `nextCursor` this list gave); BAD_USER_INPUT for a bad one."""
+    position = decode_cursor(cursor, types, name=name)
+    return PageRequest(size, after=tuple(position) if position is not None else None)
+
+
+def next_page(
+    rows: Sequence[Any], page: PageRequest, sort_key: Callable[[Any], Sequence[Any]]
+) -> tuple[list[Any], str | None]:
+    """The page's rows (`page.apply` fetched one extra) and the cursor of the next page, None on the last."""
+    kept = list(rows[: page.size])
+    return kept, encode_cursor(sort_key(kept[-1])) if len(rows) > page.size and kept else None

@@ -243,3 +243,11 @@ async def emailed_token(runtime: Any, to: str, template: str) -> str:
     found = re.search(r"#token=([\w-]+)", body)
     assert found, body
     return found.group(1)
+
+
+def rest_error(response: httpx.Response, status: int) -> dict[str, Any]:
+    """A REST failure: `status`, in the error shape `{"error", "status", "code"}`; its body."""
+    assert response.status_code == status, response.text
+    body: dict[str, Any] = response.json()
+    assert body["status"] == status and body["error"] and body["code"], body
+    return body

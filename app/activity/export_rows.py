@@ -34,7 +34,7 @@ def csv_line(text_cell: Callable[[Any], Any]) -> Any:
     return sa.func.concat_ws(",", *[text_cell(cell) for cell in cells])
 
 
-_ACTOR = json_object_text(
+ACTOR_JSON = json_object_text(  # the actor as the activity API shows it
     [
         ("type", ActivityEvent.actor_type),
         ("id", ActivityEvent.actor_id),
@@ -49,7 +49,7 @@ JSON_RECORD = [
         [
             ("id", ActivityEvent.id),
             ("orgId", ActivityEvent.org_id),
-            ("actor", JsonText(_ACTOR)),
+            ("actor", JsonText(ACTOR_JSON)),
             ("action", ActivityEvent.action),
             ("targetType", ActivityEvent.target_type),
             ("targetId", ActivityEvent.target_id),

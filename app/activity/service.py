@@ -89,6 +89,8 @@ class ActivityQuery:
     occurred_to: datetime | None = None
     search: str | None = None
     agent_ids: list[str] | None = None  # events whose metadata names one of these agents (attachments)
+    action_verbs: list[str] | None = None  # the action's last part: `created` selects agent.created, policy.created …
+    actor: str | None = None  # the actor's id or email (any case)
 
 
 def _conditions(query: ActivityQuery) -> list[Any]:
@@ -102,8 +104,18 @@ def _conditions(query: ActivityQuery) -> list[Any]:
         options: list[sa.ColumnElement[bool]] = [col(ActivityEvent.action).in_(exact)] if exact else []
         options += [col(ActivityEvent.action).startswith(p, autoescape=True) for p in prefixes]
         conditions.append(sa.or_(*options))
+    if query.action_verbs:
+        verbs = [col(ActivityEvent.action).endswith("." + verb, autoescape=True) for verb in query.action_verbs]
+        conditions.append(sa.or_(*verbs, col(ActivityEvent.action).in_(query.action_verbs)))
     if query.actor_id:
         conditions.append(ActivityEvent.actor_id == query.actor_id)
+    if query.actor:
+        conditions.append(
+            sa.or_(
+                col(ActivityEvent.actor_id) == query.actor,
+                sa.func.lower(ActivityEvent.actor_email) == query.actor.lower(),
+            )
+        )
     if query.target_id:
         conditions.append(ActivityEvent.target_id == query.target_id)
     conditions += within(ActivityEvent.occurred_at, query.occurred_from, query.occurred_to)

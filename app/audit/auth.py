@@ -44,5 +44,6 @@ PERMISSIONS = Permissions(
         "GET /api/v1/audit-logs/{log_id}": READ,
         "GET /api/v1/audit-logs/trace/{trace_id}": READ,
         "GET /api/v1/audit-logs/{log_id}/chain": READ,
+        "GET /v1/traces": READ,
     },
 )

@@ -4,9 +4,11 @@ filters, one record, a trace, a record's parent chain). Thin adapters over the s
 
 from __future__ import annotations
 
-from typing import Any
+import dataclasses
+from datetime import datetime
+from typing import Any, get_type_hints
 
-from pydantic import Field
+from pydantic import BaseModel, Field, create_model
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
@@ -15,123 +17,78 @@ from app.audit import proofs, service, signing, validation
 from app.audit.ingest import ingest
 from app.audit.models import AuditRecord
 from app.audit.streams import ACTIVITY, AUDIT, Stream
-from app.db import InvalidJSON, iso, request_json
+from app.db import iso
 from app.errors import BadUserInput, NotFound
-from app.pagination import PageRequest
+from app.pagination import PageRequest, cursor_page, next_page
 from app.rest import params
-from app.rest.openapi import Answer, documented
+from app.rest.handler import Call, endpoint
+from app.rest.openapi import Answer, documented, read_json
 from app.rest.params import query_of
-from app.rest.responses import JSONResponse, answers, principal_of
+from app.rest.responses import JSONResponse, answers, camel, principal_of, row_json
 from app.unit_of_work import system_unit_of_work, unit_of_work
 
-_JSON_NAMES = {
-    "trace_id": "traceId",
-    "span_id": "spanId",
-    "parent_span_id": "parentSpanId",
-    "agent_id": "agentId",
-    "occurred_at": "occurredAt",
-    "received_at": "receivedAt",
-    "duration_ms": "durationMs",
-    "idempotency_key": "idempotencyKey",
-    "execution_id": "executionId",
-    "risk_level": "riskLevel",
-    "governance_status": "governanceStatus",
-    "dry_run": "dryRun",
-    "tenant_id": "tenantId",
-    "credential_masked": "credentialMasked",
-}
-_HIDDEN = {"org_id", "seq"}
+_HIDDEN = ("org_id", "seq")
 # records as an agent runtime writes them (seed 004): snake_case names, `timestamp`; `credential_masked` is
 # the server's to decide, so a sent one is dropped
 _SNAKE = {
-    **{snake: camel for snake, camel in _JSON_NAMES.items() if camel in validation.FIELDS},
+    **{f.name: camel(f.name) for f in dataclasses.fields(validation.AuditLogDraft) if camel(f.name) != f.name},
     "timestamp": "occurredAt",
 }
 _IGNORED = {"credential_masked", "credentialMasked"}
+RUNTIME_ACTION = "tool_use"
 
 
-class AuditLogOut(Answer):
-    """One audit record (also a span of its trace)."""
+def _wire_type(annotation: Any) -> Any:
+    """A read model's field type as JSON carries it (times are ISO 8601 strings)."""
+    if annotation is datetime:
+        return str
+    if annotation == datetime | None:
+        return str | None
+    return annotation
 
-    id: str
-    trace_id: str
-    span_id: str
-    parent_span_id: str | None
-    agent_id: str | None
-    action: str
-    prompt: str | None
-    response: str | None
-    metadata: dict[str, Any]
-    args: Any = None
-    result: Any = None
-    occurred_at: str
-    received_at: str
-    duration_ms: float | None
-    status: str
-    idempotency_key: str | None
-    execution_id: str | None
-    verb: str | None
-    provider: str | None
-    risk_level: str | None
-    governance_status: str | None
-    dry_run: bool | None
-    idempotent: bool | None
-    tenant_id: str | None
-    credential_masked: bool
-    checksum: str
+
+def _model(name: str, base: type[BaseModel], source: type, doc: str, **fields: Any) -> Any:
+    """A pydantic model of a dataclass's fields (the read model or the draft: their names are written once),
+    `fields` overriding or adding."""
+    hints = get_type_hints(source)
+    derived: dict[str, Any] = {}
+    for f in dataclasses.fields(source):
+        if f.name in _HIDDEN:
+            continue
+        wire = _wire_type(hints[f.name])
+        required = f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
+        derived[f.name] = (wire, ...) if required and base is Answer else (wire | None, None)
+    derived.update(fields)
+    return create_model(name, __base__=base, __doc__=doc, **derived)
+
+
+AuditLogOut = _model("AuditLogOut", Answer, AuditRecord, "One audit record (also a span of its trace).")
+# what ingest accepts (the one ingest entry checks it: app/audit/validation.py); documented, not parsed here
+AuditLogIn = _model(
+    "AuditLogIn",
+    Answer,
+    validation.AuditLogDraft,
+    "An audit record to log: `action` is required; the other fields are optional. `agentId` is an agent id or "
+    "a stable name (the agent is registered on first use). snake_case names (execution_id, risk_level, …) are "
+    "accepted too.",
+    action=(str, Field(min_length=1, max_length=validation.MAX_ACTION_LENGTH)),
+    args=(Any, None),
+    result=(Any, None),
+)
+
+
+AuditLogList = list[AuditLogOut]  # type: ignore[valid-type]
 
 
 class AuditLogPage(Answer):
-    logs: list[AuditLogOut]
+    logs: list[AuditLogOut]  # type: ignore[valid-type]
     total: int
     limit: int
     offset: int
 
 
-class BatchRecords(Answer):
-    records: list[AuditLogOut]
-    count: int
-
-
-class AuditLogIn(Answer):
-    """An audit record to log: `action` is required; the other fields are optional. `agentId` is an agent id or
-    a stable name (the agent is registered on first use). snake_case names (execution_id, risk_level, …) are
-    accepted too."""
-
-    action: str = Field(min_length=1, max_length=validation.MAX_ACTION_LENGTH)
-    prompt: str | None = None
-    response: str | None = None
-    agent_id: str | None = None
-    trace_id: str | None = None
-    span_id: str | None = None
-    parent_span_id: str | None = None
-    metadata: dict[str, Any] | None = None
-    occurred_at: str | None = None
-    duration_ms: float | None = None
-    status: str | None = None
-    idempotency_key: str | None = None
-    execution_id: str | None = None
-    verb: str | None = None
-    provider: str | None = None
-    risk_level: str | None = None
-    governance_status: str | None = None
-    dry_run: bool | None = None
-    idempotent: bool | None = None
-    args: Any = None
-    result: Any = None
-    tenant_id: str | None = None
-
-
 def record_to_json(record: AuditRecord) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for name in record.__slots__:
-        if name in _HIDDEN:
-            continue
-        value = getattr(record, name)
-        if name in ("occurred_at", "received_at"):
-            value = iso(value)
-        out[_JSON_NAMES.get(name, name)] = value
-    return out
+    return row_json(record, hide=_HIDDEN)
 
 
 def _as_record(raw: Any) -> Any:
@@ -146,16 +103,11 @@ def _as_record(raw: Any) -> Any:
         if name in out:
             raise BadUserInput(f"{key} and {name} are the same field: send one", field=name)
         out[name] = value
+    if "action" not in out and isinstance(out.get("verb"), str):
+        # an agent runtime's execution record names the call by its verb and has no action: it is a tool call
+        # (as OTLP's execute_tool spans map: app/otel/mapping.py)
+        out["action"] = RUNTIME_ACTION
     return out
-
-
-async def _read_json(request: Request) -> Any:
-    if "json" not in request.headers.get("content-type", "application/json").lower():  # media types: any case
-        raise BadUserInput("send the body as application/json")
-    try:
-        return request_json(await request.body())
-    except InvalidJSON as exc:
-        raise BadUserInput(exc.message) from None
 
 
 async def _ingest(request: Request, raws: list[Any], *, batch: bool) -> list[AuditRecord]:
@@ -173,14 +125,14 @@ async def _ingest(request: Request, raws: list[Any], *, batch: bool) -> list[Aud
 )
 @answers
 async def create_audit_log(request: Request) -> Response:
-    body = await _read_json(request)
+    body = await read_json(request)
     records = await _ingest(request, [body], batch=False)
     return JSONResponse(record_to_json(records[0]), status_code=201)
 
 
 @documented(
     "Log up to 1,000 events in one request",
-    body=list[AuditLogIn],
+    body=list[AuditLogIn],  # type: ignore[valid-type]
     responses={201: list[str]},
     graphql="Mutation.logEvents",
     tag="audit-logs",
@@ -190,7 +142,7 @@ async def create_audit_log(request: Request) -> Response:
 async def create_audit_logs_batch(request: Request) -> Response:
     """Returns an array of the created log ids in the same order as the input (`?full=true`: the records,
     `{"records": [...], "count": n}`). A JSON array, or `{"records": [...]}`."""
-    body = await _read_json(request)
+    body = await read_json(request)
     raws = body.get("records", body.get("logs")) if isinstance(body, dict) else body
     if not isinstance(raws, list):
         raise BadUserInput('send a JSON array of records, or {"records": [...]}')
@@ -244,75 +196,56 @@ FILTERS = (
 )
 MAX_LIMIT = 500
 MAX_OFFSET = 100_000
+MAX_TRACE_EVENTS = 200  # seed 000: "200 max per page"
 
 
-@documented("Retrieve logs, newest first", responses={200: AuditLogPage}, graphql="Query.auditLogs", tag="audit-logs")
 @params.accepts(
     params.integer("limit", minimum=1, maximum=MAX_LIMIT, default=50),
     params.integer("offset", minimum=0, maximum=MAX_OFFSET, default=0),
     *FILTERS,
 )
-@answers
-async def list_audit_logs(request: Request) -> Response:
-    principal = principal_of(request)
-    values = query_of(request)
+@endpoint(responses={200: AuditLogPage}, graphql="Query.auditLogs", tag="audit-logs")
+async def list_audit_logs(call: Call) -> Any:
+    """Retrieve logs, newest first"""
+    values = call.query
     query = audit_log_query(values)
-    async with unit_of_work(request.app.state.runtime, principal.org_id) as session:
-        page = PageRequest(values["limit"])
-        records = (await service.list_records(session, query, page=page, offset=values["offset"]))[: page.size]
-        total = await service.count_records(session, query)
-    return JSONResponse(
-        {
-            "logs": [record_to_json(r) for r in records],
-            "total": total,
-            "limit": values["limit"],
-            "offset": values["offset"],
-        }
-    )
+    page = PageRequest(values["limit"])
+    records = (await service.list_records(call.session, query, page=page, offset=values["offset"]))[: page.size]
+    total = await service.count_records(call.session, query)
+    return {
+        "logs": [record_to_json(r) for r in records],
+        "total": total,
+        "limit": values["limit"],
+        "offset": values["offset"],
+    }
 
 
-@documented("One audit record", responses={200: AuditLogOut}, graphql="Query.auditLog", tag="audit-logs")
-@answers
-async def get_audit_log(request: Request) -> Response:
-    principal = principal_of(request)
-    async with unit_of_work(request.app.state.runtime, principal.org_id) as session:
-        record = await service.find_record(session, request.path_params["log_id"][:64])
+async def _record(call: Call) -> AuditRecord:
+    record = await service.find_record(call.session, call.path("log_id"))
     if record is None:
         raise NotFound("audit log not found")
-    return JSONResponse(record_to_json(record))
+    return record
 
 
-@documented(
-    "All logs with this traceId, in time order",
-    responses={200: list[AuditLogOut]},
-    graphql="Query.trace",
-    tag="audit-logs",
-)
-@answers
-async def get_trace(request: Request) -> Response:
-    principal = principal_of(request)
-    async with unit_of_work(request.app.state.runtime, principal.org_id) as session:
-        tree = await service.load_trace(session, request.path_params["trace_id"][:64])
+@endpoint(responses={200: AuditLogOut}, graphql="Query.auditLog", tag="audit-logs")
+async def get_audit_log(call: Call) -> Any:
+    """One audit record"""
+    return record_to_json(await _record(call))
+
+
+@endpoint(responses={200: AuditLogList}, graphql="Query.trace", tag="audit-logs")
+async def get_trace(call: Call) -> Any:
+    """All logs with this traceId, in time order"""
+    tree = await service.load_trace(call.session, call.path("trace_id"))
     if tree is None:
         raise NotFound("trace not found")
-    return JSONResponse([record_to_json(n.record) for n in tree.spans])
+    return [record_to_json(n.record) for n in tree.spans]
 
 
-@documented(
-    "A record's parent chain: its parent, then each ancestor up to the root",
-    responses={200: list[AuditLogOut]},
-    graphql="AuditLog.chain",
-    tag="audit-logs",
-)
-@answers
-async def get_chain(request: Request) -> Response:
-    principal = principal_of(request)
-    async with unit_of_work(request.app.state.runtime, principal.org_id) as session:
-        record = await service.find_record(session, request.path_params["log_id"][:64])
-        if record is None:
-            raise NotFound("audit log not found")
-        ancestors = await service.chain(session, record)
-    return JSONResponse([record_to_json(r) for r in ancestors])
+@endpoint(responses={200: AuditLogList}, graphql="AuditLog.chain", tag="audit-logs")
+async def get_chain(call: Call) -> Any:
+    """A record's parent chain: its parent, then each ancestor up to the root"""
+    return [record_to_json(r) for r in await service.chain(call.session, await _record(call))]
 
 
 class DigestOut(Answer):
@@ -356,6 +289,40 @@ async def _inclusion(request: Request, path_param: str, stream: Stream) -> Respo
         )
         body = proofs.inclusion_json(proof)
     return JSONResponse(body)
+
+
+class TraceEvent(AuditLogOut):  # type: ignore[misc,valid-type]
+    """An audit record (a span of its trace) as a trace event: `type` is its action."""
+
+    type: str
+
+
+class TraceEventPage(Answer):
+    events: list[TraceEvent]
+    next_cursor: str | None
+
+
+@params.accepts(
+    params.integer("limit", minimum=1, maximum=MAX_TRACE_EVENTS, default=MAX_TRACE_EVENTS),
+    params.text("type", many=True),
+    params.timestamp("since"),
+    params.text("cursor", max_length=200),
+)
+@endpoint(responses={200: TraceEventPage}, graphql="Query.auditLogs", tag="data-export")
+async def trace_events(call: Call) -> Any:
+    """Trace events (audit records), newest first, by cursor: {events, nextCursor}
+
+    At most 200 a page; `type` is the action (comma-separated: any of them), `since` an ISO 8601 time. Pass
+    `nextCursor` back as `?cursor=` for the next page; it is null on the last."""
+    q = call.query
+    page = cursor_page(q["limit"], q["cursor"], (datetime, str))
+    query = service.AuditLogQuery(actions=q["type"], occurred_from=q["since"])
+    kept, cursor = next_page(await service.list_records(call.session, query, page=page), page, _position)
+    return {"events": [{**record_to_json(r), "type": r.action} for r in kept], "nextCursor": cursor}
+
+
+def _position(record: AuditRecord) -> tuple[datetime, str]:
+    return record.occurred_at, record.id
 
 
 async def _consistency(request: Request, stream: Stream) -> Response:
@@ -438,13 +405,8 @@ async def signing_keys(request: Request) -> Response:
     for row in rows:
         fields = signing.key_fields(row)
         fields["valid_from"], fields["valid_to"] = iso(row.valid_from), iso(row.valid_to) if row.valid_to else None
-        keys.append({_camel(k): v for k, v in fields.items()})
+        keys.append({camel(k): v for k, v in fields.items()})
     return JSONResponse({"keys": keys, "current": runtime.signer.key_id})
-
-
-def _camel(name: str) -> str:
-    head, *rest = name.split("_")
-    return head + "".join(p.title() for p in rest)
 
 
 routes = [
@@ -459,4 +421,5 @@ routes = [
     Route("/api/v1/activity/{event_id}/proof", activity_proof, methods=["GET"]),
     Route("/api/v1/activity/digests/{digest_id}/consistency", activity_consistency_proof, methods=["GET"]),
     Route("/.well-known/agentrail-audit-keys.json", signing_keys, methods=["GET"]),
+    Route("/v1/traces", trace_events, methods=["GET"]),  # beside OTLP's POST /v1/traces (app/otel/routes.py)
 ]

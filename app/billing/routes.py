@@ -42,6 +42,21 @@ class Prices(Answer):
     business: str | None
 
 
+class PlanOut(Answer):
+    plan: str
+    title: str
+    price_id: str | None
+    limits: dict[str, Any]
+
+
+class PricesDetail(Answer):
+    """`?detail=true`: the plans, their limits and price ids."""
+
+    configured: bool
+    prices: Prices
+    plans: list[PlanOut]
+
+
 class CheckoutIn(Body):
     price_id: str = Field(max_length=255)
 
@@ -55,7 +70,9 @@ class PortalOut(Answer):
     url: str
 
 
-@documented("Public: the Stripe price ids configured for each paid plan", responses={200: Prices}, tag="billing")
+@documented(
+    "Public: the Stripe price ids configured for each paid plan", responses={200: Prices | PricesDetail}, tag="billing"
+)
 @params.accepts(params.boolean("detail"))
 async def prices(request: Request) -> Response:
     """Exactly `{"pro": "price_…", "business": "price_…"}` as documented; `?detail=true`: the plans, their limits

@@ -5,31 +5,40 @@ from __future__ import annotations
 
 from typing import Any
 
-from pydantic import Field, field_validator
-from starlette.requests import Request
-from starlette.responses import Response
+from pydantic import Field, ValidationInfo, field_validator
 from starlette.routing import Route
 
 from app.compliance import installs, service
 from app.compliance.engine import ACTIONS, KINDS, SEVERITIES, TEXT_FIELDS
 from app.compliance.models import ComplianceRule
 from app.compliance.packs import Pack, all_packs
-from app.rest.openapi import Answer, Body, body_of, documented
-from app.rest.responses import JSONResponse, answers, principal_of, row_json, source_ip
-from app.unit_of_work import unit_of_work
+from app.rest.handler import Call, endpoint
+from app.rest.openapi import Answer, Body, one_of
+from app.rest.responses import row_json
+
+# a rule's enum fields: (the stored values, whether they are stored upper-case); applies_to is a list of them
+_ENUMS = {
+    "kind": (KINDS, False),
+    "severity": (SEVERITIES, True),
+    "action": (ACTIONS, False),
+    "applies_to": (TEXT_FIELDS, False),
+}
 
 
-def _one_of(values: tuple[str, ...], value: Any, *, upper: bool = False) -> Any:
-    """Enum values in any case (the documents and GraphQL spell them differently), stored spelling out."""
-    if not isinstance(value, str):
-        return value
-    wanted = value.strip().upper() if upper else value.strip().lower()
-    if wanted not in values:
-        raise ValueError(f"must be one of {', '.join(values)} (any case)")
-    return wanted
+class RuleEnums(Body):
+    """A rule's enum fields in any case (the documents and GraphQL spell them differently), stored spelling out;
+    compliance rules and policies' rules alike."""
+
+    @field_validator("kind", "severity", "action", "applies_to", check_fields=False)
+    @classmethod
+    def _enum(cls, value: Any, info: ValidationInfo) -> Any:
+        values, upper = _ENUMS[info.field_name or ""]
+        if isinstance(value, list):
+            return [one_of(values, v, upper=upper) for v in value]
+        return one_of(values, value, upper=upper)
 
 
-class RuleFields(Body):
+class RuleFields(RuleEnums):
     name: str | None = None
     description: str | None = None
     config: dict[str, Any] | None = None
@@ -37,21 +46,6 @@ class RuleFields(Body):
     enabled: bool | None = None
     applies_to: list[str] | None = None
     action: str | None = None
-
-    @field_validator("severity")
-    @classmethod
-    def _severity(cls, value: Any) -> Any:
-        return _one_of(SEVERITIES, value, upper=True)
-
-    @field_validator("action")
-    @classmethod
-    def _action(cls, value: Any) -> Any:
-        return _one_of(ACTIONS, value)
-
-    @field_validator("applies_to")
-    @classmethod
-    def _applies_to(cls, value: Any) -> Any:
-        return [_one_of(TEXT_FIELDS, v) for v in value] if isinstance(value, list) else value
 
     def values(self, kind: str | None = None) -> service.RuleInput:
         return service.RuleInput(
@@ -69,11 +63,6 @@ class RuleFields(Body):
 class RuleIn(RuleFields):
     name: str
     kind: str
-
-    @field_validator("kind")
-    @classmethod
-    def _kind(cls, value: Any) -> Any:
-        return _one_of(KINDS, value)
 
 
 class PackIn(Body):
@@ -120,128 +109,69 @@ def pack_json(pack: Pack, installed: set[str]) -> dict[str, Any]:
     return out
 
 
-def _rule_id(request: Request) -> str:
-    return str(request.path_params["rule_id"])[:64]
+@endpoint(responses={200: list[RuleOut]}, graphql="Query.complianceRules", tag="compliance")
+async def list_rules(call: Call) -> Any:
+    """List all rules for your org"""
+    return [rule_json(r) for r in await service.list_rules(call.session)]
 
 
-@documented(
-    "List all rules for your org", responses={200: list[RuleOut]}, graphql="Query.complianceRules", tag="compliance"
-)
-@answers
-async def list_rules(request: Request) -> Response:
-    principal = principal_of(request)
-    async with unit_of_work(request.app.state.runtime, principal.org_id) as session:
-        return JSONResponse([rule_json(r) for r in await service.list_rules(session)])
+@endpoint(body=RuleIn, responses={201: RuleOut}, graphql="Mutation.createComplianceRule", tag="compliance")
+async def create_rule(call: Call) -> Any:
+    """Create a custom rule"""
+    rule = await service.create_rule(
+        call.session, call.principal, call.body.values(call.body.kind), source_ip=call.source_ip
+    )
+    return rule_json(rule)
 
 
-@documented(
-    "Create a custom rule",
-    body=RuleIn,
-    responses={201: RuleOut},
-    graphql="Mutation.createComplianceRule",
-    tag="compliance",
-)
-@answers
-async def create_rule(request: Request) -> Response:
-    principal = principal_of(request)
-    body = await body_of(request, RuleIn)
-    async with unit_of_work(request.app.state.runtime, principal.org_id) as session:
-        rule = await service.create_rule(session, principal, body.values(body.kind), source_ip=source_ip(request))
-        answer = rule_json(rule)
-    return JSONResponse(answer, status_code=201)
+@endpoint(responses={200: RuleOut}, graphql="Query.complianceRules", tag="compliance")
+async def get_rule(call: Call) -> Any:
+    """One rule"""
+    return rule_json(await service.get_rule(call.session, call.path("rule_id")))
 
 
-@documented("One rule", responses={200: RuleOut}, graphql="Query.complianceRules", tag="compliance")
-@answers
-async def get_rule(request: Request) -> Response:
-    principal = principal_of(request)
-    async with unit_of_work(request.app.state.runtime, principal.org_id) as session:
-        return JSONResponse(rule_json(await service.get_rule(session, _rule_id(request))))
+@endpoint(body=RuleFields, responses={200: RuleOut}, graphql="Mutation.updateComplianceRule", tag="compliance")
+async def update_rule(call: Call) -> Any:
+    """Change a rule"""
+    rule = await service.update_rule(
+        call.session, call.principal, call.path("rule_id"), call.body.values(), source_ip=call.source_ip
+    )
+    return rule_json(rule)
 
 
-@documented(
-    "Change a rule",
-    body=RuleFields,
-    responses={200: RuleOut},
-    graphql="Mutation.updateComplianceRule",
-    tag="compliance",
-)
-@answers
-async def update_rule(request: Request) -> Response:
-    principal = principal_of(request)
-    body = await body_of(request, RuleFields)
-    async with unit_of_work(request.app.state.runtime, principal.org_id) as session:
-        rule = await service.update_rule(
-            session, principal, _rule_id(request), body.values(), source_ip=source_ip(request)
-        )
-        answer = rule_json(rule)
-    return JSONResponse(answer)
+@endpoint(responses={204: None}, graphql="Mutation.deleteComplianceRule", tag="compliance")
+async def delete_rule(call: Call) -> Any:
+    """Delete a rule"""
+    await service.delete_rule(call.session, call.principal, call.path("rule_id"), source_ip=call.source_ip)
 
 
-@documented("Delete a rule", responses={204: None}, graphql="Mutation.deleteComplianceRule", tag="compliance")
-@answers
-async def delete_rule(request: Request) -> Response:
-    principal = principal_of(request)
-    async with unit_of_work(request.app.state.runtime, principal.org_id) as session:
-        await service.delete_rule(session, principal, _rule_id(request), source_ip=source_ip(request))
-    return Response(status_code=204)
+@endpoint(responses={200: list[PackOut]}, graphql="Query.compliancePacks", tag="compliance")
+async def list_packs(call: Call) -> Any:
+    """List available packs"""
+    installed = {p.pack_id for p in await installs.installed_packs(call.session)}
+    return [pack_json(p, installed) for p in all_packs().values()]
 
 
-@documented("List available packs", responses={200: list[PackOut]}, graphql="Query.compliancePacks", tag="compliance")
-@answers
-async def list_packs(request: Request) -> Response:
-    principal = principal_of(request)
-    async with unit_of_work(request.app.state.runtime, principal.org_id) as session:
-        installed = {p.pack_id for p in await installs.installed_packs(session)}
-    return JSONResponse([pack_json(p, installed) for p in all_packs().values()])
+@endpoint(responses={200: list[InstalledPackOut]}, graphql="Query.installedPacks", tag="compliance")
+async def installed_packs(call: Call) -> Any:
+    """List installed packs"""
+    return [row_json(p) for p in await installs.installed_packs(call.session)]
 
 
-@documented(
-    "List installed packs",
-    responses={200: list[InstalledPackOut]},
-    graphql="Query.installedPacks",
-    tag="compliance",
-)
-@answers
-async def installed_packs(request: Request) -> Response:
-    principal = principal_of(request)
-    async with unit_of_work(request.app.state.runtime, principal.org_id) as session:
-        rows = await installs.installed_packs(session)
-    return JSONResponse([row_json(p) for p in rows])
+@endpoint(body=PackIn, responses={201: list[RuleOut]}, graphql="Mutation.installCompliancePack", tag="compliance")
+async def install_pack(call: Call) -> Any:
+    """Install a pre-built compliance pack (hipaa, finance, gdpr)"""
+    pack_id = call.body.pack_id.strip().lower()
+    rules = await installs.install_pack(call.session, call.principal, pack_id, source_ip=call.source_ip)
+    return [rule_json(r) for r in rules]
 
 
-@documented(
-    "Install a pre-built compliance pack (hipaa, finance, gdpr)",
-    body=PackIn,
-    responses={201: list[RuleOut]},
-    graphql="Mutation.installCompliancePack",
-    tag="compliance",
-)
-@answers
-async def install_pack(request: Request) -> Response:
-    principal = principal_of(request)
-    body = await body_of(request, PackIn)
-    async with unit_of_work(request.app.state.runtime, principal.org_id) as session:
-        rules = await installs.install_pack(
-            session, principal, body.pack_id.strip().lower(), source_ip=source_ip(request)
-        )
-        answer = [rule_json(r) for r in rules]
-    return JSONResponse(answer, status_code=201)
-
-
-@documented(
-    "Uninstall a pack and the rules it installed",
-    responses={200: Uninstalled},
-    graphql="Mutation.uninstallCompliancePack",
-    tag="compliance",
-)
-@answers
-async def uninstall_pack(request: Request) -> Response:
-    principal = principal_of(request)
-    pack_id = str(request.path_params["pack_id"])[:64].lower()
-    async with unit_of_work(request.app.state.runtime, principal.org_id) as session:
-        removed = await installs.uninstall_pack(session, principal, pack_id, source_ip=source_ip(request))
-    return JSONResponse({"packId": pack_id, "removedRules": removed})
+@endpoint(responses={200: Uninstalled}, graphql="Mutation.uninstallCompliancePack", tag="compliance")
+async def uninstall_pack(call: Call) -> Any:
+    """Uninstall a pack and the rules it installed"""
+    pack_id = call.path("pack_id").lower()
+    removed = await installs.uninstall_pack(call.session, call.principal, pack_id, source_ip=call.source_ip)
+    return {"packId": pack_id, "removedRules": removed}
 
 
 routes = [

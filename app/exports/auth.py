@@ -2,7 +2,7 @@
 export is the data set's own declaration (`Dataset.users_only`: the activity trail is for users)."""
 
 from app.activity import auth as activity
-from app.permissions import Access, Permissions, Scope, anyone
+from app.permissions import ANY_ROLE, Access, Permissions, Scope, anyone, users
 from app.principal import Role
 
 READ = anyone("read export jobs", note="API keys see audit-log exports only")
@@ -34,5 +34,12 @@ PERMISSIONS = Permissions(
         "GET /api/v1/activity/export": activity.READ,
         "GET /api/v1/exports/{job_id}": READ,
         "GET /api/v1/exports/{job_id}/download": FILE,
+        # the activity trail in the seeds' export layouts: its declaration (users only)
+        "POST /v1/audit/export": activity.READ,
+        "GET /v1/organizations/{organization_id}/audit-log/export": activity.READ,
+        "GET /api/v1/audit/export": activity.READ,
+        "GET /api/v1/audit/export/download/{job_id}": users(
+            "download audit exports", ANY_ROLE, others=Role.ADMIN, note="the requester, owners and admins"
+        ),
     },
 )

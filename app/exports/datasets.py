@@ -11,6 +11,7 @@ from datetime import datetime
 from typing import Any
 
 import pyarrow as pa
+import sqlalchemy as sa
 
 from app.activity import export_rows as activity_rows
 from app.activity import service as activity
@@ -21,6 +22,7 @@ from app.audit.streams import ACTIVITY as ACTIVITY_STREAM
 from app.audit.streams import AUDIT as AUDIT_STREAM
 from app.audit.streams import Stream
 from app.db import AsyncSession, iso
+from app.exports import layouts
 from app.exports.formats import csv_text_sql, json_text
 from app.runtime.copy_out import copy_lines
 
@@ -101,7 +103,7 @@ ACTIVITY_PARQUET_SCHEMA = pa.schema([pa.field(name, kind) for name, kind, _ in A
 # out as they are (not wrapped in another), so closing the reader closes the COPY before its session ends.
 
 
-def _copy_reader(
+def copy_reader(
     export_statement: Callable[..., Any], columns: list[Any], *, line_end: bytes = b"\n"
 ) -> Callable[..., AsyncGenerator[tuple[int, bytes], None]]:
     """A reader of (rows, lines) that streams the data set's `export_statement` over `columns` with COPY."""
@@ -112,10 +114,10 @@ def _copy_reader(
     return read
 
 
-_audit_csv = _copy_reader(audit.export_statement, [export_rows.csv_line(csv_text_sql)], line_end=b"\r\n")
-_audit_json = _copy_reader(audit.export_statement, export_rows.JSON_RECORD)
-_activity_csv = _copy_reader(activity.export_statement, [activity_rows.csv_line(csv_text_sql)], line_end=b"\r\n")
-_activity_json = _copy_reader(activity.export_statement, activity_rows.JSON_RECORD)
+_audit_csv = copy_reader(audit.export_statement, [export_rows.csv_line(csv_text_sql)], line_end=b"\r\n")
+_audit_json = copy_reader(audit.export_statement, export_rows.JSON_RECORD)
+_activity_csv = copy_reader(activity.export_statement, [activity_rows.csv_line(csv_text_sql)], line_end=b"\r\n")
+_activity_json = copy_reader(activity.export_statement, activity_rows.JSON_RECORD)
 
 
 async def _audit_parquet(
@@ -154,9 +156,11 @@ class Dataset:
     parquet_batches: Callable[..., AsyncGenerator[pa.RecordBatch, None]]
     users_only: bool
     proof_stream: Stream  # the chained stream whose proof bundle an export with include_proofs writes
+    api_version: str = "agentrail/v1"  # the JSON envelope's `apiVersion`
+    filename_format: str = "{prefix}-{org_id}-{when:%Y%m%d}.{extension}"
 
     def filename(self, org_id: str, when: datetime, extension: str) -> str:
-        return f"{self.file_prefix}-{org_id}-{when:%Y%m%d}.{extension}"
+        return self.filename_format.format(prefix=self.file_prefix, org_id=org_id, when=when, extension=extension)
 
 
 AUDIT_LOGS = Dataset(
@@ -187,7 +191,42 @@ ACTIVITY = Dataset(
     users_only=True,
     proof_stream=ACTIVITY_STREAM,
 )
-DATASETS = {d.name: d for d in (AUDIT_LOGS, ACTIVITY)}
+
+
+def _activity_layout(name: str, header: Sequence[str], csv_line: Any, json_record: Any, **extra: Any) -> Dataset:
+    """The activity trail in another layout (app/exports/layouts.py): its events, filter and Parquet columns."""
+    return dataclasses.replace(
+        ACTIVITY,
+        name=name,
+        header=header,
+        csv_rows=copy_reader(activity.export_statement, [csv_line], line_end=b"\r\n"),
+        json_lines=copy_reader(activity.export_statement, [json_record]),
+        **extra,
+    )
+
+
+# seed 000's POST /v1/audit/export and seed 001's organisation export: synchronous only
+GATEWAY = _activity_layout("GATEWAY", layouts.GATEWAY_HEADER, layouts.GATEWAY_CSV, layouts.GATEWAY_JSON)
+ORGANIZATION_AUDIT_LOG = _activity_layout(
+    "ORGANIZATION_AUDIT_LOG",
+    layouts.ORGANIZATION_HEADER,
+    layouts.ORGANIZATION_CSV,
+    sa.null(),  # CSV only
+    file_prefix="audit-log",
+    filename_format="{prefix}-{org_id}-{when:%Y-%m-%d}.{extension}",
+)
+# seed 003's GET /api/v1/audit/export, also as an export job (above 10,000 records)
+OPERATIONS_AUDIT = _activity_layout(
+    "OPERATIONS_AUDIT",
+    layouts.OPERATIONS_HEADER,
+    layouts.OPERATIONS_CSV,
+    layouts.OPERATIONS_JSON,
+    kind="AuditExport",
+    file_prefix="audit-export",
+    api_version="v1",
+    filename_format="{prefix}-{when:%Y%m%d}.{extension}",
+)
+DATASETS = {d.name: d for d in (AUDIT_LOGS, ACTIVITY, OPERATIONS_AUDIT)}
 
 
 def beyond_window(query: Any) -> str | None:
@@ -229,7 +268,28 @@ _PUBLIC_NAMES = {
     "target_types": "targetType",
     "actor_id": "actorId",
     "target_id": "targetId",
+    "action_verbs": "actionType",
+    "actor": "user",
 }
+
+
+def envelope_metadata(
+    dataset: Dataset, *, exported_at: datetime, query: Any, total: int, fmt: str, filters: dict[str, Any]
+) -> dict[str, Any]:
+    """The JSON envelope's `metadata`. Agentrail's own envelope (`agentrail/v1`) adds the filters; the seeds'
+    (`v1`, seed 003) is exactly {exportedAt, from, to, totalRecords, format}, `to` defaulting to now."""
+    metadata: dict[str, Any] = {
+        "exportedAt": iso(exported_at),
+        "from": iso(query.occurred_from),
+        "to": iso(query.occurred_to),
+        "totalRecords": total,
+        "format": fmt.lower(),
+    }
+    if dataset.api_version == "v1":
+        metadata["to"] = metadata["to"] or metadata["exportedAt"]
+    else:
+        metadata["filters"] = filters
+    return metadata
 
 
 def public_filter(data: dict[str, Any]) -> dict[str, Any]:

@@ -79,9 +79,9 @@ class JsonArrayItems:
         return items
 
 
-def json_envelope_head(kind: str, metadata: dict[str, Any]) -> bytes:
+def json_envelope_head(kind: str, metadata: dict[str, Any], api_version: str = "agentrail/v1") -> bytes:
     """`{"apiVersion", "kind", "metadata", "records": [` — the records and `]}` follow."""
-    head = orjson.dumps({"apiVersion": "agentrail/v1", "kind": kind, "metadata": metadata})
+    head = orjson.dumps({"apiVersion": api_version, "kind": kind, "metadata": metadata})
     return head[:-1] + b',"records":['
 
 

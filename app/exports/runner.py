@@ -21,9 +21,9 @@ import pyarrow.parquet as pq
 import structlog
 
 from app.audit import proofs
-from app.db import iso, utcnow
+from app.db import utcnow
 from app.exports import service
-from app.exports.datasets import DATASETS, Dataset, public_filter, query_from_json
+from app.exports.datasets import DATASETS, Dataset, envelope_metadata, public_filter, query_from_json
 from app.exports.formats import FILE_TYPES, JsonArrayItems, ParquetSink, csv_header, json_envelope_head
 from app.files.store import FileWriter
 from app.runtime.resources import Runtime
@@ -100,7 +100,7 @@ class _Json(_Format):
 
     async def begin(self) -> None:
         self.items = JsonArrayItems()
-        await self.out.write(json_envelope_head(self.dataset.kind, self.metadata))
+        await self.out.write(json_envelope_head(self.dataset.kind, self.metadata, self.dataset.api_version))
 
     async def write(self, batch: Any) -> None:
         await self.out.write(self.items.convert(batch[1]))
@@ -301,14 +301,14 @@ async def _write(
         await session.connection(execution_options={"isolation_level": "REPEATABLE READ"})
         total = await dataset.count(session, query)
         progress.total = total
-        metadata = {
-            "exportedAt": iso(exported_at),
-            "from": iso(query.occurred_from),
-            "to": iso(query.occurred_to),
-            "totalRecords": total,
-            "format": job.format.lower(),
-            "filters": public_filter(job.filter),
-        }
+        metadata = envelope_metadata(
+            dataset,
+            exported_at=exported_at,
+            query=query,
+            total=total,
+            fmt=job.format,
+            filters=public_filter(job.filter),
+        )
         if job.include_proofs:
             metadata["includeProofs"] = True
         writer = (PROOF_WRITERS if job.include_proofs else FORMATS)[job.format](dataset, out, metadata, runtime)

@@ -31,6 +31,13 @@ from app.scalars import stored
 class ExportDataset(Enum):
     AUDIT_LOGS = strawberry.enum_value("AUDIT_LOGS", description="The audit records (users and API keys).")
     ACTIVITY = strawberry.enum_value("ACTIVITY", description="The activity trail (users only).")
+    OPERATIONS_AUDIT = strawberry.enum_value(
+        "OPERATIONS_AUDIT",
+        description=(
+            "The activity trail in the layout of `GET /api/v1/audit/export` (id, timestamp, action, user, role, "
+            "resource, resourceType, namespace, sourceIP, checksum; users only; filtered as ACTIVITY)."
+        ),
+    )
 
 
 @strawberry.enum(description="File format of an export.")
@@ -112,7 +119,8 @@ class StartExportInput:
         default=None, description="Which audit records (as for `auditLogs`); only with dataset AUDIT_LOGS."
     )
     activity_filter: ActivityFilter | None = strawberry.field(
-        default=None, description="Which activity events (as for `activity`); only with dataset ACTIVITY."
+        default=None,
+        description="Which activity events (as for `activity`); only with dataset ACTIVITY or OPERATIONS_AUDIT.",
     )
     include_proofs: bool = strawberry.field(
         default=False,

@@ -2,4 +2,6 @@
 
 from app.permissions import Permissions, anyone
 
-PERMISSIONS = Permissions("metrics", {"Query.metrics": anyone("read metrics")})
+READ = anyone("read metrics")
+
+PERMISSIONS = Permissions("metrics", {"Query.metrics": READ, "GET /v1/metrics": READ})

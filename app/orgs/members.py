@@ -399,3 +399,14 @@ async def membership_of(session: AsyncSession, user_id: str, org_id: str) -> Mem
     if row is None:
         raise NotFound("organization not found (or you are not a member)", id=org_id)
     return row
+
+
+def role_of(user_id: Any, org_id: Any) -> Any:
+    """SQL for the current role of the user `user_id` in the organisation `org_id` (columns of an outer query:
+    an export names each actor's role); NULL when they are not, or no longer, a member."""
+    return (
+        sa.select(col(Membership.role))
+        .where(col(Membership.user_id) == user_id, col(Membership.org_id) == org_id)
+        .limit(1)
+        .scalar_subquery()
+    )

@@ -4,48 +4,109 @@ REST sessions are body mode: the refresh token is in the answer (browsers use Gr
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
 from typing import Any
 
+from pydantic import Field, field_validator
 from sqlmodel import select
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
 from app.agents import service as agents
-from app.db import AsyncSession, InvalidJSON, iso, request_json
-from app.errors import AppError, BadUserInput, NotFound
+from app.db import AsyncSession, iso
+from app.errors import AppError, NotFound
 from app.orgs import models, service, sessions
 from app.pagination import PageRequest
 from app.principal import Principal, Scope
-from app.rest.openapi import documented
+from app.rest.openapi import Answer, Body, body_of, documented, one_of
 from app.rest.params import accepts, boolean, query_of
-from app.rest.responses import JSONResponse, error_response, principal_of
+from app.rest.responses import JSONResponse, answers, principal_of
 from app.unit_of_work import system_unit_of_work, unit_of_work
 from app.usage import quota
 
 
-async def _body(
-    request: Request, allowed: set[str], required: frozenset[str] | set[str] = frozenset()
-) -> dict[str, Any]:
-    try:
-        body = request_json(await request.body() or b"{}")
-    except InvalidJSON as exc:
-        raise BadUserInput(exc.message) from None
-    if not isinstance(body, dict):
-        raise BadUserInput("send a JSON object")
-    unknown = sorted(set(body) - allowed)
-    if unknown:
-        raise BadUserInput(f"unknown field(s): {', '.join(unknown)}", fields=unknown)
-    missing = sorted(k for k in required if not isinstance(body.get(k), str))
-    if missing:
-        raise BadUserInput(f"{', '.join(missing)} must be given as strings", fields=missing)
-    return body
+class RegisterIn(Body):
+    email: str = Field(max_length=320)
+    password: str = Field(max_length=1000)
+    name: str = Field(max_length=200)
+    organization_name: str = Field(max_length=200)
 
 
-def _no_query(request: Request) -> None:
-    if request.query_params:
-        raise BadUserInput(f"unknown parameter(s): {', '.join(sorted(request.query_params))}")
+class LoginIn(Body):
+    email: str = Field(max_length=320)
+    password: str = Field(max_length=1000)
+
+
+class RefreshIn(Body):
+    refresh_token: str = Field(max_length=1000)
+
+
+class ProfilePatch(Body):
+    name: str | None = Field(default=None, max_length=200)
+    notification_preferences: dict[str, Any] | None = None
+
+
+class ApiKeyIn(Body):
+    name: str = Field(max_length=200)
+    scopes: list[str] | None = Field(default=None, description="INGEST, READ, FULL (any case); default FULL")
+    agent_ids: list[str] | None = Field(default=None, description="Limit the key to writing for these agents")
+
+    @field_validator("scopes")
+    @classmethod
+    def _scopes(cls, value: Any) -> Any:
+        return [one_of(tuple(s.value for s in Scope), v) for v in value] if isinstance(value, list) else value
+
+
+class UserOut(Answer):
+    id: str
+    email: str
+    name: str
+    role: str
+    email_verified: bool
+    notification_preferences: dict[str, Any]
+    created_at: str
+
+
+class OrganizationOut(Answer):
+    id: str
+    name: str
+    email: str | None = None
+    plan: str
+
+
+class SignedIn(Answer):
+    access_token: str
+    expires_at: str
+    refresh_token: str
+    refresh_token_expires_at: str
+    user: UserOut
+    organization: OrganizationOut
+
+
+class ApiKeyOut(Answer):
+    id: str
+    name: str
+    prefix: str
+    scopes: list[str]
+    agent_ids: list[str] | None
+    created_at: str
+    last_used_at: str | None
+    revoked_at: str | None
+
+
+class CreatedApiKey(ApiKeyOut):
+    key: str = Field(description="The secret, shown once")
+
+
+class ApiKeyList(Answer):
+    api_keys: list[ApiKeyOut]
+
+
+class MeOut(Answer):
+    kind: str = Field(description="user or api_key")
+    user: UserOut | None = None
+    api_key: ApiKeyOut | None = None
+    organization: OrganizationOut
 
 
 def _ip(request: Request) -> str:
@@ -94,34 +155,25 @@ async def _signed_in(
     }
 
 
-def _answers(handler: Callable[[Request], Awaitable[Response]]) -> Callable[[Request], Awaitable[Response]]:
-    async def endpoint(request: Request) -> Response:
-        try:
-            return await handler(request)
-        except AppError as exc:
-            return error_response(exc)
-
-    endpoint.__name__ = handler.__name__
-    endpoint.__doc__ = handler.__doc__
-    return endpoint
-
-
-@documented("Create an organisation and its owner, signed in", responses={201: None}, graphql="Mutation.register")
-@_answers
+@documented(
+    "Create an organisation and its owner, signed in",
+    body=RegisterIn,
+    responses={201: SignedIn},
+    graphql="Mutation.register",
+    tag="auth",
+)
+@answers
 async def register(request: Request) -> Response:
     """Creates an organisation and its owner, signed in."""
-    _no_query(request)
-    body = await _body(
-        request, {"email", "password", "name", "organizationName"}, {"email", "password", "name", "organizationName"}
-    )
+    body = await body_of(request, RegisterIn)
     runtime, signer = request.app.state.runtime, request.app.state.signer
     async with system_unit_of_work(runtime) as session:
         user, org = await service.register(
             session,
-            email=body["email"],
-            password=body["password"],
-            name=body["name"],
-            organization_name=body["organizationName"],
+            email=body.email,
+            password=body.password,
+            name=body.name,
+            organization_name=body.organization_name,
             source_ip=_ip(request),
             settings=runtime.settings,
         )
@@ -138,12 +190,17 @@ async def register(request: Request) -> Response:
     return JSONResponse(answer, status_code=201)
 
 
-@documented("Obtain a JWT: {accessToken, organization: {id, email, plan, name}}", graphql="Mutation.login")
-@_answers
+@documented(
+    "Obtain a JWT: {accessToken, organization: {id, email, plan, name}}",
+    body=LoginIn,
+    responses={200: SignedIn},
+    graphql="Mutation.login",
+    tag="auth",
+)
+@answers
 async def login(request: Request) -> Response:
     """Email and password: an access token (15 minutes) and a refresh token, in the organisation used last."""
-    _no_query(request)
-    body = await _body(request, {"email", "password"}, {"email", "password"})
+    body = await body_of(request, LoginIn)
     runtime, signer = request.app.state.runtime, request.app.state.signer
     settings = runtime.settings
     throttle = service.LoginThrottle(
@@ -154,7 +211,7 @@ async def login(request: Request) -> Response:
     )
     async with system_unit_of_work(runtime) as session:
         result = await service.login(
-            session, email=body["email"], password=body["password"], throttle=throttle, source_ip=_ip(request)
+            session, email=body.email, password=body.password, throttle=throttle, source_ip=_ip(request)
         )
         issued = await sessions.start(
             session,
@@ -169,17 +226,22 @@ async def login(request: Request) -> Response:
     return JSONResponse(answer)
 
 
-@documented("New tokens for a refresh token (it rotates)", graphql="Mutation.refreshSession")
-@_answers
+@documented(
+    "New tokens for a refresh token (it rotates)",
+    body=RefreshIn,
+    responses={200: SignedIn},
+    graphql="Mutation.refreshSession",
+    tag="auth",
+)
+@answers
 async def refresh(request: Request) -> Response:
     """A refresh token for new tokens (it rotates; reusing one ends the session)."""
-    _no_query(request)
-    body = await _body(request, {"refreshToken"}, {"refreshToken"})
+    body = await body_of(request, RefreshIn)
     runtime, signer = request.app.state.runtime, request.app.state.signer
     error: AppError | None = None
     async with system_unit_of_work(runtime) as session:
         try:
-            issued, user = await sessions.refresh(session, signer, body["refreshToken"], ip_address=_ip(request))
+            issued, user = await sessions.refresh(session, signer, body.refresh_token, ip_address=_ip(request))
         except sessions.RefreshReused as reused:
             error = reused  # answered once the session's end is committed
         else:
@@ -197,11 +259,10 @@ async def refresh(request: Request) -> Response:
     return JSONResponse(answer)
 
 
-@documented("End the caller's session", responses={204: None}, graphql="Mutation.logout")
-@_answers
+@documented("End the caller's session", responses={204: None}, graphql="Mutation.logout", tag="auth")
+@answers
 async def logout(request: Request) -> Response:
     """Ends the caller's session."""
-    _no_query(request)
     principal = principal_of(request)
     async with system_unit_of_work(request.app.state.runtime) as session:
         row = await sessions.get_own(session, principal.user_id or "", principal.session_id or "")
@@ -227,38 +288,41 @@ async def _me(session: AsyncSession, principal: Principal) -> dict[str, Any]:
     }
 
 
-@documented("The caller and its organisation", graphql="Query.me")
-@_answers
+@documented("The caller and its organisation", responses={200: MeOut}, graphql="Query.me", tag="auth")
+@answers
 async def me(request: Request) -> Response:
     """The caller and its organisation."""
-    _no_query(request)
     principal = principal_of(request)
     async with unit_of_work(request.app.state.runtime, principal.org_id) as session:
         return JSONResponse(await _me(session, principal))
 
 
-@documented("Update profile & notification prefs", graphql="Mutation.updateProfile")
-@_answers
+@documented(
+    "Update profile & notification prefs",
+    body=ProfilePatch,
+    responses={200: MeOut},
+    graphql="Mutation.updateProfile",
+    tag="auth",
+)
+@answers
 async def update_me(request: Request) -> Response:
     """The caller's name or notification preferences."""
-    _no_query(request)
     principal = principal_of(request)
-    body = await _body(request, {"name", "notificationPreferences"})
-    prefs = body.get("notificationPreferences")
-    if prefs is not None and not isinstance(prefs, dict):
-        raise BadUserInput("notificationPreferences must be an object", field="notificationPreferences")
-    if "name" in body and not isinstance(body["name"], str):
-        raise BadUserInput("name must be a string", field="name")
+    body = await body_of(request, ProfilePatch)
     async with unit_of_work(request.app.state.runtime, principal.org_id) as session:
         await service.update_profile(
-            session, principal, name=body.get("name"), notification_preferences=prefs, source_ip=_ip(request)
+            session,
+            principal,
+            name=body.name,
+            notification_preferences=body.notification_preferences,
+            source_ip=_ip(request),
         )
         return JSONResponse(await _me(session, principal))
 
 
-@documented("The organisation's API keys", graphql="Query.apiKeys")
+@documented("The organisation's API keys", responses={200: ApiKeyList}, graphql="Query.apiKeys", tag="auth")
 @accepts(boolean("includeRevoked"))  # checked by the route guard (app/rest/params.py)
-@_answers
+@answers
 async def list_api_keys(request: Request) -> Response:
     """The organisation's keys, newest first (at most 500; GraphQL `apiKeys` pages further)."""
     principal = principal_of(request)
@@ -269,39 +333,34 @@ async def list_api_keys(request: Request) -> Response:
 
 
 @documented(
-    "Create an API key: {key, id, name} (the key shown once)", responses={201: None}, graphql="Mutation.createApiKey"
+    "Create an API key: {key, id, name} (the key shown once)",
+    body=ApiKeyIn,
+    responses={201: CreatedApiKey},
+    graphql="Mutation.createApiKey",
+    tag="auth",
 )
-@_answers
+@answers
 async def create_api_key(request: Request) -> Response:
     """A new key; its secret (`key`) is shown once."""
     principal = principal_of(request)
     runtime = request.app.state.runtime
-    _no_query(request)
-    body = await _body(request, {"name", "scopes", "agentIds"}, {"name"})
-    scopes, agent_ids = body.get("scopes"), body.get("agentIds")
-    if scopes is not None and (not isinstance(scopes, list) or not all(isinstance(s, str) for s in scopes)):
-        raise BadUserInput("scopes must be a list of INGEST, READ, FULL", field="scopes")
-    try:
-        parsed = [Scope(s.lower()) for s in scopes] if scopes is not None else None
-    except ValueError:
-        raise BadUserInput("scopes must be a list of INGEST, READ, FULL", field="scopes") from None
-    if agent_ids is not None and (not isinstance(agent_ids, list) or not all(isinstance(a, str) for a in agent_ids)):
-        raise BadUserInput("agentIds must be a list of agent ids", field="agentIds")
+    body = await body_of(request, ApiKeyIn)
+    parsed = [Scope(s) for s in body.scopes] if body.scopes is not None else None
+    agent_ids = body.agent_ids
     async with unit_of_work(runtime, principal.org_id) as session:
         if agent_ids is not None:
             await agents.require_active_agent_ids(session, set(agent_ids))
         key, secret = await service.create_api_key(
-            session, principal, name=body["name"], source_ip=_ip(request), scopes=parsed, agent_ids=agent_ids
+            session, principal, name=body.name, source_ip=_ip(request), scopes=parsed, agent_ids=agent_ids
         )
         answer = {"key": secret, **_key_json(key)}
     return JSONResponse(answer, status_code=201)
 
 
-@documented("Revoke an API key", graphql="Mutation.revokeApiKey")
-@_answers
+@documented("Revoke an API key", responses={200: ApiKeyOut}, graphql="Mutation.revokeApiKey", tag="auth")
+@answers
 async def revoke_api_key(request: Request) -> Response:
     """Revokes a key (idempotent)."""
-    _no_query(request)
     principal = principal_of(request)
     key_id = request.path_params["key_id"]
     if len(key_id) > 40:

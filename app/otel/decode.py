@@ -27,6 +27,8 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
     ExportTraceServiceResponse,
 )
 
+from app.rest.media import media_type
+
 PROTOBUF = "application/x-protobuf"
 JSON = "application/json"
 _CONTENT_TYPES = {"application/x-protobuf": PROTOBUF, "application/protobuf": PROTOBUF, "application/json": JSON}
@@ -59,7 +61,7 @@ class WireError(Exception):
 
 def content_type(header: str | None) -> str:
     """The request's encoding (PROTOBUF or JSON); 415 for anything else."""
-    media = (header or "").split(";", 1)[0].strip().lower()
+    media = media_type(header)
     found = _CONTENT_TYPES.get(media)
     if found is None:
         raise WireError(415, f"unsupported content type {media or '(none)'!r}: send {PROTOBUF} or {JSON}")

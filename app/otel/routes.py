@@ -17,6 +17,7 @@ from starlette.routing import Route
 from app.errors import AppError, RateLimited, unavailable
 from app.otel import decode
 from app.otel import service as otel
+from app.rest.media import media_type
 from app.rest.openapi import documented
 from app.rest.responses import principal_of
 from app.runtime.telemetry import ERRORS, REGISTRY
@@ -85,7 +86,7 @@ def _failure(exc: Exception, encoding: str, request: Request) -> Response:
 
 def _client_encoding(request: Request) -> str:
     # error bodies before the content type is checked: protobuf if that is what the client speaks
-    return decode.PROTOBUF if "protobuf" in (request.headers.get("content-type") or "").lower() else decode.JSON
+    return decode.PROTOBUF if "protobuf" in media_type(request.headers.get("content-type")) else decode.JSON
 
 
 @documented("OTLP/HTTP traces (protobuf or JSON)")

@@ -5,35 +5,23 @@ from __future__ import annotations
 
 from typing import Any
 
-from pydantic import Field, field_validator
-from starlette.requests import Request
-from starlette.responses import Response
+from pydantic import Field
 from starlette.routing import Route
 
-from app.compliance.engine import ACTIONS, KINDS, SEVERITIES, TEXT_FIELDS
+from app.compliance.routes import RuleEnums
 from app.metrics import policies as policy_analytics
 from app.pagination import PageRequest
 from app.policies import service
 from app.policies.models import Policy, PolicyVersion
 from app.rest import params
-from app.rest.openapi import Answer, Body, body_of, documented
-from app.rest.params import query_of
-from app.rest.responses import JSONResponse, answers, principal_of, row_json, source_ip
-from app.unit_of_work import unit_of_work
+from app.rest.handler import Call, endpoint
+from app.rest.openapi import Answer, Body
+from app.rest.responses import row_json
 
 MAX_LIMIT = 500
 
 
-def _one_of(values: tuple[str, ...], value: Any, *, upper: bool = False) -> Any:
-    if not isinstance(value, str):
-        return value
-    wanted = value.strip().upper() if upper else value.strip().lower()
-    if wanted not in values:
-        raise ValueError(f"must be one of {', '.join(values)} (any case)")
-    return wanted
-
-
-class PolicyRuleIn(Body):
+class PolicyRuleIn(RuleEnums):
     name: str
     kind: str
     config: dict[str, Any] = Field(default_factory=dict)
@@ -42,26 +30,6 @@ class PolicyRuleIn(Body):
     action: str | None = None
     applies_to: list[str] | None = None
     key: str | None = None
-
-    @field_validator("kind")
-    @classmethod
-    def _kind(cls, value: Any) -> Any:
-        return _one_of(KINDS, value)
-
-    @field_validator("severity")
-    @classmethod
-    def _severity(cls, value: Any) -> Any:
-        return _one_of(SEVERITIES, value, upper=True)
-
-    @field_validator("action")
-    @classmethod
-    def _action(cls, value: Any) -> Any:
-        return _one_of(ACTIONS, value)
-
-    @field_validator("applies_to")
-    @classmethod
-    def _applies_to(cls, value: Any) -> Any:
-        return [_one_of(TEXT_FIELDS, v) for v in value] if isinstance(value, list) else value
 
     def to_service(self) -> service.PolicyRuleInput:
         return service.PolicyRuleInput(
@@ -136,232 +104,153 @@ def version_json(version: PolicyVersion) -> dict[str, Any]:
     return row_json(version)
 
 
-def _policy_id(request: Request) -> str:
-    return str(request.path_params["policy_id"])[:64]
-
-
 WINDOW = (params.timestamp("from"), params.timestamp("to"))
+LIMIT = params.integer("limit", minimum=1, maximum=MAX_LIMIT, default=MAX_LIMIT)
 
 
-@documented("List all policies", responses={200: PolicyList}, graphql="Query.policies", tag="policies")
-@params.accepts(params.integer("limit", minimum=1, maximum=MAX_LIMIT, default=MAX_LIMIT))
-@answers
-async def list_policies(request: Request) -> Response:
-    principal = principal_of(request)
-    page = PageRequest(query_of(request)["limit"])
-    async with unit_of_work(request.app.state.runtime, principal.org_id) as session:
-        rows = (await service.list_policies(session, page=page))[: page.size]
-    return JSONResponse({"policies": [policy_json(p) for p in rows]})
+@params.accepts(LIMIT)
+@endpoint(responses={200: PolicyList}, graphql="Query.policies", tag="policies")
+async def list_policies(call: Call) -> Any:
+    """List all policies"""
+    page = PageRequest(call.query["limit"])
+    rows = (await service.list_policies(call.session, page=page))[: page.size]
+    return {"policies": [policy_json(p) for p in rows]}
 
 
-@documented(
-    "Create a policy (version 1)",
-    body=PolicyIn,
-    responses={201: PolicyOut},
-    graphql="Mutation.createPolicy",
-    tag="policies",
-)
-@answers
-async def create_policy(request: Request) -> Response:
-    principal = principal_of(request)
-    body = await body_of(request, PolicyIn)
-    async with unit_of_work(request.app.state.runtime, principal.org_id) as session:
-        policy = await service.create_policy(
-            session,
-            principal,
-            name=body.name,
-            description=body.description,
-            rules=[r.to_service() for r in body.rules],
-            source_ip=source_ip(request),
-        )
-        answer = policy_json(policy)
-    return JSONResponse(answer, status_code=201)
+@endpoint(body=PolicyIn, responses={201: PolicyOut}, graphql="Mutation.createPolicy", tag="policies")
+async def create_policy(call: Call) -> Any:
+    """Create a policy (version 1)"""
+    body = call.body
+    policy = await service.create_policy(
+        call.session,
+        call.principal,
+        name=body.name,
+        description=body.description,
+        rules=[r.to_service() for r in body.rules],
+        source_ip=call.source_ip,
+    )
+    return policy_json(policy)
 
 
-@documented(
-    "Clone a compliance pack into a policy",
-    body=ClonePackIn,
-    responses={201: PolicyOut},
-    graphql="Mutation.clonePack",
-    tag="policies",
-)
-@answers
-async def clone_pack(request: Request) -> Response:
-    principal = principal_of(request)
-    body = await body_of(request, ClonePackIn)
-    async with unit_of_work(request.app.state.runtime, principal.org_id) as session:
-        policy = await service.clone_pack(
-            session, principal, body.pack_id.strip().lower(), body.name, source_ip=source_ip(request)
-        )
-        answer = policy_json(policy)
-    return JSONResponse(answer, status_code=201)
+@endpoint(body=ClonePackIn, responses={201: PolicyOut}, graphql="Mutation.clonePack", tag="policies")
+async def clone_pack(call: Call) -> Any:
+    """Clone a compliance pack into a policy"""
+    pack_id = call.body.pack_id.strip().lower()
+    policy = await service.clone_pack(call.session, call.principal, pack_id, call.body.name, source_ip=call.source_ip)
+    return policy_json(policy)
 
 
-async def _analytics(request: Request, policy_id: str | None) -> Response:
-    principal = principal_of(request)
-    q = query_of(request)
-    async with unit_of_work(request.app.state.runtime, principal.org_id) as session:
-        if policy_id is not None:
-            await service.get_policy(session, policy_id)
-        result = await policy_analytics.analytics(
-            session, occurred_from=q["from"], occurred_to=q["to"], policy_id=policy_id
-        )
-    return JSONResponse(row_json(result))
+async def _analytics(call: Call, policy_id: str | None) -> Any:
+    if policy_id is not None:
+        await service.get_policy(call.session, policy_id)
+    result = await policy_analytics.analytics(
+        call.session, occurred_from=call.query["from"], occurred_to=call.query["to"], policy_id=policy_id
+    )
+    return row_json(result)
 
 
-@documented(
-    "Org-wide policy analytics", responses={200: dict[str, Any]}, graphql="Query.policyAnalytics", tag="policies"
-)
 @params.accepts(*WINDOW)
-@answers
-async def org_analytics(request: Request) -> Response:
-    return await _analytics(request, None)
+@endpoint(responses={200: dict[str, Any]}, graphql="Query.policyAnalytics", tag="policies")
+async def org_analytics(call: Call) -> Any:
+    """Org-wide policy analytics"""
+    return await _analytics(call, None)
 
 
-@documented("Get a single policy", responses={200: PolicyOut}, graphql="Query.policy", tag="policies")
-@answers
-async def get_policy(request: Request) -> Response:
-    principal = principal_of(request)
-    async with unit_of_work(request.app.state.runtime, principal.org_id) as session:
-        return JSONResponse(policy_json(await service.get_policy(session, _policy_id(request))))
+@endpoint(responses={200: PolicyOut}, graphql="Query.policy", tag="policies")
+async def get_policy(call: Call) -> Any:
+    """Get a single policy"""
+    return policy_json(await service.get_policy(call.session, call.path("policy_id")))
 
 
-@documented("Per-policy analytics", responses={200: dict[str, Any]}, graphql="Policy.analytics", tag="policies")
 @params.accepts(*WINDOW)
-@answers
-async def policy_analytics_route(request: Request) -> Response:
-    return await _analytics(request, _policy_id(request))
+@endpoint(responses={200: dict[str, Any]}, graphql="Policy.analytics", tag="policies")
+async def policy_analytics_route(call: Call) -> Any:
+    """Per-policy analytics"""
+    return await _analytics(call, call.path("policy_id"))
 
 
-@documented(
-    "Create a new version (and make it current)",
-    body=VersionIn,
-    responses={201: VersionOut},
-    graphql="Mutation.createPolicyVersion",
-    tag="policies",
-)
-@answers
-async def create_version(request: Request) -> Response:
-    principal = principal_of(request)
-    body = await body_of(request, VersionIn)
-    async with unit_of_work(request.app.state.runtime, principal.org_id) as session:
-        version = await service.create_version(
-            session,
-            principal,
-            _policy_id(request),
-            rules=[r.to_service() for r in body.rules],
-            note=body.note or "",
-            source_ip=source_ip(request),
-        )
-        answer = version_json(version)
-    return JSONResponse(answer, status_code=201)
+@endpoint(body=VersionIn, responses={201: VersionOut}, graphql="Mutation.createPolicyVersion", tag="policies")
+async def create_version(call: Call) -> Any:
+    """Create a new version (and make it current)"""
+    version = await service.create_version(
+        call.session,
+        call.principal,
+        call.path("policy_id"),
+        rules=[r.to_service() for r in call.body.rules],
+        note=call.body.note or "",
+        source_ip=call.source_ip,
+    )
+    return version_json(version)
 
 
-@documented("List versions, newest first", responses={200: list[VersionOut]}, graphql="Policy.versions", tag="policies")
-@params.accepts(params.integer("limit", minimum=1, maximum=MAX_LIMIT, default=MAX_LIMIT))
-@answers
-async def list_versions(request: Request) -> Response:
-    principal = principal_of(request)
-    page = PageRequest(query_of(request)["limit"])
-    async with unit_of_work(request.app.state.runtime, principal.org_id) as session:
-        policy = await service.get_policy(session, _policy_id(request))
-        rows = (await service.list_versions(session, policy.id, page=page))[: page.size]
-    return JSONResponse([version_json(v) for v in rows])
+@params.accepts(LIMIT)
+@endpoint(responses={200: list[VersionOut]}, graphql="Policy.versions", tag="policies")
+async def list_versions(call: Call) -> Any:
+    """List versions, newest first"""
+    page = PageRequest(call.query["limit"])
+    policy = await service.get_policy(call.session, call.path("policy_id"))
+    rows = (await service.list_versions(call.session, policy.id, page=page))[: page.size]
+    return [version_json(v) for v in rows]
 
 
-@documented("Get a specific version", responses={200: VersionOut}, graphql="Policy.version", tag="policies")
-@answers
-async def get_version(request: Request) -> Response:
-    principal = principal_of(request)
-    async with unit_of_work(request.app.state.runtime, principal.org_id) as session:
-        policy = await service.get_policy(session, _policy_id(request))
-        version = await service.get_version_by_id(session, policy.id, str(request.path_params["version_id"])[:64])
-    return JSONResponse(version_json(version))
+async def _version(call: Call) -> PolicyVersion:
+    policy = await service.get_policy(call.session, call.path("policy_id"))
+    return await service.get_version_by_id(call.session, policy.id, call.path("version_id"))
 
 
-@documented(
-    "Restore an older version (as a new version equal to it)",
-    responses={201: VersionOut},
-    graphql="Mutation.restorePolicyVersion",
-    tag="policies",
-)
-@answers
-async def restore_version(request: Request) -> Response:
-    principal = principal_of(request)
-    async with unit_of_work(request.app.state.runtime, principal.org_id) as session:
-        policy = await service.get_policy(session, _policy_id(request))
-        old = await service.get_version_by_id(session, policy.id, str(request.path_params["version_id"])[:64])
-        version = await service.restore_version(session, principal, policy.id, old.number, source_ip=source_ip(request))
-        answer = version_json(version)
-    return JSONResponse(answer, status_code=201)
+@endpoint(responses={200: VersionOut}, graphql="Policy.version", tag="policies")
+async def get_version(call: Call) -> Any:
+    """Get a specific version"""
+    return version_json(await _version(call))
 
 
-@documented(
-    "Update a policy's name or description",
-    body=PolicyPatch,
-    responses={200: PolicyOut},
-    graphql="Mutation.updatePolicy",
-    tag="policies",
-)
-@answers
-async def update_policy(request: Request) -> Response:
-    principal = principal_of(request)
-    body = await body_of(request, PolicyPatch)
-    async with unit_of_work(request.app.state.runtime, principal.org_id) as session:
-        policy = await service.update_policy(
-            session,
-            principal,
-            _policy_id(request),
-            name=body.name,
-            description=body.description,
-            source_ip=source_ip(request),
-        )
-        answer = policy_json(policy)
-    return JSONResponse(answer)
+@endpoint(responses={201: VersionOut}, graphql="Mutation.restorePolicyVersion", tag="policies")
+async def restore_version(call: Call) -> Any:
+    """Restore an older version (as a new version equal to it)"""
+    old = await _version(call)
+    version = await service.restore_version(
+        call.session, call.principal, old.policy_id, old.number, source_ip=call.source_ip
+    )
+    return version_json(version)
 
 
-@documented("Delete a policy", responses={200: Deleted}, graphql="Mutation.deletePolicy", tag="policies")
-@answers
-async def delete_policy(request: Request) -> Response:
-    principal = principal_of(request)
-    async with unit_of_work(request.app.state.runtime, principal.org_id) as session:
-        deleted = await service.delete_policy(session, principal, _policy_id(request), source_ip=source_ip(request))
-    return JSONResponse({"id": deleted, "deleted": True})
+@endpoint(body=PolicyPatch, responses={200: PolicyOut}, graphql="Mutation.updatePolicy", tag="policies")
+async def update_policy(call: Call) -> Any:
+    """Update a policy's name or description"""
+    return policy_json(await call.apply(service.update_policy, call.path("policy_id")))
 
 
-async def _attach(request: Request, *, attached: bool) -> Response:
-    principal = principal_of(request)
-    body = await body_of(request, AgentRef)
-    async with unit_of_work(request.app.state.runtime, principal.org_id) as session:
-        policy = await service.set_attached(
-            session, principal, _policy_id(request), body.agent_id, attached=attached, source_ip=source_ip(request)
-        )
-        answer = policy_json(policy)
-    return JSONResponse(answer)
+@endpoint(responses={200: Deleted}, graphql="Mutation.deletePolicy", tag="policies")
+async def delete_policy(call: Call) -> Any:
+    """Delete a policy"""
+    deleted = await service.delete_policy(
+        call.session, call.principal, call.path("policy_id"), source_ip=call.source_ip
+    )
+    return {"id": deleted, "deleted": True}
 
 
-@documented(
-    "Attach policy to an agent",
-    body=AgentRef,
-    responses={200: PolicyOut},
-    graphql="Mutation.attachPolicy",
-    tag="policies",
-)
-@answers
-async def attach(request: Request) -> Response:
-    return await _attach(request, attached=True)
+async def _attach(call: Call, *, attached: bool) -> Any:
+    policy = await service.set_attached(
+        call.session,
+        call.principal,
+        call.path("policy_id"),
+        call.body.agent_id,
+        attached=attached,
+        source_ip=call.source_ip,
+    )
+    return policy_json(policy)
 
 
-@documented(
-    "Detach policy from an agent",
-    body=AgentRef,
-    responses={200: PolicyOut},
-    graphql="Mutation.detachPolicy",
-    tag="policies",
-)
-@answers
-async def detach(request: Request) -> Response:
-    return await _attach(request, attached=False)
+@endpoint(body=AgentRef, responses={200: PolicyOut}, graphql="Mutation.attachPolicy", tag="policies")
+async def attach(call: Call) -> Any:
+    """Attach policy to an agent"""
+    return await _attach(call, attached=True)
+
+
+@endpoint(body=AgentRef, responses={200: PolicyOut}, graphql="Mutation.detachPolicy", tag="policies")
+async def detach(call: Call) -> Any:
+    """Detach policy from an agent"""
+    return await _attach(call, attached=False)
 
 
 P = "/api/v1/policies"

@@ -22,6 +22,7 @@ from starlette.routing import BaseRoute, Route
 from app.db import InvalidJSON, request_json
 from app.errors import BadUserInput
 from app.permissions import Access
+from app.rest.media import is_json
 from app.rest.params import declared_parameters
 
 Endpoint = TypeVar("Endpoint", bound=Callable[..., Any])
@@ -45,6 +46,17 @@ class ErrorBody(BaseModel):
     error: str
     status: int
     code: str
+
+
+def one_of(values: tuple[str, ...], value: Any, *, upper: bool = False) -> Any:
+    """A body's enum value in any case (the documents and GraphQL spell them differently), in the stored
+    spelling; a pydantic validator's ValueError (a 400 naming the values) otherwise."""
+    if not isinstance(value, str):
+        return value
+    wanted = value.strip().upper() if upper else value.strip().lower()
+    if wanted not in values:
+        raise ValueError(f"must be one of {', '.join(values)} (any case)")
+    return wanted
 
 
 FILE = "file"  # a download: the stored file's own media type
@@ -119,17 +131,20 @@ def parse_body(raw: Any, model: Any) -> Any:
         raise BadUserInput(message, problems=problems, accepted=accepted) from None
 
 
-async def body_of(request: Request, model: Any) -> Any:
-    """The request's JSON body as `model` (400 for a body that is not JSON, or does not fit)."""
-    content_type = request.headers.get("content-type", "application/json").lower()  # media types: any case
-    if "json" not in content_type:
+async def read_json(request: Request) -> Any:
+    """The request's body decoded as JSON (an empty body is `{}`); 400 for another media type or bad JSON."""
+    if not is_json(request.headers.get("content-type")):
         raise BadUserInput("send the body as application/json")
     raw_bytes = await request.body()
     try:
-        raw = request_json(raw_bytes) if raw_bytes.strip() else {}
+        return request_json(raw_bytes) if raw_bytes.strip() else {}
     except InvalidJSON as exc:
         raise BadUserInput(exc.message) from None
-    return parse_body(raw, model)
+
+
+async def body_of(request: Request, model: Any) -> Any:
+    """The request's JSON body as `model` (400 for a body that is not JSON, or does not fit)."""
+    return parse_body(await read_json(request), model)
 
 
 # --- the document -------------------------------------------------------------------------------------

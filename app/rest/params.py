@@ -15,7 +15,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
 
 from starlette.requests import Request
@@ -86,17 +86,31 @@ def pattern(name: str, regex: str, description: str, *, many: bool = False) -> P
     return Param(name, accepted, convert, many)
 
 
-def timestamp(name: str) -> Param:
+def timestamp(name: str, *, through_day: bool = False) -> Param:
+    """`through_day`: an end bound, where a date alone (2025-12-31) means until the end of that day."""
     accepted = "an ISO 8601 date or date-time (UTC when it has no offset), e.g. 2026-01-31T12:00:00Z"
 
     def convert(param: str, value: str) -> datetime:
+        text = value.strip()
         try:
-            parsed = datetime.fromisoformat(value.strip().replace("Z", "+00:00"))
+            parsed = datetime.fromisoformat(text.replace("Z", "+00:00"))
         except ValueError:
             raise _refuse(param, value, accepted) from None
+        if through_day and len(text) == 10:
+            parsed += timedelta(days=1)
         return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
 
     return Param(name, accepted, convert, schema={"type": "string", "format": "date-time"})
+
+
+def refused(name: str, why: str) -> Param:
+    """A parameter a document names for something Agentrail does not have: given at all, it is a 400 that says
+    so (never silently ignored)."""
+
+    def convert(param: str, value: str) -> Any:
+        raise BadUserInput(f"{param} is not supported: {why}", field=param)
+
+    return Param(name, f"nothing: {why}", convert, schema={"type": "string", "maxLength": 0, "description": why})
 
 
 def boolean(name: str) -> Param:
@@ -148,6 +162,8 @@ class QueryParameters:
         values: dict[str, Any] = {}
         for param in self.params:
             raw: Sequence[str] = query.getlist(param.name)
+            if any("\x00" in value for value in raw):  # PostgreSQL stores no NUL: no filter can hold one
+                raise BadUserInput(f"{param.name} must not contain NUL characters", field=param.name)
             if not raw:
                 values[param.name] = param.default
                 continue

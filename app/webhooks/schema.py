@@ -234,7 +234,9 @@ class WebhooksQuery:
         endpoint = await service.find_endpoint(await info.context.db(), str(id))
         return WebhookEndpoint.from_model(endpoint) if endpoint else None
 
-    @strawberry.field(description="Webhook deliveries, newest first, each with its attempts. Users only.")
+    @strawberry.field(
+        description="Webhook deliveries, newest first, each with its attempts. Owners, admins and full-scope API keys."
+    )
     async def webhook_deliveries(
         self,
         info: Info,
@@ -340,7 +342,7 @@ class WebhooksMutation:
     @strawberry.mutation(
         description=(
             "Send a `test` event to an endpoint (signed) or to a bare URL (unsigned), asynchronously; returns "
-            "the delivery. Owners and admins."
+            "the delivery. Owners, admins and full-scope API keys."
         )
     )
     async def send_test_webhook(

@@ -22,6 +22,35 @@ async def test_the_openapi_document_is_valid_3_1_and_lists_every_rest_route(clie
                 assert method.lower() in spec["paths"][path], (method, path)
     login = spec["paths"]["/api/v1/auth/login"]["post"]
     assert login["security"] == []
+    # the auth routes' bodies are in the document, request and response (pydantic models, not hand-written)
+    schemas = spec["components"]["schemas"]
+
+    def schema(ref: dict) -> dict:
+        return schemas[ref["$ref"].rsplit("/", 1)[1]]
+
+    login_in = schema(login["requestBody"]["content"]["application/json"]["schema"])
+    assert login_in["required"] == ["email", "password"] and login_in["additionalProperties"] is False
+    signed_in = schema(login["responses"]["200"]["content"]["application/json"]["schema"])
+    assert {"accessToken", "organization", "refreshToken", "user"} <= set(signed_in["required"])
+    assert set(schemas["OrganizationOut"]["properties"]) == {"id", "name", "email", "plan"}
+    for path, method, status in [
+        ("/api/v1/auth/register", "post", "201"),
+        ("/api/v1/auth/refresh", "post", "200"),
+        ("/api/v1/auth/me", "patch", "200"),
+        ("/api/v1/auth/api-keys", "post", "201"),
+    ]:
+        operation = spec["paths"][path][method]
+        assert "requestBody" in operation and "content" in operation["responses"][status], (method, path)
+    created = schema(
+        spec["paths"]["/api/v1/auth/api-keys"]["post"]["responses"]["201"]["content"]["application/json"]["schema"]
+    )
+    assert {"key", "id", "name"} <= set(created["required"])
+    assert "content" in spec["paths"]["/api/v1/auth/me"]["get"]["responses"]["200"]
+    # seed 000's, 001's and 003's routes are documented too (beside OTLP's POST /v1/traces, the GET)
+    assert {"get", "post"} <= set(spec["paths"]["/v1/traces"])
+    for path in ("/v1/audit/export", "/v1/metrics", "/v1/webhooks", "/v1/webhooks/test", "/api/v1/audit/export"):
+        assert path in spec["paths"], path
+    assert "/v1/organizations/{organization_id}/audit-log/export" in spec["paths"]
     assert spec["components"]["schemas"]["ErrorBody"]["required"] == ["error", "status", "code"]
 
 
