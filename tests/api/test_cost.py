@@ -148,6 +148,11 @@ def test_actual_cost_counts_what_the_result_holds() -> None:
         }
     }
     assert actual(operation("TraceTree"), tree, {"traceId": "t"}, "TraceTree") == 1 + 10 + 3
+    # a flat list of objects with weighted leaves (counted in one loop): each object, plus the weight of each
+    # weighted field it holds (null or not); a field it does not hold (skipped) counts nothing
+    spans = [{"id": "a", "prompt": "p", "metadata": {}}, {"id": "b", "prompt": None, "metadata": None}, {"id": "c"}]
+    flat = '{ trace(traceId: "t") { spans { id prompt metadata } } }'
+    assert actual(flat, {"trace": {"spans": spans}}) == 1 + 10 + 3 + 3 + 1
     assert actual(operation("TraceTree"), {"trace": None}, {"traceId": "t"}, "TraceTree") == 10
     # aliases count apiece, fragments like inline fields; absent fields (a skipped one) count nothing
     assert actual("{ a: me { user { id } } b: me { user { id } } }", {"a": {"user": {"id": "u"}}, "b": None}) == 2
