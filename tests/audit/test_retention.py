@@ -11,6 +11,7 @@ import sqlalchemy as sa
 from agentrail_verify import verify_lines
 
 from app.audit import retention, sealing, search
+from app.integrity import root_from_inclusion
 from support import add_user, error_code, gql, register
 
 
@@ -66,7 +67,7 @@ async def test_retention_removes_what_expired_and_verification_reads_it_as_reten
     # a PII rule, so that the old records have alerts
     rule = {"name": "Email", "kind": "PII", "config": {"types": ["email"]}}
     assert "errors" not in await gql(client, "CreateComplianceRule", {"input": rule}, token=account.token)
-    old, _, middle = await _two_generations(client, runtime, account)
+    old, new, middle = await _two_generations(client, runtime, account)
     alerts_before = await _scalar(runtime, "SELECT count(*) FROM alerts WHERE audit_log_id = ANY(:ids)", ids=old)
     searched_before = await _scalar(runtime, "SELECT count(*) FROM audit_search WHERE log_id = ANY(:ids)", ids=old)
     assert searched_before == 6
@@ -105,6 +106,17 @@ async def test_retention_removes_what_expired_and_verification_reads_it_as_reten
     assert verified["expiredThroughIndex"] == 6
     offline = await _offline(client, runtime, account)
     assert offline["ok"] is True and offline["recordsChecked"] == 3 and offline["expiredThroughIndex"] == 6, offline
+    # a kept record is still proved included in the signed tree (the expired leaves come from the cut)
+    answer = await gql(client, "AuditProof", {"recordId": new[0]}, token=account.token)
+    assert "errors" not in answer, answer
+    proof = answer["data"]["auditProof"]
+    root = root_from_inclusion(
+        proof["leafIndex"],
+        proof["treeSize"],
+        bytes.fromhex(proof["entryHash"]),
+        [bytes.fromhex(h) for h in proof["auditPath"]],
+    )
+    assert root.hex() == proof["digest"]["payload"]["merkle_root"] and proof["chainIndex"] == 7
     body = await gql(client, "AuditRetention", {}, token=account.token)
     view = body["data"]["auditRetention"]
     assert view["retentionDays"] == 7 and view["planRetentionDays"] == 7 and view["overrideDays"] is None
