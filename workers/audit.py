@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from app.audit import partitions, retention, sealing, search
+from app.audit import erasure, partitions, retention, sealing, search
 from app.audit.streams import STREAMS
 
 
@@ -35,3 +35,14 @@ async def expire_audit_records(ctx: dict[str, Any]) -> dict[str, Any]:
     runtime = ctx["runtime"]
     await sealing.seal_all(runtime.db, runtime.signer, runtime=runtime)  # what expires is sealed first
     return await retention.run(runtime.db, runtime.settings, runtime.signer)
+
+
+async def run_erasure(ctx: dict[str, Any], org_id: str, erasure_id: str) -> int:
+    """Queued by `eraseRecords` when more records match than it erases at once (and by the sweeper): erases the
+    rest in batches, one transaction each."""
+    return await erasure.continue_erasure(ctx["runtime"], org_id, erasure_id)
+
+
+async def sweep_erasures(ctx: dict[str, Any]) -> int:
+    """Every minute: queues running erasures again (a lost job, a dead worker)."""
+    return await erasure.sweep(ctx["runtime"])

@@ -22,8 +22,10 @@ from workers.audit import (
     create_audit_partitions,
     expire_audit_records,
     index_audit_search,
+    run_erasure,
     seal_audit_trail,
     sweep_audit_search,
+    sweep_erasures,
 )
 from workers.exports import expire_export_jobs, run_export, sweep_export_jobs
 from workers.mail import send_emails
@@ -46,6 +48,9 @@ FUNCTIONS: list[Any] = [
     # no stored result: the job id is reused per time window, and a stored result would block the next
     func(index_audit_search, keep_result=0),
     sweep_audit_search,
+    # the job id is the erasure's: no stored result, so that the sweeper can queue it again once it ended
+    func(run_erasure, keep_result=0, timeout=3600),
+    sweep_erasures,
     rollup_metrics,
     rollup_org_metrics,
     remove_expired_files,
@@ -63,13 +68,21 @@ FUNCTIONS: list[Any] = [
     func(notify_alerts, keep_result=0, timeout=300),
     sweep_alert_notifications,
 ]
-AFTER_OUTAGE = [send_emails, drain_webhook_deliveries, sweep_export_jobs, sweep_reports, sweep_audit_search]
+AFTER_OUTAGE = [
+    send_emails,
+    drain_webhook_deliveries,
+    sweep_export_jobs,
+    sweep_reports,
+    sweep_audit_search,
+    sweep_erasures,
+]
 CRON_JOBS: list[Any] = [
     # unique: with several workers, one seals per minute (the advisory lock would serialise them anyway)
     cron(seal_audit_trail, second=30, unique=True, timeout=600),
     cron(create_audit_partitions, hour=2, minute=7, second=0, unique=True, timeout=600),  # daily
     cron(expire_audit_records, hour=3, minute=17, second=0, unique=True, timeout=3 * 3600),  # daily
     cron(sweep_audit_search, second=45, unique=True, timeout=600),
+    cron(sweep_erasures, second=55, unique=True, timeout=300),
     cron(rollup_metrics, second=15, unique=True, timeout=600),
     cron(remove_expired_files, second=50, unique=True, timeout=600),
     cron(remove_expired_sign_ins, minute=17, second=55, unique=True, timeout=600),  # hourly

@@ -231,5 +231,15 @@ async def chain_window(
     return None if low is None else (int(low), int(high))
 
 
+async def events_by_action(session: AsyncSession, actions: Sequence[str]) -> list[ActivityEvent]:
+    """Every event of the organisation with one of these actions, in chain order."""
+    stmt = (
+        select(ActivityEvent)
+        .where(col(ActivityEvent.action).in_(list(actions)))
+        .order_by(col(ActivityEvent.chain_index))
+    )
+    return list((await session.exec(stmt)).all())
+
+
 async def find_event(session: AsyncSession, event_id: str) -> ActivityEvent | None:
     return (await session.exec(select(ActivityEvent).where(col(ActivityEvent.id) == event_id))).first()

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -160,6 +160,23 @@ async def alert_counts_by_trace(session: AsyncSession, trace_ids: Iterable[str])
     )
     counts = {t: int(n) for t, n in (await session.execute(stmt)).all()}
     return {t: counts.get(t, 0) for t in ids}
+
+
+ERASED_EXCERPT = "[ERASED]"
+
+
+async def erase_excerpts(session: AsyncSession, record_ids: Sequence[str]) -> int:
+    """The excerpts of the alerts these records raised go with the records' content (an erasure, in its
+    transaction): replaced with ERASED_EXCERPT. Returns how many alerts."""
+    if not record_ids:
+        return 0
+    stmt = (
+        sa.update(Alert)
+        .where(col(Alert.audit_log_id).in_(list(record_ids)))
+        .values(excerpt=ERASED_EXCERPT)
+        .execution_options(synchronize_session=False)
+    )
+    return int((await session.execute(stmt)).rowcount or 0)
 
 
 def has_alerts_condition(record_id: Any) -> Any:

@@ -29,6 +29,7 @@ from app.api.errors import DocumentCache, ErrorCodes
 from app.api.execution import FastLeafExecutionContext
 from app.api.limits import QueryCost
 from app.api.permissions import guard_root_types
+from app.audit.erasure_schema import ErasureMutation, ErasureQuery
 from app.audit.schema import AuditMutation, AuditQuery, AuditSubscription, RetentionMutation, RetentionQuery
 from app.billing.schema import BillingMutation, BillingQuery
 from app.compliance.schema import ComplianceMutation, ComplianceQuery
@@ -50,6 +51,7 @@ class Query(
     AgentsQuery,
     AuditQuery,
     RetentionQuery,
+    ErasureQuery,
     ComplianceQuery,
     AlertsQuery,
     BillingQuery,
@@ -70,6 +72,7 @@ class Mutation(
     AgentsMutation,
     AuditMutation,
     RetentionMutation,
+    ErasureMutation,
     ComplianceMutation,
     AlertsMutation,
     BillingMutation,

@@ -1,6 +1,6 @@
 """Who may call the audit domain's operations (see app/permissions.py)."""
 
-from app.permissions import ANY_ROLE, Permissions, Scope, anyone, public, users
+from app.permissions import ANY_ROLE, Permissions, Scope, anyone, managers, public, users
 from app.principal import Role
 
 READ = anyone("read audit records")
@@ -35,6 +35,11 @@ PERMISSIONS = Permissions(
         "GET /.well-known/agentrail-audit-keys.json": public("publish the digest signing keys", note="public keys"),
         "Query.auditRetention": READ,
         "Mutation.setAuditRetention": users("change how long audit records are kept", Role.OWNER),
+        "Query.auditErasures": managers("list erasures", note="their filters may name a data subject"),
+        "Query.auditErasure": managers("read an erasure"),
+        "Mutation.eraseRecords": users(
+            "erase records' content", Role.OWNER, note="GDPR Art. 17; on the activity trail"
+        ),
         "Mutation.logEvent": WRITE,
         "Mutation.logEvents": WRITE,
         "Subscription.traceSpans": READ,

@@ -43,6 +43,8 @@ def csv_line(text_cell: Callable[[Any], Any]) -> Any:
         AuditLog.response,
         sa.cast(AuditLog.metadata_, sa.Text),
         AuditLog.checksum,
+        iso_text(AuditLog.erased_at),
+        AuditLog.erasure_id,
     ]
     return sa.func.concat_ws(",", *[text_cell(cell) for cell in cells])
 
@@ -75,6 +77,8 @@ _JSON_FIELDS: list[tuple[str, Any]] = [
     ("tenantId", AuditLog.tenant_id),
     ("credentialMasked", AuditLog.credential_masked),
     ("checksum", AuditLog.checksum),
+    ("erasedAt", iso_text(AuditLog.erased_at)),
+    ("erasureId", AuditLog.erasure_id),
 ]
 
 
@@ -109,5 +113,7 @@ PARQUET_FIELDS: list[tuple[str, str, Any]] = [
     ("tenantId", "string", AuditLog.tenant_id),
     ("credentialMasked", "bool", AuditLog.credential_masked),
     ("checksum", "string", AuditLog.checksum),
+    ("erasedAt", "timestamp", epoch_micros(AuditLog.erased_at)),
+    ("erasureId", "string", AuditLog.erasure_id),
 ]
 PARQUET_COLUMNS = [column for _, _, column in PARQUET_FIELDS]

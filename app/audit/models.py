@@ -34,6 +34,9 @@ class AuditLog(SQLModel, TenantScoped, table=True):
         # unique index would have to hold received_at (migration 0027)
         sa.Index("ix_audit_logs_org_chain", "org_id", "chain_index"),
         sa.Index(
+            "ix_audit_logs_org_erasure", "org_id", "erasure_id", postgresql_where=sa.text("erasure_id IS NOT NULL")
+        ),
+        sa.Index(
             "ix_audit_logs_org_idempotency",
             "org_id",
             "idempotency_key",
@@ -56,7 +59,10 @@ class AuditLog(SQLModel, TenantScoped, table=True):
     action: str = Field(max_length=128)
     prompt: str | None = None
     response: str | None = None
-    metadata_: dict[str, Any] = Field(default_factory=dict, sa_column=sa.Column("metadata", JSONB, nullable=False))
+    # NULL only once erased (app.audit.erasure): every content column is then NULL
+    metadata_: dict[str, Any] | None = Field(
+        default_factory=dict, sa_column=sa.Column("metadata", JSONB, nullable=True)
+    )
     args: Any | None = Field(default=None, sa_column=sa.Column(JSONB, nullable=True))
     result: Any | None = Field(default=None, sa_column=sa.Column(JSONB, nullable=True))
     occurred_at: datetime = timestamp_column()
@@ -80,6 +86,33 @@ class AuditLog(SQLModel, TenantScoped, table=True):
     chain_index: int = Field(sa_type=sa.BigInteger)
     content_hash: bytes = Field(sa_type=sa.LargeBinary)
     entry_hash: bytes = Field(sa_type=sa.LargeBinary)
+    # set by an erasure (app.audit.erasure), the only change the trigger allows: content NULL, these two set
+    erased_at: datetime | None = optional_timestamp_column()
+    erasure_id: str | None = Field(default=None, foreign_key="audit_erasures.id", max_length=40)
+
+
+class AuditErasure(SQLModel, TenantScoped, table=True):
+    """One erasure of records' content (GDPR Art. 17): what was asked (the filter, the reason), by whom, when,
+    how far it went. `through_seq`: the newest record when it was asked; records written later are not in it.
+    Status: running (records are being erased, in batches; the sweeper queues the job again until it is
+    done), done."""
+
+    __tablename__ = "audit_erasures"
+    __table_args__ = (
+        sa.Index("ix_audit_erasures_org_requested", "org_id", sa.text("requested_at DESC"), sa.text("id DESC")),
+    )
+
+    id: str = Field(primary_key=True, max_length=40)
+    org_id: str = Field(foreign_key="organizations.id", max_length=40)
+    reason: str = Field(max_length=2000)
+    filter: dict[str, Any] = Field(sa_column=sa.Column(JSONB, nullable=False))
+    status: str = Field(max_length=16)
+    record_count: int = Field(default=0, sa_type=sa.BigInteger)
+    through_seq: int = Field(sa_type=sa.BigInteger)
+    requested_by: str | None = Field(default=None, max_length=40)
+    requested_by_name: str | None = Field(default=None, max_length=255)
+    requested_at: datetime = timestamp_column()
+    completed_at: datetime | None = optional_timestamp_column()
 
 
 class AuditTrace(SQLModel, TenantScoped, table=True):
@@ -270,7 +303,7 @@ class AuditRecord:
     action: str
     prompt: str | None
     response: str | None
-    metadata: dict[str, Any]
+    metadata: dict[str, Any] | None  # None once erased
     args: Any
     result: Any
     occurred_at: datetime
@@ -288,6 +321,8 @@ class AuditRecord:
     tenant_id: str | None
     credential_masked: bool
     checksum: str
+    erased_at: datetime | None = None
+    erasure_id: str | None = None
 
 
 # The columns a read selects, in AuditRecord's order (ORM attributes, so tenant scoping applies).
@@ -320,6 +355,8 @@ RECORD_COLUMNS = [
     col(AuditLog.tenant_id),
     col(AuditLog.credential_masked),
     col(AuditLog.checksum),
+    col(AuditLog.erased_at),
+    col(AuditLog.erasure_id),
 ]
 
 

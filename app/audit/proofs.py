@@ -312,6 +312,17 @@ async def bundle_parts(
         "digests": [digest_json(d) for d in digests],
         "keys": keys,
         "retention": retention.cut_json(cut) if cut is not None else None,
+        # the erasures records may name (their records' content field is empty): not signed themselves, the
+        # activity trail records them (audit.erasure_requested, audit.records_erased)
+        "erasures": [
+            {
+                "id": claim_id,
+                "complete": claim.complete,
+                "recordCount": claim.record_count,
+                "chainIndexesHash": claim.indexes_hash,
+            }
+            for claim_id, claim in (await stream.erasures(session) if stream.erasures is not None else {}).items()
+        ],
     }
     after = low - 1
     while high is None or after < high:
@@ -321,6 +332,8 @@ async def bundle_parts(
         kept = await _kept_leaves(session, stream, rows[0].chain_index, rows[-1].chain_index)
         out = []
         for row in rows:
+            # an erased record's content is gone: the field is empty, the header still names the content's hash
+            erased = getattr(row.record, "erasure_id", None) is not None
             leaf = kept.get(row.chain_index)
             sealed = (
                 leaf.hex()
@@ -331,7 +344,7 @@ async def bundle_parts(
                 BundleRecord(
                     row.chain_index,
                     canonical_json(stream.spec.header(row.record, row.chain_index, row.content_hash)),
-                    canonical_json(stream.spec.content(row.record)),
+                    b"" if erased else canonical_json(stream.spec.content(row.record)),
                     sealed.encode(),
                 )
             )

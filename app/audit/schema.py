@@ -85,8 +85,8 @@ class AuditLog:
     response: str | None = strawberry.field(
         description="The response received, with secrets masked.", directives=[CONTENT]
     )
-    metadata: JSON = strawberry.field(
-        description="Free-form metadata (JSON object), with secrets masked.", directives=[CONTENT]
+    metadata: JSON | None = strawberry.field(
+        description="Free-form metadata (JSON object), with secrets masked; null once erased.", directives=[CONTENT]
     )
     args: JSON | None = strawberry.field(
         description="Arguments of the executed call (JSON), with secrets masked.", directives=[CONTENT]
@@ -115,6 +115,11 @@ class AuditLog:
     checksum: str = strawberry.field(
         description='"sha256:…" over the canonical serialisation of the record\'s content.'
     )
+    erased_at: datetime | None = strawberry.field(
+        description="When its content (prompt, response, metadata, args, result) was erased; null while it is kept. "
+        "An erased record keeps its place in the chain and every proof (see auditErasures)."
+    )
+    erasure_id: str | None = strawberry.field(description="The erasure that removed its content (`ers_…`).")
 
     @classmethod
     def of(cls, record: AuditRecord, node: SpanNode | None = None) -> AuditLog:
@@ -148,6 +153,8 @@ class AuditLog:
             tenant_id=record.tenant_id,
             credential_masked=record.credential_masked,
             checksum=record.checksum,
+            erased_at=record.erased_at,
+            erasure_id=record.erasure_id,
         )
 
     @strawberry.field(description="The parent span, when it has arrived.")
@@ -453,6 +460,10 @@ class VerificationResult:
     ok: bool = strawberry.field(description="True when nothing was altered, removed or reordered.")
     records_checked: int = strawberry.field(description="Records whose checksum was recomputed.")
     digests_checked: int = strawberry.field(description="Digests whose hash, signature and chain link were checked.")
+    records_erased: int = strawberry.field(
+        description="Of the records checked, those whose content was erased (see auditErasures): their place, "
+        "header and link are verified; their content, which is gone, cannot be."
+    )
     first_broken_record_id: str | None = strawberry.field(description="The first record found altered or missing.")
     first_broken_digest_id: str | None = strawberry.field(description="The first digest that does not hold.")
     reason: str | None = strawberry.field(description="What broke, in words.")
@@ -597,6 +608,7 @@ class AuditQuery:
             ok=outcome.ok,
             records_checked=outcome.records_checked,
             digests_checked=outcome.digests_checked,
+            records_erased=outcome.records_erased,
             first_broken_record_id=outcome.first_broken_record_id,
             first_broken_digest_id=outcome.first_broken_digest_id,
             reason=outcome.reason,
@@ -628,6 +640,7 @@ class AuditQuery:
             ok=outcome.ok,
             records_checked=outcome.records_checked,
             digests_checked=outcome.digests_checked,
+            records_erased=outcome.records_erased,
             first_broken_record_id=outcome.first_broken_record_id,
             first_broken_digest_id=outcome.first_broken_digest_id,
             reason=outcome.reason,

@@ -22,9 +22,9 @@ import sqlalchemy as sa
 from sqlmodel import col, select
 
 from app import unit_of_work
-from app.audit import published, retention, signing
+from app.audit import erasure, published, retention, signing
 from app.audit.models import AuditDigest, AuditMerkleNode, AuditRetentionCut
-from app.audit.streams import AUDIT, ChainRow, Stream
+from app.audit.streams import AUDIT, ChainRow, ErasureClaim, Stream
 from app.db import AsyncSession, Database, lock_organisation, new_id, tenant_org
 from app.integrity import (
     GENESIS_ENTRY,
@@ -257,6 +257,7 @@ class Verification:
     reason: str | None = None
     chain_length: int = 0  # the last chain index seen
     expired_through: int = 0  # records up to this chain index expired under retention (signed cuts)
+    records_erased: int = 0  # records whose content was erased: header and link checked, content not
     head_digest: AuditDigest | None = field(default=None, repr=False)
 
     def fail(self, reason: str, *, record_id: str | None = None, digest_id: str | None = None) -> Verification:
@@ -272,6 +273,7 @@ class Verification:
             "ok": self.ok,
             "records_checked": self.records_checked,
             "digests_checked": self.digests_checked,
+            "records_erased": self.records_erased,
             "first_broken_record_id": self.first_broken_record_id,
             "first_broken_digest_id": self.first_broken_digest_id,
             "reason": self.reason,
@@ -454,6 +456,8 @@ class _Walk:
         recent: list[tuple[int, str, bytes]] = []  # (index, id, recomputed entry) since the last signed digest
         first_seq: int | None = None
         expected, after = self.low, self.low - 1
+        erasures = await stream.erasures(self.session) if stream.erasures is not None else {}
+        erased: dict[str, list[int]] = {}  # erasure id -> chain indexes of its records seen
         while True:
             rows = await stream.chain_rows(self.session, after, VERIFY_CHUNK, self.high)
             kept = await self._sealed_leaves(rows[0].chain_index, rows[-1].chain_index) if rows else {}
@@ -465,11 +469,23 @@ class _Walk:
                         record_id=record.id,
                     )
                     return
-                recomputed = content_hash(stream.spec.content(record))
-                hashes = chain_hashes(stream.spec, record, index, previous, content_digest=recomputed)
-                if recomputed != row.content_hash or not _checksum_holds(record, hashes, stream):
-                    result.fail("a record's content does not match its hashes (it was altered)", record_id=record.id)
-                    return
+                erasure_id = getattr(record, "erasure_id", None)
+                if erasure_id is not None:  # erased: its content cannot be rechecked, its header and link can
+                    hashes = chain_hashes(stream.spec, record, index, previous, content_digest=row.content_hash)
+                    problem = self._erased_problem(record, hashes, erasures)
+                    if problem:
+                        result.fail(problem, record_id=record.id)
+                        return
+                    result.records_erased += 1
+                    erased.setdefault(erasure_id, []).append(index)
+                else:
+                    recomputed = content_hash(stream.spec.content(record))
+                    hashes = chain_hashes(stream.spec, record, index, previous, content_digest=recomputed)
+                    if recomputed != row.content_hash or not _checksum_holds(record, hashes, stream):
+                        result.fail(
+                            "a record's content does not match its hashes (it was altered)", record_id=record.id
+                        )
+                        return
                 if hashes.entry_hash != row.entry_hash:
                     await self._broken_link(row, previous, previous_id)
                     return
@@ -504,6 +520,8 @@ class _Walk:
                 break
         if partial:
             return
+        if self._erasures_broken(erasures, erased, previous_id, start):
+            return
         while legacy is not None:
             if _v1_broken(result, legacy, leaves, previous_id):
                 return
@@ -515,6 +533,51 @@ class _Walk:
                 record_id=previous_id,
                 digest_id=signed.id,
             )
+
+    def _erased_problem(self, record: Any, hashes: ChainHashes, erasures: dict[str, ErasureClaim]) -> str | None:
+        """What is wrong with an erased record, if anything: content left, an erasure never recorded, a header
+        that does not match its record hash (a record written before the chain keeps its legacy checksum, over
+        the content that is gone: only its link is checked)."""
+        if any(value is not None for value in self.stream.spec.content(record).values()):
+            return "an erased record still holds content (altered after its erasure)"
+        claim = erasures.get(record.erasure_id)
+        if claim is None or not claim.requested:
+            return (
+                "a record's content was removed outside any recorded erasure (it claims an erasure that does not exist)"
+            )
+        if record.checksum != hashes.checksum and not self.stream.legacy_checksums:
+            return "a record's content does not match its hashes (it was altered)"
+        return None
+
+    def _erasures_broken(
+        self, erasures: dict[str, ErasureClaim], erased: dict[str, list[int]], last_id: str | None, start: int
+    ) -> bool:
+        """Each complete erasure erased exactly the records its signed activity event names (their count and the
+        hash of their chain indexes): records erased under its id without it, or left out, are caught. When
+        retention removed the start of the chain (`start` > 1), an erasure reaching into it is checked for
+        records beyond its count only."""
+        for erasure_id, claim in erasures.items():
+            if not claim.complete:
+                continue
+            indexes = erased.get(erasure_id, [])
+            if claim.record_count is None:
+                self.result.fail(
+                    f"erasure {erasure_id} is complete but its activity event (audit.records_erased) is missing",
+                    record_id=last_id,
+                )
+                return True
+            if start > 1 and (claim.first_index is None or claim.first_index < start):
+                exact = len(indexes) <= claim.record_count
+            else:
+                exact = claim.record_count == len(indexes) and claim.indexes_hash == erasure.indexes_hash(indexes)
+            if not exact:
+                self.result.fail(
+                    f"erasure {erasure_id} recorded {claim.record_count} erased records on the activity trail, but"
+                    f" {len(indexes)} records carry it (records were erased or restored outside it)",
+                    record_id=last_id,
+                )
+                return True
+        return False
 
     async def _broken_link(self, row: ChainRow, previous: bytes, previous_id: str | None) -> None:
         """The record's own hashes hold but its entry hash does not follow its predecessor's: either this

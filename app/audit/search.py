@@ -14,7 +14,7 @@ import sqlalchemy as sa
 from sqlmodel import col
 
 from app.audit.models import AuditLog, AuditSearch
-from app.db import Database, scoped_text
+from app.db import Database, lock_organisation, scoped_text
 from app.errors import BadUserInput
 from app.runtime.isolation import each_organization
 from app.unit_of_work import transaction
@@ -24,6 +24,9 @@ MAX_INDEXED_CHARS = 100_000  # per field: a tsvector is capped at 1 MB, and late
 SWEEP_CHUNK = 5_000
 MAX_QUERY_CHARS = 1_000  # a search is a few words; longer is abuse (PostgreSQL would parse megabytes per row batch)
 SWEEP_LAG_SECONDS = 120  # longer than any ingest transaction runs: no record commits behind the sweeper
+# indexing holds it shared per organisation, an erasure exclusively (app.audit.erasure): an erasure's delete of
+# search rows then sees every row an indexing statement made from content read before the erasure committed
+SEARCH_LOCK_NAMESPACE = 0x53524348  # "SRCH"
 
 _DOCUMENT = (
     f"to_tsvector('{TEXT_CONFIG}', left(coalesce(a.prompt, ''), {MAX_INDEXED_CHARS}) || ' ' || "
@@ -36,7 +39,7 @@ _INDEX_IDS = scoped_text(
     INSERT INTO audit_search (log_id, org_id, received_at, document)
     SELECT a.id, a.org_id, a.received_at, {_DOCUMENT}
     FROM audit_logs a
-    WHERE a.org_id = :org AND a.id = ANY(CAST(:ids AS text[]))
+    WHERE a.org_id = :org AND a.id = ANY(CAST(:ids AS text[])) AND a.erased_at IS NULL
     ON CONFLICT (log_id, received_at) DO NOTHING
     """
 )
@@ -51,7 +54,7 @@ _SWEEP = scoped_text(
         INSERT INTO audit_search (log_id, org_id, received_at, document)
         SELECT a.id, a.org_id, a.received_at, {_DOCUMENT}
         FROM audit_logs a JOIN chunk c ON c.id = a.id
-        WHERE a.org_id = :org
+        WHERE a.org_id = :org AND a.erased_at IS NULL
           AND NOT EXISTS (SELECT 1 FROM audit_search s WHERE s.log_id = a.id AND s.received_at = a.received_at)
         ON CONFLICT (log_id, received_at) DO NOTHING
         RETURNING 1
@@ -105,6 +108,7 @@ async def drain_pending(db: Database, redis: Any, org_id: str, *, chunk: int = S
 
 async def index_records(db: Database, org_id: str, record_ids: list[str]) -> int:
     async with transaction(db, org_id) as session:
+        await lock_organisation(session, SEARCH_LOCK_NAMESPACE, shared=True)
         result = await session.execute(_INDEX_IDS, {"ids": record_ids})
     return int(result.rowcount or 0)
 
@@ -126,6 +130,7 @@ async def sweep(db: Database, *, lag_seconds: float = SWEEP_LAG_SECONDS) -> int:
         swept, found = swept_by_org[org_id], 0
         while True:
             async with transaction(db, org_id) as session:
+                await lock_organisation(session, SEARCH_LOCK_NAMESPACE, shared=True)
                 row = (await session.execute(_SWEEP, {"after": swept, "limit": SWEEP_CHUNK, "lag": lag_seconds})).one()
                 if not row.checked:
                     return found

@@ -316,6 +316,7 @@ class AuditLogQuery:
     occurred_to: datetime | None = None
     search: str | None = None
     has_alerts: bool | None = None
+    ids: list[str] | None = None  # these records only (an erasure's selection)
 
     def __post_init__(self) -> None:
         # refused when the query is made (a request, an export's start), not when a job runs it
@@ -326,6 +327,8 @@ class AuditLogQuery:
 def _filtered(query: AuditLogQuery) -> Any:
     stmt = sa.select(*RECORD_COLUMNS)
     conditions: list[sa.ColumnElement[bool]] = []
+    if query.ids is not None:
+        conditions.append(col(AuditLog.id).in_(query.ids))
     if query.agent_ids:
         conditions.append(col(AuditLog.agent_id).in_(query.agent_ids))
     if query.actions:
@@ -364,6 +367,24 @@ async def list_records(
     if offset:
         stmt = stmt.offset(offset)
     return [record_from_row(r) for r in (await session.execute(stmt)).all()]
+
+
+async def unerased_ids(session: AsyncSession, query: AuditLogQuery, *, through_seq: int, limit: int) -> list[str]:
+    """Ids of up to `limit` matching records not erased yet, written up to `through_seq`, oldest first (an
+    erasure's next batch: app.audit.erasure)."""
+    stmt = (
+        _filtered(query)
+        .with_only_columns(col(AuditLog.id))
+        .where(col(AuditLog.erased_at).is_(None), col(AuditLog.seq) <= through_seq)
+        .order_by(col(AuditLog.seq))
+        .limit(limit)
+    )
+    return list((await session.execute(stmt)).scalars().all())
+
+
+async def newest_seq(session: AsyncSession) -> int:
+    """The `seq` of the organisation's newest record (0 without any)."""
+    return int((await session.execute(sa.select(sa.func.max(col(AuditLog.seq))))).scalar_one() or 0)
 
 
 async def count_records(session: AsyncSession, query: AuditLogQuery) -> int:

@@ -18,6 +18,7 @@ from sqlmodel import col
 
 from app.activity import service as activity
 from app.activity.chain import ACTIVITY_LOCK_NAMESPACE
+from app.audit import erasure
 from app.audit.models import CHAIN_COLUMNS, RECORD_COLUMNS, AuditDigest, AuditLog, AuditRetentionCut, record_from_row
 from app.audit.service import INGEST_LOCK_NAMESPACE
 from app.db import AsyncSession, within
@@ -42,6 +43,18 @@ class Span:
     last_occurred_at: datetime
 
 
+@dataclass(slots=True)
+class ErasureClaim:
+    """What the organisation's records say of one erasure: requested on the activity trail, complete, and the
+    count and chain-index hash of its records as its signed completion event gives them (None without one)."""
+
+    requested: bool
+    complete: bool
+    record_count: int | None
+    indexes_hash: str | None
+    first_index: int | None = None  # the chain index of its first record (retention may have removed it since)
+
+
 @dataclass(frozen=True)
 class Stream:
     name: str
@@ -56,6 +69,8 @@ class Stream:
     window: Callable[[AsyncSession, datetime | None, datetime | None], Awaitable[tuple[int, int] | None]]
     record: Callable[[AsyncSession, str], Awaitable[ChainRow | None]]
     legacy_checksum: Callable[[Any], str] | None = None  # the checksum records carried before the chain
+    # the erasures that records of the stream may name (erasure id -> claim); None: records are never erased
+    erasures: Callable[[AsyncSession], Awaitable[dict[str, ErasureClaim]]] | None = None
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -153,6 +168,28 @@ async def _audit_record(session: AsyncSession, record_id: str) -> ChainRow | Non
     return None if row is None else _audit_row(row)
 
 
+async def _audit_erasures(session: AsyncSession) -> dict[str, ErasureClaim]:
+    events: dict[str, dict[str, Any]] = {}
+    requested: set[str] = set()
+    for event in await activity.events_by_action(session, (erasure.REQUESTED_ACTION, erasure.ERASED_ACTION)):
+        if event.action == erasure.REQUESTED_ACTION:
+            requested.add(event.target_id or "")
+        else:
+            events[event.target_id or ""] = event.metadata_ or {}
+    claims = {}
+    for row in (await erasure.erasures_of(session)).values():
+        done = events.get(row.id)
+        count = done.get("recordCount") if done else None
+        claims[row.id] = ErasureClaim(
+            requested=row.id in requested,
+            complete=row.status == erasure.DONE,
+            record_count=count if isinstance(count, int) else None,
+            indexes_hash=done.get("chainIndexesHash") if done else None,
+            first_index=done.get("firstChainIndex") if done and isinstance(done.get("firstChainIndex"), int) else None,
+        )
+    return claims
+
+
 AUDIT = Stream(
     name="audit",
     spec=AUDIT_CHAIN,
@@ -166,6 +203,7 @@ AUDIT = Stream(
     chain_rows=_audit_chain_rows,
     window=_audit_window,
     record=_audit_record,
+    erasures=_audit_erasures,
 )
 
 # ---------------------------------------------------------------------------------------------------

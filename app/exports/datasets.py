@@ -43,6 +43,8 @@ AUDIT_HEADER = (
     "response",
     "metadata",
     "checksum",
+    "erasedAt",
+    "erasureId",
 )
 ACTIVITY_HEADER = (
     "id",

@@ -16,7 +16,7 @@ from typing import Any
 from app.activity import service as activity
 from app.agents import service as agents
 from app.alerts import analytics as alerts
-from app.audit import sealing
+from app.audit import erasure, sealing
 from app.audit import service as audit
 from app.compliance.engine import SEVERITIES
 from app.db import AsyncSession, iso
@@ -526,6 +526,7 @@ async def audit_integrity(session: AsyncSession, window: Window, keys: sealing.K
         "recordsChecked": outcome.records_checked,
         "digestsChecked": outcome.digests_checked,
         "digestsCovered": len(digests),
+        "recordsErased": outcome.records_erased,
         "firstBrokenRecordId": outcome.first_broken_record_id,
         "firstBrokenDigestId": outcome.first_broken_digest_id,
         "reason": outcome.reason,
@@ -544,6 +545,21 @@ async def audit_integrity(session: AsyncSession, window: Window, keys: sealing.K
         }
         for d in digests[:MAX_ROWS]
     ]
+    erasures = sorted(
+        (e for e in (await erasure.erasures_of(session)).values() if window.start <= e.requested_at < window.end),
+        key=lambda e: (e.requested_at, e.id),
+    )
+    erasure_rows = [
+        {
+            "id": e.id,
+            "requestedAt": iso(e.requested_at),
+            "requestedBy": e.requested_by_name or e.requested_by,
+            "status": e.status,
+            "recordCount": e.record_count,
+            "reason": e.reason,
+        }
+        for e in erasures[:MAX_ROWS]
+    ]
     verdict = (
         "Every record in the window matches its checksum, and every digest's signature, Merkle root and chain "
         "link hold: nothing was altered, removed or reordered."
@@ -561,6 +577,7 @@ async def audit_integrity(session: AsyncSession, window: Window, keys: sealing.K
                     ["Records checked", outcome.records_checked],
                     ["Digests checked (whole chain)", outcome.digests_checked],
                     ["Digests covering the window", len(digests)],
+                    ["Records erased (content removed, proof kept)", outcome.records_erased],
                     ["First broken record", outcome.first_broken_record_id or "–"],
                     ["First broken digest", outcome.first_broken_digest_id or "–"],
                     ["Reason", outcome.reason or "–"],
@@ -577,8 +594,19 @@ async def audit_integrity(session: AsyncSession, window: Window, keys: sealing.K
                 ],
             ),
         ),
+        Section(
+            "Erasures requested in the window (GDPR Art. 17)",
+            table=Table(
+                ["Erasure", "Requested (UTC)", "By", "Status", "Records", "Reason"],
+                [
+                    [e["id"], e["requestedAt"], e["requestedBy"], e["status"], e["recordCount"], e["reason"]]
+                    for e in erasure_rows
+                ],
+            ),
+        ),
     ]
-    return Content(summary=verification, data={"verification": verification, "digests": digest_rows}, sections=sections)
+    data = {"verification": verification, "digests": digest_rows, "erasures": erasure_rows}
+    return Content(summary=verification, data=data, sections=sections)
 
 
 GATHERERS: dict[str, Callable[[AsyncSession, Window, sealing.Keys], Awaitable[Content]]] = {

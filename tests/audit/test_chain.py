@@ -151,12 +151,12 @@ async def test_the_migration_backfill_gives_the_hashes_ingest_gives(client, runt
     before = await _chain_rows(runtime, account.org_id)
     migration = _migration()
     async with runtime.db.engine.begin() as conn:
-        await conn.execute(sa.text("ALTER TABLE audit_logs DISABLE TRIGGER audit_logs_immutable"))
+        await conn.execute(sa.text("ALTER TABLE audit_logs DISABLE TRIGGER USER"))
         await conn.execute(
             sa.text("UPDATE audit_logs SET content_hash = '', entry_hash = '', chain_index = -chain_index")
         )
         await conn.run_sync(lambda sync: migration._backfill(sync))
-        await conn.execute(sa.text("ALTER TABLE audit_logs ENABLE TRIGGER audit_logs_immutable"))
+        await conn.execute(sa.text("ALTER TABLE audit_logs ENABLE TRIGGER USER"))
     assert await _chain_rows(runtime, account.org_id) == before
 
 

@@ -65,9 +65,9 @@ async def test_seal_then_verify(client, runtime):
 async def _tamper(runtime, statement: str, params: dict) -> None:
     """Edits behind the trigger's back, as an attacker with database access would."""
     async with runtime.db.engine.begin() as conn:
-        await conn.execute(sa.text("ALTER TABLE audit_logs DISABLE TRIGGER audit_logs_immutable"))
+        await conn.execute(sa.text("ALTER TABLE audit_logs DISABLE TRIGGER USER"))
         await conn.execute(sa.text(statement), params)
-        await conn.execute(sa.text("ALTER TABLE audit_logs ENABLE TRIGGER audit_logs_immutable"))
+        await conn.execute(sa.text("ALTER TABLE audit_logs ENABLE TRIGGER USER"))
 
 
 async def test_verification_catches_an_edited_record(client, runtime):

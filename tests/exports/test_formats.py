@@ -66,6 +66,8 @@ def _reference_audit_row(r, as_text: dict) -> list:
         r.response,
         metadata_text,
         r.checksum,
+        iso(r.erased_at) if r.erased_at else None,
+        r.erasure_id,
     ]
 
 

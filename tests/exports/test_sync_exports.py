@@ -44,6 +44,8 @@ async def test_csv_export_quotes_and_guards(client):
         "response",
         "metadata",
         "checksum",
+        "erasedAt",
+        "erasureId",
     ]
     by_action = {r[5]: r for r in rows[1:]}
     assert by_action["llm_call"][12] == NASTY and json.loads(by_action["llm_call"][14]) == {"k": [1, 2]}

@@ -271,6 +271,7 @@ async def test_audit_integrity_runs_the_verification(client, runtime):
         "recordsChecked": 6,
         "digestsChecked": 1,
         "digestsCovered": 1,
+        "recordsErased": 0,
         "firstBrokenRecordId": None,
         "firstBrokenDigestId": None,
         "reason": None,
@@ -294,9 +295,9 @@ async def test_audit_integrity_runs_the_verification(client, runtime):
 
     # someone with database access edits a record: the next report says so, and which record
     async with runtime.db.engine.begin() as conn:
-        await conn.execute(sa.text("ALTER TABLE audit_logs DISABLE TRIGGER audit_logs_immutable"))
+        await conn.execute(sa.text("ALTER TABLE audit_logs DISABLE TRIGGER USER"))
         await conn.execute(sa.text("UPDATE audit_logs SET prompt = 'nothing to see' WHERE id = :id"), {"id": ids[2]})
-        await conn.execute(sa.text("ALTER TABLE audit_logs ENABLE TRIGGER audit_logs_immutable"))
+        await conn.execute(sa.text("ALTER TABLE audit_logs ENABLE TRIGGER USER"))
     broken = await ready(client, runtime, account, type="AUDIT_INTEGRITY", format="PDF")
     assert broken["summary"]["ok"] is False and broken["summary"]["firstBrokenRecordId"] == ids[2]
     pdf = PdfReader(io.BytesIO((await download(client, broken)).content))

@@ -40,7 +40,10 @@ def main(argv: list[str] | None = None) -> int:
             where = ", ".join(f"{k} {v}" for k, v in item.items() if k != "reason" and v is not None)
             print(f"BROKEN: {item['reason']}" + (f" ({where})" if where else ""))
         state = "OK" if report.ok else "BROKEN"
-        print(f"{state}: {report.records} records, {report.digests} digests, {report.roots_checked} roots checked")
+        erased = f" ({report.erased} erased: content removed, place and link verified)" if report.erased else ""
+        print(
+            f"{state}: {report.records} records{erased}, {report.digests} digests, {report.roots_checked} roots checked"
+        )
     return 0 if report.ok else 1
 
 

@@ -16,7 +16,8 @@ Every further line is one record, in chain order from `firstIndex`, as three tab
 its stored entry hash and record hash, `entry:record` (hex), which tell which record a broken link comes from.
 
 What is checked (each break is reported, naming the record or the digest):
-  content_hash = SHA-256(content) is the one the header names        (the content was not altered)
+  content_hash = SHA-256(content) is the one the header names        (the content was not altered; an erased
+                 record has no content: it is reported as erased, and everything below is still checked)
   record_hash  = SHA-256(header); entry = SHA-256(previous entry || record_hash), equal to the sealed entry
   the RFC 9162 root of the entries up to each digest's tree_size, and its chain head
   each digest's hash (SHA-256 of its canonical payload), its Ed25519 signature by a trusted key within its
@@ -130,12 +131,17 @@ def trusted_keys(keys: list[dict[str, Any]], root: bytes) -> dict[str, tuple[byt
     return trusted
 
 
+MAX_LISTED_ERASED = 1_000
+
+
 @dataclass
 class Report:
     records: int = 0
     digests: int = 0
     roots_checked: int = 0
     expired_through: int = 0  # records up to this chain index expired under a signed retention cut
+    erased: int = 0  # records whose content was erased: place, header and link checked, content not
+    erased_ids: list[str] = field(default_factory=list)  # the first MAX_LISTED_ERASED of them
     breaks: list[dict[str, Any]] = field(default_factory=list)
 
     @property
@@ -154,6 +160,8 @@ class Report:
             "digestsChecked": self.digests,
             "rootsChecked": self.roots_checked,
             "expiredThroughIndex": self.expired_through,
+            "recordsErased": self.erased,
+            "erasedRecordIds": self.erased_ids,
             "breaks": self.breaks,
         }
 
@@ -185,6 +193,7 @@ class _Run:
     start: int  # chain index before the run's first record
     index: int  # chain index of its last record read
     records: int = 0
+    erased: list[str] = field(default_factory=list)  # ids of its erased records (content field empty)
     stack: list[bytes] = field(default_factory=list)  # aligned subtrees of its leaves, left to right
     boundaries: list[tuple[int, list[bytes], bytes, str | None]] = field(default_factory=list)  # at digests' sizes
     last_id: str | None = None  # id of the last record read (before the run's first: the one before it)
@@ -280,6 +289,8 @@ def _check(
         elif at < 0:
             run.broken = ("the record names no content hash", _line_id(line), index)
             break
+        else:  # erased: no content to hash; the header (which names the content's hash) and the link still are
+            run.erased.append(_line_id(line) or "")
         if line.find(b'"chain_index":%d,' % index, 0, first_tab) < 0:
             run.broken = (_PLACE, _line_id(line), index)
             break
@@ -357,6 +368,8 @@ def _join_runs(
                 )
                 return None
         report.records += run.records
+        report.erased += len(run.erased)
+        report.erased_ids.extend(run.erased[: max(0, MAX_LISTED_ERASED - len(report.erased_ids))])
         if run.broken is not None:
             reason, record, index = run.broken
             report.broke(reason, record=record, index=index)
