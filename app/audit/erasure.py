@@ -206,6 +206,7 @@ async def _complete(session: AsyncSession, erasure: AuditErasure, principal: Pri
             "erasureId": erasure.id,
             "recordCount": len(indexes),
             "firstChainIndex": indexes[0] if indexes else None,
+            "lastChainIndex": indexes[-1] if indexes else None,
             "chainIndexesHash": indexes_hash(indexes),
         },
     )

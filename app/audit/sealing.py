@@ -555,7 +555,7 @@ class _Walk:
         """Each complete erasure erased exactly the records its signed activity event names (their count and the
         hash of their chain indexes): records erased under its id without it, or left out, are caught. When
         retention removed the start of the chain (`start` > 1), an erasure reaching into it is checked for
-        records beyond its count only."""
+        records beyond its count or outside its first..last chain index only."""
         for erasure_id, claim in erasures.items():
             if not claim.complete:
                 continue
@@ -567,7 +567,10 @@ class _Walk:
                 )
                 return True
             if start > 1 and (claim.first_index is None or claim.first_index < start):
-                exact = len(indexes) <= claim.record_count
+                # what retention left of it: no more records than it erased, none outside its first..last index
+                exact = len(indexes) <= claim.record_count and all(
+                    (claim.first_index or 0) <= i <= (claim.last_index or 0) for i in indexes
+                )
             else:
                 exact = claim.record_count == len(indexes) and claim.indexes_hash == erasure.indexes_hash(indexes)
             if not exact:

@@ -53,6 +53,7 @@ class ErasureClaim:
     record_count: int | None
     indexes_hash: str | None
     first_index: int | None = None  # the chain index of its first record (retention may have removed it since)
+    last_index: int | None = None  # and of its last
 
 
 @dataclass(frozen=True)
@@ -168,6 +169,11 @@ async def _audit_record(session: AsyncSession, record_id: str) -> ChainRow | Non
     return None if row is None else _audit_row(row)
 
 
+def _int(data: dict[str, Any] | None, key: str) -> int | None:
+    value = (data or {}).get(key)
+    return value if isinstance(value, int) else None
+
+
 async def _audit_erasures(session: AsyncSession) -> dict[str, ErasureClaim]:
     events: dict[str, dict[str, Any]] = {}
     requested: set[str] = set()
@@ -185,7 +191,8 @@ async def _audit_erasures(session: AsyncSession) -> dict[str, ErasureClaim]:
             complete=row.status == erasure.DONE,
             record_count=count if isinstance(count, int) else None,
             indexes_hash=done.get("chainIndexesHash") if done else None,
-            first_index=done.get("firstChainIndex") if done and isinstance(done.get("firstChainIndex"), int) else None,
+            first_index=_int(done, "firstChainIndex"),
+            last_index=_int(done, "lastChainIndex"),
         )
     return claims
 

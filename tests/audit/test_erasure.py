@@ -15,7 +15,7 @@ import pyarrow.parquet as pq
 import pytest
 import sqlalchemy as sa
 
-from app.audit import erasure, sealing, search
+from app.audit import erasure, retention, sealing, search
 from app.reports import data as reports
 from support import add_user, create_api_key, error_code, gql, register
 from workers.settings import run_worker
@@ -130,9 +130,7 @@ async def test_erasure_by_ids_keeps_every_proof_and_says_erased_everywhere(clien
                 await conn.execute(
                     sa.text("SELECT audit_log_id, excerpt FROM alerts WHERE org_id = :o"), {"o": org.org_id}
                 )
-            )
-            .tuples()
-            .all()
+            ).all()
         )
     assert excerpts[target[0]] == "[ERASED]" and excerpts[org.ids[6]] != "[ERASED]"
 
@@ -446,3 +444,31 @@ async def test_content_removed_outside_an_erasure_is_detected(client, runtime, o
     verified = await _verify(client, org)
     assert verified["ok"] is False and verified["firstBrokenRecordId"] == org.ids[0]
     assert "still holds content" in verified["reason"]
+
+
+async def test_retention_after_an_erasure_keeps_the_trail_verifiable(client, runtime):
+    account = await register(client)
+    old = await _log(client, account, [_record(i, tenantId="subject") for i in range(4)])
+    await asyncio.sleep(0.05)
+    middle = datetime.now(UTC)
+    await asyncio.sleep(0.05)
+    new = await _log(client, account, [_record(10 + i, tenantId="subject") for i in range(3)])
+    await sealing.seal_all(runtime.db, runtime.signer)
+    done = await _erased(client, account, {"tenantId": ["subject"]})  # spans both generations
+    assert done["recordCount"] == 7
+    outcome = await retention.expire_organization(
+        runtime.db, account.org_id, runtime.settings, runtime.signer, middle + timedelta(days=7)
+    )
+    assert outcome.removed == len(old)
+    verified = await _verify(client, account)
+    assert verified["ok"] is True and verified["recordsErased"] == len(new), verified
+    # an erased record still there, its erasure id moved to another record: caught even after retention
+    other = await _log(client, account, [_record(99)])
+    await _superuser(
+        runtime,
+        "UPDATE audit_logs SET prompt = NULL, response = NULL, metadata = NULL, args = NULL, result = NULL,"
+        " erased_at = now(), erasure_id = :e WHERE id = :id",
+        {"id": other[0], "e": done["id"]},
+    )
+    verified = await _verify(client, account)
+    assert verified["ok"] is False and f"erasure {done['id']}" in verified["reason"], verified

@@ -45,6 +45,7 @@ async def test_seal_then_verify(client, runtime):
         "ok": True,
         "recordsChecked": 33,
         "digestsChecked": 2,
+        "recordsErased": 0,
         "firstBrokenRecordId": None,
         "firstBrokenDigestId": None,
         "reason": None,
