@@ -97,3 +97,13 @@ def test_every_damage_is_named_alike(sample, small_runs, tmp_path, monkeypatch, 
         reports = _reports(_damaged(lines, kind, at), public_key, tmp_path, monkeypatch)
         assert not reports[0]["ok"], (kind, at)
         assert all(r["breaks"] == reports[0]["breaks"] for r in reports), (kind, at, reports)
+
+
+def test_a_file_read_in_blocks_gives_its_lines_whatever_the_block(sample):
+    import io
+
+    lines, _ = sample
+    data = b"\n".join(lines[:50]) + b"\n"
+    for block in (1, 7, 1000, 4096, len(data), 1 << 23):
+        assert list(bundle._read_lines(io.BytesIO(data), block)) == lines[:50]
+    assert list(bundle._read_lines(io.BytesIO(data[:-1]), 1000)) == lines[:50]  # no newline at the end

@@ -18,7 +18,7 @@ def main(argv: list[str] | None = None) -> int:
         "--known-digest", action="append", default=[], help="a digest you kept (JSON file, webhook event or its data)"
     )
     parser.add_argument(
-        "--workers", type=int, default=None, help="processes that check a large bundle (default: one per CPU; 1: none)"
+        "--workers", type=int, default=None, help="processes that check a large bundle (default: one per idle CPU)"
     )
     parser.add_argument("--json", action="store_true", help="print one JSON report")
     args = parser.parse_args(argv)

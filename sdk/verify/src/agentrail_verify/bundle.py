@@ -386,10 +386,17 @@ _shared: Any = None  # what the forked workers read: the list of record lines, o
 
 
 def default_workers() -> int:
+    """One process per idle CPU (the CPUs this process may use, less the load average), at least one: on a busy
+    machine more processes only add the cost of sharing the work (measured: slower than one)."""
     try:
-        return max(1, len(os.sched_getaffinity(0)))
+        cpus = len(os.sched_getaffinity(0))
     except AttributeError:  # not on Linux
-        return max(1, os.cpu_count() or 1)
+        cpus = os.cpu_count() or 1
+    try:
+        busy = os.getloadavg()[0]
+    except (AttributeError, OSError):
+        busy = 0.0
+    return max(1, min(cpus, round(cpus - busy)))
 
 
 def _fork_context() -> Any:
@@ -425,14 +432,19 @@ def _file_run(task: tuple[int, int, frozenset[int]]) -> _Run:
 
 
 def _start_pool(worker: Any, shared: Any, tasks: list[tuple[int, int]], roots: frozenset[int], workers: int) -> Any:
-    """Forks the workers (they inherit `shared`) and hands them the runs at once; the caller terminates the pool."""
+    """Forks the workers (they inherit `shared`) and hands them the runs at once; returns the pool (the caller
+    shuts it down) and the runs' results in chain order. A worker that dies raises BrokenProcessPool: never a
+    wait without end."""
+    from concurrent.futures import ProcessPoolExecutor
+
     global _shared
     _shared = shared
     try:
-        pool = _fork_context().Pool(workers)
+        pool = ProcessPoolExecutor(workers, mp_context=_fork_context())
+        futures = [pool.submit(worker, (low, high, roots)) for low, high in tasks]  # forks at the first
     finally:
         _shared = None
-    return pool, pool.imap(worker, [(low, high, roots) for low, high in tasks])
+    return pool, (future.result() for future in futures)
 
 
 def verify_lines(
@@ -469,7 +481,7 @@ def verify_file(
             return verify_lines(json_lines(handle.read()), public_key, known_digests=known_digests, workers=workers)
         size = os.fstat(handle.fileno()).st_size
         if size - len(head) < PARALLEL_MIN_RECORDS * 256 or (workers or default_workers()) < 2 or not _fork_context():
-            return _verify(head, handle, 0, public_key, known_digests, 1, _file_run)
+            return _verify(head, _read_lines(handle), 0, public_key, known_digests, 1, _file_run)
     return _verify(head, (path, len(head), size), 0, public_key, known_digests, workers, _file_run)
 
 
@@ -580,7 +592,7 @@ def _verify(
         joined = _join_runs(report, runs, [], roots)
     finally:
         if pool is not None:
-            pool.terminate()
+            pool.shutdown(wait=False, cancel_futures=True)
     if joined is None:
         return report
     index, last_id = joined
@@ -633,6 +645,18 @@ def _check_retention(
         report.broke("the retention cut names a digest that the digest chain does not hold", digest=cid)
         return
     report.expired_through = int(through)
+
+
+def _read_lines(handle: Any, block: int = 1 << 23) -> Iterator[bytes]:
+    """The file's lines, read in large blocks (a line at a time costs as much as checking it)."""
+    rest = b""
+    while chunk := handle.read(block):
+        lines = chunk.split(b"\n")
+        lines[0] = rest + lines[0]
+        rest = lines.pop()
+        yield from lines
+    if rest:
+        yield rest
 
 
 def _chain(head: list[_Run], rest: Iterable[_Run]) -> Iterator[_Run]:
