@@ -14,6 +14,7 @@ from app.metrics import service
 from app.rest import params
 from app.rest.handler import Call, endpoint
 from app.rest.openapi import Answer
+from app.rest.responses import camel
 
 DEFAULT_WINDOW = timedelta(hours=24)
 
@@ -25,6 +26,9 @@ class HourlyCount(Answer):
     count: int
     errors: int
     blocked: int
+    idempotent: int
+    idempotency_hit_rate: float
+    governance_block_rate: float
     alerts: int
     tokens: float
     duration_p50: float | None
@@ -54,13 +58,7 @@ async def hourly_metrics(call: Call) -> Any:
             "hour": iso(r.start),
             "type": r.action,
             "outcome": r.status,
-            "count": r.count,
-            "errors": r.errors,
-            "blocked": r.blocked,
-            "alerts": r.alerts,
-            "tokens": r.tokens,
-            "durationP50": r.percentile(0.5),
-            "durationP95": r.percentile(0.95),
+            **{camel(name): value for name, value in r.figures().items()},
         }
         for r in rows
     ]

@@ -96,16 +96,7 @@ class MetricBucket:
                 provider=row.provider,
                 tenant_id=row.tenant_id,
             ),
-            count=row.count,
-            errors=row.errors,
-            blocked=row.blocked,
-            idempotent=row.idempotent,
-            idempotency_hit_rate=row.idempotent / row.count if row.count else 0.0,
-            governance_block_rate=row.blocked / row.count if row.count else 0.0,
-            alerts=row.alerts,
-            tokens=row.tokens,
-            duration_p50=row.percentile(0.5),
-            duration_p95=row.percentile(0.95),
+            **row.figures(),
         )
 
 

@@ -250,6 +250,21 @@ class MetricRow:
     def percentile(self, q: float) -> float | None:
         return histogram.percentile(self.buckets, q, minimum=self.duration_min, maximum=self.duration_max)
 
+    def figures(self) -> dict[str, Any]:
+        """The bucket's aggregates, as GraphQL's `MetricBucket` and REST's hourly counts name them."""
+        return {
+            "count": self.count,
+            "errors": self.errors,
+            "blocked": self.blocked,
+            "idempotent": self.idempotent,
+            "idempotency_hit_rate": self.idempotent / self.count if self.count else 0.0,
+            "governance_block_rate": self.blocked / self.count if self.count else 0.0,
+            "alerts": self.alerts,
+            "tokens": self.tokens,
+            "duration_p50": self.percentile(0.5),
+            "duration_p95": self.percentile(0.95),
+        }
+
 
 def validate(query: MetricsQuery, now: datetime) -> tuple[datetime, datetime]:
     start = query.start.astimezone(UTC)

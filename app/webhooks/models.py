@@ -78,6 +78,12 @@ class WebhookDelivery(SQLModel, TenantScoped, table=True):
     last_error: str | None = Field(default=None, max_length=500)
     delivered_at: datetime | None = optional_timestamp_column()
     created_at: datetime = timestamp_column()
+
+    @property
+    def due_at(self) -> datetime | None:
+        """When the next attempt is due: only a delivery still waiting (PENDING or FAILED) has one."""
+        return self.next_attempt_at if self.status in (PENDING, FAILED) else None
+
     updated_at: datetime = timestamp_column()
 
 

@@ -69,8 +69,8 @@ _HIDDEN = ("org_id", "body", "claim_token", "lease_expires_at")
 def delivery_json(delivery: models.WebhookDelivery, attempts: list[models.WebhookAttempt]) -> dict[str, Any]:
     out = row_json(delivery, hide=_HIDDEN)
     out["payload"] = orjson.loads(delivery.body)
-    if delivery.status not in (models.PENDING, models.FAILED):
-        out["nextAttemptAt"] = None  # only a due delivery has a next attempt
+    if delivery.due_at is None:
+        out["nextAttemptAt"] = None
     out["attempts"] = [row_json(a, hide=("org_id", "delivery_id")) for a in attempts]
     return out
 

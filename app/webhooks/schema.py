@@ -130,7 +130,6 @@ class WebhookDelivery:
     ) -> WebhookDelivery:
         import orjson
 
-        due = delivery.status in (models.PENDING, models.FAILED)
         return cls(
             id=strawberry.ID(delivery.id),
             endpoint_id=strawberry.ID(delivery.endpoint_id) if delivery.endpoint_id else None,
@@ -140,7 +139,7 @@ class WebhookDelivery:
             payload=orjson.loads(delivery.body),
             status=WebhookDeliveryStatus(delivery.status),
             attempt_count=delivery.attempt_count,
-            next_attempt_at=delivery.next_attempt_at if due else None,
+            next_attempt_at=delivery.due_at,
             delivered_at=delivery.delivered_at,
             last_error=delivery.last_error,
             created_at=delivery.created_at,
