@@ -592,7 +592,9 @@ def _verify(
         joined = _join_runs(report, runs, [], roots)
     finally:
         if pool is not None:
-            pool.shutdown(wait=False, cancel_futures=True)
+            # wait for runs already started: a worker still reading a file's map when the caller goes on (and,
+            # say, rewrites the file) would die of SIGBUS
+            pool.shutdown(wait=True, cancel_futures=True)
     if joined is None:
         return report
     index, last_id = joined
