@@ -29,8 +29,15 @@ from app.api.errors import DocumentCache, ErrorCodes
 from app.api.execution import FastLeafExecutionContext
 from app.api.limits import QueryCost
 from app.api.permissions import guard_root_types
-from app.audit.erasure_schema import ErasureMutation, ErasureQuery
-from app.audit.schema import AuditMutation, AuditQuery, AuditSubscription, RetentionMutation, RetentionQuery
+from app.audit.schema import (
+    AuditMutation,
+    AuditQuery,
+    AuditSubscription,
+    ErasureMutation,
+    ErasureQuery,
+    RetentionMutation,
+    RetentionQuery,
+)
 from app.billing.schema import BillingMutation, BillingQuery
 from app.compliance.schema import ComplianceMutation, ComplianceQuery
 from app.exports.schema import ExportsMutation, ExportsQuery
